@@ -1,0 +1,374 @@
+//! `tunekit`: thin command-line glue over the `tunekit` library. Flags are parsed here, in one
+//! place, and turned into validated library calls; every error is printed with its context and
+//! exits with code 2 (bad input) or 1 (anything else).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tunekit::config::{RunConfig, parse_format};
+use tunekit::data::DataSpec;
+use tunekit::device::DeviceKind;
+use tunekit::train::TrainOptions;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "tunekit",
+    version,
+    about = "Fine-tune pretrained text encoders from one config file"
+)]
+struct Cli {
+    /// cpu (default) or cuda (needs a build with --features cuda).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: DeviceKind,
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fine-tune a model as described by CONFIG.toml.
+    Train(TrainArgs),
+    /// Evaluate a fine-tuned model on a labelled file.
+    Eval(EvalArgs),
+    /// Predict labels for every row of a file (JSONL output, streaming).
+    Predict(PredictArgs),
+    /// Mean-pooled sentence embeddings (JSONL output).
+    Embed(EmbedArgs),
+    /// Inspect models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The run configuration (TOML).
+    config: PathBuf,
+    /// Override a config value: --set section.key=value (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Run directory (default: run.dir/run.name from the config).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in the run directory from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// How to read a data file; defaults suit a `text<TAB>label` file with a header.
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// csv, tsv or jsonl (default: from the extension).
+    #[arg(long)]
+    format: Option<String>,
+    /// Column holding the text.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Column holding the second text of a pair.
+    #[arg(long)]
+    text_pair_column: Option<String>,
+    /// The file has no header row (columns are then named 0, 1, ...).
+    #[arg(long)]
+    no_header: bool,
+    /// Field delimiter (one character).
+    #[arg(long)]
+    delimiter: Option<char>,
+}
+
+impl DataArgs {
+    fn spec(&self, path: PathBuf, label_column: Option<String>) -> anyhow::Result<DataSpec> {
+        let format = match &self.format {
+            Some(f) => Some(parse_format(f).ok_or_else(|| {
+                tunekit::Error::Config(format!("--format {f}: expected csv, tsv or jsonl"))
+            })?),
+            None => None,
+        };
+        let delimiter = match self.delimiter {
+            Some(c) if c.is_ascii() => Some(c as u8),
+            Some(c) => {
+                return Err(
+                    tunekit::Error::Config(format!("--delimiter {c:?} must be ASCII")).into(),
+                );
+            }
+            None => None,
+        };
+        Ok(DataSpec {
+            path,
+            format,
+            delimiter,
+            has_header: !self.no_header,
+            text_column: self.text_column.clone(),
+            text_pair_column: self.text_pair_column.clone(),
+            label_column,
+        })
+    }
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Fine-tuned model directory (e.g. runs/NAME/model).
+    #[arg(long)]
+    model: String,
+    /// Labelled data file.
+    #[arg(long)]
+    data: PathBuf,
+    /// Column holding the label.
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    #[command(flatten)]
+    data_args: DataArgs,
+    /// Write the JSON report here instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Max length in tokens (default: the one the model was trained with).
+    #[arg(long)]
+    max_length: Option<usize>,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Fine-tuned model directory.
+    #[arg(long)]
+    model: String,
+    /// Input file (CSV/TSV/JSONL with a text column).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output JSONL file (written atomically).
+    #[arg(long)]
+    output: PathBuf,
+    #[command(flatten)]
+    data_args: DataArgs,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Max length in tokens (default: the one the model was trained with).
+    #[arg(long)]
+    max_length: Option<usize>,
+}
+
+#[derive(Args)]
+struct EmbedArgs {
+    /// Any BERT model directory (or model id in the local HF cache).
+    #[arg(long)]
+    model: String,
+    /// Input file with a text column; without it, one text per line is read from stdin.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    #[command(flatten)]
+    data_args: DataArgs,
+    /// Output JSONL (default stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Max length in tokens.
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Architecture, parameters, vocabulary, max length and a training-memory estimate.
+    Inspect {
+        /// Model directory or model id in the local HF cache.
+        dir: String,
+        /// Batch size for the memory estimate.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Sequence length for the memory estimate.
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            // Bad input (config, data, model files, labels) is exit code 2; engine failures 1.
+            let code = match err.downcast_ref::<tunekit::Error>() {
+                Some(tunekit::Error::Engine(_)) | None => 1,
+                Some(_) => 2,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn write_output(path: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
+    match path {
+        Some(p) => Ok(tunekit::fsutil::write_atomic(p, text.as_bytes())?),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let device = tunekit::device::device(cli.device)?;
+    let progress = !cli.quiet && std::io::stderr().is_terminal();
+    match cli.command {
+        Command::Train(args) => {
+            let config = RunConfig::load(&args.config, &args.set)?;
+            let options = TrainOptions {
+                run_dir: args.run_dir,
+                resume: args.resume,
+                progress,
+            };
+            let run_dir = tunekit::train::run_dir_for(&config, &options);
+            let metrics = tunekit::train::train(&config, &options, &device)?;
+            let fmt = |m: &Option<tunekit::metrics::ClassificationMetrics>| match m {
+                Some(m) => format!("accuracy {:.4}  macro-F1 {:.4}", m.accuracy, m.macro_f1),
+                None => "n/a".into(),
+            };
+            println!("run directory: {}", run_dir.display());
+            println!(
+                "best step:     {}",
+                metrics.best_step.map_or("-".into(), |s| s.to_string())
+            );
+            println!("validation:    {}", fmt(&metrics.validation));
+            println!("test:          {}", fmt(&metrics.test));
+            println!(
+                "training:      {} steps in {:.1} s ({:.1} examples/s)",
+                metrics.steps, metrics.train_time_s, metrics.train_examples_per_s
+            );
+            Ok(())
+        }
+        Command::Eval(args) => {
+            let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;
+            let spec = args.data_args.spec(args.data, Some(args.label_column))?;
+            let report = clf.evaluate_file(&spec, args.batch_size)?;
+            if report.truncated > 0 {
+                tracing::info!(
+                    "{} of {} examples truncated to {} tokens",
+                    report.truncated,
+                    report.examples,
+                    report.max_length
+                );
+            }
+            write_output(
+                args.output.as_ref(),
+                &serde_json::to_string_pretty(&report)?,
+            )
+        }
+        Command::Predict(args) => {
+            let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;
+            let spec = args.data_args.spec(args.input, None)?;
+            let bar = if progress {
+                indicatif::ProgressBar::new_spinner()
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let summary = clf.predict_file(&spec, &args.output, args.batch_size, |n| {
+                bar.set_message(format!("{n} rows predicted"));
+                bar.tick();
+            })?;
+            bar.finish_and_clear();
+            eprintln!(
+                "{} rows predicted -> {} ({} truncated to {} tokens)",
+                summary.rows,
+                args.output.display(),
+                summary.truncated,
+                clf.tokenizer.max_length()
+            );
+            Ok(())
+        }
+        Command::Embed(args) => {
+            let texts: Vec<String> = match &args.input {
+                Some(path) => {
+                    let spec = args.data_args.spec(path.clone(), None)?;
+                    let (examples, _) = tunekit::data::read_examples(&spec)?;
+                    examples.into_iter().map(|e| e.text).collect()
+                }
+                None => {
+                    let mut s = String::new();
+                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                        .context("reading stdin")?;
+                    s.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
+            };
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let vectors =
+                tunekit::infer::embed_texts(&args.model, &refs, args.max_length, &device)?;
+            let mut out = String::new();
+            for (t, v) in texts.iter().zip(vectors) {
+                out.push_str(&serde_json::json!({"text": t, "embedding": v}).to_string());
+                out.push('\n');
+            }
+            write_output(args.output.as_ref(), out.trim_end())
+        }
+        Command::Models {
+            command:
+                ModelsCommand::Inspect {
+                    dir,
+                    batch_size,
+                    seq_len,
+                    json,
+                },
+        } => {
+            let s = tunekit::model::inspect(&dir, batch_size, seq_len)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("directory:        {}", s.dir.display());
+                println!(
+                    "model type:       {} ({})",
+                    s.model_type,
+                    s.architectures.join(", ")
+                );
+                println!(
+                    "parameters:       {} ({:.1} M)",
+                    s.parameters,
+                    s.parameters as f64 / 1e6
+                );
+                println!("layers:           {}", s.layers);
+                println!(
+                    "hidden size:      {} ({} heads, FFN {})",
+                    s.hidden_size, s.heads, s.intermediate_size
+                );
+                println!("vocabulary:       {}", s.vocab_size);
+                println!("max length:       {} tokens", s.max_length);
+                match &s.labels {
+                    Some(l) => println!("labels:           {}", l.join(", ")),
+                    None => println!("labels:           none (no classification head)"),
+                }
+                println!(
+                    "training memory:  ~{:.2} GiB (AdamW, f32, batch {} × {} tokens)",
+                    s.train_memory_bytes as f64 / (1u64 << 30) as f64,
+                    s.batch_size,
+                    s.seq_len
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Shared helpers for the CLI tests: real files, real (small) models, the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The fetched all-MiniLM-L6-v2 (scripts/fetch-assets.sh).
+pub fn minilm() -> PathBuf {
+    let p = root().join("assets/models/all-MiniLM-L6-v2");
+    assert!(
+        p.join("model.safetensors").is_file(),
+        "assets missing: run scripts/fetch-assets.sh first"
+    );
+    p
+}
+
+/// The MR split files.
+pub fn mr(split: &str) -> PathBuf {
+    root().join(format!("assets/data/mr/{split}.tsv"))
+}
+
+/// Data fixtures shipped with the library crate.
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("crates/tunekit/tests/fixtures").join(name)
+}
+
+/// Run the real `tunekit` binary.
+pub fn tunekit(args: &[&str]) -> Output {
+    tunekit_env(args, &[])
+}
+
+/// Run `tunekit` with extra environment variables.
+pub fn tunekit_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunekit"));
+    cmd.args(args).arg("--quiet").env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run tunekit")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Assert a command failed with exit code 2 and a message containing every `needle`.
+pub fn assert_bad_input(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit code 2, got {:?}; stderr: {err}",
+        o.status.code()
+    );
+    for n in needles {
+        assert!(err.contains(n), "stderr should mention {n:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "must not panic: {err}");
+}
+
+/// A tiny randomly initialised BERT (real architecture, MiniLM's tokenizer) in HF layout.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({
+        "model_type": "bert",
+        "architectures": ["BertModel"],
+        "vocab_size": 30522,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 128,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&config).unwrap(),
+    )
+    .unwrap();
+    let parsed = tunekit::model::BertConfig::from_file(&dir.join("config.json")).unwrap();
+    tunekit::model::weights::write_random_encoder(&parsed, &dir.join("model.safetensors"), 7)
+        .unwrap();
+    std::fs::copy(minilm().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    dir.to_path_buf()
+}
+
+/// The first `n` data rows of an MR split, written to `dir/name`.
+pub fn mr_subset(split: &str, n: usize, dir: &Path) -> PathBuf {
+    // MR files are ordered by polarity: take rows spread over the whole file.
+    let text = std::fs::read_to_string(mr(split)).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    let step = (all.len() - 1) / n;
+    let mut lines = vec![all[0]];
+    lines.extend((0..n).map(|i| all[1 + i * step]));
+    let out = dir.join(format!("{split}.tsv"));
+    std::fs::write(&out, lines.join("\n") + "\n").unwrap();
+    out
+}
+
+/// A run config for the tiny model on MR subsets; `extra` is appended to `[train]`.
+pub fn tiny_config(dir: &Path, model: &Path, train_extra: &str) -> PathBuf {
+    let train = mr_subset("train", 192, dir);
+    let validation = mr_subset("validation", 48, dir);
+    let test = mr_subset("test", 48, dir);
+    let cfg = format!(
+        "[model]\npath = {model:?}\nmax_length = 64\n\n[data]\ntrain = {train:?}\nvalidation = {validation:?}\ntest = {test:?}\n\n[train]\nbatch_size = 16\nlearning_rate = 1e-3\nweight_decay = 0.01\nwarmup_ratio = 0.1\nseed = 3\n{train_extra}\n\n[run]\nname = \"tiny\"\ndir = {runs:?}\n",
+        runs = dir.join("runs")
+    );
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+/// Read a JSON file.
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}

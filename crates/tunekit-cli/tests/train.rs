@@ -1,0 +1,316 @@
+//! End-to-end training on a tiny real BERT: run directory contents, eval/predict on the
+//! exported model, gradient accumulation ≡ larger batch, and resume after `kill -9`.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Metrics without the wall-clock fields, for exact comparison across runs.
+fn comparable(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("train_time_s");
+        o.remove("train_examples_per_s");
+        o.remove("elapsed_s");
+    }
+    v
+}
+
+fn history(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| comparable(serde_json::from_str(l).unwrap()))
+        .collect()
+}
+
+#[test]
+fn train_writes_a_complete_run_that_eval_and_predict_reload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let cfg = tiny_config(tmp.path(), &model, "");
+    let out = tunekit(&["train", cfg.to_str().unwrap(), "--set", "train.epochs=2"]);
+    assert!(out.status.success(), "train failed: {}", stderr(&out));
+    let run = tmp.path().join("runs/tiny");
+
+    assert_eq!(json(&run.join("status.json"))["status"], "complete");
+    assert!(run.join("config.toml").is_file());
+    let report = json(&run.join("data_report.json"));
+    assert_eq!(report[0]["split"], "train");
+    assert_eq!(report[0]["examples"], 192);
+
+    // One evaluation per epoch, in metrics.jsonl.
+    assert_eq!(history(&run).len(), 2);
+
+    let metrics = json(&run.join("metrics.json"));
+    assert_eq!(
+        metrics["labels"],
+        serde_json::json!(["negative", "positive"])
+    );
+    let test = &metrics["test"];
+    let cm = test["confusion_matrix"].as_array().unwrap();
+    let total: u64 = cm
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 48, "confusion matrix covers every test example");
+    assert_eq!(test["per_class"].as_array().unwrap().len(), 2);
+
+    // The exported model is HF layout with the label map.
+    let exported = run.join("model");
+    let config = json(&exported.join("config.json"));
+    assert_eq!(config["id2label"]["0"], "negative");
+    assert_eq!(config["label2id"]["positive"], 1);
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    let bytes = std::fs::read(exported.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("classifier.weight").unwrap().shape(), &[2, 32]);
+    assert_eq!(
+        st.tensor("bert.pooler.dense.weight").unwrap().shape(),
+        &[32, 32]
+    );
+    assert!(exported.join("tokenizer.json").is_file());
+
+    // eval on the exported model reproduces the run's test metrics.
+    let test_file = tmp.path().join("test.tsv");
+    let out = tunekit(&[
+        "eval",
+        "--model",
+        exported.to_str().unwrap(),
+        "--data",
+        test_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "eval failed: {}", stderr(&out));
+    let eval: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(eval["metrics"]["accuracy"], test["accuracy"]);
+    assert_eq!(
+        eval["metrics"]["confusion_matrix"],
+        test["confusion_matrix"]
+    );
+
+    // predict streams one JSON line per row, with probabilities summing to 1.
+    let preds = tmp.path().join("preds.jsonl");
+    let out = tunekit(&[
+        "predict",
+        "--model",
+        exported.to_str().unwrap(),
+        "--input",
+        test_file.to_str().unwrap(),
+        "--output",
+        preds.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "predict failed: {}", stderr(&out));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 48);
+    for l in &lines {
+        let p = l["probabilities"].as_object().unwrap();
+        let sum: f64 = p.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{l}");
+        assert!(p.contains_key(l["label"].as_str().unwrap()));
+    }
+    let correct = lines
+        .iter()
+        .zip(std::fs::read_to_string(&test_file).unwrap().lines().skip(1))
+        .filter(|(p, row)| row.ends_with(&format!("\t{}", p["label"].as_str().unwrap())))
+        .count();
+    let acc = correct as f64 / 48.0;
+    assert!(
+        (acc - test["accuracy"].as_f64().unwrap()).abs() < 1e-9,
+        "predict agrees with metrics.json"
+    );
+
+    // A second run into the same directory is refused instead of overwriting it.
+    let again = tunekit(&["train", cfg.to_str().unwrap()]);
+    assert_bad_input(&again, &["already holds a complete run", "--resume"]);
+}
+
+#[test]
+fn gradient_accumulation_equals_the_larger_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    // No dropout and no length grouping, so 2 × 8 accumulated = 1 × 16 exactly in data order.
+    let common = "length_bucketing = false\nepochs = 1\nmax_steps = 6\n";
+    let cfg_a = tiny_config(tmp.path(), &model, common);
+    let run = |name: &str, extra: &[&str]| {
+        let name_set = format!("run.name={name}");
+        let mut args = vec![
+            "train",
+            cfg_a.to_str().unwrap(),
+            "--set",
+            "model.hidden_dropout=0.0",
+            "--set",
+            "model.attention_dropout=0.0",
+            "--set",
+            name_set.as_str(),
+        ];
+        for e in extra {
+            args.push("--set");
+            args.push(e);
+        }
+        let out = tunekit(&args);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        tmp.path().join("runs").join(name)
+    };
+    let big = run("big", &["train.batch_size=16"]);
+    let acc = run(
+        "acc",
+        &["train.batch_size=8", "train.gradient_accumulation=2"],
+    );
+    let load = |dir: &Path| std::fs::read(dir.join("best/model.safetensors")).unwrap();
+    let (a, b) = (load(&big), load(&acc));
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let mut max_diff = 0f32;
+    let mut moved = 0f32;
+    let base_bytes = std::fs::read(model.join("model.safetensors")).unwrap();
+    let base = safetensors::SafeTensors::deserialize(&base_bytes).unwrap();
+    for (name, ta) in a.tensors() {
+        let tb = b.tensor(&name).unwrap();
+        let fa: Vec<f32> = ta
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let fb: Vec<f32> = tb
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        for (x, y) in fa.iter().zip(&fb) {
+            max_diff = max_diff.max((x - y).abs());
+        }
+        if let Ok(t0) = base.tensor(name.trim_start_matches("bert.")) {
+            let f0: Vec<f32> = t0
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            for (x, y) in fa.iter().zip(&f0) {
+                moved = moved.max((x - y).abs());
+            }
+        }
+    }
+    // Six AdamW steps moved weights by ~1e-3·6; the two routes agree to float rounding.
+    assert!(
+        moved > 1e-3,
+        "training must change the weights (moved {moved})"
+    );
+    assert!(
+        max_diff < 2e-5,
+        "accumulated vs large batch differ by {max_diff}"
+    );
+    let la = json(&big.join("metrics.json"));
+    let lb = json(&acc.join("metrics.json"));
+    assert_eq!(la["steps"], 6);
+    assert_eq!(lb["steps"], 6);
+    let va = la["validation"]["loss"].as_f64().unwrap();
+    let vb = lb["validation"]["loss"].as_f64().unwrap();
+    assert!((va - vb).abs() < 1e-4, "validation loss {va} vs {vb}");
+}
+
+#[test]
+fn resume_after_kill_reaches_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let cfg = tiny_config(
+        tmp.path(),
+        &model,
+        "epochs = 5\ncheckpoint_every_steps = 2\neval_every_steps = 5\n",
+    );
+    let cfg_s = cfg.to_str().unwrap();
+
+    let full_dir = tmp.path().join("full");
+    let out = tunekit(&["train", cfg_s, "--run-dir", full_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Start the same run, kill -9 it once a mid-run checkpoint exists, then resume.
+    let killed_dir = tmp.path().join("killed");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunekit"))
+        .args([
+            "train",
+            cfg_s,
+            "--run-dir",
+            killed_dir.to_str().unwrap(),
+            "--quiet",
+        ])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let latest = killed_dir.join("checkpoints/latest.json");
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&latest)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && v["step"].as_u64().unwrap_or(0) >= 7
+        {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run finished before it could be killed"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(
+        json(&killed_dir.join("status.json"))["status"],
+        "running",
+        "a killed run is not complete"
+    );
+    assert!(!killed_dir.join("metrics.json").exists());
+
+    let killed_at = json(&latest)["step"].as_u64().unwrap();
+    assert!(killed_at < 60, "killed mid-run, at step {killed_at}");
+    let out = tunekit_env(
+        &[
+            "train",
+            cfg_s,
+            "--run-dir",
+            killed_dir.to_str().unwrap(),
+            "--resume",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    assert!(out.status.success(), "resume failed: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("(step {killed_at},")),
+        "must continue from the checkpoint at step {killed_at}: {}",
+        stderr(&out)
+    );
+    assert_eq!(json(&killed_dir.join("status.json"))["status"], "complete");
+
+    assert_eq!(
+        comparable(json(&full_dir.join("metrics.json"))),
+        comparable(json(&killed_dir.join("metrics.json")))
+    );
+    assert_eq!(history(&full_dir), history(&killed_dir));
+    let a = std::fs::read(full_dir.join("model/model.safetensors")).unwrap();
+    let b = std::fs::read(killed_dir.join("model/model.safetensors")).unwrap();
+    assert!(a == b, "resumed model weights must be bit-identical");
+
+    // Resuming with a different config is refused.
+    let out = tunekit(&[
+        "train",
+        cfg_s,
+        "--run-dir",
+        killed_dir.to_str().unwrap(),
+        "--resume",
+        "--set",
+        "train.seed=4",
+    ]);
+    assert_bad_input(&out, &["differs"]);
+}

@@ -1,0 +1,496 @@
+//! The run configuration: one TOML file, parsed strictly (unknown keys are errors naming the
+//! key and file), with `--set section.key=value` overrides applied before validation, and
+//! validated once into [`RunConfig`].
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataSpec, Format};
+use crate::error::{Error, Result};
+use crate::model::Pooling;
+
+/// Everything a training run needs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The pretrained model.
+    pub model: ModelSection,
+    /// The labelled data.
+    pub data: DataSection,
+    /// Optimisation.
+    #[serde(default)]
+    pub train: TrainSection,
+    /// Run directory and name.
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A model directory in HF layout, or a model id in the local HF hub cache.
+    pub path: String,
+    /// `cls` (HF BertForSequenceClassification) or `mean`.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Longest input in tokens; longer inputs are truncated and counted.
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Override of the config's hidden dropout.
+    #[serde(default)]
+    pub hidden_dropout: Option<f64>,
+    /// Override of the config's attention dropout.
+    #[serde(default)]
+    pub attention_dropout: Option<f64>,
+}
+
+fn default_max_length() -> usize {
+    128
+}
+
+/// `[data]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Training file.
+    pub train: PathBuf,
+    /// Validation file (evaluated every epoch; picks the best checkpoint).
+    #[serde(default)]
+    pub validation: Option<PathBuf>,
+    /// Test file (evaluated once with the best checkpoint).
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+    /// `csv`, `tsv` or `jsonl`; by default from the file extension.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Field delimiter for CSV/TSV (one character).
+    #[serde(default)]
+    pub delimiter: Option<String>,
+    /// Whether CSV/TSV files start with a header row.
+    #[serde(default = "default_true")]
+    pub has_header: bool,
+    /// Column with the text.
+    #[serde(default = "default_text")]
+    pub text_column: String,
+    /// Optional second text column (sentence pairs).
+    #[serde(default)]
+    pub text_pair_column: Option<String>,
+    /// Column with the label.
+    #[serde(default = "default_label")]
+    pub label_column: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_text() -> String {
+    "text".into()
+}
+fn default_label() -> String {
+    "label".into()
+}
+
+/// Optimisers tunekit builds from burn's.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW (decoupled weight decay), as HF Trainer.
+    #[default]
+    Adamw,
+    /// Adam with L2 weight decay added to the gradient.
+    Adam,
+    /// SGD with optional momentum / Nesterov.
+    Sgd,
+    /// RMSprop.
+    Rmsprop,
+}
+
+/// Learning-rate schedules (see [`crate::schedule`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerKind {
+    /// Constant after warm-up.
+    Constant,
+    /// Linear warm-up then linear decay to 0 (HF `linear`).
+    #[default]
+    Linear,
+    /// Linear warm-up then half-cosine decay to 0 (HF `cosine`).
+    Cosine,
+}
+
+/// `[train]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Examples per optimiser step (per micro-batch when accumulating).
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimiser step (effective batch = batch_size × this).
+    pub gradient_accumulation: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Weight decay (decoupled for AdamW, L2 otherwise); not applied to biases and LayerNorm.
+    pub weight_decay: f64,
+    /// Optimiser.
+    pub optimizer: OptimizerKind,
+    /// Adam/AdamW β1.
+    pub beta1: f64,
+    /// Adam/AdamW β2.
+    pub beta2: f64,
+    /// Adam/AdamW/RMSprop ε.
+    pub epsilon: f64,
+    /// SGD/RMSprop momentum.
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    pub nesterov: bool,
+    /// RMSprop smoothing constant.
+    pub rmsprop_alpha: f64,
+    /// Learning-rate schedule.
+    pub scheduler: SchedulerKind,
+    /// Warm-up as a fraction of total optimiser steps (used when `warmup_steps` is 0).
+    pub warmup_ratio: f64,
+    /// Warm-up in optimiser steps (overrides `warmup_ratio` when > 0).
+    pub warmup_steps: usize,
+    /// Clip the global gradient norm to this value (0 = off).
+    pub max_grad_norm: f64,
+    /// Seed for data order, dropout and new head weights.
+    pub seed: u64,
+    /// Group training batches by length (less padding, faster); shuffled otherwise.
+    pub length_bucketing: bool,
+    /// Also evaluate every N optimiser steps (0 = once per epoch only).
+    pub eval_every_steps: usize,
+    /// Stop after this many evaluations without improvement (0 = never).
+    pub early_stopping_patience: usize,
+    /// Validation metric that selects the best checkpoint: accuracy, macro_f1, micro_f1,
+    /// weighted_f1 (higher is better) or loss (lower is better).
+    pub metric: String,
+    /// Write a resumable checkpoint every N optimiser steps (and at every epoch end).
+    pub checkpoint_every_steps: usize,
+    /// Batch size for evaluation.
+    pub eval_batch_size: usize,
+    /// Stop after this many optimiser steps in total (0 = no limit); for smoke tests.
+    pub max_steps: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            epochs: 3,
+            batch_size: 32,
+            gradient_accumulation: 1,
+            learning_rate: 5e-5,
+            weight_decay: 0.0,
+            optimizer: OptimizerKind::Adamw,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            momentum: 0.0,
+            nesterov: false,
+            rmsprop_alpha: 0.99,
+            scheduler: SchedulerKind::Linear,
+            warmup_ratio: 0.0,
+            warmup_steps: 0,
+            max_grad_norm: 1.0,
+            seed: 42,
+            length_bucketing: true,
+            eval_every_steps: 0,
+            early_stopping_patience: 0,
+            metric: "accuracy".into(),
+            checkpoint_every_steps: 200,
+            eval_batch_size: 64,
+            max_steps: 0,
+        }
+    }
+}
+
+// `#[serde(default)]` on the struct would accept a partial [train] table; do it per field via
+// a container default so that every omitted key takes the documented default above.
+impl TrainSection {
+    fn from_partial(table: toml::Table) -> std::result::Result<Self, String> {
+        let mut full = toml::Table::try_from(TrainSection::default()).unwrap_or_default();
+        for (k, v) in table {
+            full.insert(k, v);
+        }
+        from_table(full)
+    }
+}
+
+/// `[run]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Run name; the run directory is `dir/name`.
+    #[serde(default = "default_run_name")]
+    pub name: String,
+    /// Parent directory of run directories.
+    #[serde(default = "default_runs_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        RunSection {
+            name: default_run_name(),
+            dir: default_runs_dir(),
+        }
+    }
+}
+
+fn default_run_name() -> String {
+    "run".into()
+}
+fn default_runs_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+const METRICS: &[&str] = &["accuracy", "macro_f1", "micro_f1", "weighted_f1", "loss"];
+
+/// Apply one `section.key=value` override to a parsed TOML table. The value is parsed as a
+/// TOML value (number, bool, string, array), falling back to a plain string.
+pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| Error::Config(format!("--set {assignment}: expected section.key=value")))?;
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(Error::Config(format!(
+            "--set {assignment}: key must be section.key (e.g. train.epochs)"
+        )));
+    }
+    let raw = raw.trim();
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let section = table
+        .entry(parts[0].to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match section {
+        toml::Value::Table(t) => {
+            t.insert(parts[1].to_string(), value);
+            Ok(())
+        }
+        _ => Err(Error::Config(format!(
+            "--set {assignment}: `{}` is not a section",
+            parts[0]
+        ))),
+    }
+}
+
+impl RunConfig {
+    /// Parse `path`, apply overrides, validate. Errors name the file and the key.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parse TOML text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::Config(format!("{origin}: {e}")))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let train = match table.remove("train") {
+            None => TrainSection::default(),
+            Some(toml::Value::Table(t)) => TrainSection::from_partial(t)
+                .map_err(|e| Error::Config(format!("{origin}: [train] {e}")))?,
+            Some(_) => return Err(Error::Config(format!("{origin}: `train` must be a table"))),
+        };
+        let mut config: RunConfig =
+            from_table(table).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        config.train = train;
+        config
+            .validate()
+            .map_err(|m| Error::Config(format!("{origin}: {m}")))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let t = &self.train;
+        let positive = [
+            ("train.epochs", t.epochs),
+            ("train.batch_size", t.batch_size),
+            ("train.gradient_accumulation", t.gradient_accumulation),
+            ("train.eval_batch_size", t.eval_batch_size),
+            ("model.max_length", self.model.max_length),
+        ];
+        for (k, v) in positive {
+            if v == 0 {
+                return Err(format!("{k} must be at least 1"));
+            }
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
+            return Err(format!(
+                "train.learning_rate must be positive, got {}",
+                t.learning_rate
+            ));
+        }
+        if !(0.0..1.0).contains(&t.warmup_ratio) {
+            return Err(format!(
+                "train.warmup_ratio must be in [0, 1), got {}",
+                t.warmup_ratio
+            ));
+        }
+        if t.weight_decay < 0.0 || t.max_grad_norm < 0.0 {
+            return Err("train.weight_decay and train.max_grad_norm must be >= 0".into());
+        }
+        if !METRICS.contains(&t.metric.as_str()) {
+            return Err(format!(
+                "train.metric `{}` is not one of {}",
+                t.metric,
+                METRICS.join(", ")
+            ));
+        }
+        for (k, p) in [
+            ("model.hidden_dropout", self.model.hidden_dropout),
+            ("model.attention_dropout", self.model.attention_dropout),
+        ] {
+            if let Some(p) = p
+                && !(0.0..1.0).contains(&p)
+            {
+                return Err(format!("{k} must be in [0, 1), got {p}"));
+            }
+        }
+        if let Some(d) = &self.data.delimiter
+            && d.len() != 1
+        {
+            return Err(format!(
+                "data.delimiter must be one ASCII character, got {d:?}"
+            ));
+        }
+        if let Some(f) = &self.data.format
+            && parse_format(f).is_none()
+        {
+            return Err(format!("data.format `{f}` is not one of csv, tsv, jsonl"));
+        }
+        if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
+            return Err(format!(
+                "run.name `{}` must be a plain directory name",
+                self.run.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a larger value of the selection metric is better.
+    pub fn metric_higher_is_better(&self) -> bool {
+        self.train.metric != "loss"
+    }
+
+    /// The reader spec for one data file.
+    pub fn data_spec(&self, path: &Path, labelled: bool) -> DataSpec {
+        DataSpec {
+            path: path.to_path_buf(),
+            format: self.data.format.as_deref().and_then(parse_format),
+            delimiter: self.data.delimiter.as_ref().map(|d| d.as_bytes()[0]),
+            has_header: self.data.has_header,
+            text_column: self.data.text_column.clone(),
+            text_pair_column: self.data.text_pair_column.clone(),
+            label_column: labelled.then(|| self.data.label_column.clone()),
+        }
+    }
+
+    /// The resolved configuration as TOML (written to the run directory).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Config(format!("serialising config: {e}")))
+    }
+}
+
+/// Deserialize a table, naming the offending key path in errors (`train.epochs: invalid
+/// type ...`), which plain serde errors do not.
+fn from_table<T: serde::de::DeserializeOwned>(
+    table: toml::Table,
+) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            inner.message().to_string()
+        } else {
+            format!("key `{path}`: {}", inner.message())
+        }
+    })
+}
+
+/// `csv` / `tsv` / `jsonl` → [`Format`].
+pub fn parse_format(name: &str) -> Option<Format> {
+    match name.to_ascii_lowercase().as_str() {
+        "csv" => Some(Format::Csv),
+        "tsv" => Some(Format::Tsv),
+        "jsonl" | "ndjson" => Some(Format::Jsonl),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[model]\npath = \"m\"\n[data]\ntrain = \"t.tsv\"\n";
+
+    #[test]
+    fn omitted_train_keys_take_defaults() {
+        let c =
+            RunConfig::parse(&format!("{MINIMAL}[train]\nepochs = 5\n"), "x.toml", &[]).unwrap();
+        assert_eq!(c.train.epochs, 5);
+        assert_eq!(c.train.batch_size, 32);
+        assert_eq!(c.model.max_length, 128);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = RunConfig::parse(&format!("{MINIMAL}[train]\nepochz = 5\n"), "x.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("x.toml") && err.contains("epochz"), "{err}");
+        let err = RunConfig::parse(&format!("{MINIMAL}[model]\n"), "x.toml", &[]).unwrap_err();
+        assert!(err.to_string().contains("x.toml"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = RunConfig::parse(
+            &format!("{MINIMAL}[train]\nepochs = \"three\"\n"),
+            "x.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("epochs"), "{err}");
+    }
+
+    #[test]
+    fn overrides_apply_and_are_validated() {
+        let c = RunConfig::parse(
+            MINIMAL,
+            "x.toml",
+            &[
+                "train.learning_rate=1e-3".into(),
+                "run.name=abc".into(),
+                "model.pooling=mean".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.train.learning_rate, 1e-3);
+        assert_eq!(c.run.name, "abc");
+        assert_eq!(c.model.pooling, Pooling::Mean);
+        let err = RunConfig::parse(MINIMAL, "x.toml", &["train.nope=1".into()]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let err = RunConfig::parse(MINIMAL, "x.toml", &["train.epochs=0".into()]).unwrap_err();
+        assert!(err.to_string().contains("train.epochs"), "{err}");
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c = RunConfig::parse(MINIMAL, "x.toml", &[]).unwrap();
+        let again = RunConfig::parse(&c.to_toml().unwrap(), "resolved.toml", &[]).unwrap();
+        assert_eq!(c, again);
+    }
+}

@@ -1,0 +1,67 @@
+//! One error type for the library. Every variant says *what* went wrong and *where* (file,
+//! line, tensor, config key), because the CLI prints it verbatim to the user.
+
+use std::path::PathBuf;
+
+/// Errors returned by tunekit's library functions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The run configuration is invalid (unknown key, wrong type, bad value).
+    #[error("{0}")]
+    Config(String),
+    /// A model directory is missing a file or holds an unsupported or inconsistent model.
+    #[error("{0}")]
+    Model(String),
+    /// A weight tensor is missing, mis-shaped or unreadable.
+    #[error("{file}: tensor `{tensor}`: {message}")]
+    Weights {
+        /// The weights file.
+        file: PathBuf,
+        /// The tensor's name in the file.
+        tensor: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The tokenizer could not be loaded or failed on an input.
+    #[error("{0}")]
+    Tokenizer(String),
+    /// Data file problems (from the readers).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// Model id resolution in the local Hugging Face cache failed.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+    /// Labels in the data do not match the model's label map.
+    #[error("{0}")]
+    Labels(String),
+    /// Checkpoint or resume state is missing or inconsistent.
+    #[error("{0}")]
+    Checkpoint(String),
+    /// A tensor computation failed inside the engine.
+    #[error("engine error: {0}")]
+    Engine(String),
+    /// Training was interrupted (Ctrl-C / SIGTERM) after saving a checkpoint.
+    #[error("training interrupted; resume with --resume")]
+    Interrupted,
+}
+
+/// Shorthand for results with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wrap an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Inference shared by training-time evaluation and the `eval`, `predict` and `embed`
+//! commands: batched forward passes in length order, scattered back to input order.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use burn::tensor::activation::log_softmax;
+use serde::Serialize;
+
+use crate::batch::{collate, eval_batches};
+use crate::data::{DataSpec, Example, example_iter, read_examples};
+use crate::error::{Error, Result};
+use crate::metrics::{ClassificationMetrics, ConfusionAccumulator};
+use crate::model::bert::mean_pool;
+use crate::model::weights::{ClassifierSpec, DropoutOverride, load_classifier, to_vec};
+use crate::model::{ModelDir, Pooling, SequenceClassifier, TUNEKIT_META};
+use crate::tokenize::{TextTokenizer, Tokens};
+
+/// Class probabilities for each input (input order), and the summed cross-entropy against
+/// `labels` when given.
+pub fn predict_probs(
+    model: &SequenceClassifier,
+    tokens: &[Tokens],
+    labels: Option<&[usize]>,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<(Vec<Vec<f32>>, f64)> {
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
+    let mut probs: Vec<Vec<f32>> = vec![Vec::new(); tokens.len()];
+    let mut loss_sum = 0.0f64;
+    for idx in eval_batches(&lengths, batch_size) {
+        let refs: Vec<&Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
+        let batch = collate(&refs, pad_id, device);
+        let logits = model.forward(&batch);
+        let [n, c] = logits.dims();
+        let logp = to_vec(log_softmax(logits, 1))?;
+        for (row, &i) in idx.iter().enumerate() {
+            let lp = &logp[row * c..(row + 1) * c];
+            probs[i] = lp.iter().map(|v| v.exp()).collect();
+            if let Some(labels) = labels {
+                loss_sum -= f64::from(lp[labels[i]]);
+            }
+        }
+        debug_assert_eq!(n, idx.len());
+    }
+    Ok((probs, loss_sum))
+}
+
+/// Index of the largest probability.
+pub fn argmax(p: &[f32]) -> usize {
+    p.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv { (i, v) } else { (bi, bv) }
+        })
+        .0
+}
+
+/// Metrics of `model` on tokenised, labelled examples.
+pub fn evaluate_tokens(
+    model: &SequenceClassifier,
+    tokens: &[Tokens],
+    labels: &[usize],
+    label_names: &[String],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<ClassificationMetrics> {
+    let (probs, loss_sum) = predict_probs(model, tokens, Some(labels), batch_size, pad_id, device)?;
+    let preds: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+    let mut acc = ConfusionAccumulator::new(label_names.to_vec());
+    acc.update(labels, &preds);
+    acc.add_loss(loss_sum, labels.len());
+    Ok(acc.finish())
+}
+
+/// Map label strings to class ids; a label the model does not know is an error naming it, the
+/// file and the line.
+pub fn label_ids(examples: &[Example], label_names: &[String], file: &Path) -> Result<Vec<usize>> {
+    examples
+        .iter()
+        .map(|e| {
+            let l = e.label.as_deref().unwrap_or_default();
+            label_names.iter().position(|n| n == l).ok_or_else(|| {
+                Error::Labels(format!(
+                    "{} line {}: unknown label `{l}` (the model knows: {})",
+                    file.display(),
+                    e.line,
+                    label_names.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A fine-tuned classifier loaded for inference on a plain (non-autodiff) device.
+pub struct Classifier {
+    /// The model in inference mode.
+    pub model: SequenceClassifier,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// Label names in class-id order.
+    pub labels: Vec<String>,
+    /// Where it runs.
+    pub device: Device,
+    /// The model directory.
+    pub dir: PathBuf,
+}
+
+/// tunekit's own facts about an exported model (`tunekit.json`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ModelMeta {
+    /// Pooling the head was trained with.
+    pub pooling: Pooling,
+    /// Max length used in training.
+    pub max_length: usize,
+    /// Labels in class-id order.
+    pub labels: Vec<String>,
+    /// The pretrained model it was fine-tuned from.
+    pub base_model: String,
+    /// tunekit version that wrote it.
+    pub tunekit_version: String,
+}
+
+impl Classifier {
+    /// Load a fine-tuned classifier (HF layout with `id2label`) for inference.
+    pub fn load(spec: &str, max_length: Option<usize>, device: &Device) -> Result<Self> {
+        let dir = ModelDir::open(spec)?;
+        let labels = dir.config.labels().ok_or_else(|| {
+            Error::Model(format!(
+                "{}: config.json has no id2label: not a classification model (fine-tune it first)",
+                dir.dir.join("config.json").display()
+            ))
+        })?;
+        let meta: Option<ModelMeta> = crate::fsutil::read_json(&dir.dir.join(TUNEKIT_META)).ok();
+        let pooling = meta.as_ref().map(|m| m.pooling).unwrap_or_default();
+        let max_length = max_length
+            .or(meta.as_ref().map(|m| m.max_length))
+            .unwrap_or(dir.config.max_position_embeddings.min(512));
+        let spec = ClassifierSpec {
+            num_labels: labels.len(),
+            pooling,
+            dropout: DropoutOverride::default(),
+            seed: 0,
+            require_head: true,
+        };
+        let (model, _) = load_classifier(&dir.weights_path(), &dir.config, &spec, device)?;
+        let tokenizer = TextTokenizer::from_file(&dir.tokenizer_path(), max_length)?;
+        Ok(Classifier {
+            model,
+            tokenizer,
+            labels,
+            device: device.clone(),
+            dir: dir.dir,
+        })
+    }
+
+    /// Tokenise examples.
+    pub fn tokenize(&self, examples: &[Example]) -> Result<Vec<Tokens>> {
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let pairs: Option<Vec<&str>> = examples
+            .iter()
+            .map(|e| e.text_pair.as_deref())
+            .collect::<Option<Vec<_>>>();
+        self.tokenizer.encode_batch(&texts, pairs.as_deref())
+    }
+
+    /// Evaluate on a labelled file.
+    pub fn evaluate_file(&self, spec: &DataSpec, batch_size: usize) -> Result<EvalReport> {
+        let (examples, read) = read_examples(spec)?;
+        let ids = label_ids(&examples, &self.labels, &spec.path)?;
+        let tokens = self.tokenize(&examples)?;
+        let truncated = tokens.iter().filter(|t| t.truncated).count();
+        let metrics = evaluate_tokens(
+            &self.model,
+            &tokens,
+            &ids,
+            &self.labels,
+            batch_size,
+            self.tokenizer.pad_id(),
+            &self.device,
+        )?;
+        Ok(EvalReport {
+            file: spec.path.clone(),
+            examples: examples.len(),
+            dropped_empty_text: read.empty_text_dropped,
+            dropped_empty_label: read.empty_label_dropped,
+            truncated,
+            max_length: self.tokenizer.max_length(),
+            metrics,
+        })
+    }
+
+    /// Stream predictions for `input` to `output` as JSONL (one object per input row, in
+    /// order), `chunk` rows at a time; `on_progress` gets the number of rows done. Written to
+    /// a temp file and renamed, so a failed run leaves no partial output.
+    pub fn predict_file(
+        &self,
+        input: &DataSpec,
+        output: &Path,
+        batch_size: usize,
+        mut on_progress: impl FnMut(usize),
+    ) -> Result<PredictSummary> {
+        let dir = output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+        let mut w = std::io::BufWriter::new(tmp);
+        let mut summary = PredictSummary::default();
+        let mut chunk: Vec<Example> = Vec::with_capacity(1024);
+        let mut iter = example_iter(input)?;
+        loop {
+            let next = iter.next();
+            let done = next.is_none();
+            if let Some(ex) = next {
+                chunk.push(ex?);
+            }
+            if chunk.len() >= 1024 || (done && !chunk.is_empty()) {
+                let tokens = self.tokenize(&chunk)?;
+                summary.truncated += tokens.iter().filter(|t| t.truncated).count();
+                let (probs, _) = predict_probs(
+                    &self.model,
+                    &tokens,
+                    None,
+                    batch_size,
+                    self.tokenizer.pad_id(),
+                    &self.device,
+                )?;
+                for (ex, p) in chunk.iter().zip(probs) {
+                    let best = argmax(&p);
+                    let scores: serde_json::Map<String, serde_json::Value> = self
+                        .labels
+                        .iter()
+                        .zip(p.iter())
+                        .map(|(l, &v)| (l.clone(), serde_json::json!(v)))
+                        .collect();
+                    let row = serde_json::json!({
+                        "line": ex.line,
+                        "label": self.labels[best],
+                        "score": p[best],
+                        "probabilities": scores,
+                    });
+                    writeln!(w, "{row}").map_err(|e| Error::io(output, e))?;
+                }
+                summary.rows += chunk.len();
+                on_progress(summary.rows);
+                chunk.clear();
+            }
+            if done {
+                break;
+            }
+        }
+        let tmp = w
+            .into_inner()
+            .map_err(|e| Error::io(output, e.into_error()))?;
+        tmp.as_file().sync_all().map_err(|e| Error::io(output, e))?;
+        tmp.persist(output)
+            .map_err(|e| Error::io(output, e.error))?;
+        if summary.rows == 0 {
+            return Err(Error::Data(crate::data::DataError::Empty {
+                file: input.path.clone(),
+            }));
+        }
+        Ok(summary)
+    }
+}
+
+/// Result of `tunekit eval`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// The evaluated file.
+    pub file: PathBuf,
+    /// Examples evaluated.
+    pub examples: usize,
+    /// Rows dropped for empty text.
+    pub dropped_empty_text: usize,
+    /// Rows dropped for an empty label.
+    pub dropped_empty_label: usize,
+    /// Examples longer than `max_length` (truncated).
+    pub truncated: usize,
+    /// The max length used.
+    pub max_length: usize,
+    /// Metrics.
+    pub metrics: ClassificationMetrics,
+}
+
+/// Counts from `tunekit predict`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PredictSummary {
+    /// Rows predicted.
+    pub rows: usize,
+    /// Rows truncated to `max_length`.
+    pub truncated: usize,
+}
+
+/// Mean-pooled sentence embeddings from any BERT model directory (the base encoder; a
+/// classification head, if present, is ignored).
+pub fn embed_texts(
+    spec: &str,
+    texts: &[&str],
+    max_length: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
+    let dir = ModelDir::open(spec)?;
+    let mut file = crate::model::weights::WeightFile::open(&dir.weights_path())?;
+    let bert = crate::model::weights::load_bert(
+        &mut file,
+        &dir.config,
+        DropoutOverride::default(),
+        device,
+    )?;
+    let tokenizer = TextTokenizer::from_file(&dir.tokenizer_path(), max_length)?;
+    let tokens = tokenizer.encode_batch(texts, None)?;
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
+    let mut out = vec![Vec::new(); texts.len()];
+    for idx in eval_batches(&lengths, 32) {
+        let refs: Vec<&Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
+        let batch = collate(&refs, tokenizer.pad_id(), device);
+        let pooled = mean_pool(bert.forward(&batch), batch.attention_mask.clone());
+        let [_, h] = pooled.dims();
+        let v = to_vec(pooled)?;
+        for (row, &i) in idx.iter().enumerate() {
+            out[i] = v[row * h..(row + 1) * h].to_vec();
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,34 @@
+//! # tunekit
+//!
+//! Fine-tune pretrained BERT-family encoders (Hugging Face layout) on labelled text, evaluate,
+//! export and predict — the library behind the `tunekit` command.
+//!
+//! One module per concern, named for what it holds:
+//! - [`config`]: the run's TOML configuration, parsed strictly and validated once;
+//! - [`data`]: reading labelled CSV/TSV/JSONL with line-numbered errors;
+//! - [`tokenize`]: the model's `tokenizer.json`, with truncation counted;
+//! - [`batch`]: dynamic padding and length-grouped batch order;
+//! - [`model`]: *what* is trained — BERT encoder and heads, HF weights in and out;
+//! - [`device`]: *where* it runs — Flex CPU or CUDA;
+//! - [`schedule`]: learning-rate schedules;
+//! - [`train`]: the fine-tuning loop, checkpoints and resume;
+//! - [`metrics`]: classification metrics with scikit-learn semantics;
+//! - [`infer`]: evaluation, prediction and embeddings for trained models;
+//! - [`hub`]: offline resolution of model ids in the local HF cache;
+//! - [`fsutil`]: atomic file writes.
+
+pub mod batch;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+pub mod hub;
+pub mod infer;
+pub mod metrics;
+pub mod model;
+pub mod schedule;
+pub mod tokenize;
+pub mod train;
+
+pub use error::{Error, Result};

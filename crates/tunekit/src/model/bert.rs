@@ -1,0 +1,277 @@
+//! BERT encoder and the sequence-classification head, written with burn's `nn` modules.
+//!
+//! The module tree mirrors Hugging Face's `BertModel` so each parameter has one obvious HF
+//! tensor name (see [`super::weights`]); the forward pass follows `transformers`' eager BERT
+//! operation by operation (post-LayerNorm residual blocks, exact-erf GELU, additive attention
+//! mask), which is what the parity fixture checks.
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::config::BertConfig;
+
+/// Token ids, segment ids and padding mask of one padded batch, already on the device.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    /// `[batch, seq]` token ids.
+    pub input_ids: Tensor<2, Int>,
+    /// `[batch, seq]` segment ids (0 for single sentences).
+    pub token_type_ids: Tensor<2, Int>,
+    /// `[batch, seq]` 1.0 for real tokens, 0.0 for padding.
+    pub attention_mask: Tensor<2>,
+}
+
+/// Activation of the feed-forward block, from `hidden_act`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// Exact GELU: `x Φ(x)` with `erf` (HF `gelu`).
+    Gelu,
+    /// Tanh approximation (HF `gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// ReLU.
+    Relu,
+}
+
+impl Activation {
+    fn from_hf(name: &str) -> Self {
+        match name {
+            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            _ => Activation::Gelu,
+        }
+    }
+
+    fn apply(self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Activation::Gelu => gelu(x),
+            Activation::GeluTanh => gelu_approximate(x),
+            Activation::Relu => relu(x),
+        }
+    }
+}
+
+/// Word + position + token-type embeddings, LayerNorm, dropout.
+#[derive(Module, Debug)]
+pub struct Embeddings {
+    /// `embeddings.word_embeddings`.
+    pub word_embeddings: Embedding,
+    /// `embeddings.position_embeddings`.
+    pub position_embeddings: Embedding,
+    /// `embeddings.token_type_embeddings`.
+    pub token_type_embeddings: Embedding,
+    /// `embeddings.LayerNorm`.
+    pub layer_norm: LayerNorm,
+    /// Hidden dropout.
+    pub dropout: Dropout,
+}
+
+impl Embeddings {
+    fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [_, seq] = input_ids.dims();
+        let words = self.word_embeddings.forward(input_ids);
+        let types = self.token_type_embeddings.forward(token_type_ids);
+        // Absolute positions 0..seq: the first `seq` rows of the table, broadcast over the batch.
+        let positions = self
+            .position_embeddings
+            .weight
+            .val()
+            .narrow(0, 0, seq)
+            .unsqueeze_dim::<3>(0);
+        let x = words + types + positions;
+        self.dropout.forward(self.layer_norm.forward(x))
+    }
+}
+
+/// Multi-head self-attention (`attention.self`) with its output projection (`attention.output`).
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `attention.self.query`.
+    pub query: Linear,
+    /// `attention.self.key`.
+    pub key: Linear,
+    /// `attention.self.value`.
+    pub value: Linear,
+    /// `attention.output.dense`.
+    pub output: Linear,
+    /// `attention.output.LayerNorm`.
+    pub layer_norm: LayerNorm,
+    /// Dropout on attention probabilities.
+    pub attention_dropout: Dropout,
+    /// Dropout on the projected output.
+    pub dropout: Dropout,
+    /// Number of heads.
+    pub num_heads: usize,
+}
+
+impl Attention {
+    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, seq, hidden] = x.dims();
+        x.reshape([batch, seq, self.num_heads, hidden / self.num_heads])
+            .swap_dims(1, 2)
+    }
+
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [batch, seq, hidden] = x.dims();
+        let head_dim = hidden / self.num_heads;
+        let q = self.split_heads(self.query.forward(x.clone()));
+        let k = self.split_heads(self.key.forward(x.clone()));
+        let v = self.split_heads(self.value.forward(x.clone()));
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((head_dim as f64).sqrt())
+            + mask_bias;
+        let probs = self.attention_dropout.forward(softmax(scores, 3));
+        let context = probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden]);
+        let out = self.dropout.forward(self.output.forward(context));
+        self.layer_norm.forward(out + x)
+    }
+}
+
+/// One transformer layer: attention block then feed-forward block, each post-LayerNorm.
+#[derive(Module, Debug)]
+pub struct Layer {
+    /// Self-attention block.
+    pub attention: Attention,
+    /// `intermediate.dense`.
+    pub intermediate: Linear,
+    /// `output.dense`.
+    pub output: Linear,
+    /// `output.LayerNorm`.
+    pub layer_norm: LayerNorm,
+    /// Hidden dropout.
+    pub dropout: Dropout,
+    /// Feed-forward activation.
+    #[module(skip)]
+    pub activation: Activation,
+}
+
+impl Layer {
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let x = self.attention.forward(x, mask_bias);
+        let h = self.activation.apply(self.intermediate.forward(x.clone()));
+        let out = self.dropout.forward(self.output.forward(h));
+        self.layer_norm.forward(out + x)
+    }
+}
+
+/// HF `pooler`: dense + tanh over the [CLS] hidden state.
+#[derive(Module, Debug)]
+pub struct Pooler {
+    /// `pooler.dense`.
+    pub dense: Linear,
+}
+
+/// The encoder: embeddings and the stack of layers.
+#[derive(Module, Debug)]
+pub struct Bert {
+    /// Input embeddings.
+    pub embeddings: Embeddings,
+    /// `encoder.layer.{i}`.
+    pub layers: Vec<Layer>,
+}
+
+/// Additive attention bias: 0 for real tokens, a large negative number for padding, shaped
+/// `[batch, 1, 1, seq]` to broadcast over heads and query positions (as `transformers` does).
+pub fn attention_bias(mask: Tensor<2>) -> Tensor<4> {
+    let [batch, seq] = mask.dims();
+    // (1 - mask) * -1e9: exp() of it underflows to exactly 0 in f32, like HF's finfo.min.
+    mask.neg()
+        .add_scalar(1.0)
+        .mul_scalar(-1e9)
+        .reshape([batch, 1, 1, seq])
+}
+
+impl Bert {
+    /// Last hidden states `[batch, seq, hidden]`.
+    pub fn forward(&self, batch: &EncodedBatch) -> Tensor<3> {
+        let bias = attention_bias(batch.attention_mask.clone());
+        let mut x = self
+            .embeddings
+            .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
+        for layer in &self.layers {
+            x = layer.forward(x, bias.clone());
+        }
+        x
+    }
+}
+
+/// How a sequence is reduced to one vector for the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// HF `BertForSequenceClassification`: tanh(dense([CLS])). Exports exactly to HF.
+    #[default]
+    Cls,
+    /// Masked mean of the last hidden states (sentence-transformers style).
+    Mean,
+}
+
+/// Masked mean over the sequence: `sum(h * mask) / max(sum(mask), 1e-9)`.
+pub fn mean_pool(hidden: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
+    let [batch, seq, _] = hidden.dims();
+    let m = mask.reshape([batch, seq, 1]);
+    let summed = (hidden * m.clone()).sum_dim(1).squeeze_dim::<2>(1);
+    let counts = m.sum_dim(1).squeeze_dim::<2>(1).clamp_min(1e-9);
+    summed / counts
+}
+
+/// First token's hidden state `[batch, hidden]`.
+pub fn cls_token(hidden: Tensor<3>) -> Tensor<2> {
+    hidden.narrow(1, 0, 1).squeeze_dim::<2>(1)
+}
+
+/// Encoder + pooling + dropout + linear classifier: HF `BertForSequenceClassification` when
+/// `pooling = cls`.
+#[derive(Module, Debug)]
+pub struct SequenceClassifier {
+    /// The encoder (`bert.*` in HF names).
+    pub bert: Bert,
+    /// HF pooler, used with [`Pooling::Cls`].
+    pub pooler: Option<Pooler>,
+    /// Dropout before the classifier.
+    pub dropout: Dropout,
+    /// `classifier`: hidden → classes.
+    pub classifier: Linear,
+    /// Pooling strategy.
+    #[module(skip)]
+    pub pooling: Pooling,
+}
+
+impl SequenceClassifier {
+    /// The pooled sentence vector the head sees.
+    pub fn pooled(&self, batch: &EncodedBatch) -> Tensor<2> {
+        let hidden = self.bert.forward(batch);
+        match (self.pooling, &self.pooler) {
+            (Pooling::Cls, Some(pooler)) => pooler.dense.forward(cls_token(hidden)).tanh(),
+            (Pooling::Cls, None) => cls_token(hidden),
+            (Pooling::Mean, _) => mean_pool(hidden, batch.attention_mask.clone()),
+        }
+    }
+
+    /// Class logits `[batch, classes]`.
+    pub fn forward(&self, batch: &EncodedBatch) -> Tensor<2> {
+        self.classifier
+            .forward(self.dropout.forward(self.pooled(batch)))
+    }
+
+    /// Number of classes of the head.
+    pub fn num_classes(&self) -> usize {
+        self.classifier.weight.shape().dims::<2>()[1]
+    }
+}
+
+/// Build a dropout module, clamping probabilities to burn's accepted range `[0, 1)`.
+pub fn dropout(prob: f64) -> Dropout {
+    DropoutConfig::new(prob.clamp(0.0, 0.999)).init()
+}
+
+/// Map `hidden_act` to the activation used by [`Layer`].
+pub fn activation_for(config: &BertConfig) -> Activation {
+    Activation::from_hf(&config.hidden_act)
+}

@@ -1,0 +1,185 @@
+//! The Hugging Face `config.json` of a BERT-family encoder, read and validated once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Architectures whose weights and forward pass tunekit implements. `model_type` values outside
+/// this list are rejected when loading instead of producing silently wrong numbers.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+
+/// The fields of a HF BERT `config.json` that determine the network. Unknown keys are kept in
+/// `extra` so that an exported config round-trips everything the user's model carried.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BertConfig {
+    /// HF `model_type` (`bert`).
+    pub model_type: String,
+    /// Vocabulary size (rows of the word embedding).
+    pub vocab_size: usize,
+    /// Width of the hidden states.
+    pub hidden_size: usize,
+    /// Number of transformer layers.
+    pub num_hidden_layers: usize,
+    /// Number of attention heads per layer.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Activation of the feed-forward layer (`gelu` = exact erf GELU).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Dropout on hidden states (training only).
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities (training only).
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Rows of the position embedding: the longest sequence the model accepts.
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Id of the padding token.
+    #[serde(default)]
+    pub pad_token_id: u32,
+    /// Position embedding kind; only `absolute` is implemented.
+    #[serde(default = "default_position")]
+    pub position_embedding_type: String,
+    /// Label names by class id, when the model has a classification head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+    /// Class ids by label name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label2id: Option<BTreeMap<String, usize>>,
+    /// HF `architectures` (e.g. `BertForSequenceClassification`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+    /// Every other key of the file, kept verbatim.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_position() -> String {
+    "absolute".into()
+}
+
+impl BertConfig {
+    /// Read and validate `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Model(format!("{}: invalid JSON: {e}", path.display())))?;
+        let model_type = value
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("<missing>")
+            .to_string();
+        if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
+            return Err(Error::Model(format!(
+                "{}: unsupported model_type `{model_type}` (supported: {})",
+                path.display(),
+                SUPPORTED_MODEL_TYPES.join(", ")
+            )));
+        }
+        let config: BertConfig = serde_json::from_value(value)
+            .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        config
+            .validate()
+            .map_err(|m| Error::Model(format!("{}: {m}", path.display())))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.hidden_size == 0 || self.num_attention_heads == 0 {
+            return Err("hidden_size and num_attention_heads must be positive".into());
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if !matches!(
+            self.hidden_act.as_str(),
+            "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu"
+        ) {
+            return Err(format!("unsupported hidden_act `{}`", self.hidden_act));
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(format!(
+                "unsupported position_embedding_type `{}` (supported: absolute)",
+                self.position_embedding_type
+            ));
+        }
+        Ok(())
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Label names in class-id order, if the config carries a label map.
+    pub fn labels(&self) -> Option<Vec<String>> {
+        let map = self.id2label.as_ref()?;
+        let mut pairs: Vec<(usize, String)> = map
+            .iter()
+            .filter_map(|(k, v)| k.parse::<usize>().ok().map(|i| (i, v.clone())))
+            .collect();
+        pairs.sort();
+        if pairs.iter().enumerate().any(|(i, (id, _))| *id != i) {
+            return None;
+        }
+        Some(pairs.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Set `id2label`/`label2id` from labels in class-id order.
+    pub fn set_labels(&mut self, labels: &[String]) {
+        self.id2label = Some(
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), l.clone()))
+                .collect(),
+        );
+        self.label2id = Some(
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), i))
+                .collect(),
+        );
+    }
+
+    /// Parameters of the encoder (embeddings + layers + pooler), for `models inspect`.
+    pub fn encoder_param_count(&self, with_pooler: bool) -> usize {
+        let h = self.hidden_size;
+        let emb =
+            (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
+        let attn = 4 * (h * h + h) + 2 * h;
+        let ffn = h * self.intermediate_size
+            + self.intermediate_size
+            + self.intermediate_size * h
+            + h
+            + 2 * h;
+        let pooler = if with_pooler { h * h + h } else { 0 };
+        emb + self.num_hidden_layers * (attn + ffn) + pooler
+    }
+}

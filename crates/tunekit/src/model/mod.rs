@@ -1,0 +1,161 @@
+//! *What* is trained: BERT-family encoders and their heads, loaded from and saved to the
+//! Hugging Face directory layout. Where it runs is [`crate::device`]'s concern.
+
+pub mod bert;
+pub mod config;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use bert::{EncodedBatch, Pooling, SequenceClassifier};
+pub use config::BertConfig;
+
+use crate::error::{Error, Result};
+
+/// A model directory in HF layout, resolved (local path or local HF hub cache) and checked.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Parsed `config.json`.
+    pub config: BertConfig,
+}
+
+impl ModelDir {
+    /// Resolve `spec` (a directory, or a model id in the local HF cache) and read its config.
+    /// Checks that `model.safetensors` and `tokenizer.json` exist, naming what is missing.
+    pub fn open(spec: &str) -> Result<Self> {
+        let dir = crate::hub::resolve_model(spec)?;
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(Error::Model(format!(
+                "{}: not a model directory: config.json is missing",
+                dir.display()
+            )));
+        }
+        let config = BertConfig::from_file(&config_path)?;
+        for f in ["model.safetensors", "tokenizer.json"] {
+            if !dir.join(f).is_file() {
+                return Err(Error::Model(format!("{}: {f} is missing", dir.display())));
+            }
+        }
+        Ok(ModelDir { dir, config })
+    }
+
+    /// `model.safetensors`.
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+
+    /// `tokenizer.json`.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+
+    /// Pooling saved with a tunekit-trained model (`tunekit.json`), if any.
+    pub fn saved_pooling(&self) -> Option<Pooling> {
+        let text = std::fs::read_to_string(self.dir.join(TUNEKIT_META)).ok()?;
+        let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
+        serde_json::from_value(meta.get("pooling")?.clone()).ok()
+    }
+}
+
+/// File in exported model directories holding tunekit-specific facts HF has no key for.
+pub const TUNEKIT_META: &str = "tunekit.json";
+
+/// Facts for `tunekit models inspect`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    /// Directory.
+    pub dir: PathBuf,
+    /// HF model type.
+    pub model_type: String,
+    /// HF architectures.
+    pub architectures: Vec<String>,
+    /// Parameters in the weights file.
+    pub parameters: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// FFN width.
+    pub intermediate_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Longest input in tokens.
+    pub max_length: usize,
+    /// Labels of the classification head, if any.
+    pub labels: Option<Vec<String>>,
+    /// Estimated peak training memory in bytes for `batch × seq`.
+    pub train_memory_bytes: u64,
+    /// Batch size used for the estimate.
+    pub batch_size: usize,
+    /// Sequence length used for the estimate.
+    pub seq_len: usize,
+}
+
+/// Count parameters in a safetensors file (all tensors except integer buffers).
+pub fn count_parameters(path: &Path) -> Result<usize> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
+        file: path.to_path_buf(),
+        tensor: "<header>".into(),
+        message: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+    })?;
+    Ok(st
+        .tensors()
+        .iter()
+        .filter(|(_, v)| !matches!(v.dtype(), safetensors::Dtype::I64 | safetensors::Dtype::I32))
+        .map(|(_, v)| v.shape().iter().product::<usize>())
+        .sum())
+}
+
+/// Estimate of peak training memory with AdamW in f32: weights + gradients + two moments
+/// (4 copies of the parameters) plus saved activations, which for a BERT layer are about
+/// `batch·seq·(16·hidden + 2·intermediate) + 3·batch·heads·seq²` floats (inputs to every
+/// matmul, LayerNorm and GELU, attention scores, probabilities and dropout masks).
+pub fn estimate_training_memory(
+    config: &BertConfig,
+    params: usize,
+    batch: usize,
+    seq: usize,
+) -> u64 {
+    let f = 4u64;
+    let (b, s, h, i) = (
+        batch as u64,
+        seq as u64,
+        config.hidden_size as u64,
+        config.intermediate_size as u64,
+    );
+    let heads = config.num_attention_heads as u64;
+    let per_layer = b * s * (16 * h + 2 * i) + 3 * b * heads * s * s;
+    let activations = per_layer * config.num_hidden_layers as u64 + b * s * h * 4;
+    f * (4 * params as u64 + activations)
+}
+
+/// Summarise a model directory for `models inspect`.
+pub fn inspect(spec: &str, batch_size: usize, seq_len: usize) -> Result<ModelSummary> {
+    let m = ModelDir::open(spec)?;
+    let c = &m.config;
+    let parameters = count_parameters(&m.weights_path())?;
+    Ok(ModelSummary {
+        dir: m.dir.clone(),
+        model_type: c.model_type.clone(),
+        architectures: c.architectures.clone().unwrap_or_default(),
+        parameters,
+        layers: c.num_hidden_layers,
+        hidden_size: c.hidden_size,
+        heads: c.num_attention_heads,
+        intermediate_size: c.intermediate_size,
+        vocab_size: c.vocab_size,
+        max_length: c.max_position_embeddings,
+        labels: c.labels(),
+        train_memory_bytes: estimate_training_memory(c, parameters, batch_size, seq_len),
+        batch_size,
+        seq_len,
+    })
+}

@@ -1,0 +1,633 @@
+//! Hugging Face `model.safetensors` ⇄ [`SequenceClassifier`], tensor by tensor.
+//!
+//! Why not burn-store's `SafetensorsStore` + PyTorch adapter: we need (a) errors that name the
+//! file, the HF tensor, and the expected vs found shape, (b) the exact HF
+//! `BertForSequenceClassification` names and `[out, in]` layouts on export, and (c) parameter
+//! ids that are a pure function of the HF name, so optimizer state saved in a checkpoint
+//! re-attaches to a model rebuilt from weights (burn keys optimizer state by `ParamId`). An
+//! explicit table of names gives all three in one place.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::module::{Param, ParamId};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use safetensors::{Dtype, SafeTensors};
+
+use super::bert::{
+    Attention, Bert, Embeddings, Layer, Pooler, Pooling, SequenceClassifier, activation_for,
+    dropout,
+};
+use super::config::BertConfig;
+use crate::error::{Error, Result};
+
+/// A parameter id derived from the HF tensor name (FNV-1a), stable across processes. The
+/// `bert.` prefix is ignored, so a model loaded from a base encoder (no prefix) and from a
+/// tunekit checkpoint (HF classifier names, with prefix) gets the same ids.
+pub fn param_id(name: &str) -> ParamId {
+    let name = name.strip_prefix("bert.").unwrap_or(name);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ParamId::from(h)
+}
+
+fn param_from(name: &str, data: TensorData, device: &Device) -> Param<Tensor<2>> {
+    let (_, value, mapper) = Param::<Tensor<2>>::from_data(data, device).consume();
+    Param::from_mapped_value(param_id(name), value, mapper)
+}
+
+fn param1_from(name: &str, data: TensorData, device: &Device) -> Param<Tensor<1>> {
+    let (_, value, mapper) = Param::<Tensor<1>>::from_data(data, device).consume();
+    Param::from_mapped_value(param_id(name), value, mapper)
+}
+
+/// The tensors of one safetensors file, decoded to f32 on demand, with every access checked.
+pub struct WeightFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// Name prefix found in the file (`""` or `"bert."`) for encoder tensors.
+    prefix: String,
+    used: BTreeSet<String>,
+}
+
+impl WeightFile {
+    /// Open and index a safetensors file; a truncated or corrupt file is an error naming it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let prefix = {
+            let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
+                file: path.to_path_buf(),
+                tensor: "<header>".into(),
+                message: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+            })?;
+            let names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+            if names.iter().any(|n| n.starts_with("bert.embeddings.")) {
+                "bert.".to_string()
+            } else {
+                String::new()
+            }
+        };
+        Ok(WeightFile {
+            path: path.to_path_buf(),
+            bytes,
+            prefix,
+            used: BTreeSet::new(),
+        })
+    }
+
+    fn tensors(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.bytes).map_err(|e| Error::Weights {
+            file: self.path.clone(),
+            tensor: "<header>".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Whether the file has `name` (given without the `bert.` prefix for encoder tensors).
+    pub fn has(&self, name: &str) -> bool {
+        self.tensors()
+            .map(|st| st.tensor(name).is_ok())
+            .unwrap_or(false)
+    }
+
+    /// Full name of an encoder tensor in this file.
+    pub fn encoder_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Read tensor `name` as f32, checking it has exactly `shape`.
+    pub fn read(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let st = self.tensors()?;
+        let view = st.tensor(name).map_err(|_| Error::Weights {
+            file: self.path.clone(),
+            tensor: name.to_string(),
+            message: "missing from the file".into(),
+        })?;
+        if view.shape() != shape {
+            return Err(Error::Weights {
+                file: self.path.clone(),
+                tensor: name.to_string(),
+                message: format!("expected shape {shape:?}, found {:?}", view.shape()),
+            });
+        }
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::Weights {
+                    file: self.path.clone(),
+                    tensor: name.to_string(),
+                    message: format!("unsupported dtype {other:?} (expected F32, F16 or BF16)"),
+                });
+            }
+        };
+        if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Weights {
+                file: self.path.clone(),
+                tensor: name.to_string(),
+                message: format!("non-finite value at flat index {bad}"),
+            });
+        }
+        self.used.insert(name.to_string());
+        Ok(values)
+    }
+
+    /// Tensors in the file that loading did not use (reported, never silently ignored).
+    pub fn unused(&self) -> Vec<String> {
+        let Ok(st) = self.tensors() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = st
+            .names()
+            .into_iter()
+            .filter(|n| !self.used.contains(*n) && !n.ends_with("position_ids"))
+            .map(|s| s.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn linear(&mut self, name: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Linear> {
+        // HF stores [out, in]; burn's Linear (row layout) multiplies by [in, out].
+        let w = self.read(&format!("{name}.weight"), &[d_out, d_in])?;
+        let w = transpose(&w, d_out, d_in);
+        let b = self.read(&format!("{name}.bias"), &[d_out])?;
+        Ok(Linear {
+            weight: param_from(
+                &format!("{name}.weight"),
+                TensorData::new(w, [d_in, d_out]),
+                device,
+            ),
+            bias: Some(param1_from(
+                &format!("{name}.bias"),
+                TensorData::new(b, [d_out]),
+                device,
+            )),
+        })
+    }
+
+    fn layer_norm(&mut self, name: &str, d: usize, eps: f64, device: &Device) -> Result<LayerNorm> {
+        let g = self.read(&format!("{name}.weight"), &[d])?;
+        let b = self.read(&format!("{name}.bias"), &[d])?;
+        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(device);
+        ln.gamma = param1_from(&format!("{name}.weight"), TensorData::new(g, [d]), device);
+        ln.beta = Some(param1_from(
+            &format!("{name}.bias"),
+            TensorData::new(b, [d]),
+            device,
+        ));
+        Ok(ln)
+    }
+
+    fn embedding(
+        &mut self,
+        name: &str,
+        rows: usize,
+        d: usize,
+        device: &Device,
+    ) -> Result<Embedding> {
+        let w = self.read(&format!("{name}.weight"), &[rows, d])?;
+        Ok(Embedding {
+            weight: param_from(
+                &format!("{name}.weight"),
+                TensorData::new(w, [rows, d]),
+                device,
+            ),
+        })
+    }
+}
+
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// A tensor in HF naming and layout: name, shape, row-major values.
+pub type HfTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Dropout probabilities to build the model with (`None` = the config's values).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DropoutOverride {
+    /// Hidden and classifier dropout.
+    pub hidden: Option<f64>,
+    /// Attention-probability dropout.
+    pub attention: Option<f64>,
+}
+
+/// What happened to the head while loading: reported to the user, never silent.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// The classifier was freshly initialised (no head in the file, or a different class count).
+    pub classifier_initialized: bool,
+    /// The pooler was freshly initialised (the file has none).
+    pub pooler_initialized: bool,
+    /// Tensors in the file that the model does not use.
+    pub unused_tensors: Vec<String>,
+}
+
+/// Encoder tensor names relative to the model root (without `bert.`), in load order.
+fn layer_prefix(i: usize) -> String {
+    format!("encoder.layer.{i}")
+}
+
+/// Load the encoder from `file` (encoder tensors with or without the `bert.` prefix).
+pub fn load_bert(
+    file: &mut WeightFile,
+    config: &BertConfig,
+    drop: DropoutOverride,
+    device: &Device,
+) -> Result<Bert> {
+    let h = config.hidden_size;
+    let eps = config.layer_norm_eps;
+    let hidden_p = drop.hidden.unwrap_or(config.hidden_dropout_prob);
+    let attn_p = drop
+        .attention
+        .unwrap_or(config.attention_probs_dropout_prob);
+    let p = |s: &str| file.encoder_name(s);
+    let (we, pe, te, eln) = (
+        p("embeddings.word_embeddings"),
+        p("embeddings.position_embeddings"),
+        p("embeddings.token_type_embeddings"),
+        p("embeddings.LayerNorm"),
+    );
+    let embeddings = Embeddings {
+        word_embeddings: file.embedding(&we, config.vocab_size, h, device)?,
+        position_embeddings: file.embedding(&pe, config.max_position_embeddings, h, device)?,
+        token_type_embeddings: file.embedding(&te, config.type_vocab_size, h, device)?,
+        layer_norm: file.layer_norm(&eln, h, eps, device)?,
+        dropout: dropout(hidden_p),
+    };
+    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    for i in 0..config.num_hidden_layers {
+        let l = file.encoder_name(&layer_prefix(i));
+        let attention = Attention {
+            query: file.linear(&format!("{l}.attention.self.query"), h, h, device)?,
+            key: file.linear(&format!("{l}.attention.self.key"), h, h, device)?,
+            value: file.linear(&format!("{l}.attention.self.value"), h, h, device)?,
+            output: file.linear(&format!("{l}.attention.output.dense"), h, h, device)?,
+            layer_norm: file.layer_norm(
+                &format!("{l}.attention.output.LayerNorm"),
+                h,
+                eps,
+                device,
+            )?,
+            attention_dropout: dropout(attn_p),
+            dropout: dropout(hidden_p),
+            num_heads: config.num_attention_heads,
+        };
+        layers.push(Layer {
+            attention,
+            intermediate: file.linear(
+                &format!("{l}.intermediate.dense"),
+                h,
+                config.intermediate_size,
+                device,
+            )?,
+            output: file.linear(
+                &format!("{l}.output.dense"),
+                config.intermediate_size,
+                h,
+                device,
+            )?,
+            layer_norm: file.layer_norm(&format!("{l}.output.LayerNorm"), h, eps, device)?,
+            dropout: dropout(hidden_p),
+            activation: activation_for(config),
+        });
+    }
+    Ok(Bert { embeddings, layers })
+}
+
+/// Normal(0, std) values, as HF initialises new heads (`initializer_range` = 0.02).
+fn normal(n: usize, std: f64, rng: &mut StdRng) -> Vec<f32> {
+    use rand::Rng;
+    (0..n)
+        .map(|_| {
+            // Box–Muller; u1 in (0, 1] so ln is finite.
+            let u1: f64 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random::<f64>();
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
+        })
+        .collect()
+}
+
+fn init_linear(name: &str, d_in: usize, d_out: usize, rng: &mut StdRng, device: &Device) -> Linear {
+    Linear {
+        weight: param_from(
+            &format!("{name}.weight"),
+            TensorData::new(normal(d_in * d_out, 0.02, rng), [d_in, d_out]),
+            device,
+        ),
+        bias: Some(param1_from(
+            &format!("{name}.bias"),
+            TensorData::new(vec![0.0f32; d_out], [d_out]),
+            device,
+        )),
+    }
+}
+
+/// Options for building a [`SequenceClassifier`] from a model directory's weights.
+#[derive(Debug, Clone)]
+pub struct ClassifierSpec {
+    /// Number of classes.
+    pub num_labels: usize,
+    /// Pooling.
+    pub pooling: Pooling,
+    /// Dropout overrides.
+    pub dropout: DropoutOverride,
+    /// Seed for freshly initialised head weights.
+    pub seed: u64,
+    /// If true, a head in the file with another class count is an error (evaluation); if
+    /// false it is replaced by a fresh head and reported (fine-tuning from a checkpoint).
+    pub require_head: bool,
+}
+
+/// Build a classifier: encoder from `path`, pooler and classifier from the file when present
+/// with the right shapes, otherwise freshly initialised (and reported in [`LoadReport`]).
+pub fn load_classifier(
+    path: &Path,
+    config: &BertConfig,
+    spec: &ClassifierSpec,
+    device: &Device,
+) -> Result<(SequenceClassifier, LoadReport)> {
+    let mut file = WeightFile::open(path)?;
+    let bert = load_bert(&mut file, config, spec.dropout, device)?;
+    let h = config.hidden_size;
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let mut report = LoadReport::default();
+
+    let pooler_name = file.encoder_name("pooler.dense");
+    let pooler = if spec.pooling == Pooling::Cls {
+        if file.has(&format!("{pooler_name}.weight")) {
+            Some(Pooler {
+                dense: file.linear(&pooler_name, h, h, device)?,
+            })
+        } else {
+            report.pooler_initialized = true;
+            Some(Pooler {
+                dense: init_linear("bert.pooler.dense", h, h, &mut rng, device),
+            })
+        }
+    } else {
+        None
+    };
+
+    let head_shape_ok = {
+        let st = file.tensors()?;
+        match st.tensor("classifier.weight") {
+            Ok(v) => {
+                if v.shape() == [spec.num_labels, h] {
+                    Some(true)
+                } else {
+                    Some(false)
+                }
+            }
+            Err(_) => None,
+        }
+    };
+    let classifier = match head_shape_ok {
+        Some(true) => file.linear("classifier", h, spec.num_labels, device)?,
+        Some(false) if spec.require_head => {
+            // Let `read` produce the precise shape error.
+            file.linear("classifier", h, spec.num_labels, device)?
+        }
+        None if spec.require_head => {
+            return Err(Error::Weights {
+                file: path.to_path_buf(),
+                tensor: "classifier.weight".into(),
+                message: "missing: this model has no classification head (fine-tune it first)"
+                    .into(),
+            });
+        }
+        _ => {
+            report.classifier_initialized = true;
+            init_linear("classifier", h, spec.num_labels, &mut rng, device)
+        }
+    };
+    report.unused_tensors = file.unused();
+    let hidden_p = spec.dropout.hidden.unwrap_or(config.hidden_dropout_prob);
+    Ok((
+        SequenceClassifier {
+            bert,
+            pooler,
+            dropout: dropout(hidden_p),
+            classifier,
+            pooling: spec.pooling,
+        },
+        report,
+    ))
+}
+
+fn linear_to_hf(out: &mut Vec<HfTensor>, name: &str, l: &Linear) -> Result<()> {
+    let [d_in, d_out] = l.weight.val().dims();
+    let w = to_vec(l.weight.val())?;
+    out.push((
+        format!("{name}.weight"),
+        vec![d_out, d_in],
+        transpose(&w, d_in, d_out),
+    ));
+    if let Some(b) = &l.bias {
+        out.push((format!("{name}.bias"), vec![d_out], to_vec(b.val())?));
+    }
+    Ok(())
+}
+
+fn ln_to_hf(out: &mut Vec<HfTensor>, name: &str, l: &LayerNorm) -> Result<()> {
+    let g = to_vec(l.gamma.val())?;
+    out.push((format!("{name}.weight"), vec![g.len()], g));
+    if let Some(b) = &l.beta {
+        let b = to_vec(b.val())?;
+        out.push((format!("{name}.bias"), vec![b.len()], b));
+    }
+    Ok(())
+}
+
+fn emb_to_hf(out: &mut Vec<HfTensor>, name: &str, e: &Embedding) -> Result<()> {
+    let dims = e.weight.val().dims();
+    out.push((
+        format!("{name}.weight"),
+        dims.to_vec(),
+        to_vec(e.weight.val())?,
+    ));
+    Ok(())
+}
+
+/// Read a tensor back as f32 values.
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Engine(format!("{e:?}")))
+}
+
+/// All tensors of the model with HF `BertForSequenceClassification` names, shapes and layouts.
+pub fn classifier_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
+    let mut out = Vec::new();
+    let e = &model.bert.embeddings;
+    emb_to_hf(
+        &mut out,
+        "bert.embeddings.word_embeddings",
+        &e.word_embeddings,
+    )?;
+    emb_to_hf(
+        &mut out,
+        "bert.embeddings.position_embeddings",
+        &e.position_embeddings,
+    )?;
+    emb_to_hf(
+        &mut out,
+        "bert.embeddings.token_type_embeddings",
+        &e.token_type_embeddings,
+    )?;
+    ln_to_hf(&mut out, "bert.embeddings.LayerNorm", &e.layer_norm)?;
+    for (i, layer) in model.bert.layers.iter().enumerate() {
+        let l = format!("bert.{}", layer_prefix(i));
+        let a = &layer.attention;
+        linear_to_hf(&mut out, &format!("{l}.attention.self.query"), &a.query)?;
+        linear_to_hf(&mut out, &format!("{l}.attention.self.key"), &a.key)?;
+        linear_to_hf(&mut out, &format!("{l}.attention.self.value"), &a.value)?;
+        linear_to_hf(&mut out, &format!("{l}.attention.output.dense"), &a.output)?;
+        ln_to_hf(
+            &mut out,
+            &format!("{l}.attention.output.LayerNorm"),
+            &a.layer_norm,
+        )?;
+        linear_to_hf(
+            &mut out,
+            &format!("{l}.intermediate.dense"),
+            &layer.intermediate,
+        )?;
+        linear_to_hf(&mut out, &format!("{l}.output.dense"), &layer.output)?;
+        ln_to_hf(
+            &mut out,
+            &format!("{l}.output.LayerNorm"),
+            &layer.layer_norm,
+        )?;
+    }
+    if let Some(p) = &model.pooler {
+        linear_to_hf(&mut out, "bert.pooler.dense", &p.dense)?;
+    }
+    linear_to_hf(&mut out, "classifier", &model.classifier)?;
+    Ok(out)
+}
+
+/// Write the model as HF `model.safetensors` atomically (temp file + rename).
+pub fn save_classifier(model: &SequenceClassifier, path: &Path) -> Result<()> {
+    let tensors = classifier_tensors(model)?;
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Engine(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    let data = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Engine(format!("serialising {}: {e}", path.display())))?;
+    crate::fsutil::write_atomic(path, &data)
+}
+
+/// Names and shapes (HF layout) of a BERT encoder's tensors, without the `bert.` prefix.
+pub fn encoder_shapes(config: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i) = (config.hidden_size, config.intermediate_size);
+    let mut out = vec![
+        (
+            "embeddings.word_embeddings.weight".to_string(),
+            vec![config.vocab_size, h],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![config.max_position_embeddings, h],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![config.type_vocab_size, h],
+        ),
+        ("embeddings.LayerNorm.weight".into(), vec![h]),
+        ("embeddings.LayerNorm.bias".into(), vec![h]),
+    ];
+    for l in 0..config.num_hidden_layers {
+        let p = layer_prefix(l);
+        for (name, shape) in [
+            ("attention.self.query", vec![h, h]),
+            ("attention.self.key", vec![h, h]),
+            ("attention.self.value", vec![h, h]),
+            ("attention.output.dense", vec![h, h]),
+            ("intermediate.dense", vec![i, h]),
+            ("output.dense", vec![h, i]),
+        ] {
+            out.push((format!("{p}.{name}.bias"), vec![shape[0]]));
+            out.push((format!("{p}.{name}.weight"), shape));
+        }
+        for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            out.push((format!("{p}.{ln}.weight"), vec![h]));
+            out.push((format!("{p}.{ln}.bias"), vec![h]));
+        }
+    }
+    out.push(("pooler.dense.weight".into(), vec![h, h]));
+    out.push(("pooler.dense.bias".into(), vec![h]));
+    out
+}
+
+/// Write a randomly initialised BERT encoder (HF init: normal(0, 0.02) weights, zero biases,
+/// unit LayerNorm) as `model.safetensors`. Used to make small real models for tests and for
+/// training from scratch.
+pub fn write_random_encoder(config: &BertConfig, path: &Path, seed: u64) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = encoder_shapes(config)
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let values = if name.ends_with("LayerNorm.weight") {
+                vec![1.0f32; n]
+            } else if name.ends_with(".bias") || name.ends_with("LayerNorm.bias") {
+                vec![0.0f32; n]
+            } else {
+                normal(n, 0.02, &mut rng)
+            };
+            (
+                name,
+                shape,
+                values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Engine(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let data = safetensors::serialize(views, None)
+        .map_err(|e| Error::Engine(format!("serialising {}: {e}", path.display())))?;
+    crate::fsutil::write_atomic(path, &data)
+}

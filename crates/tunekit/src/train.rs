@@ -1,0 +1,970 @@
+//! The fine-tuning loop: data → tokens → batches → forward/backward → optimiser step, with
+//! evaluation, best-checkpoint selection, early stopping and resumable checkpoints.
+//!
+//! Determinism: everything random is a pure function of the run seed and the position in
+//! training — the epoch's data order is seeded by `(seed, epoch)`, dropout is reseeded before
+//! every micro-batch by `(seed, step, micro-batch)`, and the learning rate is a function of
+//! the step. A checkpoint therefore needs only weights, optimiser moments and the position,
+//! and a resumed run retraces an uninterrupted one exactly.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::optim::{
+    AdamConfig, AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, RmsPropConfig,
+    SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
+};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{collate, epoch_batches, epoch_seed, label_tensor};
+use crate::config::{OptimizerKind, RunConfig};
+use crate::data::{Example, ReadReport, label_set, read_examples};
+use crate::error::{Error, Result};
+use crate::fsutil::{read_json, write_atomic, write_json};
+use crate::infer::{ModelMeta, evaluate_tokens, label_ids};
+use crate::metrics::ClassificationMetrics;
+use crate::model::weights::{
+    ClassifierSpec, DropoutOverride, LoadReport, load_classifier, save_classifier,
+};
+use crate::model::{ModelDir, SequenceClassifier, TUNEKIT_META};
+use crate::schedule::{Schedule, warmup_steps};
+use crate::tokenize::{TextTokenizer, Tokens};
+
+/// One labelled split, tokenised.
+pub struct Split {
+    /// `train`, `validation` or `test`.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Tokens per example.
+    pub tokens: Vec<Tokens>,
+    /// Class id per example.
+    pub labels: Vec<usize>,
+    /// What the reader dropped.
+    pub read: ReadReport,
+}
+
+impl Split {
+    /// Examples truncated by `max_length`.
+    pub fn truncated(&self) -> usize {
+        self.tokens.iter().filter(|t| t.truncated).count()
+    }
+}
+
+/// Per-split counts written to `data_report.json` and printed: nothing is dropped or cut
+/// without being counted here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitReport {
+    /// Split name.
+    pub split: String,
+    /// File.
+    pub file: PathBuf,
+    /// Rows read.
+    pub rows_read: usize,
+    /// Rows dropped for empty text.
+    pub dropped_empty_text: usize,
+    /// Rows dropped for an empty label.
+    pub dropped_empty_label: usize,
+    /// Examples kept.
+    pub examples: usize,
+    /// Examples truncated to `max_length`.
+    pub truncated: usize,
+    /// Max length in tokens.
+    pub max_length: usize,
+    /// Examples per label.
+    pub label_counts: Vec<(String, usize)>,
+}
+
+/// One evaluation during training (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalRecord {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Epoch (fractional: steps done / steps per epoch).
+    pub epoch: f64,
+    /// Mean training loss since the previous evaluation.
+    pub train_loss: f64,
+    /// Learning rate of the last step.
+    pub learning_rate: f64,
+    /// Validation metrics.
+    pub validation: ClassificationMetrics,
+    /// Seconds of training so far.
+    pub elapsed_s: f64,
+}
+
+/// Position and bookkeeping saved with every checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Current epoch (0-based).
+    pub epoch: usize,
+    /// Micro-batches of the current epoch already consumed.
+    pub batch_in_epoch: usize,
+    /// Best validation metric so far.
+    pub best_metric: Option<f64>,
+    /// Step of the best validation metric.
+    pub best_step: Option<usize>,
+    /// Evaluations since the best one.
+    pub evals_without_improvement: usize,
+    /// All evaluations so far.
+    pub history: Vec<EvalRecord>,
+    /// Training loss summed since the last evaluation, and its example count.
+    pub loss_since_eval: (f64, usize),
+    /// Seconds of training before this process (for throughput across resumes).
+    pub elapsed_s: f64,
+    /// Examples processed so far.
+    pub examples_seen: usize,
+    /// Early stopping fired.
+    pub stopped_early: bool,
+    /// Sorted parameter ids the optimiser state belongs to.
+    pub param_ids: Vec<u64>,
+}
+
+/// Final result of a run (`metrics.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// Label order of the head.
+    pub labels: Vec<String>,
+    /// Selection metric.
+    pub metric: String,
+    /// Step of the best checkpoint.
+    pub best_step: Option<usize>,
+    /// Best validation metrics (the exported model's).
+    pub validation: Option<ClassificationMetrics>,
+    /// Test metrics of the exported model.
+    pub test: Option<ClassificationMetrics>,
+    /// Optimiser steps done.
+    pub steps: usize,
+    /// Whether early stopping ended training.
+    pub stopped_early: bool,
+    /// Training wall time in seconds (excluding data preparation and final test).
+    pub train_time_s: f64,
+    /// Training examples per second.
+    pub train_examples_per_s: f64,
+    /// Trainable parameters.
+    pub trainable_parameters: usize,
+}
+
+/// Options that are not part of the experiment's config.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Run directory (default `run.dir/run.name`).
+    pub run_dir: Option<PathBuf>,
+    /// Continue from the latest checkpoint in the run directory.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// `status.json` of a run directory: a run is `complete` only after every output is written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunStatus {
+    /// `running`, `failed` or `complete`.
+    pub status: String,
+    /// Error message for failed runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn set_status(run_dir: &Path, status: &str, error: Option<String>) -> Result<()> {
+    write_json(
+        &run_dir.join("status.json"),
+        &RunStatus {
+            status: status.into(),
+            error,
+        },
+    )
+}
+
+/// Read a split and map its labels (the training split defines the label set).
+fn load_split(
+    config: &RunConfig,
+    name: &str,
+    file: &Path,
+    tokenizer: &TextTokenizer,
+    labels: Option<&[String]>,
+) -> Result<(Split, Vec<String>)> {
+    let (examples, read) = read_examples(&config.data_spec(file, true))?;
+    let names = match labels {
+        Some(l) => l.to_vec(),
+        None => label_set(&examples),
+    };
+    if names.len() < 2 {
+        return Err(Error::Labels(format!(
+            "{}: classification needs at least 2 distinct labels, found {:?}",
+            file.display(),
+            names
+        )));
+    }
+    let ids = label_ids(&examples, &names, file)?;
+    let tokens = tokenize_examples(tokenizer, &examples)?;
+    Ok((
+        Split {
+            name: name.into(),
+            file: file.to_path_buf(),
+            tokens,
+            labels: ids,
+            read,
+        },
+        names,
+    ))
+}
+
+fn tokenize_examples(tokenizer: &TextTokenizer, examples: &[Example]) -> Result<Vec<Tokens>> {
+    let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+    let pairs: Option<Vec<&str>> = examples.iter().map(|e| e.text_pair.as_deref()).collect();
+    tokenizer.encode_batch(&texts, pairs.as_deref())
+}
+
+fn split_report(split: &Split, labels: &[String], max_length: usize) -> SplitReport {
+    let mut counts = vec![0usize; labels.len()];
+    for &l in &split.labels {
+        counts[l] += 1;
+    }
+    SplitReport {
+        split: split.name.clone(),
+        file: split.file.clone(),
+        rows_read: split.read.rows_read,
+        dropped_empty_text: split.read.empty_text_dropped,
+        dropped_empty_label: split.read.empty_label_dropped,
+        examples: split.tokens.len(),
+        truncated: split.truncated(),
+        max_length,
+        label_counts: labels.iter().cloned().zip(counts).collect(),
+    }
+}
+
+/// Collects parameter ids and names: biases and LayerNorm parameters get no weight decay
+/// (as HF Trainer does).
+struct NoDecayIds {
+    ids: Vec<ParamId>,
+    all: usize,
+}
+
+impl ModuleVisitor for NoDecayIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.all += param.shape().num_elements();
+        if D == 1 {
+            self.ids.push(param.id);
+        }
+    }
+}
+
+/// Build the configured optimiser from burn's, with a no-decay group for 1-D parameters
+/// (biases and LayerNorm weights).
+fn build_optimizer(config: &RunConfig, model: &SequenceClassifier) -> (ModuleOptimizer, usize) {
+    let t = &config.train;
+    let mut visitor = NoDecayIds {
+        ids: Vec::new(),
+        all: 0,
+    };
+    model.visit(&mut visitor);
+    let no_decay = ParamGroup::from_ids(visitor.ids);
+    let (eps, b1, b2) = (t.epsilon as f32, t.beta1 as f32, t.beta2 as f32);
+    let wd = t.weight_decay as f32;
+    let optim = match t.optimizer {
+        OptimizerKind::Adamw => {
+            let make = |wd: f32| {
+                AdamWConfig::new()
+                    .with_beta_1(b1)
+                    .with_beta_2(b2)
+                    .with_epsilon(eps)
+                    .with_weight_decay(wd)
+            };
+            make(wd)
+                .init()
+                .with_group(no_decay, make(0.0).build(), None)
+        }
+        OptimizerKind::Adam => {
+            let make = |wd: f32| {
+                AdamConfig::new()
+                    .with_beta_1(b1)
+                    .with_beta_2(b2)
+                    .with_epsilon(eps)
+                    .with_weight_decay((wd > 0.0).then(|| WeightDecayConfig::new(wd)))
+            };
+            make(wd)
+                .init()
+                .with_group(no_decay, make(0.0).build(), None)
+        }
+        OptimizerKind::Sgd => {
+            let momentum = (t.momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(t.momentum)
+                    .with_dampening(0.0)
+                    .with_nesterov(t.nesterov)
+            });
+            let make = |wd: f32| {
+                SgdConfig::new()
+                    .with_momentum(momentum.clone())
+                    .with_weight_decay((wd > 0.0).then(|| WeightDecayConfig::new(wd)))
+            };
+            make(wd)
+                .init()
+                .with_group(no_decay, make(0.0).build(), None)
+        }
+        OptimizerKind::Rmsprop => {
+            let make = |wd: f32| {
+                RmsPropConfig::new()
+                    .with_alpha(t.rmsprop_alpha as f32)
+                    .with_momentum(t.momentum as f32)
+                    .with_epsilon(eps)
+                    .with_weight_decay((wd > 0.0).then(|| WeightDecayConfig::new(wd)))
+            };
+            make(wd)
+                .init()
+                .with_group(no_decay, make(0.0).build(), None)
+        }
+    };
+    (optim, visitor.all)
+}
+
+/// Sorted parameter ids of the model. Saved with every checkpoint and compared on resume:
+/// burn keys optimiser state by `ParamId`, so a model rebuilt with different ids would
+/// silently restart its moments and the resumed run would diverge.
+fn model_param_ids(model: &SequenceClassifier) -> Vec<u64> {
+    struct Ids(Vec<u64>);
+    impl ModuleVisitor for Ids {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.id.val());
+        }
+    }
+    let mut ids = Ids(Vec::new());
+    model.visit(&mut ids);
+    ids.0.sort_unstable();
+    ids.0
+}
+
+/// Squared L2 norms of every gradient, summed on the device.
+struct GradNorm<'a> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<1>>,
+}
+
+impl ModuleVisitor for GradNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.get::<D>(param.id) {
+            let sq = g.square().sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + sq,
+                None => sq,
+            });
+        }
+    }
+}
+
+struct GradScale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f64,
+}
+
+impl ModuleVisitor for GradScale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads
+                .register::<D>(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// Clip the *global* gradient norm to `max_norm`, as `torch.nn.utils.clip_grad_norm_` (and so
+/// HF Trainer) does. burn's `GradientClipping::Norm` clips each tensor by its own norm, which
+/// is a different update, so the global version is written here. Returns the norm before
+/// clipping.
+pub fn clip_global_norm(
+    model: &SequenceClassifier,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Result<f64> {
+    let mut norm = GradNorm { grads, total: None };
+    model.visit(&mut norm);
+    let Some(total) = norm.total else {
+        return Ok(0.0);
+    };
+    let total = crate::model::weights::to_vec(total.sqrt())?;
+    let total = f64::from(total.first().copied().unwrap_or(0.0));
+    if max_norm > 0.0 {
+        let coef = max_norm / (total + 1e-6);
+        if coef < 1.0 {
+            model.visit(&mut GradScale {
+                grads,
+                factor: coef,
+            });
+        }
+    }
+    Ok(total)
+}
+
+/// Summed cross-entropy of a batch (a `[1]` tensor): summed, not averaged, so that
+/// accumulated micro-batches divide by the whole accumulation group's size and reproduce the
+/// large-batch gradient exactly.
+pub fn cross_entropy_sum(
+    logits: Tensor<2>,
+    labels: burn::tensor::Tensor<1, burn::tensor::Int>,
+) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    let logp = log_softmax(logits, 1);
+    logp.gather(1, labels.reshape([n, 1])).sum().neg()
+}
+
+fn step_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for v in [step as u64, micro as u64] {
+        h = (h ^ v).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+    }
+    h
+}
+
+const CHECKPOINTS: &str = "checkpoints";
+const LATEST: &str = "latest.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LatestPointer {
+    step: usize,
+    dir: String,
+}
+
+fn checkpoint_dir(run_dir: &Path, step: usize) -> PathBuf {
+    run_dir.join(CHECKPOINTS).join(format!("step-{step:08}"))
+}
+
+/// Write a checkpoint (weights, optimiser state, position), then atomically point
+/// `checkpoints/latest.json` at it and delete older checkpoints. A crash at any moment leaves
+/// `latest.json` naming a complete checkpoint.
+fn save_checkpoint(
+    run_dir: &Path,
+    model: &SequenceClassifier,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<()> {
+    let dir = checkpoint_dir(run_dir, state.step);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    save_classifier(model, &dir.join("model.safetensors"))?;
+    let opt_path = dir.join("optimizer.bpk");
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| Error::Checkpoint(format!("{}: {e:?}", opt_path.display())))?;
+    write_atomic(&opt_path, &bytes)?;
+    write_json(&dir.join("state.json"), state)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    write_json(
+        &run_dir.join(CHECKPOINTS).join(LATEST),
+        &LatestPointer {
+            step: state.step,
+            dir: name.clone(),
+        },
+    )?;
+    let root = run_dir.join(CHECKPOINTS);
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("step-") && n != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything prepared before the loop starts.
+struct Prepared {
+    model_dir: ModelDir,
+    labels: Vec<String>,
+    train: Split,
+    validation: Option<Split>,
+    test: Option<Split>,
+    tokenizer: TextTokenizer,
+}
+
+fn prepare(config: &RunConfig) -> Result<Prepared> {
+    let model_dir = ModelDir::open(&config.model.path)?;
+    let max_len = config.model.max_length;
+    if max_len > model_dir.config.max_position_embeddings {
+        return Err(Error::Config(format!(
+            "model.max_length {max_len} exceeds the model's max_position_embeddings {}",
+            model_dir.config.max_position_embeddings
+        )));
+    }
+    let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), max_len)?;
+    let (train, labels) = load_split(config, "train", &config.data.train, &tokenizer, None)?;
+    let validation = match &config.data.validation {
+        Some(f) => Some(load_split(config, "validation", f, &tokenizer, Some(&labels))?.0),
+        None => None,
+    };
+    let test = match &config.data.test {
+        Some(f) => Some(load_split(config, "test", f, &tokenizer, Some(&labels))?.0),
+        None => None,
+    };
+    Ok(Prepared {
+        model_dir,
+        labels,
+        train,
+        validation,
+        test,
+        tokenizer,
+    })
+}
+
+/// Where a run writes its outputs.
+pub fn run_dir_for(config: &RunConfig, options: &TrainOptions) -> PathBuf {
+    options
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| config.run.dir.join(&config.run.name))
+}
+
+/// Fine-tune according to `config`; see the module docs. On error the run is marked failed.
+pub fn train(config: &RunConfig, options: &TrainOptions, device: &Device) -> Result<RunMetrics> {
+    let run_dir = run_dir_for(config, options);
+    let status_path = run_dir.join("status.json");
+    if !options.resume && status_path.exists() {
+        let previous: RunStatus = read_json(&status_path)?;
+        if previous.status != "failed" {
+            return Err(Error::Config(format!(
+                "run directory {} already holds a {} run; pass --resume to continue it or choose another --run-dir / run.name",
+                run_dir.display(),
+                previous.status
+            )));
+        }
+        // A failed run is replaced: clear its outputs so nothing of it mixes into the new one.
+        for stale in [CHECKPOINTS, "best", "model"] {
+            let p = run_dir.join(stale);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        for stale in ["metrics.jsonl", "metrics.json", "data_report.json"] {
+            let _ = std::fs::remove_file(run_dir.join(stale));
+        }
+    }
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    if options.resume {
+        let saved = run_dir.join("config.toml");
+        let previous = RunConfig::load(&saved, &[])?;
+        if previous != *config {
+            return Err(Error::Checkpoint(format!(
+                "--resume: the configuration differs from the one this run started with ({}); resume with the same config and --set values",
+                saved.display()
+            )));
+        }
+    }
+    set_status(&run_dir, "running", None)?;
+    let result = train_in(config, options, &run_dir, device);
+    match &result {
+        Ok(_) => set_status(&run_dir, "complete", None)?,
+        Err(e) => {
+            let _ = set_status(&run_dir, "failed", Some(e.to_string()));
+        }
+    }
+    result
+}
+
+fn train_in(
+    config: &RunConfig,
+    options: &TrainOptions,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<RunMetrics> {
+    write_atomic(&run_dir.join("config.toml"), config.to_toml()?.as_bytes())?;
+    let t = &config.train;
+    let p = prepare(config)?;
+    let max_len = config.model.max_length;
+    let reports: Vec<SplitReport> = [Some(&p.train), p.validation.as_ref(), p.test.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|s| split_report(s, &p.labels, max_len))
+        .collect();
+    for r in &reports {
+        tracing::info!(
+            "{} ({}): {} examples, {} truncated to {} tokens, {} empty-text and {} empty-label rows dropped; labels {:?}",
+            r.split,
+            r.file.display(),
+            r.examples,
+            r.truncated,
+            r.max_length,
+            r.dropped_empty_text,
+            r.dropped_empty_label,
+            r.label_counts
+        );
+    }
+    write_json(&run_dir.join("data_report.json"), &reports)?;
+
+    let ad = device.clone().autodiff();
+    let spec = ClassifierSpec {
+        num_labels: p.labels.len(),
+        pooling: config.model.pooling,
+        dropout: DropoutOverride {
+            hidden: config.model.hidden_dropout,
+            attention: config.model.attention_dropout,
+        },
+        seed: t.seed,
+        require_head: false,
+    };
+
+    // Resume: weights and state from the latest checkpoint; otherwise from the pretrained model.
+    let latest = run_dir.join(CHECKPOINTS).join(LATEST);
+    let resume_from = if options.resume && latest.exists() {
+        let ptr: LatestPointer = read_json(&latest)?;
+        Some(run_dir.join(CHECKPOINTS).join(ptr.dir))
+    } else {
+        if options.resume {
+            tracing::warn!(
+                "--resume: no checkpoint in {}; starting from the beginning",
+                run_dir.display()
+            );
+        }
+        None
+    };
+    let weights = match &resume_from {
+        Some(dir) => dir.join("model.safetensors"),
+        None => p.model_dir.weights_path(),
+    };
+    let (mut model, load_report): (SequenceClassifier, LoadReport) =
+        load_classifier(&weights, &p.model_dir.config, &spec, &ad)?;
+    if resume_from.is_none() {
+        if load_report.classifier_initialized {
+            tracing::info!(
+                "classifier head initialised for {} labels: {:?}",
+                p.labels.len(),
+                p.labels
+            );
+        }
+        if load_report.pooler_initialized {
+            tracing::info!("pooler initialised (the pretrained weights have none)");
+        }
+        if !load_report.unused_tensors.is_empty() {
+            tracing::info!(
+                "{} tensors in the pretrained weights are not used: {:?}",
+                load_report.unused_tensors.len(),
+                load_report.unused_tensors
+            );
+        }
+    }
+    let (mut optim, trainable) = build_optimizer(config, &model);
+    let mut state = TrainState {
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        best_metric: None,
+        best_step: None,
+        evals_without_improvement: 0,
+        history: Vec::new(),
+        loss_since_eval: (0.0, 0),
+        elapsed_s: 0.0,
+        examples_seen: 0,
+        stopped_early: false,
+        param_ids: model_param_ids(&model),
+    };
+    if let Some(dir) = &resume_from {
+        let opt_path = dir.join("optimizer.bpk");
+        let bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
+        optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| Error::Checkpoint(format!("{}: {e:?}", opt_path.display())))?;
+        state = read_json(&dir.join("state.json"))?;
+        if state.param_ids != model_param_ids(&model) {
+            return Err(Error::Checkpoint(format!(
+                "{}: the checkpoint's parameters do not match the model; cannot resume",
+                dir.display()
+            )));
+        }
+        tracing::info!(
+            "resuming from {} (step {}, epoch {})",
+            dir.display(),
+            state.step,
+            state.epoch + 1
+        );
+    }
+    // metrics.jsonl always equals the checkpoint's history plus what follows.
+    let metrics_path = run_dir.join("metrics.jsonl");
+    rewrite_history(&metrics_path, &state.history)?;
+
+    let lengths: Vec<usize> = p.train.tokens.iter().map(|t| t.ids.len()).collect();
+    let batches_per_epoch = lengths.len().div_ceil(t.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(t.gradient_accumulation);
+    let mut total_steps = steps_per_epoch * t.epochs;
+    if t.max_steps > 0 {
+        total_steps = total_steps.min(t.max_steps);
+    }
+    let schedule = Schedule {
+        kind: t.scheduler,
+        base_lr: t.learning_rate,
+        warmup: warmup_steps(total_steps, t.warmup_ratio, t.warmup_steps),
+        total: total_steps,
+    };
+    tracing::info!(
+        "training: {} examples, {} labels, {} epochs × {} steps (batch {} × accumulation {}), {} warm-up steps, {} trainable parameters",
+        lengths.len(),
+        p.labels.len(),
+        t.epochs,
+        steps_per_epoch,
+        t.batch_size,
+        t.gradient_accumulation,
+        schedule.warmup,
+        trainable
+    );
+
+    let progress = progress_bar(options.progress, total_steps as u64, state.step as u64);
+    let best_dir = run_dir.join("best");
+    let started = Instant::now();
+    let elapsed_before = state.elapsed_s;
+    let examples_before = state.examples_seen;
+
+    'epochs: while state.epoch < t.epochs && state.step < total_steps && !state.stopped_early {
+        let batches = epoch_batches(
+            &lengths,
+            t.batch_size,
+            t.length_bucketing,
+            epoch_seed(t.seed, state.epoch),
+        );
+        while state.batch_in_epoch < batches.len() {
+            if state.step >= total_steps {
+                break 'epochs;
+            }
+            let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
+            let group = &batches[state.batch_in_epoch..group_end];
+            let group_size: usize = group.iter().map(|b| b.len()).sum();
+            let mut accumulator = GradientsAccumulator::new();
+            let mut group_loss = 0.0f64;
+            for (micro, idx) in group.iter().enumerate() {
+                ad.seed(step_seed(t.seed, state.step, micro));
+                let refs: Vec<&Tokens> = idx.iter().map(|&i| &p.train.tokens[i]).collect();
+                let labels: Vec<usize> = idx.iter().map(|&i| p.train.labels[i]).collect();
+                let batch = collate(&refs, p.tokenizer.pad_id(), &ad);
+                let logits = model.forward(&batch);
+                let loss = cross_entropy_sum(logits, label_tensor(&labels, &ad))
+                    .div_scalar(group_size as f64);
+                let loss_value = crate::model::weights::to_vec(loss.clone().detach())?;
+                group_loss += f64::from(loss_value.first().copied().unwrap_or(f32::NAN));
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                accumulator.accumulate(&model, grads);
+            }
+            if !group_loss.is_finite() {
+                return Err(Error::Engine(format!(
+                    "training loss became {group_loss} at step {} (epoch {}); lower train.learning_rate or check the data",
+                    state.step + 1,
+                    state.epoch + 1
+                )));
+            }
+            let mut grads = accumulator.grads();
+            clip_global_norm(&model, &mut grads, t.max_grad_norm)?;
+            let lr = schedule.lr(state.step);
+            model = optim.step(lr, model, grads);
+            state.step += 1;
+            state.batch_in_epoch = group_end;
+            state.examples_seen += group_size;
+            state.loss_since_eval.0 += group_loss * group_size as f64;
+            state.loss_since_eval.1 += group_size;
+
+            let secs = started.elapsed().as_secs_f64();
+            let rate = (state.examples_seen - examples_before) as f64 / secs.max(1e-9);
+            progress.set_position(state.step as u64);
+            progress.set_message(format!(
+                "epoch {}/{} loss {:.4} lr {:.2e} {:.1} ex/s",
+                state.epoch + 1,
+                t.epochs,
+                group_loss,
+                lr,
+                rate
+            ));
+
+            let end_of_epoch = state.batch_in_epoch >= batches.len();
+            let last_step = state.step >= total_steps;
+            let eval_now = end_of_epoch
+                || last_step
+                || (t.eval_every_steps > 0 && state.step.is_multiple_of(t.eval_every_steps));
+            if eval_now {
+                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+                if let Some(val) = &p.validation {
+                    let valid = model.valid();
+                    let metrics = evaluate_tokens(
+                        &valid,
+                        &val.tokens,
+                        &val.labels,
+                        &p.labels,
+                        t.eval_batch_size,
+                        p.tokenizer.pad_id(),
+                        device,
+                    )?;
+                    let value = metrics.get(&t.metric).unwrap_or(f64::NAN);
+                    let record = EvalRecord {
+                        step: state.step,
+                        epoch: state.step as f64 / steps_per_epoch as f64,
+                        train_loss: state.loss_since_eval.0 / state.loss_since_eval.1.max(1) as f64,
+                        learning_rate: lr,
+                        validation: metrics,
+                        elapsed_s: state.elapsed_s,
+                    };
+                    let msg = format!(
+                        "step {} epoch {:.2}: train loss {:.4}, validation {} {:.4} (accuracy {:.4}, macro-F1 {:.4})",
+                        record.step,
+                        record.epoch,
+                        record.train_loss,
+                        t.metric,
+                        value,
+                        record.validation.accuracy,
+                        record.validation.macro_f1
+                    );
+                    progress.suspend(|| tracing::info!("{msg}"));
+                    state.history.push(record);
+                    state.loss_since_eval = (0.0, 0);
+                    let better = match state.best_metric {
+                        None => true,
+                        Some(b) if config.metric_higher_is_better() => value > b,
+                        Some(b) => value < b,
+                    };
+                    if better {
+                        state.best_metric = Some(value);
+                        state.best_step = Some(state.step);
+                        state.evals_without_improvement = 0;
+                        save_classifier(&model, &best_dir.join("model.safetensors"))?;
+                    } else {
+                        state.evals_without_improvement += 1;
+                        if t.early_stopping_patience > 0
+                            && state.evals_without_improvement >= t.early_stopping_patience
+                        {
+                            state.stopped_early = true;
+                            progress.suspend(|| {
+                                tracing::info!(
+                                    "early stopping: no improvement of validation {} in {} evaluations",
+                                    t.metric,
+                                    state.evals_without_improvement
+                                )
+                            });
+                        }
+                    }
+                    rewrite_history(&metrics_path, &state.history)?;
+                } else {
+                    // Without validation data the last model is the one exported.
+                    state.best_step = Some(state.step);
+                    save_classifier(&model, &best_dir.join("model.safetensors"))?;
+                }
+            }
+            if end_of_epoch {
+                state.epoch += 1;
+                state.batch_in_epoch = 0;
+            }
+            if eval_now
+                || (t.checkpoint_every_steps > 0
+                    && state.step.is_multiple_of(t.checkpoint_every_steps))
+            {
+                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+                save_checkpoint(run_dir, &model, &optim, &state)?;
+            }
+            if state.stopped_early {
+                break 'epochs;
+            }
+            if end_of_epoch {
+                break;
+            }
+        }
+    }
+    progress.finish_and_clear();
+    let train_time_s = elapsed_before + started.elapsed().as_secs_f64();
+
+    // Export the best model in HF layout and evaluate it on the test split.
+    let best_weights = best_dir.join("model.safetensors");
+    let export_dir = run_dir.join("model");
+    export_model(&p, config, &best_weights, &export_dir)?;
+    let infer_spec = ClassifierSpec {
+        require_head: true,
+        ..spec
+    };
+    let (best, _) = load_classifier(&best_weights, &p.model_dir.config, &infer_spec, device)?;
+    let eval_split = |s: &Split| {
+        evaluate_tokens(
+            &best,
+            &s.tokens,
+            &s.labels,
+            &p.labels,
+            t.eval_batch_size,
+            p.tokenizer.pad_id(),
+            device,
+        )
+    };
+    let validation = p.validation.as_ref().map(eval_split).transpose()?;
+    let test = p.test.as_ref().map(eval_split).transpose()?;
+    let metrics = RunMetrics {
+        labels: p.labels.clone(),
+        metric: t.metric.clone(),
+        best_step: state.best_step,
+        validation,
+        test,
+        steps: state.step,
+        stopped_early: state.stopped_early,
+        train_time_s,
+        train_examples_per_s: state.examples_seen as f64 / train_time_s.max(1e-9),
+        trainable_parameters: trainable,
+    };
+    write_json(&run_dir.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+fn rewrite_history(path: &Path, history: &[EvalRecord]) -> Result<()> {
+    let mut text = String::new();
+    for r in history {
+        let line = serde_json::to_string(r).map_err(|e| Error::Engine(e.to_string()))?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())
+}
+
+fn progress_bar(show: bool, total: u64, pos: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}<{eta_precise}] {bar:30} {pos}/{len} steps {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_position(pos);
+    bar
+}
+
+/// Write `dir` in HF layout: config.json with `id2label`/`label2id` and
+/// `BertForSequenceClassification`, the weights, the tokenizer files, and `tunekit.json`.
+fn export_model(p: &Prepared, config: &RunConfig, weights: &Path, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut hf = p.model_dir.config.clone();
+    hf.set_labels(&p.labels);
+    hf.architectures = Some(vec!["BertForSequenceClassification".into()]);
+    hf.extra.insert(
+        "problem_type".into(),
+        serde_json::json!("single_label_classification"),
+    );
+    write_json(&dir.join("config.json"), &hf)?;
+    crate::fsutil::copy_atomic(weights, &dir.join("model.safetensors"))?;
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    ] {
+        let src = p.model_dir.dir.join(f);
+        if src.is_file() {
+            crate::fsutil::copy_atomic(&src, &dir.join(f))?;
+        }
+    }
+    write_json(
+        &dir.join(TUNEKIT_META),
+        &ModelMeta {
+            pooling: config.model.pooling,
+            max_length: config.model.max_length,
+            labels: p.labels.clone(),
+            base_model: config.model.path.clone(),
+            tunekit_version: env!("CARGO_PKG_VERSION").into(),
+        },
+    )?;
+    Ok(())
+}
