@@ -256,7 +256,7 @@ impl ModuleVisitor for NoDecayIds {
 
 /// Build the configured optimiser from burn's, with a no-decay group for 1-D parameters
 /// (biases and LayerNorm weights).
-fn build_optimizer(config: &RunConfig, model: &SequenceClassifier) -> (ModuleOptimizer, usize) {
+pub fn build_optimizer(config: &RunConfig, model: &SequenceClassifier) -> (ModuleOptimizer, usize) {
     let t = &config.train;
     let mut visitor = NoDecayIds {
         ids: Vec::new(),

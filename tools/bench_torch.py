@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""PyTorch counterpart of `cargo run --release --bin bench`: the same workload, timed the same way.
+
+all-MiniLM-L6-v2, batch B × S tokens (deterministic pseudo-random ids, no padding), masked mean
+pooling + linear head, cross-entropy, AdamW (weight decay 0.01), dropout off; median of
+--steps iterations after --warmup.
+
+    python3 tools/bench_torch.py step --threads 2
+    python3 tools/bench_torch.py infer --batch 32 --threads 2
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import AutoModel  # noqa: E402
+
+
+def tokens(batch, seq):
+    x = 0x2545F4914F6CDD1D
+    mask64 = (1 << 64) - 1
+    rows = []
+    for _ in range(batch):
+        ids = [101]
+        for _ in range(seq - 2):
+            x ^= (x << 13) & mask64
+            x ^= x >> 7
+            x ^= (x << 17) & mask64
+            ids.append(1000 + x % 29000)
+        ids.append(102)
+        rows.append(ids)
+    return torch.tensor(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["step", "infer"])
+    ap.add_argument("--model", default="assets/models/all-MiniLM-L6-v2")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=18)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    enc = AutoModel.from_pretrained(args.model, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    head = torch.nn.Linear(enc.config.hidden_size, 2)
+    ids = tokens(args.batch, args.seq)
+    mask = torch.ones_like(ids)
+    labels = torch.arange(args.batch) % 2
+
+    def logits():
+        h = enc(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).float()
+        return head((h * m).sum(1) / m.sum(1))
+
+    out = {"workload": f"{args.what}, batch {args.batch} x {args.seq} tokens", "threads": args.threads,
+           "torch_version": torch.__version__}
+    if args.what == "step":
+        enc.train()
+        params = list(enc.parameters()) + list(head.parameters())
+        opt = torch.optim.AdamW(params, lr=5e-5, weight_decay=0.01)
+        fwd, bwd, step, total = [], [], [], []
+        for i in range(args.warmup + args.steps):
+            t0 = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(logits(), labels)
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            t3 = time.perf_counter()
+            if i >= args.warmup:
+                fwd.append((t1 - t0) * 1e3)
+                bwd.append((t2 - t1) * 1e3)
+                step.append((t3 - t2) * 1e3)
+                total.append((t3 - t0) * 1e3)
+        out.update(step_ms_median=statistics.median(total), forward_ms_median=statistics.median(fwd),
+                   backward_ms_median=statistics.median(bwd), optimizer_ms_median=statistics.median(step))
+    else:
+        enc.eval()
+        times = []
+        with torch.inference_mode():
+            for i in range(args.warmup + args.steps):
+                t0 = time.perf_counter()
+                logits()
+                if i >= args.warmup:
+                    times.append((time.perf_counter() - t0) * 1e3)
+        times.sort()
+        out.update(latency_ms_median=statistics.median(times),
+                   latency_ms_p99=times[max(0, int(len(times) * 0.99 + 0.999) - 1)],
+                   examples_per_s=args.batch * 1e3 / statistics.median(times))
+    out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
