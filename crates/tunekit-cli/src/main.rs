@@ -43,6 +43,8 @@ enum Command {
     Predict(PredictArgs),
     /// Mean-pooled sentence embeddings (JSONL output).
     Embed(EmbedArgs),
+    /// Serve a fine-tuned model over HTTP (dynamic batching, metrics, drift).
+    Serve(ServeArgs),
     /// Inspect models.
     Models {
         #[command(subcommand)]
@@ -177,6 +179,43 @@ struct EmbedArgs {
     max_length: usize,
 }
 
+#[derive(Args)]
+struct ServeArgs {
+    /// Fine-tuned model directory.
+    #[arg(long)]
+    model: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// Most inputs per model batch.
+    #[arg(long, default_value_t = 32)]
+    max_batch_size: usize,
+    /// Most tokens per model batch.
+    #[arg(long, default_value_t = 16384)]
+    max_batch_tokens: usize,
+    /// Longest wait (ms) for a batch to fill.
+    #[arg(long, default_value_t = 5)]
+    max_wait_ms: u64,
+    /// Requests that may wait for the model before new ones get 503.
+    #[arg(long, default_value_t = 256)]
+    queue_capacity: usize,
+    /// Most inputs in one request.
+    #[arg(long, default_value_t = 64)]
+    max_inputs_per_request: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Reject inputs longer than the model's max length (default: truncate and flag).
+    #[arg(long)]
+    no_truncate: bool,
+    /// Time limit per request in milliseconds.
+    #[arg(long, default_value_t = 30000)]
+    request_timeout_ms: u64,
+    /// Predictions in the drift window.
+    #[arg(long, default_value_t = 1000)]
+    drift_window: usize,
+}
+
 #[derive(Subcommand)]
 enum ModelsCommand {
     /// Architecture, parameters, vocabulary, max length and a training-memory estimate.
@@ -212,9 +251,13 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("error: {err:#}");
             // Bad input (config, data, model files, labels) is exit code 2; engine failures 1.
-            let code = match err.downcast_ref::<tunekit::Error>() {
-                Some(tunekit::Error::Engine(_)) | None => 1,
-                Some(_) => 2,
+            let code = match (
+                err.downcast_ref::<tunekit::Error>(),
+                err.downcast_ref::<tunekit_serve::ServeError>(),
+            ) {
+                (Some(tunekit::Error::Engine(_)), _) => 1,
+                (Some(_), _) | (_, Some(tunekit_serve::ServeError::Model(_))) => 2,
+                _ => 1,
             };
             ExitCode::from(code)
         }
@@ -326,6 +369,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out.push('\n');
             }
             write_output(args.output.as_ref(), out.trim_end())
+        }
+        Command::Serve(a) => {
+            let config = tunekit_serve::ServeConfig {
+                addr: a.addr,
+                max_batch_size: a.max_batch_size.max(1),
+                max_batch_tokens: a.max_batch_tokens.max(1),
+                max_wait: std::time::Duration::from_millis(a.max_wait_ms),
+                queue_capacity: a.queue_capacity.max(1),
+                max_inputs_per_request: a.max_inputs_per_request.max(1),
+                max_body_bytes: a.max_body_bytes,
+                truncate: !a.no_truncate,
+                request_timeout: std::time::Duration::from_millis(a.request_timeout_ms),
+                drift_window: a.drift_window,
+            };
+            let state = tunekit_serve::load(&a.model, config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(tunekit_serve::serve(
+                state,
+                tunekit_serve::shutdown_signal(),
+            ))?;
+            Ok(())
         }
         Command::Models {
             command:

@@ -13,6 +13,7 @@
 //! - [`schedule`]: learning-rate schedules;
 //! - [`train`]: the fine-tuning loop, checkpoints and resume;
 //! - [`metrics`]: classification metrics with scikit-learn semantics;
+//! - [`drift`]: reference prediction distribution and divergence (PSI, KL) for monitoring;
 //! - [`infer`]: evaluation, prediction and embeddings for trained models;
 //! - [`hub`]: offline resolution of model ids in the local HF cache;
 //! - [`fsutil`]: atomic file writes.
@@ -21,6 +22,7 @@ pub mod batch;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod drift;
 pub mod error;
 pub mod fsutil;
 pub mod hub;

@@ -891,6 +891,16 @@ fn train_in(
         )
     };
     let validation = p.validation.as_ref().map(eval_split).transpose()?;
+    // What the exported model predicts on validation data: the reference for drift monitoring.
+    if let (Some(v), Some(split)) = (&validation, &p.validation) {
+        let n = p.labels.len();
+        let predicted: Vec<u64> = (0..n)
+            .map(|c| v.confusion_matrix.iter().map(|row| row[c]).sum())
+            .collect();
+        let lengths: Vec<usize> = split.tokens.iter().map(|t| t.ids.len()).collect();
+        let stats = crate::drift::reference(&p.labels, &predicted, &lengths);
+        write_json(&export_dir.join(crate::drift::REFERENCE_FILE), &stats)?;
+    }
     let test = p.test.as_ref().map(eval_split).transpose()?;
     let metrics = RunMetrics {
         labels: p.labels.clone(),

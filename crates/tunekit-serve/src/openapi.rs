@@ -1,0 +1,53 @@
+//! The OpenAPI 3.1 description served at `/openapi.json`.
+
+use serde_json::{Value, json};
+
+/// The API description.
+pub fn spec() -> Value {
+    let inputs = json!({
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1}
+        ]
+    });
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    let err =
+        |d: &str| json!({"description": d, "content": {"application/json": {"schema": error}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "tunekit serve", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Inference for fine-tuned tunekit text classifiers (TEI-compatible /predict and /embed)."},
+        "paths": {
+            "/predict": {"post": {
+                "summary": "Class probabilities for one text or a list of texts",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["inputs"],
+                    "properties": {"inputs": inputs, "truncate": {"type": "boolean"}, "raw_scores": {"type": "boolean"}}}}}},
+                "responses": {
+                    "200": {"description": "For a single text: [{label, score}] sorted by score; for a list: one such array per text. Header x-truncated-inputs counts truncated inputs.",
+                            "content": {"application/json": {"schema": {"type": "array"}}}},
+                    "400": err("Malformed JSON"), "413": err("Too many inputs, body too large, or input too long without truncation"),
+                    "422": err("Empty input"), "503": err("Queue full (Retry-After set)"), "504": err("Timed out")}}},
+            "/embed": {"post": {
+                "summary": "Mean-pooled encoder embeddings",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["inputs"],
+                    "properties": {"inputs": inputs, "truncate": {"type": "boolean"}, "normalize": {"type": "boolean", "default": true}}}}}},
+                "responses": {
+                    "200": {"description": "One vector per input", "content": {"application/json": {"schema": {
+                        "type": "array", "items": {"type": "array", "items": {"type": "number"}}}}}},
+                    "400": err("Malformed JSON"), "413": err("Too large"), "422": err("Empty input"),
+                    "503": err("Queue full"), "504": err("Timed out")}}},
+            "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "The process is up"}}}},
+            "/ready": {"get": {"summary": "Readiness: the model is loaded and its worker runs",
+                               "responses": {"200": {"description": "Ready"}, "503": err("Not ready")}}},
+            "/info": {"get": {"summary": "Model, labels, limits, version and current drift",
+                              "responses": {"200": {"description": "Info", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics",
+                                 "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}
+        },
+        "components": {"schemas": {"Error": {"type": "object", "required": ["error", "error_type"],
+            "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}}}}}
+    })
+}

@@ -1,0 +1,204 @@
+//! The model worker: one OS thread that owns the model and runs dynamic batches.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use prometheus::{Histogram, IntGauge};
+use tokio::sync::oneshot;
+use tunekit::batch::{collate, eval_batches};
+use tunekit::infer::{Classifier, predict_probs};
+use tunekit::model::bert::mean_pool;
+use tunekit::model::weights::to_vec;
+use tunekit::tokenize::Tokens;
+
+use crate::ServeConfig;
+
+/// What a request wants computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Class probabilities.
+    Predict,
+    /// Mean-pooled encoder embeddings.
+    Embed,
+}
+
+/// One request's inputs and where to send the result (one vector per input, in order).
+pub struct Job {
+    /// Predict or embed.
+    pub kind: Kind,
+    /// Tokenised inputs.
+    pub tokens: Vec<Tokens>,
+    /// Result channel.
+    pub reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+}
+
+/// Why a job was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is full: the caller answers 503.
+    Full,
+    /// The worker is gone.
+    Closed,
+}
+
+/// Handle to the worker's bounded queue.
+pub struct Worker {
+    tx: SyncSender<Job>,
+    queue_depth: IntGauge,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Start the worker thread with `classifier`.
+    pub fn spawn(
+        classifier: Classifier,
+        config: &ServeConfig,
+        queue_depth: IntGauge,
+        batch_size: Histogram,
+    ) -> Self {
+        let (tx, rx) = sync_channel::<Job>(config.queue_capacity);
+        let limits = Limits {
+            max_inputs: config.max_batch_size.max(1),
+            max_tokens: config.max_batch_tokens.max(1),
+            max_wait: config.max_wait,
+        };
+        let depth = queue_depth.clone();
+        let handle = std::thread::Builder::new()
+            .name("tunekit-model".into())
+            .spawn(move || run(classifier, rx, limits, depth, batch_size))
+            .map_err(|e| tracing::error!("cannot start the model worker: {e}"))
+            .ok();
+        Worker {
+            tx,
+            queue_depth,
+            handle,
+        }
+    }
+
+    /// Whether the worker thread is running.
+    pub fn is_alive(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    /// Queue a job without waiting.
+    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.queue_depth.inc();
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(SubmitError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    max_inputs: usize,
+    max_tokens: usize,
+    max_wait: Duration,
+}
+
+fn job_tokens(job: &Job) -> usize {
+    job.tokens.iter().map(|t| t.ids.len()).sum()
+}
+
+fn run(
+    classifier: Classifier,
+    rx: Receiver<Job>,
+    limits: Limits,
+    depth: IntGauge,
+    batch_size: Histogram,
+) {
+    let mut carry: Option<Job> = None;
+    loop {
+        let first = match carry.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => {
+                    depth.dec();
+                    j
+                }
+                Err(_) => return, // all senders dropped: server shut down
+            },
+        };
+        let deadline = Instant::now() + limits.max_wait;
+        let (mut inputs, mut tokens) = (first.tokens.len(), job_tokens(&first));
+        let mut jobs = vec![first];
+        while inputs < limits.max_inputs && tokens < limits.max_tokens {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(job) => {
+                    depth.dec();
+                    let (n, t) = (job.tokens.len(), job_tokens(&job));
+                    if inputs + n > limits.max_inputs || tokens + t > limits.max_tokens {
+                        carry = Some(job);
+                        break;
+                    }
+                    inputs += n;
+                    tokens += t;
+                    jobs.push(job);
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        batch_size.observe(inputs as f64);
+        let (predict, embeds): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| j.kind == Kind::Predict);
+        for (kind, group) in [(Kind::Predict, predict), (Kind::Embed, embeds)] {
+            if group.is_empty() {
+                continue;
+            }
+            let all: Vec<Tokens> = group
+                .iter()
+                .flat_map(|j| j.tokens.iter().cloned())
+                .collect();
+            let result = match kind {
+                Kind::Predict => predict_probs(
+                    &classifier.model,
+                    &all,
+                    None,
+                    all.len(),
+                    classifier.tokenizer.pad_id(),
+                    &classifier.device,
+                )
+                .map(|(p, _)| p),
+                Kind::Embed => embed(&classifier, &all),
+            };
+            match result {
+                Ok(vectors) => {
+                    let mut it = vectors.into_iter();
+                    for job in group {
+                        let part: Vec<Vec<f32>> = it.by_ref().take(job.tokens.len()).collect();
+                        let _ = job.reply.send(Ok(part));
+                    }
+                }
+                Err(e) => {
+                    for job in group {
+                        let _ = job.reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn embed(classifier: &Classifier, tokens: &[Tokens]) -> tunekit::Result<Vec<Vec<f32>>> {
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
+    let mut out = vec![Vec::new(); tokens.len()];
+    for idx in eval_batches(&lengths, tokens.len().max(1)) {
+        let refs: Vec<&Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
+        let batch = collate(&refs, classifier.tokenizer.pad_id(), &classifier.device);
+        let pooled = mean_pool(
+            classifier.model.bert.forward(&batch),
+            batch.attention_mask.clone(),
+        );
+        let [_, h] = pooled.dims();
+        let v = to_vec(pooled)?;
+        for (row, &i) in idx.iter().enumerate() {
+            out[i] = v[row * h..(row + 1) * h].to_vec();
+        }
+    }
+    Ok(out)
+}
