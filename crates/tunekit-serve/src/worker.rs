@@ -93,6 +93,11 @@ impl Worker {
     }
 }
 
+/// Inputs per forward pass inside a dynamic batch. The batch is sorted by length and cut
+/// into passes of this size: on CPU, one pass over a whole batch pads every input to the
+/// longest one and gains little from the larger matrices (see docs/benchmarks.md).
+const SUB_BATCH: usize = 4;
+
 #[derive(Clone, Copy)]
 struct Limits {
     max_inputs: usize,
@@ -127,8 +132,16 @@ fn run(
         let (mut inputs, mut tokens) = (first.tokens.len(), job_tokens(&first));
         let mut jobs = vec![first];
         while inputs < limits.max_inputs && tokens < limits.max_tokens {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
+            // Take what is already queued at once. Wait up to `max_wait` for more only when
+            // requests are arriving concurrently: a lone request never pays the wait.
+            let next = match rx.try_recv() {
+                Ok(job) => Ok(job),
+                Err(_) if jobs.len() > 1 => {
+                    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                }
+                Err(_) => Err(RecvTimeoutError::Timeout),
+            };
+            match next {
                 Ok(job) => {
                     depth.dec();
                     let (n, t) = (job.tokens.len(), job_tokens(&job));
@@ -159,7 +172,7 @@ fn run(
                     &classifier.model,
                     &all,
                     None,
-                    all.len(),
+                    SUB_BATCH,
                     classifier.tokenizer.pad_id(),
                     &classifier.device,
                 )
@@ -187,7 +200,7 @@ fn run(
 fn embed(classifier: &Classifier, tokens: &[Tokens]) -> tunekit::Result<Vec<Vec<f32>>> {
     let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
     let mut out = vec![Vec::new(); tokens.len()];
-    for idx in eval_batches(&lengths, tokens.len().max(1)) {
+    for idx in eval_batches(&lengths, SUB_BATCH) {
         let refs: Vec<&Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
         let batch = collate(&refs, classifier.tokenizer.pad_id(), &classifier.device);
         let pooled = mean_pool(
