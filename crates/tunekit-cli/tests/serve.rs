@@ -372,3 +372,51 @@ fn serving_a_model_without_a_head_is_a_clear_error() {
     ]);
     assert_bad_input(&out, &["id2label"]);
 }
+
+#[test]
+fn requests_over_the_time_limit_get_504() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = trained_model(tmp.path());
+    // Concurrent requests wait up to 400 ms for a batch to fill; the limit is 100 ms.
+    let s = start(
+        &model,
+        &["--max-wait-ms", "400", "--request-timeout-ms", "100"],
+    );
+    // Bursts of simultaneous requests: whichever queue behind the first wait in the batching
+    // window and time out. Repeated a few times so scheduling luck cannot hide it.
+    let mut statuses: Vec<(u16, serde_json::Value)> = Vec::new();
+    for _ in 0..5 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let base = s.base.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let (st, body, _, _) =
+                        post(&base, "/predict", &format!(r#"{{"inputs": "slow {i}"}}"#));
+                    (st, body)
+                })
+            })
+            .collect();
+        statuses.extend(handles.into_iter().map(|h| h.join().unwrap()));
+        if statuses.iter().any(|(st, _)| *st == 504) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        statuses
+            .iter()
+            .any(|(st, b)| *st == 504 && b["error_type"] == "Timeout"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|(st, _)| *st == 200 || *st == 504),
+        "{statuses:?}"
+    );
+    // The server stays healthy afterwards (once the slow batch window has passed).
+    std::thread::sleep(Duration::from_millis(500));
+    let (st, _, _, _) = post(&s.base, "/predict", r#"{"inputs": "after"}"#);
+    assert_eq!(st, 200);
+}

@@ -156,6 +156,12 @@ fn run(
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        // Requests whose caller gave up (timed out) are not computed.
+        jobs.retain(|j| !j.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        let inputs: usize = jobs.iter().map(|j| j.tokens.len()).sum();
         batch_size.observe(inputs as f64);
         let (predict, embeds): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| j.kind == Kind::Predict);
