@@ -127,15 +127,16 @@ pub struct AppState {
 pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeError> {
     let device = burn::tensor::Device::flex();
     let classifier = Classifier::load(model, None, &device)?;
-    let reference: Option<ReferenceStats> =
-        tunekit::fsutil::read_json(&classifier.dir.join(tunekit::drift::REFERENCE_FILE)).ok();
-    if reference.is_none() {
+    let reference_path = classifier.dir.join(tunekit::drift::REFERENCE_FILE);
+    let reference: Option<ReferenceStats> = if reference_path.is_file() {
+        Some(tunekit::fsutil::read_json(&reference_path)?)
+    } else {
         tracing::warn!(
-            "{}: no {}; drift metrics disabled",
-            classifier.dir.display(),
-            tunekit::drift::REFERENCE_FILE
+            "{}: missing; drift metrics disabled",
+            reference_path.display()
         );
-    }
+        None
+    };
     let tokenizer = Arc::new(tunekit::tokenize::TextTokenizer::from_file(
         &classifier.dir.join("tokenizer.json"),
         classifier.tokenizer.max_length(),

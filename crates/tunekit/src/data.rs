@@ -3,11 +3,14 @@
 //! Every problem is reported with the file and the line where the record starts; rows that are
 //! dropped (empty text, empty label) are counted in [`ReadReport`], never skipped silently.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-/// File formats the readers understand.
+/// File formats the readers understand, so a file's layout can be named or guessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// Comma-separated values (RFC 4180 quoting).
@@ -19,7 +22,8 @@ pub enum Format {
 }
 
 impl Format {
-    /// Guess the format from a file extension (`.csv`, `.tsv`/`.tab`/`.txt`, `.jsonl`/`.ndjson`).
+    /// Guess the format from a file extension (`.csv`, `.tsv`/`.tab`/`.txt`, `.jsonl`/`.ndjson`),
+    /// so users rarely have to name it.
     pub fn from_path(path: &Path) -> Option<Format> {
         match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
             "csv" => Some(Format::Csv),
@@ -28,20 +32,31 @@ impl Format {
             _ => None,
         }
     }
+
+    /// The field delimiter used when the spec gives none (`None` for JSONL, which has fields
+    /// by name).
+    pub fn default_delimiter(self) -> Option<u8> {
+        match self {
+            Format::Csv => Some(b','),
+            Format::Tsv => Some(b'\t'),
+            Format::Jsonl => None,
+        }
+    }
 }
 
-/// Where labelled examples come from and which columns hold what.
+/// Where labelled examples come from and which columns hold what; one value describes one
+/// file for both the batch and the streaming reader.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataSpec {
     /// The file.
     pub path: PathBuf,
     /// Format; `None` guesses from the extension.
     pub format: Option<Format>,
-    /// Field delimiter overriding the format's default.
+    /// Field delimiter overriding the format's default (`,` for CSV, tab for TSV).
     pub delimiter: Option<u8>,
     /// Whether CSV/TSV files start with a header row (otherwise columns are `0`, `1`, ...).
     pub has_header: bool,
-    /// Column with the text.
+    /// Column (or JSON field) with the text.
     pub text_column: String,
     /// Optional column with the second text of a pair.
     pub text_pair_column: Option<String>,
@@ -49,35 +64,52 @@ pub struct DataSpec {
     pub label_column: Option<String>,
 }
 
-/// One example.
-#[derive(Debug, Clone, PartialEq)]
+impl DataSpec {
+    /// A spec with the defaults (format from the extension, header row, text in `text`,
+    /// unlabelled), so callers only set what differs.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DataSpec {
+            path: path.into(),
+            format: None,
+            delimiter: None,
+            has_header: true,
+            text_column: "text".to_string(),
+            text_pair_column: None,
+            label_column: None,
+        }
+    }
+}
+
+/// One example as read from the file, with its line so later errors can point back at it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Example {
     /// The text.
     pub text: String,
     /// The second text of a pair.
     pub text_pair: Option<String>,
-    /// The label, when the spec names a label column.
+    /// The label (trimmed), when the spec names a label column.
     pub label: Option<String>,
     /// 1-based line where the record starts.
     pub line: usize,
 }
 
-/// Counts of what reading kept and dropped.
+/// Counts of what reading kept and dropped, so no row disappears without a trace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReadReport {
-    /// Data rows read (excluding the header).
+    /// Data rows read (excluding the header and blank lines), kept or dropped.
     pub rows_read: usize,
     /// Rows dropped because the text was empty or whitespace.
     pub empty_text_dropped: usize,
-    /// Rows dropped because the label was empty.
+    /// Rows dropped because the label was empty or whitespace.
     pub empty_label_dropped: usize,
 }
 
-/// Errors from reading data files; each names the file (and line).
+/// Errors from reading data files; each names the file (and line), since the CLI prints them
+/// to the user as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened or read.
-    #[error("{file}: {source}")]
+    #[error("{file}: cannot read the data file: {source}")]
     Io {
         /// The file.
         file: PathBuf,
@@ -90,8 +122,8 @@ pub enum DataError {
         /// The file.
         file: PathBuf,
     },
-    /// A column named in the config is not in the header.
-    #[error("{file}: no column `{column}` (columns: {})", available.join(", "))]
+    /// A column named in the spec is not in the header.
+    #[error("{file}: no column `{column}` ({})", describe_columns(available))]
     MissingColumn {
         /// The file.
         file: PathBuf,
@@ -100,16 +132,16 @@ pub enum DataError {
         /// The columns the file has.
         available: Vec<String>,
     },
-    /// A row has a different number of fields than the header.
+    /// A row has a different number of fields than the header (or the first row).
     #[error("{file} line {line}: expected {expected} fields ({columns}), found {found}")]
     FieldCount {
         /// The file.
         file: PathBuf,
-        /// The line.
+        /// The line where the row starts.
         line: usize,
         /// Fields in the header.
         expected: usize,
-        /// Header names joined.
+        /// Header names, joined with `, `.
         columns: String,
         /// Fields found.
         found: usize,
@@ -121,12 +153,12 @@ pub enum DataError {
     Encoding {
         /// The file.
         file: PathBuf,
-        /// The line.
+        /// The line where the record starts.
         line: usize,
-        /// Offset of the first bad byte within the field.
+        /// Offset of the first bad byte within the field (within the line for JSONL).
         offset: usize,
     },
-    /// A malformed record (bad quoting, bad JSON, missing JSON field).
+    /// A malformed record (bad JSON, missing or mistyped JSON field, unreadable CSV record).
     #[error("{file} line {line}: {message}")]
     Malformed {
         /// The file.
@@ -137,39 +169,70 @@ pub enum DataError {
         message: String,
     },
     /// The format could not be determined from the extension.
-    #[error("{file}: cannot tell the format from the extension; set data.format (csv, tsv, jsonl)")]
+    #[error(
+        "{file}: cannot tell the format from the extension; set the format (csv, tsv or jsonl)"
+    )]
     UnknownFormat {
         /// The file.
         file: PathBuf,
     },
 }
 
-/// Read all examples of a file (see [`example_iter`]), counting dropped rows.
+/// The `(...)` part of a missing-column message: the columns there are, plus a hint when the
+/// header looks split on the wrong delimiter.
+fn describe_columns(available: &[String]) -> String {
+    let mut s = format!("columns: {}", available.join(", "));
+    if let [only] = available
+        && only.contains([',', '\t', ';', '|'])
+    {
+        s.push_str("; is the delimiter right?");
+    }
+    s
+}
+
+/// Read all examples of a file, counting dropped rows; for training and evaluation, where the
+/// whole file is needed anyway.
 pub fn read_examples(spec: &DataSpec) -> Result<(Vec<Example>, ReadReport), DataError> {
-    let mut rows = example_rows(spec)?;
+    let mut iter = example_iter(spec)?;
     let mut out = Vec::new();
-    for r in rows.by_ref() {
-        if let Some(e) = r? {
-            out.push(e);
-        }
+    for example in iter.by_ref() {
+        out.push(example?);
     }
-    let report = rows.report.clone();
-    if report.rows_read == 0 {
-        return Err(DataError::Empty {
+    Ok((out, iter.report().clone()))
+}
+
+/// Streaming reader for prediction over big files: yields kept examples one by one, in file
+/// order. Dropped rows are counted in [`ExampleIter::report`]; a file without data rows yields
+/// [`DataError::Empty`]. After the first error the iterator ends.
+pub fn example_iter(spec: &DataSpec) -> Result<ExampleIter, DataError> {
+    let format = spec
+        .format
+        .or_else(|| Format::from_path(&spec.path))
+        .ok_or_else(|| DataError::UnknownFormat {
             file: spec.path.clone(),
-        });
-    }
-    Ok((out, report))
+        })?;
+    let file = File::open(&spec.path).map_err(|e| DataError::Io {
+        file: spec.path.clone(),
+        source: e,
+    })?;
+    let input = BomStripper::new(file);
+    let source = match format.default_delimiter() {
+        None => Source::Jsonl {
+            reader: BufReader::new(input),
+            line: 0,
+            buf: Vec::new(),
+        },
+        Some(default) => delimited(spec, input, spec.delimiter.unwrap_or(default))?,
+    };
+    Ok(ExampleIter {
+        spec: spec.clone(),
+        source,
+        report: ReadReport::default(),
+        done: false,
+    })
 }
 
-/// Streaming reader: yields kept examples one by one (dropped rows are counted internally).
-pub fn example_iter(
-    spec: &DataSpec,
-) -> Result<impl Iterator<Item = Result<Example, DataError>>, DataError> {
-    Ok(example_rows(spec)?.filter_map(|r| r.transpose()))
-}
-
-/// Sorted unique labels.
+/// Sorted unique labels, the label map of a training set.
 pub fn label_set(examples: &[Example]) -> Vec<String> {
     let mut labels: Vec<String> = examples.iter().filter_map(|e| e.label.clone()).collect();
     labels.sort();
@@ -177,68 +240,334 @@ pub fn label_set(examples: &[Example]) -> Vec<String> {
     labels
 }
 
-/// Column positions resolved against the header.
-struct Columns {
-    text: usize,
-    pair: Option<usize>,
-    label: Option<usize>,
-    names: Vec<String>,
-}
-
-enum Source {
-    Delimited {
-        reader: csv::Reader<LineIndex<Box<dyn Read>>>,
-        newlines: std::rc::Rc<std::cell::RefCell<Vec<u64>>>,
-        columns: Columns,
-        record: csv::ByteRecord,
-    },
-    Jsonl {
-        lines: std::io::Lines<BufReader<Box<dyn Read>>>,
-        line: usize,
-    },
-}
-
-/// Iterator over rows: `Ok(None)` for a dropped row.
-struct Rows {
+/// Iterator over the kept examples of one file (see [`example_iter`]); exists so a streaming
+/// caller can still read the drop counts.
+pub struct ExampleIter {
     spec: DataSpec,
     source: Source,
     report: ReadReport,
     done: bool,
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
-    let f = File::open(path).map_err(|e| DataError::Io {
-        file: path.to_path_buf(),
-        source: e,
-    })?;
-    Ok(Box::new(BomStripper::new(f)))
+impl ExampleIter {
+    /// What has been read and dropped so far (complete once the iterator is exhausted).
+    pub fn report(&self) -> &ReadReport {
+        &self.report
+    }
+
+    /// Count a row and keep it unless its text or label is empty.
+    fn keep(
+        &mut self,
+        text: String,
+        pair: Option<String>,
+        label: Option<String>,
+        line: usize,
+    ) -> Option<Example> {
+        self.report.rows_read += 1;
+        if text.trim().is_empty() {
+            self.report.empty_text_dropped += 1;
+            return None;
+        }
+        let label = label.map(|l| l.trim().to_string());
+        if label.as_deref() == Some("") {
+            self.report.empty_label_dropped += 1;
+            return None;
+        }
+        Some(Example {
+            text,
+            text_pair: pair,
+            label,
+            line,
+        })
+    }
+
+    /// The next row: `Ok(None)` for a dropped row, `None` at the end.
+    fn next_row(&mut self) -> Option<Result<Option<Example>, DataError>> {
+        let path = &self.spec.path;
+        let row = match &mut self.source {
+            Source::Delimited(d) => d.next_row(path),
+            Source::Jsonl { reader, line, buf } => next_json_row(&self.spec, reader, line, buf),
+        };
+        Some(match row? {
+            Ok(Row {
+                text,
+                pair,
+                label,
+                line,
+            }) => Ok(self.keep(text, pair, label, line)),
+            Err(e) => Err(e),
+        })
+    }
 }
 
-/// Records the byte offset of every `\n` it passes through. The csv crate reports a record's
-/// start line one too low after a CRLF terminator (the record "starts" at the `\n`), so lines
-/// are computed from byte offsets instead: line = 1 + newlines at offsets ≤ record start.
+impl Iterator for ExampleIter {
+    type Item = Result<Example, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            match self.next_row() {
+                Some(Ok(Some(example))) => return Some(Ok(example)),
+                Some(Ok(None)) => continue,
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                None => {
+                    self.done = true;
+                    if self.report.rows_read == 0 {
+                        return Some(Err(DataError::Empty {
+                            file: self.spec.path.clone(),
+                        }));
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The fields of one record before the empty checks.
+struct Row {
+    text: String,
+    pair: Option<String>,
+    label: Option<String>,
+    line: usize,
+}
+
+enum Source {
+    Delimited(Box<Delimited>),
+    Jsonl {
+        reader: BufReader<BomStripper<File>>,
+        /// Lines consumed so far.
+        line: usize,
+        buf: Vec<u8>,
+    },
+}
+
+/// CSV/TSV state: the reader, its line index and the resolved columns.
+struct Delimited {
+    reader: csv::Reader<LineIndex<BomStripper<File>>>,
+    lines: Rc<RefCell<LineState>>,
+    /// Column names (header, or `0..n` without one).
+    names: Vec<String>,
+    text: usize,
+    pair: Option<usize>,
+    label: Option<usize>,
+    record: csv::ByteRecord,
+    /// Line where `record` starts.
+    line: usize,
+    /// Without a header, the first record is read early to count columns; it is kept here
+    /// (in `record`) and this is set.
+    pending: bool,
+}
+
+/// Read the next record into `record`; the line where it starts, or `None` at the end.
+fn read_record(
+    reader: &mut csv::Reader<LineIndex<BomStripper<File>>>,
+    lines: &RefCell<LineState>,
+    record: &mut csv::ByteRecord,
+    path: &Path,
+) -> Result<Option<usize>, DataError> {
+    if !reader
+        .read_byte_record(record)
+        .map_err(|e| csv_error(path, e))?
+    {
+        return Ok(None);
+    }
+    Ok(Some(record_line(lines, reader.position().byte(), record)))
+}
+
+fn delimited(
+    spec: &DataSpec,
+    input: BomStripper<File>,
+    delimiter: u8,
+) -> Result<Source, DataError> {
+    let path = &spec.path;
+    let lines = Rc::new(RefCell::new(LineState::default()));
+    // `flexible(true)`: field counts are checked here, to report them with the line and the
+    // column names rather than as the csv crate's error.
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(LineIndex {
+            inner: input,
+            offset: 0,
+            cr: None,
+            state: lines.clone(),
+        });
+    let mut first = csv::ByteRecord::new();
+    let Some(line) = read_record(&mut reader, &lines, &mut first, path)? else {
+        return Err(DataError::Empty { file: path.clone() });
+    };
+    let (names, pending) = if spec.has_header {
+        let names = first
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let name = decode(path, line, f)?.trim().to_string();
+                Ok(if name.is_empty() { i.to_string() } else { name })
+            })
+            .collect::<Result<Vec<_>, DataError>>()?;
+        (names, false)
+    } else {
+        ((0..first.len()).map(|i| i.to_string()).collect(), true)
+    };
+    let find = |col: &str| {
+        names
+            .iter()
+            .position(|n| n == col)
+            .ok_or_else(|| DataError::MissingColumn {
+                file: path.clone(),
+                column: col.to_string(),
+                available: names.clone(),
+            })
+    };
+    let text = find(&spec.text_column)?;
+    let pair = spec.text_pair_column.as_deref().map(find).transpose()?;
+    let label = spec.label_column.as_deref().map(find).transpose()?;
+    Ok(Source::Delimited(Box::new(Delimited {
+        reader,
+        lines,
+        names,
+        text,
+        pair,
+        label,
+        record: first,
+        line,
+        pending,
+    })))
+}
+
+impl Delimited {
+    fn next_row(&mut self, path: &Path) -> Option<Result<Row, DataError>> {
+        if self.pending {
+            self.pending = false;
+        } else {
+            match read_record(&mut self.reader, &self.lines, &mut self.record, path) {
+                Ok(Some(line)) => self.line = line,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(self.row(path))
+    }
+
+    fn row(&self, path: &Path) -> Result<Row, DataError> {
+        let (record, line) = (&self.record, self.line);
+        // Blank lines are not records for the csv crate, so they are neither read nor counted.
+        if record.len() != self.names.len() {
+            return Err(DataError::FieldCount {
+                file: path.to_path_buf(),
+                line,
+                expected: self.names.len(),
+                columns: self.names.join(", "),
+                found: record.len(),
+            });
+        }
+        // In range: the field count was checked above.
+        let field =
+            |i: usize| decode(path, line, record.get(i).unwrap_or_default()).map(str::to_string);
+        Ok(Row {
+            text: field(self.text)?,
+            pair: self.pair.map(field).transpose()?,
+            label: self.label.map(field).transpose()?,
+            line,
+        })
+    }
+}
+
+fn decode<'a>(path: &Path, line: usize, bytes: &'a [u8]) -> Result<&'a str, DataError> {
+    std::str::from_utf8(bytes).map_err(|e| DataError::Encoding {
+        file: path.to_path_buf(),
+        line,
+        offset: e.valid_up_to(),
+    })
+}
+
+fn csv_error(path: &Path, e: csv::Error) -> DataError {
+    let line = e.position().map_or(0, |p| p.line() as usize);
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => DataError::Io {
+            file: path.to_path_buf(),
+            source,
+        },
+        other => DataError::Malformed {
+            file: path.to_path_buf(),
+            line,
+            message: format!("unreadable record: {other:?}"),
+        },
+    }
+}
+
+/// Line breaks seen by [`LineIndex`] and not yet attributed to a record.
+#[derive(Default)]
+struct LineState {
+    /// Line breaks before the last record looked up.
+    passed: usize,
+    /// Offsets of the line breaks read since.
+    pending: VecDeque<u64>,
+}
+
+/// Line where a record starts, given the reader's position just past it (`end`).
+///
+/// The csv crate's own start positions are unusable: a record "starts" where the previous
+/// one's terminator ended, so after blank lines or a CRLF terminator they point lines too
+/// early. A record's end is exact, though: its last byte is its terminator (or its last byte
+/// at the end of the file), which is on the record's last line. The start line is that line
+/// minus the line breaks inside quoted fields. Records come in order, so line breaks before
+/// this one are folded into a count and memory stays bounded by the csv reader's read-ahead.
+fn record_line(state: &RefCell<LineState>, end: u64, record: &csv::ByteRecord) -> usize {
+    let last = end.saturating_sub(1);
+    let mut state = state.borrow_mut();
+    while state.pending.front().is_some_and(|&o| o < last) {
+        state.pending.pop_front();
+        state.passed += 1;
+    }
+    let inside: usize = record.iter().map(line_breaks).sum();
+    (1 + state.passed).saturating_sub(inside).max(1)
+}
+
+/// Line breaks in `bytes`: `\n`, `\r\n` or a lone `\r` (as the csv crate accepts them).
+fn line_breaks(bytes: &[u8]) -> usize {
+    let lone_cr = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+        .count();
+    lone_cr + bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// Records the byte offset of every line break it passes through, for [`record_line`]: that
+/// of each `\n`, and of each `\r` not followed by `\n`.
 struct LineIndex<R> {
     inner: R,
     offset: u64,
-    newlines: std::rc::Rc<std::cell::RefCell<Vec<u64>>>,
+    /// A `\r` at the end of the last read, not yet known to be lone.
+    cr: Option<u64>,
+    state: Rc<RefCell<LineState>>,
 }
 
 impl<R: Read> Read for LineIndex<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut index = self.newlines.borrow_mut();
-        for (i, b) in buf[..n].iter().enumerate() {
-            if *b == b'\n' {
-                index.push(self.offset + i as u64);
+        let mut state = self.state.borrow_mut();
+        for (i, &b) in buf.iter().take(n).enumerate() {
+            let at = self.offset + i as u64;
+            if let Some(cr) = self.cr.take()
+                && b != b'\n'
+            {
+                state.pending.push_back(cr);
+            }
+            match b {
+                b'\n' => state.pending.push_back(at),
+                b'\r' => self.cr = Some(at),
+                _ => {}
             }
         }
         self.offset += n as u64;
         Ok(n)
     }
-}
-
-fn line_at(newlines: &[u64], byte: u64) -> usize {
-    1 + newlines.partition_point(|&o| o <= byte)
 }
 
 /// Skips a UTF-8 byte-order mark at the start of a stream.
@@ -262,338 +591,120 @@ impl<R: Read> Read for BomStripper<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if !self.checked {
             self.checked = true;
-            let mut head = [0u8; 3];
-            let mut n = 0;
-            while n < 3 {
-                let k = self.inner.read(&mut head[n..])?;
-                if k == 0 {
-                    break;
-                }
-                n += k;
-            }
-            if !(n == 3 && head == [0xEF, 0xBB, 0xBF]) {
-                self.pending.extend_from_slice(&head[..n]);
+            (&mut self.inner).take(3).read_to_end(&mut self.pending)?;
+            if self.pending == [0xEF, 0xBB, 0xBF] {
+                self.pending.clear();
             }
         }
         if !self.pending.is_empty() {
-            let k = self.pending.len().min(buf.len());
-            buf[..k].copy_from_slice(&self.pending[..k]);
-            self.pending.drain(..k);
-            return Ok(k);
+            let n = buf
+                .iter_mut()
+                .zip(&self.pending)
+                .map(|(dst, src)| *dst = *src)
+                .count();
+            self.pending.drain(..n);
+            return Ok(n);
         }
         self.inner.read(buf)
     }
 }
 
-fn example_rows(spec: &DataSpec) -> Result<Rows, DataError> {
-    let format = spec
-        .format
-        .or_else(|| Format::from_path(&spec.path))
-        .ok_or_else(|| DataError::UnknownFormat {
-            file: spec.path.clone(),
-        })?;
-    let input = open(&spec.path)?;
-    let source = match format {
-        Format::Jsonl => Source::Jsonl {
-            lines: BufReader::new(input).lines(),
-            line: 0,
-        },
-        Format::Csv | Format::Tsv => {
-            let delimiter =
-                spec.delimiter
-                    .unwrap_or(if format == Format::Csv { b',' } else { b'\t' });
-            let newlines = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-            let mut reader = csv::ReaderBuilder::new()
-                .delimiter(delimiter)
-                .has_headers(spec.has_header)
-                .flexible(true)
-                .from_reader(LineIndex {
-                    inner: input,
-                    offset: 0,
-                    newlines: newlines.clone(),
-                });
-            let names: Vec<String> = if spec.has_header {
-                let header = reader
-                    .byte_headers()
-                    .map_err(|e| csv_error(&spec.path, e))?
-                    .clone();
-                if header.is_empty() {
-                    return Err(DataError::Empty {
-                        file: spec.path.clone(),
-                    });
-                }
-                header
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| {
-                        std::str::from_utf8(f)
-                            .map(|s| s.trim().to_string())
-                            .map_err(|e| DataError::Encoding {
-                                file: spec.path.clone(),
-                                line: 1,
-                                offset: e.valid_up_to(),
-                            })
-                            .map(|s| if s.is_empty() { i.to_string() } else { s })
-                    })
-                    .collect::<Result<_, _>>()?
-            } else {
-                // Without a header, peek at the first record's width to name columns 0..n.
-                let mut first = csv::ByteRecord::new();
-                let mut peek = csv::ReaderBuilder::new()
-                    .delimiter(delimiter)
-                    .has_headers(false)
-                    .flexible(true)
-                    .from_reader(open(&spec.path)?);
-                let width = if peek
-                    .read_byte_record(&mut first)
-                    .map_err(|e| csv_error(&spec.path, e))?
-                {
-                    first.len()
-                } else {
-                    0
-                };
-                (0..width).map(|i| i.to_string()).collect()
-            };
-            let find = |col: &str| {
-                names
-                    .iter()
-                    .position(|n| n == col)
-                    .ok_or_else(|| DataError::MissingColumn {
-                        file: spec.path.clone(),
-                        column: col.to_string(),
-                        available: names.clone(),
-                    })
-            };
-            let columns = if names.is_empty() {
-                Columns {
-                    text: 0,
-                    pair: None,
-                    label: None,
-                    names,
-                }
-            } else {
-                Columns {
-                    text: find(&spec.text_column)?,
-                    pair: spec.text_pair_column.as_deref().map(find).transpose()?,
-                    label: spec.label_column.as_deref().map(find).transpose()?,
-                    names: names.clone(),
-                }
-            };
-            Source::Delimited {
-                reader,
-                newlines,
-                columns,
-                record: csv::ByteRecord::new(),
+/// The next non-blank JSONL line as a row; `line` counts the lines consumed.
+fn next_json_row(
+    spec: &DataSpec,
+    reader: &mut impl BufRead,
+    line: &mut usize,
+    buf: &mut Vec<u8>,
+) -> Option<Result<Row, DataError>> {
+    let path = &spec.path;
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => {
+                return Some(Err(DataError::Io {
+                    file: path.clone(),
+                    source: e,
+                }));
             }
         }
+        *line += 1;
+        let at = *line;
+        let raw = match decode(path, at, buf) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if raw.trim().is_empty() {
+            continue;
+        }
+        return Some(json_row(spec, raw, at));
+    }
+}
+
+fn json_row(spec: &DataSpec, raw: &str, line: usize) -> Result<Row, DataError> {
+    let malformed = |message: String| DataError::Malformed {
+        file: spec.path.clone(),
+        line,
+        message,
     };
-    Ok(Rows {
-        spec: spec.clone(),
-        source,
-        report: ReadReport::default(),
-        done: false,
+    let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
+        // serde_json appends "at line 1 column N", which would contradict our line number.
+        let full = e.to_string();
+        let what = full
+            .rsplit_once(" at line ")
+            .map_or(full.as_str(), |(w, _)| w);
+        malformed(format!("invalid JSON at column {}: {what}", e.column()))
+    })?;
+    let serde_json::Value::Object(object) = value else {
+        return Err(malformed(format!(
+            "expected a JSON object, found {}",
+            json_kind(&value)
+        )));
+    };
+    let field = |key: &str, scalars: bool| -> Result<String, DataError> {
+        match object.get(key) {
+            None => Err(malformed(format!(
+                "missing field `{key}` (fields: {})",
+                object.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+            // An explicit null is an empty value: dropped and counted like an empty string.
+            Some(serde_json::Value::Null) => Ok(String::new()),
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) if scalars => {
+                Ok(v.to_string())
+            }
+            Some(v) => Err(malformed(format!(
+                "field `{key}` must be a string{}, found {}",
+                if scalars { ", number or bool" } else { "" },
+                json_kind(v)
+            ))),
+        }
+    };
+    Ok(Row {
+        text: field(&spec.text_column, false)?,
+        pair: spec
+            .text_pair_column
+            .as_deref()
+            .map(|k| field(k, false))
+            .transpose()?,
+        label: spec
+            .label_column
+            .as_deref()
+            .map(|k| field(k, true))
+            .transpose()?,
+        line,
     })
 }
 
-fn csv_error(path: &Path, e: csv::Error) -> DataError {
-    let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-    match e.into_kind() {
-        csv::ErrorKind::Io(source) => DataError::Io {
-            file: path.to_path_buf(),
-            source,
-        },
-        other => DataError::Malformed {
-            file: path.to_path_buf(),
-            line,
-            message: format!("{other:?}"),
-        },
-    }
-}
-
-impl Rows {
-    fn keep(
-        &mut self,
-        text: String,
-        pair: Option<String>,
-        label: Option<String>,
-        line: usize,
-    ) -> Option<Example> {
-        self.report.rows_read += 1;
-        if text.trim().is_empty() {
-            self.report.empty_text_dropped += 1;
-            return None;
-        }
-        if let Some(l) = &label
-            && l.trim().is_empty()
-        {
-            self.report.empty_label_dropped += 1;
-            return None;
-        }
-        Some(Example {
-            text,
-            text_pair: pair,
-            label: label.map(|l| l.trim().to_string()),
-            line,
-        })
-    }
-
-    fn next_delimited(&mut self) -> Option<Result<Option<Example>, DataError>> {
-        let Source::Delimited {
-            reader,
-            newlines,
-            columns,
-            record,
-        } = &mut self.source
-        else {
-            return None;
-        };
-        let path = self.spec.path.clone();
-        match reader.read_byte_record(record) {
-            Ok(false) => None,
-            Err(e) => Some(Err(csv_error(&path, e))),
-            Ok(true) => {
-                let line = record
-                    .position()
-                    .map(|p| line_at(&newlines.borrow(), p.byte()))
-                    .unwrap_or(0);
-                // A blank line is not a record for the csv crate; count it neither.
-                if record.len() != columns.names.len() {
-                    return Some(Err(DataError::FieldCount {
-                        file: path,
-                        line,
-                        expected: columns.names.len(),
-                        columns: columns.names.join(", "),
-                        found: record.len(),
-                    }));
-                }
-                let field = |i: usize| -> Result<String, DataError> {
-                    std::str::from_utf8(&record[i])
-                        .map(str::to_string)
-                        .map_err(|e| DataError::Encoding {
-                            file: path.clone(),
-                            line,
-                            offset: e.valid_up_to(),
-                        })
-                };
-                let text = match field(columns.text) {
-                    Ok(t) => t,
-                    Err(e) => return Some(Err(e)),
-                };
-                let pair = match columns.pair.map(field).transpose() {
-                    Ok(p) => p,
-                    Err(e) => return Some(Err(e)),
-                };
-                let label = match columns.label.map(field).transpose() {
-                    Ok(l) => l,
-                    Err(e) => return Some(Err(e)),
-                };
-                Some(Ok(self.keep(text, pair, label, line)))
-            }
-        }
-    }
-
-    fn next_jsonl(&mut self) -> Option<Result<Option<Example>, DataError>> {
-        let Source::Jsonl { lines, line } = &mut self.source else {
-            return None;
-        };
-        let path = self.spec.path.clone();
-        loop {
-            let raw = match lines.next()? {
-                Ok(l) => l,
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return Some(Err(DataError::Encoding {
-                        file: path,
-                        line: *line + 1,
-                        offset: 0,
-                    }));
-                }
-                Err(e) => {
-                    return Some(Err(DataError::Io {
-                        file: path,
-                        source: e,
-                    }));
-                }
-            };
-            *line += 1;
-            if raw.trim().is_empty() {
-                continue;
-            }
-            let at = *line;
-            let value: serde_json::Value = match serde_json::from_str(&raw) {
-                Ok(v) => v,
-                Err(e) => {
-                    return Some(Err(DataError::Malformed {
-                        file: path,
-                        line: at,
-                        message: format!("invalid JSON: {e}"),
-                    }));
-                }
-            };
-            let get = |key: &str| -> Result<Option<String>, DataError> {
-                match value.get(key) {
-                    None | Some(serde_json::Value::Null) => Ok(None),
-                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                    Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                        Ok(Some(v.to_string()))
-                    }
-                    Some(_) => Err(DataError::Malformed {
-                        file: path.clone(),
-                        line: at,
-                        message: format!("field `{key}` must be a string, number or bool"),
-                    }),
-                }
-            };
-            let required = |key: &str| -> Result<String, DataError> {
-                get(key)?.ok_or_else(|| DataError::Malformed {
-                    file: path.clone(),
-                    line: at,
-                    message: format!("missing field `{key}`"),
-                })
-            };
-            let text = match required(&self.spec.text_column) {
-                Ok(t) => t,
-                Err(e) => return Some(Err(e)),
-            };
-            let pair = match self
-                .spec
-                .text_pair_column
-                .clone()
-                .map(|k| required(&k))
-                .transpose()
-            {
-                Ok(p) => p,
-                Err(e) => return Some(Err(e)),
-            };
-            let label = match self
-                .spec
-                .label_column
-                .clone()
-                .map(|k| get(&k).map(Option::unwrap_or_default))
-                .transpose()
-            {
-                Ok(l) => l,
-                Err(e) => return Some(Err(e)),
-            };
-            return Some(Ok(self.keep(text, pair, label, at)));
-        }
-    }
-}
-
-impl Iterator for Rows {
-    type Item = Result<Option<Example>, DataError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let item = match self.source {
-            Source::Delimited { .. } => self.next_delimited(),
-            Source::Jsonl { .. } => self.next_jsonl(),
-        };
-        if matches!(item, None | Some(Err(_))) {
-            self.done = true;
-        }
-        item
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a bool",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -601,22 +712,40 @@ impl Iterator for Rows {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/data")
-            .join(name)
-    }
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/data");
 
     fn spec(name: &str) -> DataSpec {
         DataSpec {
-            path: fixture(name),
-            format: None,
-            delimiter: None,
-            has_header: true,
-            text_column: "text".into(),
-            text_pair_column: None,
             label_column: Some("label".into()),
+            ..DataSpec::new(Path::new(FIXTURES).join(name))
         }
+    }
+
+    /// A spec for a temporary file with `contents`.
+    fn temp(dir: &tempfile::TempDir, name: &str, contents: &[u8]) -> DataSpec {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        DataSpec {
+            label_column: Some("label".into()),
+            ..DataSpec::new(path)
+        }
+    }
+
+    fn err(spec: &DataSpec) -> String {
+        read_examples(spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn format_follows_the_extension() {
+        let f = |p: &str| Format::from_path(Path::new(p));
+        assert_eq!(f("a.csv"), Some(Format::Csv));
+        assert_eq!(f("a.TSV"), Some(Format::Tsv));
+        assert_eq!(f("a.tab"), Some(Format::Tsv));
+        assert_eq!(f("a.txt"), Some(Format::Tsv));
+        assert_eq!(f("a.jsonl"), Some(Format::Jsonl));
+        assert_eq!(f("a.ndjson"), Some(Format::Jsonl));
+        assert_eq!(f("a.json"), None);
+        assert_eq!(f("noext"), None);
     }
 
     #[test]
@@ -626,51 +755,224 @@ mod tests {
         assert_eq!(ex[0].text, "A line with a comma, inside");
         assert_eq!(ex[1].text, "Two\r\nlines here");
         assert_eq!(ex[1].label.as_deref(), Some("negative"));
-        let (tsv, _) = read_examples(&spec("unknown_label.tsv")).unwrap();
-        assert_eq!(
-            tsv.iter().map(|e| e.line).collect::<Vec<_>>(),
-            vec![2, 3, 4]
-        );
+        assert_eq!(ex[2].text, "plain text");
+        // The quoted newline makes the third record start on line 5.
         assert_eq!((ex[0].line, ex[1].line, ex[2].line), (2, 3, 5), "{ex:?}");
         assert_eq!(label_set(&ex), vec!["negative", "positive"]);
     }
 
     #[test]
+    fn bom_is_stripped_from_the_header() {
+        // Without stripping, the first column would be "\u{feff}text" and not found.
+        let (ex, _) = read_examples(&spec("quoted.csv")).unwrap();
+        assert_eq!(ex.len(), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let s = temp(&dir, "bom.tsv", b"\xEF\xBB\xBFtext\tlabel\nhi\tx\n");
+        assert_eq!(read_examples(&s).unwrap().0[0].text, "hi");
+        let j = temp(
+            &dir,
+            "bom.jsonl",
+            b"\xEF\xBB\xBF{\"text\": \"hi\", \"label\": \"x\"}\n",
+        );
+        assert_eq!(read_examples(&j).unwrap().0[0].text, "hi");
+    }
+
+    #[test]
+    fn bom_stripper_handles_short_reads_and_short_files() {
+        /// Hands out one byte per read, the worst case for the BOM check.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                match (self.0.split_first(), buf.first_mut()) {
+                    (Some((b, rest)), Some(dst)) => {
+                        *dst = *b;
+                        self.0 = rest;
+                        Ok(1)
+                    }
+                    _ => Ok(0),
+                }
+            }
+        }
+        let cases: [(&[u8], &[u8]); 5] = [
+            (b"\xEF\xBB\xBFabc", b"abc"),
+            (b"\xEF\xBB\xBF", b""),
+            (b"\xEF\xBB", b"\xEF\xBB"),
+            (b"ab", b"ab"),
+            (b"abcdef", b"abcdef"),
+        ];
+        for (input, want) in cases {
+            let mut out = Vec::new();
+            BomStripper::new(Trickle(input))
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, want);
+        }
+    }
+
+    #[test]
+    fn lines_count_from_the_header() {
+        let (ex, report) = read_examples(&spec("unknown_label.tsv")).unwrap();
+        assert_eq!(ex.iter().map(|e| e.line).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(report.rows_read, 3);
+        assert_eq!(label_set(&ex), vec!["negative", "neutral", "positive"]);
+    }
+
+    #[test]
     fn latin1_bytes_name_the_line() {
-        let err = read_examples(&spec("latin1.tsv")).unwrap_err().to_string();
+        let e = read_examples(&spec("latin1.tsv")).unwrap_err();
         assert!(
-            err.contains("latin1.tsv line 3") && err.contains("UTF-8"),
-            "{err}"
+            matches!(
+                e,
+                DataError::Encoding {
+                    line: 3,
+                    offset: 3,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("latin1.tsv line 3") && msg.contains("UTF-8"),
+            "{msg}"
         );
     }
 
     #[test]
     fn short_row_names_the_line() {
-        let err = read_examples(&spec("short_row.tsv"))
-            .unwrap_err()
-            .to_string();
+        let msg = err(&spec("short_row.tsv"));
         assert!(
-            err.contains("short_row.tsv line 4: expected 2 fields (text, label), found 1"),
-            "{err}"
+            msg.contains("short_row.tsv line 4: expected 2 fields (text, label), found 1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn long_row_is_an_error_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = temp(&dir, "long.csv", b"text,label\na,b\nc,d,e\n");
+        let msg = err(&s);
+        assert!(
+            msg.contains("long.csv line 3: expected 2 fields (text, label), found 3"),
+            "{msg}"
         );
     }
 
     #[test]
     fn empty_and_header_only_files() {
         for f in ["empty.tsv", "header_only.tsv"] {
-            let err = read_examples(&spec(f)).unwrap_err();
-            assert!(matches!(err, DataError::Empty { .. }), "{f}: {err}");
+            let e = read_examples(&spec(f)).unwrap_err();
+            assert!(matches!(e, DataError::Empty { .. }), "{f}: {e}");
+            assert!(e.to_string().contains(f), "{e}");
+            // The streaming reader says the same rather than yielding nothing.
+            let first = example_iter(&spec(f)).and_then(|mut it| it.next().unwrap());
+            assert!(matches!(first, Err(DataError::Empty { .. })), "{f}");
         }
+        let dir = tempfile::tempdir().unwrap();
+        let blank = temp(&dir, "blank.jsonl", b"\n  \n");
+        assert!(matches!(
+            read_examples(&blank),
+            Err(DataError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let e = read_examples(&spec("no_such_file.tsv")).unwrap_err();
+        assert!(matches!(e, DataError::Io { .. }), "{e:?}");
+        assert!(e.to_string().contains("no_such_file.tsv"), "{e}");
+    }
+
+    #[test]
+    fn unknown_extension_asks_for_a_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = temp(&dir, "data.dat", b"text|label\nhi|x\n");
+        let e = read_examples(&s).unwrap_err();
+        assert!(matches!(e, DataError::UnknownFormat { .. }), "{e:?}");
+        assert!(e.to_string().contains("data.dat"), "{e}");
+        s.format = Some(Format::Csv);
+        s.delimiter = Some(b'|');
+        let (ex, _) = read_examples(&s).unwrap();
+        assert_eq!(ex[0].label.as_deref(), Some("x"));
     }
 
     #[test]
     fn missing_column_lists_the_available_ones() {
-        let err = read_examples(&spec("no_label.tsv"))
-            .unwrap_err()
-            .to_string();
+        let e = read_examples(&spec("no_label.tsv")).unwrap_err();
+        match &e {
+            DataError::MissingColumn {
+                column, available, ..
+            } => {
+                assert_eq!(column, "label");
+                assert_eq!(available, &["text", "sentiment"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let msg = e.to_string();
         assert!(
-            err.contains("no column `label`") && err.contains("text, sentiment"),
-            "{err}"
+            msg.contains("no_label.tsv: no column `label`") && msg.contains("text, sentiment"),
+            "{msg}"
+        );
+        let mut s = spec("no_label.tsv");
+        s.label_column = Some("sentiment".into());
+        assert_eq!(read_examples(&s).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn wrong_delimiter_gets_a_hint() {
+        let mut s = spec("quoted.csv");
+        s.format = Some(Format::Tsv);
+        let msg = err(&s);
+        assert!(msg.contains("delimiter"), "{msg}");
+    }
+
+    #[test]
+    fn empty_text_and_label_rows_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = temp(
+            &dir,
+            "gaps.tsv",
+            b"text\tlabel\nkeep\ta\n  \tb\nno label\t \n\nlast\t b \n",
+        );
+        let (ex, report) = read_examples(&s).unwrap();
+        assert_eq!(
+            report,
+            ReadReport {
+                rows_read: 4,
+                empty_text_dropped: 1,
+                empty_label_dropped: 1
+            }
+        );
+        assert_eq!(ex.len(), 2);
+        // Labels are trimmed; the blank line 5 is skipped but still counted in line numbers.
+        assert_eq!(ex[1].label.as_deref(), Some("b"));
+        assert_eq!(ex[1].line, 6);
+    }
+
+    #[test]
+    fn unlabelled_spec_ignores_labels() {
+        let mut s = spec("unknown_label.tsv");
+        s.label_column = None;
+        let (ex, _) = read_examples(&s).unwrap();
+        assert!(ex.iter().all(|e| e.label.is_none()));
+        assert_eq!(ex.len(), 3);
+    }
+
+    #[test]
+    fn text_pairs_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = temp(&dir, "pairs.csv", b"label,a,b\nyes,\"q, 1\",answer\n");
+        s.text_column = "a".into();
+        s.text_pair_column = Some("b".into());
+        let (ex, _) = read_examples(&s).unwrap();
+        assert_eq!(
+            ex[0],
+            Example {
+                text: "q, 1".into(),
+                text_pair: Some("answer".into()),
+                label: Some("yes".into()),
+                line: 2
+            }
         );
     }
 
@@ -681,8 +983,66 @@ mod tests {
         assert_eq!(report.empty_text_dropped, 1);
         assert_eq!(report.empty_label_dropped, 1);
         assert_eq!(ex.len(), 3);
+        assert_eq!(ex[0].text, "one");
         assert_eq!(ex[2].label.as_deref(), Some("1"));
-        assert_eq!(ex[2].line, 4);
+        // Line 3 is blank, so the third record is on line 4.
+        assert_eq!(ex.iter().map(|e| e.line).collect::<Vec<_>>(), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn jsonl_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&[u8], &str); 7] = [
+            (
+                b"{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\",\n",
+                "line 2: invalid JSON",
+            ),
+            (
+                b"{\"text\": \"a\", \"label\": \"x\"}\n\n{\"label\": \"x\"}\n",
+                "line 3: missing field `text` (fields: label)",
+            ),
+            (b"{\"text\": \"a\"}\n", "line 1: missing field `label`"),
+            (
+                b"[1, 2]\n",
+                "line 1: expected a JSON object, found an array",
+            ),
+            (
+                b"{\"text\": 5, \"label\": \"x\"}\n",
+                "line 1: field `text` must be a string, found a number",
+            ),
+            (
+                b"{\"text\": \"a\", \"label\": [\"x\"]}\n",
+                "field `label` must be a string, number or bool, found an array",
+            ),
+            (
+                b"{\"text\": \"caf\xE9\", \"label\": \"x\"}\r\n",
+                "line 1: invalid UTF-8",
+            ),
+        ];
+        for (contents, want) in cases {
+            let msg = err(&temp(&dir, "bad.jsonl", contents));
+            assert!(msg.contains("bad.jsonl") && msg.contains(want), "{msg}");
+            assert!(!msg.contains("line 1 column"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn jsonl_scalars_and_nulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = temp(
+            &dir,
+            "s.ndjson",
+            b"{\"text\": \"a\", \"label\": true}\r\n{\"text\": \"b\", \"label\": 2.5}\n{\"text\": null, \"label\": \"x\"}\n{\"text\": \"c\", \"label\": null}",
+        );
+        let (ex, report) = read_examples(&s).unwrap();
+        assert_eq!(
+            ex.iter().map(|e| e.label.as_deref()).collect::<Vec<_>>(),
+            vec![Some("true"), Some("2.5")]
+        );
+        assert_eq!(
+            (report.empty_text_dropped, report.empty_label_dropped),
+            (1, 1)
+        );
     }
 
     #[test]
@@ -693,16 +1053,101 @@ mod tests {
         s.label_column = Some("1".into());
         let (ex, _) = read_examples(&s).unwrap();
         assert_eq!(ex.len(), 4);
-        assert_eq!(ex[0].text, "text");
+        assert_eq!((ex[0].text.as_str(), ex[0].line), ("text", 1));
+        assert_eq!(ex[3].line, 4);
+        s.text_column = "text".into();
+        let msg = err(&s);
+        assert!(msg.contains("no column `text` (columns: 0, 1)"), "{msg}");
     }
 
     #[test]
-    fn streaming_yields_the_same_examples() {
-        let (all, _) = read_examples(&spec("quoted.csv")).unwrap();
-        let streamed: Vec<Example> = example_iter(&spec("quoted.csv"))
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
-        assert_eq!(all, streamed);
+    fn streaming_yields_the_same_examples_and_report() {
+        for f in ["quoted.csv", "small.jsonl"] {
+            let (all, report) = read_examples(&spec(f)).unwrap();
+            let mut it = example_iter(&spec(f)).unwrap();
+            let streamed: Vec<Example> = it.by_ref().map(|e| e.unwrap()).collect();
+            assert_eq!(all, streamed);
+            assert_eq!(it.report(), &report);
+        }
+    }
+
+    #[test]
+    fn streaming_stops_after_an_error() {
+        let mut it = example_iter(&spec("short_row.tsv")).unwrap();
+        assert_eq!(it.next().unwrap().unwrap().line, 2);
+        assert_eq!(it.next().unwrap().unwrap().line, 3);
+        assert!(matches!(
+            it.next(),
+            Some(Err(DataError::FieldCount { line: 4, .. }))
+        ));
+        assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn blank_lines_and_line_endings_keep_line_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&[u8], [usize; 3]); 4] = [
+            (b"text\tlabel\na\tx\n\n\n\nb\ty\n\"q\n\n\"\tz", [2, 6, 7]),
+            (
+                b"text\tlabel\r\na\tx\r\n\r\n\r\n\r\nb\ty\r\n\"q\r\n\r\n\"\tz\r\n",
+                [2, 6, 7],
+            ),
+            (b"text\tlabel\ra\tx\r\r\r\rb\ty\r\"q\r\r\"\tz\r", [2, 6, 7]),
+            (
+                b"\n\ntext\tlabel\n\na\tx\nb\ty\n\"q\n\n\"\tz\n\n",
+                [5, 6, 7],
+            ),
+        ];
+        for (contents, want) in cases {
+            let (ex, report) = read_examples(&temp(&dir, "lines.tsv", contents)).unwrap();
+            assert_eq!(report.rows_read, 3);
+            assert_eq!(
+                ex.iter().map(|e| e.line).collect::<Vec<_>>(),
+                want,
+                "{ex:?}"
+            );
+            assert!(
+                ex[2].text.trim_end() == "q" && ex[2].text.len() >= 3,
+                "{ex:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_bytes_in_the_header_are_line_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_examples(&temp(&dir, "h.tsv", b"t\xE9xt\tlabel\na\tb\n")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DataError::Encoding {
+                    line: 1,
+                    offset: 1,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn line_numbers_hold_across_large_crlf_files() {
+        // Larger than the csv reader's buffer, so the line index is pruned as it goes.
+        let mut contents = b"text,label\r\n".to_vec();
+        for i in 0..5000 {
+            if i % 1000 == 7 {
+                contents.extend_from_slice(format!("\"multi\r\nline {i}\",l\r\n").as_bytes());
+            } else {
+                contents.extend_from_slice(format!("row {i},l\r\n").as_bytes());
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (ex, _) = read_examples(&temp(&dir, "big.csv", &contents)).unwrap();
+        assert_eq!(ex.len(), 5000);
+        // Row i starts on line 2 + i + (multi-line rows before it).
+        for (i, e) in ex.iter().enumerate() {
+            let extra = (0..i).filter(|j| j % 1000 == 7).count();
+            assert_eq!(e.line, 2 + i + extra, "row {i}: {:?}", e.text);
+        }
     }
 }

@@ -134,7 +134,14 @@ impl Classifier {
                 dir.dir.join("config.json").display()
             ))
         })?;
-        let meta: Option<ModelMeta> = crate::fsutil::read_json(&dir.dir.join(TUNEKIT_META)).ok();
+        // A model from elsewhere (e.g. transformers) has no tunekit.json: HF defaults apply.
+        // One that has it must parse, or the pooling would silently be wrong.
+        let meta_path = dir.dir.join(TUNEKIT_META);
+        let meta: Option<ModelMeta> = if meta_path.is_file() {
+            Some(crate::fsutil::read_json(&meta_path)?)
+        } else {
+            None
+        };
         let pooling = meta.as_ref().map(|m| m.pooling).unwrap_or_default();
         let max_length = max_length
             .or(meta.as_ref().map(|m| m.max_length))

@@ -53,13 +53,6 @@ impl ModelDir {
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join("tokenizer.json")
     }
-
-    /// Pooling saved with a tunekit-trained model (`tunekit.json`), if any.
-    pub fn saved_pooling(&self) -> Option<Pooling> {
-        let text = std::fs::read_to_string(self.dir.join(TUNEKIT_META)).ok()?;
-        let meta: serde_json::Value = serde_json::from_str(&text).ok()?;
-        serde_json::from_value(meta.get("pooling")?.clone()).ok()
-    }
 }
 
 /// File in exported model directories holding tunekit-specific facts HF has no key for.
