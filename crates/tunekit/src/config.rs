@@ -24,6 +24,54 @@ pub struct RunConfig {
     /// Run directory and name.
     #[serde(default)]
     pub run: RunSection,
+    /// Which parameters train and how fast (freezing, layer-wise learning-rate decay).
+    #[serde(default)]
+    pub strategy: StrategySection,
+}
+
+/// `[strategy]`: which parameters change, and how fast.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StrategySection {
+    /// Freeze the embeddings (word, position, token type, LayerNorm).
+    #[serde(default)]
+    pub freeze_embeddings: bool,
+    /// Freeze the first N encoder layers (implies nothing about the embeddings).
+    #[serde(default)]
+    pub freeze_layers: usize,
+    /// Freeze the whole encoder: only the pooler and classifier train (linear probe).
+    #[serde(default)]
+    pub freeze_encoder: bool,
+    /// Layer-wise learning-rate decay: a parameter at depth d from the top (head 0, top layer
+    /// 1, …, embeddings L+1) trains at lr × decay^d. 1.0 = off.
+    #[serde(default = "one")]
+    pub layer_lr_decay: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for StrategySection {
+    fn default() -> Self {
+        StrategySection {
+            freeze_embeddings: false,
+            freeze_layers: 0,
+            freeze_encoder: false,
+            layer_lr_decay: 1.0,
+        }
+    }
+}
+
+/// Class weights in the loss.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeights {
+    /// All classes weigh 1.
+    #[default]
+    None,
+    /// `n / (classes × n_c)` from the training labels (scikit-learn's "balanced").
+    Balanced,
 }
 
 /// `[model]`
@@ -173,6 +221,10 @@ pub struct TrainSection {
     pub eval_batch_size: usize,
     /// Stop after this many optimiser steps in total (0 = no limit); for smoke tests.
     pub max_steps: usize,
+    /// Label smoothing ε of the cross-entropy (0 = off).
+    pub label_smoothing: f64,
+    /// Class weights of the cross-entropy.
+    pub class_weights: ClassWeights,
 }
 
 impl Default for TrainSection {
@@ -202,6 +254,8 @@ impl Default for TrainSection {
             checkpoint_every_steps: 200,
             eval_batch_size: 64,
             max_steps: 0,
+            label_smoothing: 0.0,
+            class_weights: ClassWeights::None,
         }
     }
 }
@@ -340,6 +394,19 @@ impl RunConfig {
         }
         if t.weight_decay < 0.0 || t.max_grad_norm < 0.0 {
             return Err("train.weight_decay and train.max_grad_norm must be >= 0".into());
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return Err(format!(
+                "train.label_smoothing must be in [0, 1), got {}",
+                t.label_smoothing
+            ));
+        }
+        let st = &self.strategy;
+        if !(st.layer_lr_decay > 0.0 && st.layer_lr_decay <= 1.0) {
+            return Err(format!(
+                "strategy.layer_lr_decay must be in (0, 1], got {}",
+                st.layer_lr_decay
+            ));
         }
         if !METRICS.contains(&t.metric.as_str()) {
             return Err(format!(

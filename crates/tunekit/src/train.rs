@@ -27,7 +27,7 @@ use crate::fsutil::{read_json, write_atomic, write_json};
 use crate::infer::{ModelMeta, evaluate_tokens, label_ids};
 use crate::metrics::ClassificationMetrics;
 use crate::model::weights::{
-    ClassifierSpec, DropoutOverride, LoadReport, load_classifier, save_classifier,
+    ClassifierSpec, DropoutOverride, LoadReport, load_classifier, param_id, save_classifier,
 };
 use crate::model::{ModelDir, SequenceClassifier, TUNEKIT_META};
 use crate::schedule::{Schedule, warmup_steps};
@@ -406,9 +406,161 @@ pub fn cross_entropy_sum(
     logits: Tensor<2>,
     labels: burn::tensor::Tensor<1, burn::tensor::Int>,
 ) -> Tensor<1> {
+    cross_entropy_weighted_sum(logits, labels, None, 0.0)
+}
+
+/// Σᵢ wᵢ · ((1−ε)·(−log pᵢ[yᵢ]) + ε·mean_c(−log pᵢ[c])): cross-entropy with label smoothing ε
+/// (PyTorch's formulation) and per-example weights `wᵢ` (the class weight of yᵢ). Callers
+/// divide by Σ wᵢ over the accumulation group, as PyTorch's weighted mean does.
+pub fn cross_entropy_weighted_sum(
+    logits: Tensor<2>,
+    labels: burn::tensor::Tensor<1, burn::tensor::Int>,
+    weights: Option<Tensor<1>>,
+    smoothing: f64,
+) -> Tensor<1> {
     let [n, _] = logits.dims();
     let logp = log_softmax(logits, 1);
-    logp.gather(1, labels.reshape([n, 1])).sum().neg()
+    let mut per = logp.clone().gather(1, labels.reshape([n, 1])).neg();
+    if smoothing > 0.0 {
+        let uniform = logp.mean_dim(1).neg();
+        per = per.mul_scalar(1.0 - smoothing) + uniform.mul_scalar(smoothing);
+    }
+    if let Some(w) = weights {
+        per = per * w.reshape([n, 1]);
+    }
+    per.sum()
+}
+
+/// `n / (classes × n_c)` per class (scikit-learn's "balanced"); 1.0 for classes absent from
+/// the training data (they never occur as a target there).
+pub fn balanced_class_weights(labels: &[usize], classes: usize) -> Vec<f64> {
+    let mut counts = vec![0usize; classes];
+    for &l in labels {
+        counts[l] += 1;
+    }
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                1.0
+            } else {
+                labels.len() as f64 / (classes * c) as f64
+            }
+        })
+        .collect()
+}
+
+/// Depth of an encoder tensor (HF name without `bert.`) from the top of the network: the head
+/// and pooler are 0, the top layer 1, …, the embeddings `layers + 1`.
+fn depth_of(name: &str, layers: usize) -> usize {
+    if name.starts_with("embeddings.") {
+        layers + 1
+    } else if let Some(rest) = name.strip_prefix("encoder.layer.") {
+        let i: usize = rest
+            .split('.')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        layers - i
+    } else {
+        0
+    }
+}
+
+/// Parameter ids and sizes of the encoder tensors the strategy freezes.
+fn frozen_params(
+    config: &RunConfig,
+    model_config: &crate::model::BertConfig,
+) -> Result<(Vec<ParamId>, usize)> {
+    let st = &config.strategy;
+    let layers = model_config.num_hidden_layers;
+    if st.freeze_layers > layers {
+        return Err(Error::Config(format!(
+            "strategy.freeze_layers = {} but the model has {layers} layers",
+            st.freeze_layers
+        )));
+    }
+    let mut ids = Vec::new();
+    let mut size = 0;
+    for (name, shape) in crate::model::weights::encoder_shapes(model_config) {
+        let depth = depth_of(&name, layers);
+        let frozen = if name.starts_with("pooler.") {
+            false
+        } else if st.freeze_encoder {
+            true
+        } else if name.starts_with("embeddings.") {
+            st.freeze_embeddings
+        } else {
+            // Layer i has depth layers - i; the first N layers are i < N.
+            layers - depth < st.freeze_layers
+        };
+        if frozen {
+            ids.push(param_id(&name));
+            size += shape.iter().product::<usize>();
+        }
+    }
+    Ok((ids, size))
+}
+
+/// A [`Schedule`] scaled by a constant factor, as a burn `LrScheduler`, so that burn's
+/// `ModuleLrScheduler` can give each layer group its own rate (layer-wise LR decay). Its state
+/// is the step, which [`TrainState`] already holds, so its record is empty.
+#[derive(Clone)]
+struct ScaledSchedule {
+    schedule: Schedule,
+    factor: f64,
+    step: usize,
+}
+
+impl burn::lr_scheduler::LrScheduler for ScaledSchedule {
+    fn step(&mut self) -> f64 {
+        let lr = self.schedule.lr(self.step) * self.factor;
+        self.step += 1;
+        lr
+    }
+
+    fn to_record(&self) -> burn::lr_scheduler::LrSchedulerRecord {
+        burn::lr_scheduler::LrSchedulerRecord::new()
+    }
+
+    fn load_record(&mut self, _record: burn::lr_scheduler::LrSchedulerRecord) {}
+}
+
+/// Per-parameter learning rates from `step` on: the schedule for everything, scaled by
+/// decay^depth per encoder layer group when `layer_lr_decay` < 1.
+fn layer_schedules(
+    config: &RunConfig,
+    model_config: &crate::model::BertConfig,
+    schedule: Schedule,
+    step: usize,
+) -> burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler {
+    use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+    let base = ScaledSchedule {
+        schedule,
+        factor: 1.0,
+        step,
+    };
+    let mut sched = ModuleLrScheduler::new(base);
+    let decay = config.strategy.layer_lr_decay;
+    if decay < 1.0 {
+        let layers = model_config.num_hidden_layers;
+        let mut by_depth: Vec<Vec<ParamId>> = vec![Vec::new(); layers + 2];
+        for (name, _) in crate::model::weights::encoder_shapes(model_config) {
+            by_depth[depth_of(&name, layers)].push(param_id(&name));
+        }
+        for (depth, ids) in by_depth.into_iter().enumerate().skip(1) {
+            if ids.is_empty() {
+                continue;
+            }
+            let scaled = ScaledSchedule {
+                schedule,
+                factor: decay.powi(depth as i32),
+                step,
+            };
+            sched = sched.with_group(ParamGroup::from_ids(ids), scaled);
+        }
+    }
+    sched
 }
 
 fn step_seed(seed: u64, step: usize, micro: usize) -> u64 {
@@ -648,7 +800,25 @@ fn train_in(
             );
         }
     }
-    let (mut optim, trainable) = build_optimizer(config, &model);
+    let (frozen_ids, frozen_size) = frozen_params(config, &p.model_dir.config)?;
+    if !frozen_ids.is_empty() {
+        // burn's freezing: frozen tensors are detached, get no gradient, and so are never
+        // touched by the optimiser (nor by weight decay).
+        model = model.freeze_group(ParamGroup::from_ids(frozen_ids));
+    }
+    let (mut optim, all_params) = build_optimizer(config, &model);
+    let trainable = all_params - frozen_size;
+    let class_weights: Option<Vec<f64>> = match t.class_weights {
+        crate::config::ClassWeights::None => None,
+        crate::config::ClassWeights::Balanced => {
+            let w = balanced_class_weights(&p.train.labels, p.labels.len());
+            tracing::info!(
+                "class weights (balanced): {:?}",
+                p.labels.iter().zip(&w).collect::<Vec<_>>()
+            );
+            Some(w)
+        }
+    };
     let mut state = TrainState {
         step: 0,
         epoch: 0,
@@ -712,6 +882,7 @@ fn train_in(
         trainable
     );
 
+    let mut lr_groups = layer_schedules(config, &p.model_dir.config, schedule, state.step);
     let progress = progress_bar(options.progress, total_steps as u64, state.step as u64);
     let best_dir = run_dir.join("best");
     let started = Instant::now();
@@ -732,6 +903,8 @@ fn train_in(
             let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
             let group = &batches[state.batch_in_epoch..group_end];
             let group_size: usize = group.iter().map(|b| b.len()).sum();
+            let weight_of = |i: usize| class_weights.as_ref().map_or(1.0, |w| w[p.train.labels[i]]);
+            let normaliser: f64 = group.iter().flatten().map(|&i| weight_of(i)).sum();
             let mut accumulator = GradientsAccumulator::new();
             let mut group_loss = 0.0f64;
             for (micro, idx) in group.iter().enumerate() {
@@ -740,8 +913,17 @@ fn train_in(
                 let labels: Vec<usize> = idx.iter().map(|&i| p.train.labels[i]).collect();
                 let batch = collate(&refs, p.tokenizer.pad_id(), &ad);
                 let logits = model.forward(&batch);
-                let loss = cross_entropy_sum(logits, label_tensor(&labels, &ad))
-                    .div_scalar(group_size as f64);
+                let weights = class_weights.as_ref().map(|_| {
+                    let w: Vec<f32> = idx.iter().map(|&i| weight_of(i) as f32).collect();
+                    Tensor::<1>::from_data(burn::tensor::TensorData::new(w, [idx.len()]), &ad)
+                });
+                let loss = cross_entropy_weighted_sum(
+                    logits,
+                    label_tensor(&labels, &ad),
+                    weights,
+                    t.label_smoothing,
+                )
+                .div_scalar(normaliser);
                 let loss_value = crate::model::weights::to_vec(loss.clone().detach())?;
                 group_loss += f64::from(loss_value.first().copied().unwrap_or(f32::NAN));
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -757,7 +939,7 @@ fn train_in(
             let mut grads = accumulator.grads();
             clip_global_norm(&model, &mut grads, t.max_grad_norm)?;
             let lr = schedule.lr(state.step);
-            model = optim.step(lr, model, grads);
+            model = optim.step(lr_groups.step(), model, grads);
             state.step += 1;
             state.batch_in_epoch = group_end;
             state.examples_seen += group_size;
@@ -977,4 +1159,68 @@ fn export_model(p: &Prepared, config: &RunConfig, weights: &Path, dir: &Path) ->
         },
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Int, TensorData};
+
+    fn loss(logits: Vec<f32>, labels: Vec<i64>, weights: Option<Vec<f32>>, eps: f64) -> f64 {
+        let d = burn::tensor::Device::flex();
+        let n = labels.len();
+        let c = logits.len() / n;
+        let l = Tensor::<2>::from_data(TensorData::new(logits, [n, c]), &d);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &d);
+        let w = weights.map(|w| Tensor::<1>::from_data(TensorData::new(w, [n]), &d));
+        let v = crate::model::weights::to_vec(cross_entropy_weighted_sum(l, y, w, eps)).unwrap();
+        f64::from(v[0])
+    }
+
+    #[test]
+    fn label_smoothing_matches_the_pytorch_formula() {
+        // logits [1, 2, 0], target 1: log p = x - logsumexp(x).
+        let lse = (1f64.exp() + 2f64.exp() + 1.0).ln();
+        let logp = [1.0 - lse, 2.0 - lse, -lse];
+        let nll = -logp[1];
+        let uniform = -(logp.iter().sum::<f64>()) / 3.0;
+        let want = 0.9 * nll + 0.1 * uniform;
+        let got = loss(vec![1.0, 2.0, 0.0], vec![1], None, 0.1);
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        assert!((loss(vec![1.0, 2.0, 0.0], vec![1], None, 0.0) - nll).abs() < 1e-6);
+    }
+
+    #[test]
+    fn class_weights_scale_each_example() {
+        let plain = loss(vec![0.5, -0.5, 0.2, 0.1], vec![0, 1], None, 0.0);
+        let a = loss(vec![0.5, -0.5], vec![0], None, 0.0);
+        let b = loss(vec![0.2, 0.1], vec![1], None, 0.0);
+        assert!((plain - (a + b)).abs() < 1e-6);
+        let weighted = loss(
+            vec![0.5, -0.5, 0.2, 0.1],
+            vec![0, 1],
+            Some(vec![2.0, 0.5]),
+            0.0,
+        );
+        assert!((weighted - (2.0 * a + 0.5 * b)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn balanced_weights_match_scikit_learn() {
+        // n / (classes × n_c) with n = 4, classes = 3, as compute_class_weight("balanced");
+        // scikit-learn rejects a class absent from y, tunekit gives it weight 1.
+        let w = balanced_class_weights(&[0, 0, 0, 1], 3);
+        assert!((w[0] - 4.0 / 9.0).abs() < 1e-12, "{w:?}");
+        assert!((w[1] - 4.0 / 3.0).abs() < 1e-12);
+        assert_eq!(w[2], 1.0);
+    }
+
+    #[test]
+    fn depth_counts_from_the_top() {
+        assert_eq!(depth_of("classifier.weight", 6), 0);
+        assert_eq!(depth_of("pooler.dense.weight", 6), 0);
+        assert_eq!(depth_of("encoder.layer.5.output.dense.weight", 6), 1);
+        assert_eq!(depth_of("encoder.layer.0.output.dense.weight", 6), 6);
+        assert_eq!(depth_of("embeddings.word_embeddings.weight", 6), 7);
+    }
 }

@@ -1,0 +1,181 @@
+//! Fine-tuning strategies that must do what they say, checked on the weights themselves:
+//! frozen tensors are byte-identical after training, unfrozen ones change, and layer-wise
+//! learning-rate decay scales each layer's update by decay^depth.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+
+/// Tensors of a safetensors file by name (without the `bert.` prefix), as raw bytes.
+fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n.trim_start_matches("bert.").to_string(), v.data().to_vec()))
+        .collect()
+}
+
+fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn train(dir: &Path, model: &Path, name: &str, sets: &[&str]) -> std::path::PathBuf {
+    let cfg = tiny_config(dir, model, "epochs = 1\nmax_steps = 4");
+    let run_name = format!("run.name={name}");
+    let mut args = vec!["train", cfg.to_str().unwrap(), "--set", run_name.as_str()];
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    let out = tunekit(&args);
+    assert!(out.status.success(), "{name}: {}", stderr(&out));
+    dir.join("runs").join(name)
+}
+
+#[test]
+fn frozen_embeddings_and_layers_stay_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let base = tensors(&model.join("model.safetensors"));
+    let run = train(
+        tmp.path(),
+        &model,
+        "freeze",
+        &[
+            "strategy.freeze_embeddings=true",
+            "strategy.freeze_layers=1",
+        ],
+    );
+    let after = tensors(&run.join("model/model.safetensors"));
+    let mut frozen_elems = 0usize;
+    for (name, before) in &base {
+        let now = &after[name];
+        let frozen = name.starts_with("embeddings.") || name.starts_with("encoder.layer.0.");
+        if frozen {
+            assert!(now == before, "{name} must not change");
+            frozen_elems += before.len() / 4;
+        } else if name.ends_with(".weight") && !name.contains("LayerNorm") {
+            assert!(now != before, "{name} must train");
+        }
+    }
+    assert!(after["classifier.weight"] != vec![0u8; after["classifier.weight"].len()]);
+    let m = json(&run.join("metrics.json"));
+    let total: usize = after.values().map(|b| b.len() / 4).sum();
+    assert_eq!(
+        m["trainable_parameters"].as_u64().unwrap() as usize,
+        total - frozen_elems
+    );
+}
+
+#[test]
+fn linear_probe_trains_only_the_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let base = tensors(&model.join("model.safetensors"));
+    let run = train(
+        tmp.path(),
+        &model,
+        "probe",
+        &["strategy.freeze_encoder=true"],
+    );
+    let after = tensors(&run.join("model/model.safetensors"));
+    for (name, before) in &base {
+        if name.starts_with("pooler.") {
+            assert!(
+                &after[name] != before || name.ends_with("bias"),
+                "{name} must train"
+            );
+        } else {
+            assert!(
+                &after[name] == before,
+                "{name} must not change in a linear probe"
+            );
+        }
+    }
+    let m = json(&run.join("metrics.json"));
+    assert_eq!(m["trainable_parameters"], 32 * 32 + 32 + 32 * 2 + 2);
+}
+
+#[test]
+fn layer_lr_decay_scales_updates_by_depth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let base = tensors(&model.join("model.safetensors"));
+    // One plain SGD step without warm-up: the update is lr × factor × gradient, and both runs
+    // see the same gradient, so update ratios equal the factors exactly (up to rounding).
+    let common = [
+        "train.optimizer=sgd",
+        "train.warmup_ratio=0.0",
+        "train.max_steps=1",
+        "train.learning_rate=0.5",
+        "train.weight_decay=0.0",
+    ];
+    let plain = train(tmp.path(), &model, "plain", &common);
+    let mut with_decay = common.to_vec();
+    with_decay.push("strategy.layer_lr_decay=0.5");
+    let decayed = train(tmp.path(), &model, "decayed", &with_decay);
+    let (a, b) = (
+        tensors(&plain.join("model/model.safetensors")),
+        tensors(&decayed.join("model/model.safetensors")),
+    );
+    let ratio = |name: &str| -> f64 {
+        let (x0, xa, xb) = (floats(&base[name]), floats(&a[name]), floats(&b[name]));
+        let da: f64 = x0
+            .iter()
+            .zip(&xa)
+            .map(|(p, q)| f64::from(q - p).abs())
+            .sum();
+        let db: f64 = x0
+            .iter()
+            .zip(&xb)
+            .map(|(p, q)| f64::from(q - p).abs())
+            .sum();
+        assert!(da > 0.0, "{name} did not move");
+        db / da
+    };
+    // Two layers: layer 1 is depth 1, layer 0 depth 2, embeddings depth 3.
+    for (name, want) in [
+        ("encoder.layer.1.intermediate.dense.weight", 0.5),
+        ("encoder.layer.0.intermediate.dense.weight", 0.25),
+        ("embeddings.word_embeddings.weight", 0.125),
+    ] {
+        let r = ratio(name);
+        assert!(
+            (r - want).abs() < 1e-3,
+            "{name}: update ratio {r}, want {want}"
+        );
+    }
+}
+
+#[test]
+fn class_weights_and_label_smoothing_train_from_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let run = train(
+        tmp.path(),
+        &model,
+        "weighted",
+        &["train.class_weights=balanced", "train.label_smoothing=0.1"],
+    );
+    assert_eq!(json(&run.join("status.json"))["status"], "complete");
+    let bad = tunekit(&[
+        "train",
+        tiny_config(tmp.path(), &model, "").to_str().unwrap(),
+        "--set",
+        "train.label_smoothing=1.5",
+    ]);
+    assert_bad_input(&bad, &["label_smoothing"]);
+    let bad = tunekit(&[
+        "train",
+        tiny_config(tmp.path(), &model, "").to_str().unwrap(),
+        "--set",
+        "strategy.freeze_layers=9",
+    ]);
+    assert_bad_input(&bad, &["freeze_layers", "2 layers"]);
+}
