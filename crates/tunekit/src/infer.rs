@@ -264,7 +264,7 @@ impl Classifier {
         let tmp = w
             .into_inner()
             .map_err(|e| Error::io(output, e.into_error()))?;
-        tmp.as_file().sync_all().map_err(|e| Error::io(output, e))?;
+        crate::fsutil::finish_temp(tmp.as_file(), output)?;
         tmp.persist(output)
             .map_err(|e| Error::io(output, e.error))?;
         if summary.rows == 0 {

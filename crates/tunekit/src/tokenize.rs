@@ -92,3 +92,38 @@ impl TextTokenizer {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minilm() -> TextTokenizer {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../assets/models/all-MiniLM-L6-v2/tokenizer.json");
+        TextTokenizer::from_file(&p, 16).expect("assets missing: run scripts/fetch-assets.sh")
+    }
+
+    #[test]
+    fn pairs_get_segment_ids_and_special_tokens() {
+        let t = minilm();
+        let out = t.encode_batch(&["a cat"], Some(&["a dog"])).unwrap();
+        let e = &out[0];
+        // [CLS] a cat [SEP] a dog [SEP]
+        assert_eq!(e.ids.len(), 7);
+        assert_eq!(e.type_ids, vec![0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!((e.ids[0], e.ids[3], e.ids[6]), (101, 102, 102));
+        assert!(!e.truncated);
+    }
+
+    #[test]
+    fn truncation_keeps_the_final_separator_and_is_flagged() {
+        let t = minilm();
+        let long = "word ".repeat(40);
+        let out = t.encode_batch(&[long.as_str(), "short"], None).unwrap();
+        assert_eq!(out[0].ids.len(), 16);
+        assert_eq!(*out[0].ids.last().unwrap(), 102);
+        assert!(out[0].truncated);
+        assert!(!out[1].truncated);
+        assert_eq!(t.pad_id(), 0);
+    }
+}
