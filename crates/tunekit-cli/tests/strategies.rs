@@ -179,3 +179,68 @@ fn class_weights_and_label_smoothing_train_from_config() {
     ]);
     assert_bad_input(&bad, &["freeze_layers", "2 layers"]);
 }
+
+#[test]
+fn sentence_pairs_train_and_predict_from_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    // Pairs from real MR snippets: the review split into two halves, same polarity label.
+    let pairs = |split: &str, n: usize| {
+        let src = mr_subset(split, n, tmp.path());
+        let text = std::fs::read_to_string(&src).unwrap();
+        let mut out = String::from("first\tsecond\tlabel\n");
+        for line in text.lines().skip(1) {
+            let (t, label) = line.rsplit_once('\t').unwrap();
+            let words: Vec<&str> = t.split(' ').collect();
+            let (a, b) = words.split_at(words.len() / 2);
+            out.push_str(&format!("{}\t{}\t{label}\n", a.join(" "), b.join(" ")));
+        }
+        let path = tmp.path().join(format!("{split}-pairs.tsv"));
+        std::fs::write(&path, out.replace('"', "")).unwrap();
+        path
+    };
+    let (train, val) = (pairs("train", 64), pairs("validation", 16));
+    let cfg = tmp.path().join("pairs.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\npath = {model:?}\nmax_length = 64\n[data]\ntrain = {train:?}\nvalidation = {val:?}\ntext_column = \"first\"\ntext_pair_column = \"second\"\n[train]\nepochs = 1\nbatch_size = 16\nlearning_rate = 1e-3\n[run]\nname = \"pairs\"\ndir = {:?}\n",
+            tmp.path().join("runs")
+        ),
+    )
+    .unwrap();
+    let out = tunekit(&["train", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = tmp.path().join("runs/pairs/model");
+    let preds = tmp.path().join("pairs.jsonl");
+    let out = tunekit(&[
+        "predict",
+        "--model",
+        exported.to_str().unwrap(),
+        "--input",
+        val.to_str().unwrap(),
+        "--output",
+        preds.to_str().unwrap(),
+        "--text-column",
+        "first",
+        "--text-pair-column",
+        "second",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&preds).unwrap().lines().count(), 16);
+    // A missing pair column is named.
+    let out = tunekit(&[
+        "predict",
+        "--model",
+        exported.to_str().unwrap(),
+        "--input",
+        val.to_str().unwrap(),
+        "--output",
+        preds.to_str().unwrap(),
+        "--text-column",
+        "first",
+        "--text-pair-column",
+        "third",
+    ]);
+    assert_bad_input(&out, &["third", "pairs.tsv"]);
+}
