@@ -244,3 +244,78 @@ fn sentence_pairs_train_and_predict_from_config() {
     ]);
     assert_bad_input(&out, &["third", "pairs.tsv"]);
 }
+
+#[test]
+fn gradual_unfreezing_opens_one_layer_per_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let base = tensors(&model.join("model.safetensors"));
+    // 12 steps per epoch: stop after epoch 1 (head only) and after epoch 2 (+ top layer).
+    // The last checkpoint holds the last weights (model/ holds the best on validation).
+    let changed = |run: &Path, step: usize| -> Vec<String> {
+        let after = tensors(&run.join(format!("checkpoints/step-{step:08}/model.safetensors")));
+        base.iter()
+            .filter(|(n, b)| {
+                &after[n.as_str()] != *b && n.ends_with("weight") && !n.contains("LayerNorm")
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    };
+    let one = train(
+        tmp.path(),
+        &model,
+        "gradual1",
+        &[
+            "strategy.gradual_unfreeze=true",
+            "train.epochs=3",
+            "train.max_steps=12",
+        ],
+    );
+    let c1 = changed(&one, 12);
+    assert!(
+        c1.iter().all(|n| n.starts_with("pooler.")),
+        "epoch 1 trains the head only: {c1:?}"
+    );
+    assert!(!c1.is_empty());
+    let two = train(
+        tmp.path(),
+        &model,
+        "gradual2",
+        &[
+            "strategy.gradual_unfreeze=true",
+            "train.epochs=3",
+            "train.max_steps=24",
+        ],
+    );
+    let c2 = changed(&two, 24);
+    assert!(
+        c2.iter().any(|n| n.starts_with("encoder.layer.1.")),
+        "{c2:?}"
+    );
+    assert!(
+        !c2.iter()
+            .any(|n| n.starts_with("encoder.layer.0.") || n.starts_with("embeddings.")),
+        "{c2:?}"
+    );
+    // Per N steps: 4 steps head only, then 4 steps with the top layer open.
+    let steps = train(
+        tmp.path(),
+        &model,
+        "gradual_steps",
+        &[
+            "strategy.gradual_unfreeze=true",
+            "strategy.unfreeze_every_steps=4",
+            "train.max_steps=8",
+        ],
+    );
+    let c3 = changed(&steps, 8);
+    assert!(
+        c3.iter().any(|n| n.starts_with("encoder.layer.1.")),
+        "{c3:?}"
+    );
+    assert!(
+        !c3.iter()
+            .any(|n| n.starts_with("encoder.layer.0.") || n.starts_with("embeddings.")),
+        "{c3:?}"
+    );
+}

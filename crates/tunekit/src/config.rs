@@ -42,6 +42,14 @@ pub struct StrategySection {
     /// Freeze the whole encoder: only the pooler and classifier train (linear probe).
     #[serde(default)]
     pub freeze_encoder: bool,
+    /// Gradual unfreezing: epoch 1 trains only the head, each later epoch unfreezes the next
+    /// layer from the top (the embeddings last); combines with the freezing options above.
+    #[serde(default)]
+    pub gradual_unfreeze: bool,
+    /// With `gradual_unfreeze`: unfreeze the next layer every N optimiser steps instead of
+    /// every epoch. 0 = per epoch.
+    #[serde(default)]
+    pub unfreeze_every_steps: usize,
     /// Layer-wise learning-rate decay: a parameter at depth d from the top (head 0, top layer
     /// 1, …, embeddings L+1) trains at lr × decay^d. 1.0 = off.
     #[serde(default = "one")]
@@ -58,6 +66,8 @@ impl Default for StrategySection {
             freeze_embeddings: false,
             freeze_layers: 0,
             freeze_encoder: false,
+            gradual_unfreeze: false,
+            unfreeze_every_steps: 0,
             layer_lr_decay: 1.0,
         }
     }

@@ -468,9 +468,12 @@ fn depth_of(name: &str, layers: usize) -> usize {
 }
 
 /// Parameter ids and sizes of the encoder tensors the strategy freezes.
+/// With gradual unfreezing, pass the 0-based unfreezing `stage` (epoch, or step / N): tensors
+/// deeper than it stay frozen.
 fn frozen_params(
     config: &RunConfig,
     model_config: &crate::model::BertConfig,
+    stage: Option<usize>,
 ) -> Result<(Vec<ParamId>, usize)> {
     let st = &config.strategy;
     let layers = model_config.num_hidden_layers;
@@ -494,7 +497,9 @@ fn frozen_params(
             // Layer i has depth layers - i; the first N layers are i < N.
             layers - depth < st.freeze_layers
         };
-        if frozen {
+        let not_yet =
+            st.gradual_unfreeze && stage.is_some_and(|e| depth > e) && !name.starts_with("pooler.");
+        if frozen || not_yet {
             ids.push(param_id(&name));
             size += shape.iter().product::<usize>();
         }
@@ -800,7 +805,7 @@ fn train_in(
             );
         }
     }
-    let (frozen_ids, frozen_size) = frozen_params(config, &p.model_dir.config)?;
+    let (frozen_ids, frozen_size) = frozen_params(config, &p.model_dir.config, None)?;
     if !frozen_ids.is_empty() {
         // burn's freezing: frozen tensors are detached, get no gradient, and so are never
         // touched by the optimiser (nor by weight decay).
@@ -889,6 +894,11 @@ fn train_in(
     let elapsed_before = state.elapsed_s;
     let examples_before = state.examples_seen;
 
+    let all_encoder_ids: Vec<ParamId> = crate::model::weights::encoder_shapes(&p.model_dir.config)
+        .into_iter()
+        .map(|(n, _)| param_id(&n))
+        .collect();
+    let mut unfreeze_stage: Option<usize> = None;
     'epochs: while state.epoch < t.epochs && state.step < total_steps && !state.stopped_early {
         let batches = epoch_batches(
             &lengths,
@@ -899,6 +909,30 @@ fn train_in(
         while state.batch_in_epoch < batches.len() {
             if state.step >= total_steps {
                 break 'epochs;
+            }
+            if config.strategy.gradual_unfreeze {
+                // The stage is a function of the position alone, so a resumed run freezes
+                // exactly the same tensors as the uninterrupted one would.
+                let every = config.strategy.unfreeze_every_steps;
+                let stage = if every > 0 {
+                    state.step / every
+                } else {
+                    state.epoch
+                };
+                if unfreeze_stage != Some(stage) {
+                    let (frozen, size) = frozen_params(config, &p.model_dir.config, Some(stage))?;
+                    progress.suspend(|| {
+                        tracing::info!(
+                            "gradual unfreezing, stage {}: {} trainable parameters",
+                            stage + 1,
+                            all_params - size
+                        )
+                    });
+                    model = model
+                        .unfreeze_group(ParamGroup::from_ids(all_encoder_ids.clone()))
+                        .freeze_group(ParamGroup::from_ids(frozen));
+                    unfreeze_stage = Some(stage);
+                }
             }
             let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
             let group = &batches[state.batch_in_epoch..group_end];
