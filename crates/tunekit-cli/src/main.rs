@@ -45,6 +45,11 @@ enum Command {
     Embed(EmbedArgs),
     /// Serve a fine-tuned model over HTTP (dynamic batching, metrics, drift).
     Serve(ServeArgs),
+    /// Check or prepare data: cleaning, de-duplication, leakage, PII, lengths (a data report).
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Inspect models.
     Models {
         #[command(subcommand)]
@@ -65,14 +70,51 @@ struct TrainArgs {
     /// Continue the run in the run directory from its latest checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Stratified K-fold cross-validation: K runs in RUN_DIR/fold-N, mean ± std in
+    /// RUN_DIR/metrics.json.
+    #[arg(long, value_name = "K", conflicts_with = "resume")]
+    cv: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Run the data pipeline of a run config and print the data report.
+    Check {
+        /// The run configuration (TOML).
+        config: PathBuf,
+        /// Override a config value: --set section.key=value (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the data pipeline and write the prepared splits (JSONL) and the report to a
+    /// directory.
+    Prepare {
+        /// The run configuration (TOML).
+        config: PathBuf,
+        /// Override a config value: --set section.key=value (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// How to read a data file; defaults suit a `text<TAB>label` file with a header.
 #[derive(Args, Clone)]
 struct DataArgs {
-    /// csv, tsv or jsonl (default: from the extension).
+    /// csv, tsv, jsonl or parquet (default: from the extension).
     #[arg(long)]
     format: Option<String>,
+    /// Character encoding: utf-8, latin-1 or windows-1252.
+    #[arg(long, default_value = "utf-8", value_parser = parse_encoding)]
+    encoding: tunekit::data::TextEncoding,
+    /// Replace undecodable bytes with U+FFFD instead of failing.
+    #[arg(long)]
+    replace_invalid: bool,
     /// Column holding the text.
     #[arg(long, default_value = "text")]
     text_column: String,
@@ -91,7 +133,7 @@ impl DataArgs {
     fn spec(&self, path: PathBuf, label_column: Option<String>) -> anyhow::Result<DataSpec> {
         let format = match &self.format {
             Some(f) => Some(parse_format(f).ok_or_else(|| {
-                tunekit::Error::Config(format!("--format {f}: expected csv, tsv or jsonl"))
+                tunekit::Error::Config(format!("--format {f}: expected csv, tsv, jsonl or parquet"))
             })?),
             None => None,
         };
@@ -112,8 +154,16 @@ impl DataArgs {
             text_column: self.text_column.clone(),
             text_pair_column: self.text_pair_column.clone(),
             label_column,
+            encoding: self.encoding,
+            replace_invalid: self.replace_invalid,
+            fill_label: None,
         })
     }
+}
+
+fn parse_encoding(s: &str) -> Result<tunekit::data::TextEncoding, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|_| format!("unknown encoding `{s}`: expected utf-8, latin-1 or windows-1252"))
 }
 
 #[derive(Args)]
@@ -216,6 +266,46 @@ struct ServeArgs {
     drift_window: usize,
 }
 
+/// `tunekit data check|prepare`.
+fn data_command(command: DataCommand) -> anyhow::Result<()> {
+    let (config, set) = match &command {
+        DataCommand::Check { config, set, .. } | DataCommand::Prepare { config, set, .. } => {
+            (config, set)
+        }
+    };
+    let config = RunConfig::load(config, set)?;
+    let model = tunekit::model::ModelDir::open(&config.model.path)?;
+    let tokenizer = tunekit::tokenize::TextTokenizer::from_file(
+        &model.tokenizer_path(),
+        config.model.max_length,
+    )?;
+    let data = tunekit::prep::prepare(&config, Some(&tokenizer))?;
+    match command {
+        DataCommand::Check { json: true, .. } => {
+            println!("{}", serde_json::to_string_pretty(&data.report)?);
+        }
+        DataCommand::Check { .. } => print!("{}", data.report.to_text()),
+        DataCommand::Prepare { out, .. } => {
+            std::fs::create_dir_all(&out)
+                .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", out.display()))?;
+            for split in &data.splits {
+                let path = out.join(format!("{}.jsonl", split.name));
+                tunekit::prep::write_jsonl(&path, &split.examples, &config.data)?;
+                println!(
+                    "{}: {} examples -> {}",
+                    split.name,
+                    split.examples.len(),
+                    path.display()
+                );
+            }
+            data.report.write(&out)?;
+            print!("{}", data.report.to_text());
+            println!("report: {}", out.join("data_report.txt").display());
+        }
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum ModelsCommand {
     /// Architecture, parameters, vocabulary, max length and a training-memory estimate.
@@ -286,6 +376,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 progress,
             };
             let run_dir = tunekit::train::run_dir_for(&config, &options);
+            if let Some(k) = args.cv {
+                let cv = tunekit::train::cross_validate(&config, &options, k, &device)?;
+                println!("run directory: {}", run_dir.display());
+                let show = |label: &str, m: &tunekit::train::MeanStd| {
+                    let parts: Vec<String> = ["accuracy", "macro_f1"]
+                        .iter()
+                        .filter_map(|n| {
+                            Some(format!(
+                                "{n} {:.4} ± {:.4}",
+                                m.mean.get(*n)?,
+                                m.std.get(*n)?
+                            ))
+                        })
+                        .collect();
+                    println!("{label} {}", parts.join("  "));
+                };
+                show(&format!("{k}-fold validation:"), &cv.validation);
+                if let Some(t) = &cv.test {
+                    show("test:", t);
+                }
+                return Ok(());
+            }
             let metrics = tunekit::train::train(&config, &options, &device)?;
             let fmt = |m: &Option<tunekit::metrics::ClassificationMetrics>| match m {
                 Some(m) => format!("accuracy {:.4}  macro-F1 {:.4}", m.accuracy, m.macro_f1),
@@ -304,6 +416,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Data { command } => data_command(command),
         Command::Eval(args) => {
             let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;
             let spec = args.data_args.spec(args.data, Some(args.label_column))?;

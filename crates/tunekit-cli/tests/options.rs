@@ -121,13 +121,13 @@ fn truncation_is_counted_per_split() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report = json(&tmp.path().join("runs/tiny/data_report.json"));
-    for split in report.as_array().unwrap() {
-        let truncated = split["truncated"].as_u64().unwrap();
+    for split in report["splits"].as_array().unwrap() {
+        let truncated = split["tokens"]["truncated"].as_u64().unwrap();
         assert!(
             truncated > 0 && truncated < split["examples"].as_u64().unwrap(),
             "{split}"
         );
-        assert_eq!(split["max_length"], 12);
+        assert_eq!(split["tokens"]["max_length"], 12);
     }
 }
 

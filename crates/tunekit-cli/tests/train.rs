@@ -38,8 +38,9 @@ fn train_writes_a_complete_run_that_eval_and_predict_reload() {
     assert_eq!(json(&run.join("status.json"))["status"], "complete");
     assert!(run.join("config.toml").is_file());
     let report = json(&run.join("data_report.json"));
-    assert_eq!(report[0]["split"], "train");
-    assert_eq!(report[0]["examples"], 192);
+    assert_eq!(report["splits"][0]["split"], "train");
+    assert_eq!(report["splits"][0]["examples"], 192);
+    assert!(run.join("data_report.txt").is_file());
 
     // One evaluation per epoch, in metrics.jsonl.
     assert_eq!(history(&run).len(), 2);

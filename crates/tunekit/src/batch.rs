@@ -2,9 +2,9 @@
 //! longest example) and length-grouped training order (HF `group_by_length`), both seeded.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 use crate::model::EncodedBatch;
 use crate::tokenize::Tokens;
@@ -89,6 +89,27 @@ pub fn epoch_batches(
     batches
 }
 
+/// The epoch's sample of training indices with minority classes oversampled: every index
+/// once, plus indices drawn with replacement from each smaller class until it matches the
+/// largest. Its size is the same every epoch (classes × largest count).
+pub fn oversampled(labels: &[usize], num_labels: usize, seed: u64) -> Vec<usize> {
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); num_labels];
+    for (i, &l) in labels.iter().enumerate() {
+        if let Some(c) = by_class.get_mut(l) {
+            c.push(i);
+        }
+    }
+    let largest = by_class.iter().map(Vec::len).max().unwrap_or(0);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out: Vec<usize> = (0..labels.len()).collect();
+    for class in by_class.iter().filter(|c| !c.is_empty()) {
+        for _ in class.len()..largest {
+            out.push(class[rng.random_range(0..class.len())]);
+        }
+    }
+    out
+}
+
 /// Evaluation batches: indices sorted by length so padding is minimal; callers scatter the
 /// results back to the original order.
 pub fn eval_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
@@ -100,6 +121,22 @@ pub fn eval_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversampling_balances_classes_with_a_fixed_size() {
+        let labels: Vec<usize> = (0..100).map(|i| usize::from(i >= 90)).collect();
+        let sample = oversampled(&labels, 3, 1);
+        assert_eq!(sample.len(), 180);
+        let ones = sample.iter().filter(|&&i| labels[i] == 1).count();
+        assert_eq!(ones, 90);
+        // Every original example is present at least once.
+        let mut seen = sample.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 100);
+        assert_eq!(sample, oversampled(&labels, 3, 1));
+        assert_ne!(sample, oversampled(&labels, 3, 2));
+    }
 
     #[test]
     fn epoch_batches_cover_every_example_once() {

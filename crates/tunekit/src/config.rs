@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataSpec, Format};
+use crate::data::{DataSpec, Format, TextEncoding};
 use crate::error::{Error, Result};
 use crate::model::Pooling;
+use crate::prep::augment::AugmentOptions;
+use crate::prep::{CleanOptions, DedupOptions, OutlierOptions, PrivacyOptions, SplitOptions};
 
 /// Everything a training run needs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -138,6 +140,45 @@ pub struct DataSection {
     /// Column with the label.
     #[serde(default = "default_label")]
     pub label_column: String,
+    /// Character encoding of text files: `utf-8` (default), `latin-1`, `windows-1252`.
+    #[serde(default)]
+    pub encoding: TextEncoding,
+    /// Undecodable bytes: `error` (default: fail naming file and line) or `replace` (U+FFFD,
+    /// counted in the data report).
+    #[serde(default)]
+    pub on_decode_error: DecodeErrorPolicy,
+    /// Label for rows whose label is empty; by default such rows are dropped (and counted).
+    #[serde(default)]
+    pub fill_missing_label: Option<String>,
+    /// Text cleaning (`[data.clean]`).
+    #[serde(default)]
+    pub clean: CleanOptions,
+    /// De-identification of personal data (`[data.privacy]`).
+    #[serde(default)]
+    pub privacy: PrivacyOptions,
+    /// De-duplication, conflicts and leakage (`[data.dedup]`).
+    #[serde(default)]
+    pub dedup: DedupOptions,
+    /// Token-length outliers (`[data.outliers]`).
+    #[serde(default)]
+    pub outliers: OutlierOptions,
+    /// Carve missing validation/test splits out of the training file (`[data.split]`).
+    #[serde(default)]
+    pub split: Option<SplitOptions>,
+    /// Training-time augmentation (`[data.augment]`).
+    #[serde(default)]
+    pub augment: AugmentOptions,
+}
+
+/// What to do with bytes that are not valid in the file's encoding.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeErrorPolicy {
+    /// Fail with the file and line.
+    #[default]
+    Error,
+    /// Replace with U+FFFD and count the rows.
+    Replace,
 }
 
 fn default_true() -> bool {
@@ -218,6 +259,9 @@ pub struct TrainSection {
     pub seed: u64,
     /// Group training batches by length (less padding, faster); shuffled otherwise.
     pub length_bucketing: bool,
+    /// Oversample minority classes in the training sampler: each epoch draws extra examples
+    /// (with replacement, seeded) until every class is as frequent as the largest.
+    pub oversample: bool,
     /// Also evaluate every N optimiser steps (0 = once per epoch only).
     pub eval_every_steps: usize,
     /// Stop after this many evaluations without improvement (0 = never).
@@ -258,6 +302,7 @@ impl Default for TrainSection {
             max_grad_norm: 1.0,
             seed: 42,
             length_bucketing: true,
+            oversample: false,
             eval_every_steps: 0,
             early_stopping_patience: 0,
             metric: "accuracy".into(),
@@ -320,9 +365,9 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
         .ok_or_else(|| Error::Config(format!("--set {assignment}: expected section.key=value")))?;
     let key = key.trim();
     let parts: Vec<&str> = key.split('.').collect();
-    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
         return Err(Error::Config(format!(
-            "--set {assignment}: key must be section.key (e.g. train.epochs)"
+            "--set {assignment}: key must be section.key or section.table.key (e.g. train.epochs, data.dedup.near)"
         )));
     }
     let raw = raw.trim();
@@ -331,19 +376,24 @@ pub fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let section = table
-        .entry(parts[0].to_string())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    match section {
-        toml::Value::Table(t) => {
-            t.insert(parts[1].to_string(), value);
-            Ok(())
-        }
-        _ => Err(Error::Config(format!(
-            "--set {assignment}: `{}` is not a section",
-            parts[0]
-        ))),
+    let (last, path) = parts.split_last().unwrap_or((&"", &[]));
+    let mut table = table;
+    for (depth, part) in path.iter().enumerate() {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => {
+                return Err(Error::Config(format!(
+                    "--set {assignment}: `{}` is not a table",
+                    parts[..=depth].join(".")
+                )));
+            }
+        };
     }
+    table.insert(last.to_string(), value);
+    Ok(())
 }
 
 impl RunConfig {
@@ -445,8 +495,29 @@ impl RunConfig {
         if let Some(f) = &self.data.format
             && parse_format(f).is_none()
         {
-            return Err(format!("data.format `{f}` is not one of csv, tsv, jsonl"));
+            return Err(format!(
+                "data.format `{f}` is not one of csv, tsv, jsonl, parquet"
+            ));
         }
+        let dd = &self.data.dedup;
+        if !(dd.near_threshold > 0.0 && dd.near_threshold <= 1.0) {
+            return Err(format!(
+                "data.dedup.near_threshold must be in (0, 1], got {}",
+                dd.near_threshold
+            ));
+        }
+        let o = &self.data.outliers;
+        for (k, p) in [
+            ("drop_below_percentile", o.drop_below_percentile),
+            ("drop_above_percentile", o.drop_above_percentile),
+        ] {
+            if let Some(p) = p
+                && !(0.0..=100.0).contains(&p)
+            {
+                return Err(format!("data.outliers.{k} must be in [0, 100], got {p}"));
+            }
+        }
+        self.data.augment.validate()?;
         if self.run.name.is_empty() || self.run.name.contains(['/', '\\']) {
             return Err(format!(
                 "run.name `{}` must be a plain directory name",
@@ -471,6 +542,9 @@ impl RunConfig {
             text_column: self.data.text_column.clone(),
             text_pair_column: self.data.text_pair_column.clone(),
             label_column: labelled.then(|| self.data.label_column.clone()),
+            encoding: self.data.encoding,
+            replace_invalid: self.data.on_decode_error == DecodeErrorPolicy::Replace,
+            fill_label: self.data.fill_missing_label.clone(),
         }
     }
 
@@ -502,6 +576,7 @@ pub fn parse_format(name: &str) -> Option<Format> {
         "csv" => Some(Format::Csv),
         "tsv" => Some(Format::Tsv),
         "jsonl" | "ndjson" => Some(Format::Jsonl),
+        "parquet" => Some(Format::Parquet),
         _ => None,
     }
 }

@@ -1,8 +1,9 @@
-//! Reading labelled text from CSV/TSV/JSONL files.
+//! Reading labelled text from CSV/TSV/JSONL/Parquet files, in UTF-8, Latin-1 or Windows-1252.
 //!
 //! Every problem is reported with the file and the line where the record starts; rows that are
 //! dropped (empty text, empty label) are counted in [`ReadReport`], never skipped silently.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -19,6 +20,23 @@ pub enum Format {
     Tsv,
     /// One JSON object per line.
     Jsonl,
+    /// Apache Parquet (string, integer or boolean columns; "lines" are 1-based row numbers).
+    Parquet,
+}
+
+/// Character encodings of text files, so files exported by old tools need no conversion step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum TextEncoding {
+    /// UTF-8 (a byte-order mark is skipped).
+    #[default]
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    /// ISO-8859-1: every byte is the code point of the same value.
+    #[serde(rename = "latin-1", alias = "latin1", alias = "iso-8859-1")]
+    Latin1,
+    /// Windows-1252 (as the WHATWG encoding standard defines it).
+    #[serde(rename = "windows-1252", alias = "cp1252")]
+    Windows1252,
 }
 
 impl Format {
@@ -29,6 +47,7 @@ impl Format {
             "csv" => Some(Format::Csv),
             "tsv" | "tab" | "txt" => Some(Format::Tsv),
             "jsonl" | "ndjson" => Some(Format::Jsonl),
+            "parquet" | "pq" => Some(Format::Parquet),
             _ => None,
         }
     }
@@ -39,7 +58,7 @@ impl Format {
         match self {
             Format::Csv => Some(b','),
             Format::Tsv => Some(b'\t'),
-            Format::Jsonl => None,
+            Format::Jsonl | Format::Parquet => None,
         }
     }
 }
@@ -62,6 +81,12 @@ pub struct DataSpec {
     pub text_pair_column: Option<String>,
     /// Column with the label; `None` for unlabelled input (prediction).
     pub label_column: Option<String>,
+    /// Character encoding of CSV/TSV/JSONL files.
+    pub encoding: TextEncoding,
+    /// Replace undecodable bytes with U+FFFD (counted in the report) instead of failing.
+    pub replace_invalid: bool,
+    /// Label given to rows whose label is empty (counted), instead of dropping them.
+    pub fill_label: Option<String>,
 }
 
 impl DataSpec {
@@ -76,6 +101,9 @@ impl DataSpec {
             text_column: "text".to_string(),
             text_pair_column: None,
             label_column: None,
+            encoding: TextEncoding::Utf8,
+            replace_invalid: false,
+            fill_label: None,
         }
     }
 }
@@ -102,6 +130,12 @@ pub struct ReadReport {
     pub empty_text_dropped: usize,
     /// Rows dropped because the label was empty or whitespace.
     pub empty_label_dropped: usize,
+    /// Rows kept with undecodable bytes replaced by U+FFFD (`on_decode_error = "replace"`).
+    #[serde(default)]
+    pub decode_replaced: usize,
+    /// Rows kept with an empty label replaced by the spec's `fill_label`.
+    #[serde(default)]
+    pub empty_label_filled: usize,
 }
 
 /// Errors from reading data files; each names the file (and line), since the CLI prints them
@@ -148,7 +182,7 @@ pub enum DataError {
     },
     /// Bytes that are not UTF-8.
     #[error(
-        "{file} line {line}: invalid UTF-8 (byte offset {offset} in the field); convert the file to UTF-8"
+        "{file} line {line}: invalid UTF-8 (byte offset {offset} in the field); set data.encoding (\"latin-1\", \"windows-1252\") if the file is in another encoding, or data.on_decode_error = \"replace\""
     )]
     Encoding {
         /// The file.
@@ -170,7 +204,7 @@ pub enum DataError {
     },
     /// The format could not be determined from the extension.
     #[error(
-        "{file}: cannot tell the format from the extension; set the format (csv, tsv or jsonl)"
+        "{file}: cannot tell the format from the extension; set the format (csv, tsv, jsonl or parquet)"
     )]
     UnknownFormat {
         /// The file.
@@ -215,6 +249,14 @@ pub fn example_iter(spec: &DataSpec) -> Result<ExampleIter, DataError> {
         file: spec.path.clone(),
         source: e,
     })?;
+    if format == Format::Parquet {
+        return Ok(ExampleIter {
+            spec: spec.clone(),
+            source: Source::Parquet(Box::new(ParquetRows::open(spec, file)?)),
+            report: ReadReport::default(),
+            done: false,
+        });
+    }
     let input = BomStripper::new(file);
     let source = match format.default_delimiter() {
         None => Source::Jsonl {
@@ -256,22 +298,34 @@ impl ExampleIter {
     }
 
     /// Count a row and keep it unless its text or label is empty.
-    fn keep(
-        &mut self,
-        text: String,
-        pair: Option<String>,
-        label: Option<String>,
-        line: usize,
-    ) -> Option<Example> {
+    fn keep(&mut self, row: Row) -> Option<Example> {
+        let Row {
+            text,
+            pair,
+            label,
+            line,
+            replaced,
+        } = row;
         self.report.rows_read += 1;
         if text.trim().is_empty() {
             self.report.empty_text_dropped += 1;
             return None;
         }
-        let label = label.map(|l| l.trim().to_string());
+        let mut label = label.map(|l| l.trim().to_string());
         if label.as_deref() == Some("") {
-            self.report.empty_label_dropped += 1;
-            return None;
+            match &self.spec.fill_label {
+                Some(fill) => {
+                    self.report.empty_label_filled += 1;
+                    label = Some(fill.clone());
+                }
+                None => {
+                    self.report.empty_label_dropped += 1;
+                    return None;
+                }
+            }
+        }
+        if replaced {
+            self.report.decode_replaced += 1;
         }
         Some(Example {
             text,
@@ -283,18 +337,13 @@ impl ExampleIter {
 
     /// The next row: `Ok(None)` for a dropped row, `None` at the end.
     fn next_row(&mut self) -> Option<Result<Option<Example>, DataError>> {
-        let path = &self.spec.path;
         let row = match &mut self.source {
-            Source::Delimited(d) => d.next_row(path),
+            Source::Delimited(d) => d.next_row(&self.spec),
             Source::Jsonl { reader, line, buf } => next_json_row(&self.spec, reader, line, buf),
+            Source::Parquet(p) => p.next_row(&self.spec),
         };
         Some(match row? {
-            Ok(Row {
-                text,
-                pair,
-                label,
-                line,
-            }) => Ok(self.keep(text, pair, label, line)),
+            Ok(row) => Ok(self.keep(row)),
             Err(e) => Err(e),
         })
     }
@@ -332,6 +381,8 @@ struct Row {
     pair: Option<String>,
     label: Option<String>,
     line: usize,
+    /// Some bytes were undecodable and replaced.
+    replaced: bool,
 }
 
 enum Source {
@@ -342,6 +393,7 @@ enum Source {
         line: usize,
         buf: Vec<u8>,
     },
+    Parquet(Box<ParquetRows>),
 }
 
 /// CSV/TSV state: the reader, its line index and the resolved columns.
@@ -405,7 +457,7 @@ fn delimited(
             .iter()
             .enumerate()
             .map(|(i, f)| {
-                let name = decode(path, line, f)?.trim().to_string();
+                let name = decode(spec, line, f)?.0.trim().to_string();
                 Ok(if name.is_empty() { i.to_string() } else { name })
             })
             .collect::<Result<Vec<_>, DataError>>()?;
@@ -440,7 +492,8 @@ fn delimited(
 }
 
 impl Delimited {
-    fn next_row(&mut self, path: &Path) -> Option<Result<Row, DataError>> {
+    fn next_row(&mut self, spec: &DataSpec) -> Option<Result<Row, DataError>> {
+        let path = &spec.path;
         if self.pending {
             self.pending = false;
         } else {
@@ -450,10 +503,11 @@ impl Delimited {
                 Err(e) => return Some(Err(e)),
             }
         }
-        Some(self.row(path))
+        Some(self.row(spec))
     }
 
-    fn row(&self, path: &Path) -> Result<Row, DataError> {
+    fn row(&self, spec: &DataSpec) -> Result<Row, DataError> {
+        let path = &spec.path;
         let (record, line) = (&self.record, self.line);
         // Blank lines are not records for the csv crate, so they are neither read nor counted.
         if record.len() != self.names.len() {
@@ -466,23 +520,54 @@ impl Delimited {
             });
         }
         // In range: the field count was checked above.
-        let field =
-            |i: usize| decode(path, line, record.get(i).unwrap_or_default()).map(str::to_string);
+        let replaced = std::cell::Cell::new(false);
+        let field = |i: usize| {
+            decode(spec, line, record.get(i).unwrap_or_default()).map(|(s, r)| {
+                replaced.set(replaced.get() | r);
+                s.into_owned()
+            })
+        };
         Ok(Row {
             text: field(self.text)?,
             pair: self.pair.map(field).transpose()?,
             label: self.label.map(field).transpose()?,
             line,
+            replaced: replaced.get(),
         })
     }
 }
 
-fn decode<'a>(path: &Path, line: usize, bytes: &'a [u8]) -> Result<&'a str, DataError> {
-    std::str::from_utf8(bytes).map_err(|e| DataError::Encoding {
-        file: path.to_path_buf(),
-        line,
-        offset: e.valid_up_to(),
-    })
+/// Decode one field (or JSONL line) in the spec's encoding; the flag says whether
+/// undecodable bytes were replaced (only with `replace_invalid`, otherwise they are an error).
+fn decode<'a>(
+    spec: &DataSpec,
+    line: usize,
+    bytes: &'a [u8],
+) -> Result<(Cow<'a, str>, bool), DataError> {
+    match spec.encoding {
+        TextEncoding::Utf8 => match std::str::from_utf8(bytes) {
+            Ok(s) => Ok((Cow::Borrowed(s), false)),
+            Err(_) if spec.replace_invalid => Ok((String::from_utf8_lossy(bytes), true)),
+            Err(e) => Err(DataError::Encoding {
+                file: spec.path.clone(),
+                line,
+                offset: e.valid_up_to(),
+            }),
+        },
+        // encoding_rs maps the "latin-1" label to Windows-1252 (as browsers do); true
+        // ISO-8859-1 is the identity on code points, so it is decoded here.
+        TextEncoding::Latin1 => Ok(match std::str::from_utf8(bytes) {
+            Ok(s) if s.is_ascii() => (Cow::Borrowed(s), false),
+            _ => (
+                Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()),
+                false,
+            ),
+        }),
+        TextEncoding::Windows1252 => {
+            let (text, had_errors) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
+            Ok((text, had_errors))
+        }
+    }
 }
 
 fn csv_error(path: &Path, e: csv::Error) -> DataError {
@@ -631,14 +716,14 @@ fn next_json_row(
         }
         *line += 1;
         let at = *line;
-        let raw = match decode(path, at, buf) {
+        let (raw, replaced) = match decode(spec, at, buf) {
             Ok(s) => s,
             Err(e) => return Some(Err(e)),
         };
         if raw.trim().is_empty() {
             continue;
         }
-        return Some(json_row(spec, raw, at));
+        return Some(json_row(spec, &raw, at).map(|row| Row { replaced, ..row }));
     }
 }
 
@@ -694,7 +779,141 @@ fn json_row(spec: &DataSpec, raw: &str, line: usize) -> Result<Row, DataError> {
             .map(|k| field(k, true))
             .transpose()?,
         line,
+        replaced: false,
     })
+}
+
+/// Parquet rows, projected on the needed columns. Text columns must be strings; labels may be
+/// strings, integers or booleans. The "line" of a row is its 1-based row number.
+struct ParquetRows {
+    rows: parquet::record::reader::RowIter<'static>,
+    /// Position of the text, pair and label columns in the projected row.
+    text: usize,
+    pair: Option<usize>,
+    label: Option<usize>,
+    row: usize,
+}
+
+impl ParquetRows {
+    fn open(spec: &DataSpec, file: File) -> Result<Self, DataError> {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let path = &spec.path;
+        let bad = |e: parquet::errors::ParquetError| DataError::Malformed {
+            file: path.clone(),
+            line: 0,
+            message: format!("not a readable Parquet file: {e}"),
+        };
+        let reader = SerializedFileReader::new(file).map_err(bad)?;
+        let root = reader
+            .metadata()
+            .file_metadata()
+            .schema_descr()
+            .root_schema();
+        let fields = root.get_fields();
+        let names: Vec<String> = fields.iter().map(|f| f.name().to_string()).collect();
+        // The projection keeps file order, so positions are found among the wanted names.
+        let wanted: Vec<&str> = [
+            Some(spec.text_column.as_str()),
+            spec.text_pair_column.as_deref(),
+            spec.label_column.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for col in &wanted {
+            if !names.iter().any(|n| n == col) {
+                return Err(DataError::MissingColumn {
+                    file: path.clone(),
+                    column: col.to_string(),
+                    available: names.clone(),
+                });
+            }
+        }
+        let kept: Vec<_> = fields
+            .iter()
+            .filter(|f| wanted.contains(&f.name()))
+            .cloned()
+            .collect();
+        let position = |col: &str| kept.iter().position(|f| f.name() == col).unwrap_or(0);
+        let (text, pair, label) = (
+            position(&spec.text_column),
+            spec.text_pair_column.as_deref().map(position),
+            spec.label_column.as_deref().map(position),
+        );
+        let projection = parquet::schema::types::Type::group_type_builder(root.name())
+            .with_fields(kept)
+            .build()
+            .map_err(bad)?;
+        if reader.metadata().file_metadata().num_rows() == 0 {
+            return Err(DataError::Empty { file: path.clone() });
+        }
+        let rows = parquet::record::reader::RowIter::from_file_into(Box::new(reader))
+            .project(Some(projection))
+            .map_err(bad)?;
+        Ok(ParquetRows {
+            rows,
+            text,
+            pair,
+            label,
+            row: 0,
+        })
+    }
+
+    fn next_row(&mut self, spec: &DataSpec) -> Option<Result<Row, DataError>> {
+        use parquet::record::Field;
+        let row = match self.rows.next()? {
+            Ok(r) => r,
+            Err(e) => {
+                return Some(Err(DataError::Malformed {
+                    file: spec.path.clone(),
+                    line: self.row + 1,
+                    message: format!("unreadable Parquet row: {e}"),
+                }));
+            }
+        };
+        self.row += 1;
+        let line = self.row;
+        let columns: Vec<(&String, &Field)> = row.get_column_iter().collect();
+        let value = |i: usize, scalars: bool| -> Result<String, DataError> {
+            let Some((name, field)) = columns.get(i) else {
+                return Ok(String::new());
+            };
+            match field {
+                Field::Null => Ok(String::new()),
+                Field::Str(s) => Ok(s.clone()),
+                Field::Bool(_)
+                | Field::Byte(_)
+                | Field::Short(_)
+                | Field::Int(_)
+                | Field::Long(_)
+                | Field::UByte(_)
+                | Field::UShort(_)
+                | Field::UInt(_)
+                | Field::ULong(_)
+                    if scalars =>
+                {
+                    Ok(field.to_string())
+                }
+                other => Err(DataError::Malformed {
+                    file: spec.path.clone(),
+                    line,
+                    message: format!(
+                        "row {line}: column `{name}` must be a string{}, found {other}",
+                        if scalars { ", integer or bool" } else { "" }
+                    ),
+                }),
+            }
+        };
+        Some((|| {
+            Ok(Row {
+                text: value(self.text, false)?,
+                pair: self.pair.map(|i| value(i, false)).transpose()?,
+                label: self.label.map(|i| value(i, true)).transpose()?,
+                line,
+                replaced: false,
+            })
+        })())
+    }
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -940,7 +1159,8 @@ mod tests {
             ReadReport {
                 rows_read: 4,
                 empty_text_dropped: 1,
-                empty_label_dropped: 1
+                empty_label_dropped: 1,
+                ..ReadReport::default()
             }
         );
         assert_eq!(ex.len(), 2);
@@ -1149,5 +1369,109 @@ mod tests {
             let extra = (0..i).filter(|j| j % 1000 == 7).count();
             assert_eq!(e.line, 2 + i + extra, "row {i}: {:?}", e.text);
         }
+    }
+
+    #[test]
+    fn windows_1252_and_latin1_decode_where_utf8_fails_with_the_line() {
+        let utf8 = err(&spec("cp1252.tsv"));
+        assert!(
+            utf8.contains("cp1252.tsv line 2") && utf8.contains("data.encoding"),
+            "{utf8}"
+        );
+        let cp = DataSpec {
+            encoding: TextEncoding::Windows1252,
+            ..spec("cp1252.tsv")
+        };
+        let (ex, _) = read_examples(&cp).unwrap();
+        assert_eq!(ex[0].text, "\u{201C}Quoted\u{201D} costs \u{20AC} 5");
+        assert_eq!(ex[1].text, "caf\u{E9} au lait");
+        let latin = DataSpec {
+            encoding: TextEncoding::Latin1,
+            ..spec("latin1.tsv")
+        };
+        let (ex, _) = read_examples(&latin).unwrap();
+        assert_eq!(ex[1].text, "caf\u{E9} au lait");
+    }
+
+    #[test]
+    fn replace_policy_counts_rows_with_undecodable_bytes() {
+        let lossy = DataSpec {
+            replace_invalid: true,
+            ..spec("cp1252.tsv")
+        };
+        let (ex, report) = read_examples(&lossy).unwrap();
+        assert_eq!(report.decode_replaced, 2);
+        assert!(ex[0].text.contains('\u{FFFD}'));
+        let dir = tempfile::tempdir().unwrap();
+        let j = DataSpec {
+            replace_invalid: true,
+            ..temp(
+                &dir,
+                "bad.jsonl",
+                b"{\"text\": \"a\xffb\", \"label\": \"x\"}\n",
+            )
+        };
+        let (ex, report) = read_examples(&j).unwrap();
+        assert_eq!(
+            (ex[0].text.as_str(), report.decode_replaced),
+            ("a\u{FFFD}b", 1)
+        );
+    }
+
+    #[test]
+    fn empty_labels_are_filled_and_counted_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = DataSpec {
+            fill_label: Some("neutral".into()),
+            ..temp(&dir, "f.tsv", b"text\tlabel\na\tpos\nb\t \n")
+        };
+        let (ex, report) = read_examples(&s).unwrap();
+        assert_eq!(ex[1].label.as_deref(), Some("neutral"));
+        assert_eq!(
+            (report.empty_label_filled, report.empty_label_dropped),
+            (1, 0)
+        );
+    }
+
+    #[test]
+    fn parquet_written_by_pyarrow_reads_with_snappy_and_zstd() {
+        for name in ["small.parquet", "small_zstd.parquet"] {
+            let (ex, report) = read_examples(&spec(name)).unwrap();
+            assert_eq!(report.rows_read, 4, "{name}");
+            assert_eq!(report.empty_label_dropped, 1, "the null label");
+            let got: Vec<(&str, &str, usize)> = ex
+                .iter()
+                .map(|e| (e.text.as_str(), e.label.as_deref().unwrap(), e.line))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("good movie", "1", 1),
+                    ("bad movie", "0", 2),
+                    ("fine", "1", 4)
+                ]
+            );
+        }
+        let missing = DataSpec {
+            text_column: "review".into(),
+            ..spec("small.parquet")
+        };
+        let e = err(&missing);
+        assert!(
+            e.contains("no column `review`") && e.contains("score, text, label"),
+            "{e}"
+        );
+        let not_text = DataSpec {
+            text_column: "score".into(),
+            ..spec("small.parquet")
+        };
+        let e = err(&not_text);
+        assert!(
+            e.contains("row 1") && e.contains("`score` must be a string"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let e = err(&temp(&dir, "fake.parquet", b"text,label\n"));
+        assert!(e.contains("fake.parquet") && e.contains("Parquet"), "{e}");
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! One module per concern, named for what it holds:
 //! - [`config`]: the run's TOML configuration, parsed strictly and validated once;
-//! - [`data`]: reading labelled CSV/TSV/JSONL with line-numbered errors;
+//! - [`data`]: reading labelled CSV/TSV/JSONL/Parquet with line-numbered errors;
+//! - [`prep`]: data preparation — cleaning, de-identification, splits, de-duplication,
+//!   length outliers, augmentation — and the data report;
 //! - [`tokenize`]: the model's `tokenizer.json`, with truncation counted;
 //! - [`batch`]: dynamic padding and length-grouped batch order;
 //! - [`model`]: *what* is trained — BERT encoder and heads, HF weights in and out;
@@ -29,6 +31,7 @@ pub mod hub;
 pub mod infer;
 pub mod metrics;
 pub mod model;
+pub mod prep;
 pub mod schedule;
 pub mod tokenize;
 pub mod train;

@@ -65,19 +65,22 @@ impl TextTokenizer {
         self.pad_id
     }
 
+    /// Full token counts (special tokens included, no truncation), for length statistics
+    /// and for counting what `max_length` would cut.
+    pub fn token_lengths(&self, texts: &[&str], pairs: Option<&[&str]>) -> Result<Vec<usize>> {
+        let mut full = self.inner.clone();
+        full.with_truncation(None)
+            .map_err(|e| Error::Tokenizer(format!("{e}")))?;
+        let inputs = encode_inputs(texts, pairs);
+        let encodings = full
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Tokenizer(format!("tokenisation failed: {e}")))?;
+        Ok(encodings.iter().map(|e| e.get_ids().len()).collect())
+    }
+
     /// Tokenise texts (with optional pairs) in parallel.
     pub fn encode_batch(&self, texts: &[&str], pairs: Option<&[&str]>) -> Result<Vec<Tokens>> {
-        let inputs: Vec<EncodeInput> = match pairs {
-            Some(p) => texts
-                .iter()
-                .zip(p.iter())
-                .map(|(a, b)| EncodeInput::Dual((*a).into(), (*b).into()))
-                .collect(),
-            None => texts
-                .iter()
-                .map(|t| EncodeInput::Single((*t).into()))
-                .collect(),
-        };
+        let inputs = encode_inputs(texts, pairs);
         let encodings = self
             .inner
             .encode_batch(inputs, true)
@@ -90,6 +93,20 @@ impl TextTokenizer {
                 type_ids: e.get_type_ids().to_vec(),
             })
             .collect())
+    }
+}
+
+fn encode_inputs<'a>(texts: &[&'a str], pairs: Option<&[&'a str]>) -> Vec<EncodeInput<'a>> {
+    match pairs {
+        Some(p) => texts
+            .iter()
+            .zip(p.iter())
+            .map(|(a, b)| EncodeInput::Dual((*a).into(), (*b).into()))
+            .collect(),
+        None => texts
+            .iter()
+            .map(|t| EncodeInput::Single((*t).into()))
+            .collect(),
     }
 }
 

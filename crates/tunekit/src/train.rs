@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{collate, epoch_batches, epoch_seed, label_tensor};
 use crate::config::{OptimizerKind, RunConfig};
-use crate::data::{Example, ReadReport, label_set, read_examples};
+use crate::data::{Example, label_set};
 use crate::error::{Error, Result};
 use crate::fsutil::{read_json, write_atomic, write_json};
 use crate::infer::{ModelMeta, evaluate_tokens, label_ids};
@@ -30,6 +30,7 @@ use crate::model::weights::{
     ClassifierSpec, DropoutOverride, LoadReport, load_classifier, param_id, save_classifier,
 };
 use crate::model::{ModelDir, SequenceClassifier, TUNEKIT_META};
+use crate::prep::{DataReport, PreparedData};
 use crate::schedule::{Schedule, warmup_steps};
 use crate::tokenize::{TextTokenizer, Tokens};
 
@@ -43,8 +44,8 @@ pub struct Split {
     pub tokens: Vec<Tokens>,
     /// Class id per example.
     pub labels: Vec<usize>,
-    /// What the reader dropped.
-    pub read: ReadReport,
+    /// The examples (cleaned), for augmentation.
+    pub examples: Vec<Example>,
 }
 
 impl Split {
@@ -52,30 +53,6 @@ impl Split {
     pub fn truncated(&self) -> usize {
         self.tokens.iter().filter(|t| t.truncated).count()
     }
-}
-
-/// Per-split counts written to `data_report.json` and printed: nothing is dropped or cut
-/// without being counted here.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SplitReport {
-    /// Split name.
-    pub split: String,
-    /// File.
-    pub file: PathBuf,
-    /// Rows read.
-    pub rows_read: usize,
-    /// Rows dropped for empty text.
-    pub dropped_empty_text: usize,
-    /// Rows dropped for an empty label.
-    pub dropped_empty_label: usize,
-    /// Examples kept.
-    pub examples: usize,
-    /// Examples truncated to `max_length`.
-    pub truncated: usize,
-    /// Max length in tokens.
-    pub max_length: usize,
-    /// Examples per label.
-    pub label_counts: Vec<(String, usize)>,
 }
 
 /// One evaluation during training (a line of `metrics.jsonl`).
@@ -180,15 +157,14 @@ fn set_status(run_dir: &Path, status: &str, error: Option<String>) -> Result<()>
     )
 }
 
-/// Read a split and map its labels (the training split defines the label set).
+/// Tokenise a prepared split and map its labels (the training split defines the label set).
 fn load_split(
-    config: &RunConfig,
-    name: &str,
-    file: &Path,
+    split: crate::prep::PreparedSplit,
     tokenizer: &TextTokenizer,
     labels: Option<&[String]>,
 ) -> Result<(Split, Vec<String>)> {
-    let (examples, read) = read_examples(&config.data_spec(file, true))?;
+    let examples = split.examples;
+    let file = split.file;
     let names = match labels {
         Some(l) => l.to_vec(),
         None => label_set(&examples),
@@ -200,15 +176,15 @@ fn load_split(
             names
         )));
     }
-    let ids = label_ids(&examples, &names, file)?;
+    let ids = label_ids(&examples, &names, &file)?;
     let tokens = tokenize_examples(tokenizer, &examples)?;
     Ok((
         Split {
-            name: name.into(),
-            file: file.to_path_buf(),
+            name: split.name,
+            file,
             tokens,
             labels: ids,
-            read,
+            examples,
         },
         names,
     ))
@@ -218,24 +194,6 @@ fn tokenize_examples(tokenizer: &TextTokenizer, examples: &[Example]) -> Result<
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let pairs: Option<Vec<&str>> = examples.iter().map(|e| e.text_pair.as_deref()).collect();
     tokenizer.encode_batch(&texts, pairs.as_deref())
-}
-
-fn split_report(split: &Split, labels: &[String], max_length: usize) -> SplitReport {
-    let mut counts = vec![0usize; labels.len()];
-    for &l in &split.labels {
-        counts[l] += 1;
-    }
-    SplitReport {
-        split: split.name.clone(),
-        file: split.file.clone(),
-        rows_read: split.read.rows_read,
-        dropped_empty_text: split.read.empty_text_dropped,
-        dropped_empty_label: split.read.empty_label_dropped,
-        examples: split.tokens.len(),
-        truncated: split.truncated(),
-        max_length,
-        label_counts: labels.iter().cloned().zip(counts).collect(),
-    }
 }
 
 /// Collects parameter ids and names: biases and LayerNorm parameters get no weight decay
@@ -639,9 +597,12 @@ struct Prepared {
     validation: Option<Split>,
     test: Option<Split>,
     tokenizer: TextTokenizer,
+    report: DataReport,
 }
 
-fn prepare(config: &RunConfig) -> Result<Prepared> {
+/// Load the model directory and tokenizer, run the data pipeline (unless `data` is given,
+/// as cross-validation does for its folds) and tokenise the splits.
+fn prepare(config: &RunConfig, data: Option<PreparedData>) -> Result<Prepared> {
     let model_dir = ModelDir::open(&config.model.path)?;
     let max_len = config.model.max_length;
     if max_len > model_dir.config.max_position_embeddings {
@@ -651,15 +612,26 @@ fn prepare(config: &RunConfig) -> Result<Prepared> {
         )));
     }
     let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), max_len)?;
-    let (train, labels) = load_split(config, "train", &config.data.train, &tokenizer, None)?;
-    let validation = match &config.data.validation {
-        Some(f) => Some(load_split(config, "validation", f, &tokenizer, Some(&labels))?.0),
-        None => None,
+    let data = match data {
+        Some(d) => d,
+        None => crate::prep::prepare(config, Some(&tokenizer))?,
     };
-    let test = match &config.data.test {
-        Some(f) => Some(load_split(config, "test", f, &tokenizer, Some(&labels))?.0),
-        None => None,
-    };
+    let report = data.report;
+    let mut train = None;
+    let (mut validation, mut test) = (None, None);
+    let mut labels = Vec::new();
+    for split in data.splits {
+        match split.name.as_str() {
+            "train" => {
+                let (s, l) = load_split(split, &tokenizer, None)?;
+                labels = l;
+                train = Some(s);
+            }
+            "validation" => validation = Some(load_split(split, &tokenizer, Some(&labels))?.0),
+            _ => test = Some(load_split(split, &tokenizer, Some(&labels))?.0),
+        }
+    }
+    let train = train.ok_or_else(|| Error::Config("no training split".into()))?;
     Ok(Prepared {
         model_dir,
         labels,
@@ -667,7 +639,39 @@ fn prepare(config: &RunConfig) -> Result<Prepared> {
         validation,
         test,
         tokenizer,
+        report,
     })
+}
+
+/// The training split's tokens for one epoch with augmentation applied, and how many
+/// examples each operation changed.
+fn augment_epoch(
+    p: &Prepared,
+    opts: &crate::prep::augment::AugmentOptions,
+    seed: u64,
+    epoch: usize,
+) -> Result<(Vec<Tokens>, std::collections::BTreeMap<String, usize>)> {
+    let mut tokens = p.train.tokens.clone();
+    let mut changed: Vec<(usize, String)> = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    for (i, e) in p.train.examples.iter().enumerate() {
+        if let Some((op, text)) =
+            crate::prep::augment::augment_example(opts, &e.text, seed, epoch, i)
+        {
+            *counts.entry(format!("{op:?}").to_lowercase()).or_insert(0) += 1;
+            changed.push((i, text));
+        }
+    }
+    let texts: Vec<&str> = changed.iter().map(|(_, t)| t.as_str()).collect();
+    let pairs: Option<Vec<&str>> = changed
+        .iter()
+        .map(|(i, _)| p.train.examples[*i].text_pair.as_deref())
+        .collect();
+    let encoded = p.tokenizer.encode_batch(&texts, pairs.as_deref())?;
+    for ((i, _), tok) in changed.iter().zip(encoded) {
+        tokens[*i] = tok;
+    }
+    Ok((tokens, counts))
 }
 
 /// Where a run writes its outputs.
@@ -680,6 +684,163 @@ pub fn run_dir_for(config: &RunConfig, options: &TrainOptions) -> PathBuf {
 
 /// Fine-tune according to `config`; see the module docs. On error the run is marked failed.
 pub fn train(config: &RunConfig, options: &TrainOptions, device: &Device) -> Result<RunMetrics> {
+    train_with_data(config, options, device, None)
+}
+
+/// Mean and sample standard deviation of each metric over the folds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeanStd {
+    /// Metric name → mean.
+    pub mean: std::collections::BTreeMap<String, f64>,
+    /// Metric name → standard deviation (n − 1).
+    pub std: std::collections::BTreeMap<String, f64>,
+}
+
+/// `metrics.json` of a cross-validation run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CvMetrics {
+    /// Number of folds.
+    pub folds: usize,
+    /// Each fold's run metrics (its run directory is `fold-N/`).
+    pub per_fold: Vec<RunMetrics>,
+    /// Over the folds' validation metrics (each fold validates on its held-out part).
+    pub validation: MeanStd,
+    /// Over the folds' test metrics, when there is a test split.
+    pub test: Option<MeanStd>,
+}
+
+fn mean_std(all: &[&ClassificationMetrics]) -> MeanStd {
+    let mut out = MeanStd {
+        mean: Default::default(),
+        std: Default::default(),
+    };
+    for name in ["accuracy", "macro_f1", "micro_f1", "weighted_f1", "loss"] {
+        let values: Vec<f64> = all.iter().filter_map(|m| m.get(name)).collect();
+        if values.is_empty() {
+            continue;
+        }
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = if values.len() > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        out.mean.insert(name.into(), mean);
+        out.std.insert(name.into(), var.sqrt());
+    }
+    out
+}
+
+/// Stratified K-fold cross-validation: the prepared training data (plus the validation file,
+/// if any) is split into `k` folds; fold i trains on the others and validates on fold i, in
+/// `RUN_DIR/fold-i`; the test split, if any, is evaluated by every fold. Writes
+/// `RUN_DIR/metrics.json` with per-fold results and mean ± std.
+pub fn cross_validate(
+    config: &RunConfig,
+    options: &TrainOptions,
+    k: usize,
+    device: &Device,
+) -> Result<CvMetrics> {
+    if k < 2 {
+        return Err(Error::Config(format!(
+            "--cv needs at least 2 folds, got {k}"
+        )));
+    }
+    let run_dir = run_dir_for(config, options);
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    let model_dir = ModelDir::open(&config.model.path)?;
+    let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), config.model.max_length)?;
+    // Validation comes from the folds, so none is carved out of train.
+    let mut prep_config = config.clone();
+    if let Some(split) = prep_config.data.split.as_mut() {
+        split.validation = 0.0;
+    }
+    let data = crate::prep::prepare(&prep_config, Some(&tokenizer))?;
+    data.report.write(&run_dir)?;
+    let mut pool: Vec<Example> = Vec::new();
+    let mut test = None;
+    for split in data.splits {
+        match split.name.as_str() {
+            "test" => test = Some(split),
+            _ => pool.extend(split.examples),
+        }
+    }
+    let labels: Vec<&str> = pool
+        .iter()
+        .map(|e| e.label.as_deref().unwrap_or(""))
+        .collect();
+    let seed = config
+        .data
+        .split
+        .as_ref()
+        .map_or(config.train.seed, |s| s.seed);
+    let fold_of = crate::prep::split::stratified_folds(&labels, k, seed);
+    let mut per_fold = Vec::with_capacity(k);
+    for fold in 0..k {
+        let (mut train, mut held) = (Vec::new(), Vec::new());
+        for (e, &f) in pool.iter().zip(&fold_of) {
+            if f == fold {
+                held.push(e.clone());
+            } else {
+                train.push(e.clone());
+            }
+        }
+        let file = config.data.train.clone();
+        let mut splits = vec![
+            crate::prep::PreparedSplit {
+                name: "train".into(),
+                file: file.clone(),
+                examples: train,
+                token_lengths: None,
+            },
+            crate::prep::PreparedSplit {
+                name: "validation".into(),
+                file,
+                examples: held,
+                token_lengths: None,
+            },
+        ];
+        splits.extend(test.clone());
+        tracing::info!("cross-validation: fold {} of {k}", fold + 1);
+        let fold_options = TrainOptions {
+            run_dir: Some(run_dir.join(format!("fold-{}", fold + 1))),
+            ..options.clone()
+        };
+        let metrics = train_with_data(
+            config,
+            &fold_options,
+            device,
+            Some(PreparedData {
+                splits,
+                report: data.report.clone(),
+            }),
+        )?;
+        per_fold.push(metrics);
+    }
+    let validation: Vec<&ClassificationMetrics> = per_fold
+        .iter()
+        .filter_map(|m| m.validation.as_ref())
+        .collect();
+    let tests: Vec<&ClassificationMetrics> =
+        per_fold.iter().filter_map(|m| m.test.as_ref()).collect();
+    let cv = CvMetrics {
+        folds: k,
+        validation: mean_std(&validation),
+        test: (!tests.is_empty()).then(|| mean_std(&tests)),
+        per_fold,
+    };
+    write_json(&run_dir.join("metrics.json"), &cv)?;
+    Ok(cv)
+}
+
+/// [`train`] on already prepared data (`None`: run the data pipeline of `config`).
+fn train_with_data(
+    config: &RunConfig,
+    options: &TrainOptions,
+    device: &Device,
+    data: Option<PreparedData>,
+) -> Result<RunMetrics> {
     let run_dir = run_dir_for(config, options);
     let status_path = run_dir.join("status.json");
     if !options.resume && status_path.exists() {
@@ -698,7 +859,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions, device: &Device) -> Res
                 std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
             }
         }
-        for stale in ["metrics.jsonl", "metrics.json", "data_report.json"] {
+        for stale in [
+            "metrics.jsonl",
+            "metrics.json",
+            "data_report.json",
+            "data_report.txt",
+        ] {
             let _ = std::fs::remove_file(run_dir.join(stale));
         }
     }
@@ -714,7 +880,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions, device: &Device) -> Res
         }
     }
     set_status(&run_dir, "running", None)?;
-    let result = train_in(config, options, &run_dir, device);
+    let result = train_in(config, options, &run_dir, device, data);
     match &result {
         Ok(_) => set_status(&run_dir, "complete", None)?,
         Err(e) => {
@@ -729,30 +895,15 @@ fn train_in(
     options: &TrainOptions,
     run_dir: &Path,
     device: &Device,
+    data: Option<PreparedData>,
 ) -> Result<RunMetrics> {
     write_atomic(&run_dir.join("config.toml"), config.to_toml()?.as_bytes())?;
     let t = &config.train;
-    let p = prepare(config)?;
-    let max_len = config.model.max_length;
-    let reports: Vec<SplitReport> = [Some(&p.train), p.validation.as_ref(), p.test.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|s| split_report(s, &p.labels, max_len))
-        .collect();
-    for r in &reports {
-        tracing::info!(
-            "{} ({}): {} examples, {} truncated to {} tokens, {} empty-text and {} empty-label rows dropped; labels {:?}",
-            r.split,
-            r.file.display(),
-            r.examples,
-            r.truncated,
-            r.max_length,
-            r.dropped_empty_text,
-            r.dropped_empty_label,
-            r.label_counts
-        );
+    let p = prepare(config, data)?;
+    for line in p.report.to_text().lines() {
+        tracing::info!("{line}");
     }
-    write_json(&run_dir.join("data_report.json"), &reports)?;
+    p.report.write(run_dir)?;
 
     let ad = device.clone().autodiff();
     let spec = ClassifierSpec {
@@ -863,7 +1014,24 @@ fn train_in(
     rewrite_history(&metrics_path, &state.history)?;
 
     let lengths: Vec<usize> = p.train.tokens.iter().map(|t| t.ids.len()).collect();
-    let batches_per_epoch = lengths.len().div_ceil(t.batch_size);
+    // The epoch's sample of example indices (with duplicates when oversampling).
+    let epoch_sample = |epoch: usize| -> Vec<usize> {
+        if t.oversample {
+            crate::batch::oversampled(&p.train.labels, p.labels.len(), epoch_seed(t.seed, epoch))
+        } else {
+            (0..lengths.len()).collect()
+        }
+    };
+    let epoch_size = epoch_sample(0).len();
+    if t.oversample {
+        tracing::info!(
+            "oversampling minority classes: {} examples per epoch from {}",
+            epoch_size,
+            lengths.len()
+        );
+    }
+    let augment = &config.data.augment;
+    let batches_per_epoch = epoch_size.div_ceil(t.batch_size);
     let steps_per_epoch = batches_per_epoch.div_ceil(t.gradient_accumulation);
     let mut total_steps = steps_per_epoch * t.epochs;
     if t.max_steps > 0 {
@@ -877,7 +1045,7 @@ fn train_in(
     };
     tracing::info!(
         "training: {} examples, {} labels, {} epochs × {} steps (batch {} × accumulation {}), {} warm-up steps, {} trainable parameters",
-        lengths.len(),
+        epoch_size,
         p.labels.len(),
         t.epochs,
         steps_per_epoch,
@@ -900,12 +1068,38 @@ fn train_in(
         .collect();
     let mut unfreeze_stage: Option<usize> = None;
     'epochs: while state.epoch < t.epochs && state.step < total_steps && !state.stopped_early {
-        let batches = epoch_batches(
-            &lengths,
+        let sample = epoch_sample(state.epoch);
+        let sample_lengths: Vec<usize> = sample.iter().map(|&i| lengths[i]).collect();
+        let batches: Vec<Vec<usize>> = epoch_batches(
+            &sample_lengths,
             t.batch_size,
             t.length_bucketing,
             epoch_seed(t.seed, state.epoch),
-        );
+        )
+        .into_iter()
+        .map(|b| b.into_iter().map(|j| sample[j]).collect())
+        .collect();
+        // This epoch's augmented tokens (seeded by epoch and example, so resume-exact).
+        let augmented = if augment.enabled() {
+            let (tokens, counts) = augment_epoch(&p, augment, t.seed, state.epoch)?;
+            progress.suspend(|| {
+                tracing::info!(
+                    "augmentation, epoch {}: {} of {} examples changed ({})",
+                    state.epoch + 1,
+                    counts.values().sum::<usize>(),
+                    p.train.tokens.len(),
+                    counts
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+            Some(tokens)
+        } else {
+            None
+        };
+        let train_tokens = augmented.as_ref().unwrap_or(&p.train.tokens);
         while state.batch_in_epoch < batches.len() {
             if state.step >= total_steps {
                 break 'epochs;
@@ -914,11 +1108,7 @@ fn train_in(
                 // The stage is a function of the position alone, so a resumed run freezes
                 // exactly the same tensors as the uninterrupted one would.
                 let every = config.strategy.unfreeze_every_steps;
-                let stage = if every > 0 {
-                    state.step / every
-                } else {
-                    state.epoch
-                };
+                let stage = state.step.checked_div(every).unwrap_or(state.epoch);
                 if unfreeze_stage != Some(stage) {
                     let (frozen, size) = frozen_params(config, &p.model_dir.config, Some(stage))?;
                     progress.suspend(|| {
@@ -943,7 +1133,7 @@ fn train_in(
             let mut group_loss = 0.0f64;
             for (micro, idx) in group.iter().enumerate() {
                 ad.seed(step_seed(t.seed, state.step, micro));
-                let refs: Vec<&Tokens> = idx.iter().map(|&i| &p.train.tokens[i]).collect();
+                let refs: Vec<&Tokens> = idx.iter().map(|&i| &train_tokens[i]).collect();
                 let labels: Vec<usize> = idx.iter().map(|&i| p.train.labels[i]).collect();
                 let batch = collate(&refs, p.tokenizer.pad_id(), &ad);
                 let logits = model.forward(&batch);

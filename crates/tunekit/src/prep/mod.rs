@@ -1,0 +1,602 @@
+//! Data preparation: the one pipeline `tunekit data check`, `data prepare` and `train` share,
+//! from raw files to the examples a model sees, with a report that accounts for every row.
+//!
+//! Order of the steps, and why:
+//! 1. read (encoding, decode errors, empty text/label, label filling) — [`crate::data`];
+//! 2. clean ([`clean`]) and de-identify ([`privacy`]) each text, so personal data never
+//!    reaches a cache, a model or an output file; rows left empty are dropped;
+//! 3. carve the splits that have no file out of the training file ([`split`]), stratified;
+//! 4. de-duplicate within and across splits ([`dedup`]): leakage leaves the lower split;
+//! 5. token lengths with the model's tokenizer: statistics, truncation counts, and optional
+//!    percentile-based removal of length outliers from the training split only (evaluation
+//!    data is never thinned silently).
+
+pub mod augment;
+pub mod clean;
+pub mod dedup;
+pub mod privacy;
+pub mod split;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use crate::data::{Example, ReadReport, read_examples};
+use crate::error::{Error, Result};
+use crate::tokenize::TextTokenizer;
+
+pub use clean::{CleanCounts, CleanOptions};
+pub use dedup::{DedupOptions, DedupReport, DropReason};
+pub use privacy::{PiiCounts, PrivacyOptions};
+pub use split::SplitOptions;
+
+/// `[data.outliers]`: token-length outliers, dropped from the training split only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierOptions {
+    /// Drop training rows shorter (in tokens) than this percentile of the training split
+    /// (e.g. 1.0). Off when absent.
+    #[serde(default)]
+    pub drop_below_percentile: Option<f64>,
+    /// Drop training rows longer than this percentile (e.g. 99.0). Off when absent.
+    #[serde(default)]
+    pub drop_above_percentile: Option<f64>,
+}
+
+/// One split after preparation.
+#[derive(Debug, Clone)]
+pub struct PreparedSplit {
+    /// `train`, `validation` or `test`.
+    pub name: String,
+    /// The file its rows came from.
+    pub file: PathBuf,
+    /// The kept examples, cleaned.
+    pub examples: Vec<Example>,
+    /// Full token count per example (when a tokenizer was given).
+    pub token_lengths: Option<Vec<usize>>,
+}
+
+/// Token-length statistics of a split (special tokens included, before truncation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LengthStats {
+    /// Mean.
+    pub mean: f64,
+    /// Shortest.
+    pub min: usize,
+    /// Median.
+    pub p50: usize,
+    /// 95th percentile.
+    pub p95: usize,
+    /// 99th percentile.
+    pub p99: usize,
+    /// Longest.
+    pub max: usize,
+    /// `model.max_length`.
+    pub max_length: usize,
+    /// Rows longer than `max_length`, which training truncates.
+    pub truncated: usize,
+    /// (bin, rows): power-of-two bins `1-8`, `9-16`, ..., `>512`.
+    pub histogram: Vec<(String, usize)>,
+}
+
+/// What happened to one split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitSummary {
+    /// Split name.
+    pub split: String,
+    /// Source file.
+    pub file: PathBuf,
+    /// Set when the split was carved out of the training file (`[data.split]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carved_from_train: Option<f64>,
+    /// Data rows read from the file (for carved splits: rows assigned to the split).
+    pub rows_read: usize,
+    /// Rows removed, by reason. Every removed row is in exactly one reason.
+    pub dropped: BTreeMap<String, usize>,
+    /// Rows whose empty label was filled (`data.fill_missing_label`).
+    pub labels_filled: usize,
+    /// Rows with undecodable bytes replaced (`data.on_decode_error = "replace"`).
+    pub decode_replaced: usize,
+    /// Rows each cleaning step changed.
+    pub cleaning: CleanCounts,
+    /// Personal data replaced, by kind.
+    pub pii_replaced: PiiCounts,
+    /// Rows kept.
+    pub examples: usize,
+    /// Kept rows per label.
+    pub label_counts: BTreeMap<String, usize>,
+    /// Token lengths of the kept rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<LengthStats>,
+}
+
+/// The data report: per split accounting plus de-duplication findings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataReport {
+    /// Splits in order train, validation, test.
+    pub splits: Vec<SplitSummary>,
+    /// Duplicates, conflicts and leakage.
+    pub dedup: DedupReport,
+}
+
+/// Prepared splits and their report.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// Train first, then validation and test when present.
+    pub splits: Vec<PreparedSplit>,
+    /// The report.
+    pub report: DataReport,
+}
+
+impl PreparedData {
+    /// The split of that name.
+    pub fn split(&self, name: &str) -> Option<&PreparedSplit> {
+        self.splits.iter().find(|s| s.name == name)
+    }
+}
+
+/// A split in the making: examples plus their bookkeeping.
+struct Working {
+    name: &'static str,
+    file: PathBuf,
+    carved: Option<f64>,
+    examples: Vec<Example>,
+    read: ReadReport,
+    dropped: BTreeMap<String, usize>,
+    cleaning: CleanCounts,
+    pii: PiiCounts,
+}
+
+impl Working {
+    fn drop_count(&mut self, reason: &str, n: usize) {
+        if n > 0 {
+            *self.dropped.entry(reason.to_string()).or_default() += n;
+        }
+    }
+}
+
+/// Run the pipeline for a run's `[data]` section. With a tokenizer, token lengths are
+/// measured and length outliers can be dropped.
+pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<PreparedData> {
+    let d = &config.data;
+    let mut work: Vec<Working> = Vec::new();
+    let files = [
+        ("train", Some(&d.train)),
+        ("validation", d.validation.as_ref()),
+        ("test", d.test.as_ref()),
+    ];
+    for (name, file) in files {
+        let Some(file) = file else { continue };
+        let (examples, read) = read_examples(&config.data_spec(file, true))?;
+        let mut w = Working {
+            name,
+            file: file.clone(),
+            carved: None,
+            examples,
+            dropped: BTreeMap::new(),
+            cleaning: CleanCounts::default(),
+            pii: PiiCounts::new(),
+            read,
+        };
+        w.drop_count("empty_text", w.read.empty_text_dropped);
+        w.drop_count("empty_label", w.read.empty_label_dropped);
+        clean_split(&mut w, config);
+        work.push(w);
+    }
+
+    if let Some(opts) = &d.split {
+        carve(&mut work, opts)?;
+    }
+
+    let keys: Vec<Vec<String>> = work
+        .iter()
+        .map(|w| w.examples.iter().map(example_key).collect())
+        .collect();
+    let splits: Vec<(&str, Vec<dedup::Item<'_>>)> = work
+        .iter()
+        .zip(&keys)
+        .map(|(w, keys)| {
+            let rows = w
+                .examples
+                .iter()
+                .zip(keys)
+                .map(|(e, k)| dedup::Item {
+                    key: k,
+                    label: e.label.as_deref(),
+                    line: e.line,
+                    text: &e.text,
+                })
+                .collect();
+            (w.name, rows)
+        })
+        .collect();
+    let (drops, dedup_report) = dedup::dedup(&splits, &d.dedup);
+    drop(splits);
+    drop(keys);
+    for (w, drops) in work.iter_mut().zip(drops) {
+        let mut kept = Vec::with_capacity(w.examples.len());
+        for (e, reason) in std::mem::take(&mut w.examples).into_iter().zip(drops) {
+            match reason {
+                None => kept.push(e),
+                Some(r) => {
+                    let name = serde_json::to_value(r)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    w.drop_count(&name, 1);
+                }
+            }
+        }
+        w.examples = kept;
+    }
+
+    let mut out = Vec::new();
+    let mut summaries = Vec::new();
+    for mut w in work {
+        let lengths = match tokenizer {
+            Some(t) => {
+                let texts: Vec<&str> = w.examples.iter().map(|e| e.text.as_str()).collect();
+                let pairs: Option<Vec<&str>> =
+                    w.examples.iter().map(|e| e.text_pair.as_deref()).collect();
+                let mut lengths = t.token_lengths(&texts, pairs.as_deref())?;
+                if w.name == "train" {
+                    let removed = drop_outliers(&mut w.examples, &mut lengths, &d.outliers);
+                    w.drop_count("length_outlier", removed);
+                }
+                Some(lengths)
+            }
+            None => None,
+        };
+        let mut label_counts = BTreeMap::new();
+        for e in &w.examples {
+            *label_counts
+                .entry(e.label.clone().unwrap_or_default())
+                .or_insert(0) += 1;
+        }
+        summaries.push(SplitSummary {
+            split: w.name.to_string(),
+            file: w.file.clone(),
+            carved_from_train: w.carved,
+            rows_read: w.read.rows_read,
+            dropped: w.dropped,
+            labels_filled: w.read.empty_label_filled,
+            decode_replaced: w.read.decode_replaced,
+            cleaning: w.cleaning,
+            pii_replaced: w.pii,
+            examples: w.examples.len(),
+            label_counts,
+            tokens: lengths
+                .as_deref()
+                .map(|l| length_stats(l, config.model.max_length)),
+        });
+        if w.examples.is_empty() {
+            return Err(Error::Data(crate::data::DataError::Malformed {
+                file: w.file.clone(),
+                line: 0,
+                message: format!(
+                    "no {} examples left after preparation (see the data report: tunekit data check)",
+                    w.name
+                ),
+            }));
+        }
+        out.push(PreparedSplit {
+            name: w.name.to_string(),
+            file: w.file,
+            examples: w.examples,
+            token_lengths: lengths,
+        });
+    }
+    Ok(PreparedData {
+        splits: out,
+        report: DataReport {
+            splits: summaries,
+            dedup: dedup_report,
+        },
+    })
+}
+
+/// Exact-duplicate key of an example: its text, and its pair when it has one.
+fn example_key(e: &Example) -> String {
+    match &e.text_pair {
+        Some(p) => format!("{}\u{1F}{}", clean::dedup_key(&e.text), clean::dedup_key(p)),
+        None => clean::dedup_key(&e.text),
+    }
+}
+
+/// Clean and de-identify every text of a split; drop rows left empty.
+fn clean_split(w: &mut Working, config: &RunConfig) {
+    let d = &config.data;
+    let privacy = d.privacy.enabled.then_some(d.privacy.kinds.as_slice());
+    let before = w.examples.len();
+    let (cleaning, pii) = (&mut w.cleaning, &mut w.pii);
+    let mut process = |text: &str| -> String {
+        let cleaned = clean::clean(text, &d.clean, cleaning);
+        match privacy {
+            Some(kinds) => privacy::deidentify(&cleaned, kinds, pii),
+            None => cleaned,
+        }
+    };
+    w.examples.retain_mut(|e| {
+        e.text = process(&e.text);
+        if let Some(p) = e.text_pair.as_mut() {
+            *p = process(p);
+        }
+        !e.text.trim().is_empty()
+    });
+    let emptied = before - w.examples.len();
+    w.drop_count("empty_after_cleaning", emptied);
+}
+
+/// Carve validation/test out of train where they have no file.
+fn carve(work: &mut Vec<Working>, opts: &SplitOptions) -> Result<()> {
+    let missing: Vec<(&'static str, f64)> = [("validation", opts.validation), ("test", opts.test)]
+        .into_iter()
+        .filter(|(name, f)| *f > 0.0 && !work.iter().any(|w| w.name == *name))
+        .collect();
+    let total: f64 = missing.iter().map(|(_, f)| f).sum();
+    if missing.iter().any(|(_, f)| !f.is_finite() || *f < 0.0) || total >= 1.0 {
+        return Err(Error::Config(format!(
+            "data.split: validation + test fractions must be in [0, 1) together, got {} + {}",
+            opts.validation, opts.test
+        )));
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let train = &mut work[0];
+    let labels: Vec<&str> = train
+        .examples
+        .iter()
+        .map(|e| e.label.as_deref().unwrap_or(""))
+        .collect();
+    let fractions: Vec<f64> = missing.iter().map(|(_, f)| *f).collect();
+    let part = split::stratified_split(&labels, &fractions, opts.seed);
+    let mut parts: Vec<Vec<Example>> = vec![Vec::new(); missing.len() + 1];
+    for (e, p) in std::mem::take(&mut train.examples).into_iter().zip(part) {
+        parts[p].push(e);
+    }
+    let mut parts = parts.into_iter();
+    train.examples = parts.next().unwrap_or_default();
+    let file = train.file.clone();
+    for ((name, f), examples) in missing.into_iter().zip(parts) {
+        work.push(Working {
+            name,
+            file: file.clone(),
+            carved: Some(f),
+            read: ReadReport {
+                rows_read: examples.len(),
+                ..ReadReport::default()
+            },
+            examples,
+            dropped: BTreeMap::new(),
+            cleaning: CleanCounts::default(),
+            pii: PiiCounts::new(),
+        });
+    }
+    work[0].read.rows_read -= work[1..]
+        .iter()
+        .filter(|w| w.carved.is_some())
+        .map(|w| w.read.rows_read)
+        .sum::<usize>();
+    work.sort_by_key(|w| {
+        ["train", "validation", "test"]
+            .iter()
+            .position(|n| *n == w.name)
+    });
+    Ok(())
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[usize], p: f64) -> usize {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn drop_outliers(
+    examples: &mut Vec<Example>,
+    lengths: &mut Vec<usize>,
+    opts: &OutlierOptions,
+) -> usize {
+    if opts.drop_below_percentile.is_none() && opts.drop_above_percentile.is_none() {
+        return 0;
+    }
+    let mut sorted = lengths.clone();
+    sorted.sort_unstable();
+    let lo = opts
+        .drop_below_percentile
+        .map_or(0, |p| percentile(&sorted, p));
+    let hi = opts
+        .drop_above_percentile
+        .map_or(usize::MAX, |p| percentile(&sorted, p));
+    let before = examples.len();
+    let mut keep = lengths.iter().map(|&l| l >= lo && l <= hi);
+    examples.retain(|_| keep.next().unwrap_or(true));
+    lengths.retain(|&l| l >= lo && l <= hi);
+    before - examples.len()
+}
+
+fn length_stats(lengths: &[usize], max_length: usize) -> LengthStats {
+    let mut sorted = lengths.to_vec();
+    sorted.sort_unstable();
+    let mut histogram = Vec::new();
+    let mut lo = 1;
+    for hi in [8usize, 16, 32, 64, 128, 256, 512] {
+        let n = sorted.iter().filter(|&&l| l >= lo && l <= hi).count();
+        histogram.push((format!("{lo}-{hi}"), n));
+        lo = hi + 1;
+    }
+    histogram.push((
+        ">512".to_string(),
+        sorted.iter().filter(|&&l| l > 512).count(),
+    ));
+    LengthStats {
+        mean: sorted.iter().sum::<usize>() as f64 / sorted.len().max(1) as f64,
+        min: sorted.first().copied().unwrap_or(0),
+        p50: percentile(&sorted, 50.0),
+        p95: percentile(&sorted, 95.0),
+        p99: percentile(&sorted, 99.0),
+        max: sorted.last().copied().unwrap_or(0),
+        max_length,
+        truncated: sorted.iter().filter(|&&l| l > max_length).count(),
+        histogram,
+    }
+}
+
+/// Write prepared examples as JSONL with the config's column names (text, pair, label),
+/// atomically, so `tunekit train` can read the prepared files directly.
+pub fn write_jsonl(
+    path: &Path,
+    examples: &[Example],
+    data: &crate::config::DataSection,
+) -> Result<()> {
+    let mut out = Vec::new();
+    for e in examples {
+        let mut row = serde_json::Map::new();
+        row.insert(data.text_column.clone(), e.text.clone().into());
+        if let (Some(col), Some(p)) = (&data.text_pair_column, &e.text_pair) {
+            row.insert(col.clone(), p.clone().into());
+        }
+        if let Some(l) = &e.label {
+            row.insert(data.label_column.clone(), l.clone().into());
+        }
+        serde_json::to_writer(&mut out, &row)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        out.push(b'\n');
+    }
+    crate::fsutil::write_atomic(path, &out)
+}
+
+impl DataReport {
+    /// The report as text, for the terminal.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        for sp in &self.splits {
+            let _ = writeln!(
+                s,
+                "{}: {} ({}{} rows read) -> {} kept",
+                sp.split,
+                sp.file.display(),
+                sp.carved_from_train
+                    .map(|f| format!("{:.0}% carved from train, ", f * 100.0))
+                    .unwrap_or_default(),
+                sp.rows_read,
+                sp.examples
+            );
+            if !sp.dropped.is_empty() {
+                let parts: Vec<String> =
+                    sp.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let _ = writeln!(s, "  dropped: {}", parts.join(", "));
+            }
+            if sp.labels_filled > 0 {
+                let _ = writeln!(s, "  empty labels filled: {}", sp.labels_filled);
+            }
+            if sp.decode_replaced > 0 {
+                let _ = writeln!(
+                    s,
+                    "  rows with undecodable bytes replaced: {}",
+                    sp.decode_replaced
+                );
+            }
+            let c = &sp.cleaning;
+            let cleaned = [
+                ("html", c.html_stripped),
+                ("unicode", c.unicode_normalized),
+                ("control chars", c.control_removed),
+                ("whitespace", c.whitespace_collapsed),
+                ("lowercased", c.lowercased),
+            ];
+            if cleaned.iter().any(|(_, n)| *n > 0) {
+                let parts: Vec<String> = cleaned
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                let _ = writeln!(s, "  rows changed by cleaning: {}", parts.join(", "));
+            }
+            if !sp.pii_replaced.is_empty() {
+                let parts: Vec<String> = sp
+                    .pii_replaced
+                    .iter()
+                    .map(|(k, n)| format!("{} {n}", k.placeholder()))
+                    .collect();
+                let _ = writeln!(s, "  personal data replaced: {}", parts.join(", "));
+            }
+            let labels: Vec<String> = sp
+                .label_counts
+                .iter()
+                .map(|(k, n)| {
+                    format!(
+                        "{k} {n} ({:.1}%)",
+                        100.0 * *n as f64 / sp.examples.max(1) as f64
+                    )
+                })
+                .collect();
+            let _ = writeln!(s, "  labels: {}", labels.join(", "));
+            if let Some(t) = &sp.tokens {
+                let _ = writeln!(
+                    s,
+                    "  tokens: mean {:.1}, min {}, p50 {}, p95 {}, p99 {}, max {}; {} longer than max_length {} (truncated)",
+                    t.mean, t.min, t.p50, t.p95, t.p99, t.max, t.truncated, t.max_length
+                );
+                let bins: Vec<String> = t
+                    .histogram
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(b, n)| format!("{b}: {n}"))
+                    .collect();
+                let _ = writeln!(s, "  length histogram: {}", bins.join(", "));
+            }
+        }
+        let d = &self.dedup;
+        let _ = writeln!(
+            s,
+            "duplicates (same label): exact {:?}, near {:?}{}",
+            d.exact_duplicates,
+            d.near_duplicates,
+            if d.duplicates_dropped {
+                ", dropped"
+            } else {
+                ", kept"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "label conflicts: {} groups, {} rows dropped",
+            d.conflict_groups, d.conflict_rows_dropped
+        );
+        for c in d.conflict_examples.iter().take(5) {
+            let _ = writeln!(
+                s,
+                "  {} lines {:?}: {:?} labelled {:?}",
+                c.split, c.lines, c.text, c.labels
+            );
+        }
+        for l in &d.leakage {
+            let _ = writeln!(
+                s,
+                "leakage: {} rows of {} also in {} ({} {})",
+                l.rows,
+                l.split,
+                l.also_in,
+                if l.dropped { "dropped from" } else { "kept in" },
+                l.split
+            );
+            for (line, text) in l.examples.iter().take(3) {
+                let _ = writeln!(s, "  {} line {line}: {text:?}", l.split);
+            }
+        }
+        s
+    }
+
+    /// Write the report as JSON and text next to each other in `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        crate::fsutil::write_json(&dir.join("data_report.json"), self)?;
+        crate::fsutil::write_atomic(&dir.join("data_report.txt"), self.to_text().as_bytes())
+    }
+}
