@@ -50,10 +50,13 @@ def key(t: str) -> str:
 
 train = pd.read_csv(train_path, keep_default_na=False, dtype=str)
 test = pd.read_csv(test_path, keep_default_na=False, dtype=str)
-for df in (train, test):
-    df["text"] = df["text"].map(clean)
-    df.drop(df[df["text"] == ""].index, inplace=True)
-    df["key"] = df["text"].map(key)
+def prepare(df):
+    df = df.assign(text=df["text"].map(clean))
+    df = df[df["text"] != ""]
+    return df.assign(key=df["text"].map(key))
+
+
+train, test = prepare(train), prepare(test)
 
 labels_per_key = train.groupby("key")["label"].nunique()
 conflicts = labels_per_key[labels_per_key > 1].index

@@ -71,11 +71,18 @@ impl TextTokenizer {
         let mut full = self.inner.clone();
         full.with_truncation(None)
             .map_err(|e| Error::Tokenizer(format!("{e}")))?;
-        let inputs = encode_inputs(texts, pairs);
-        let encodings = full
-            .encode_batch(inputs, true)
-            .map_err(|e| Error::Tokenizer(format!("tokenisation failed: {e}")))?;
-        Ok(encodings.iter().map(|e| e.get_ids().len()).collect())
+        // In chunks: full encodings (offsets, masks, words) are far bigger than the lengths
+        // kept, so memory stays bounded by the chunk, not the dataset.
+        const CHUNK: usize = 2048;
+        let mut lengths = Vec::with_capacity(texts.len());
+        for (i, chunk) in texts.chunks(CHUNK).enumerate() {
+            let pairs = pairs.map(|p| &p[i * CHUNK..(i * CHUNK + chunk.len()).min(p.len())]);
+            let encodings = full
+                .encode_batch(encode_inputs(chunk, pairs), true)
+                .map_err(|e| Error::Tokenizer(format!("tokenisation failed: {e}")))?;
+            lengths.extend(encodings.iter().map(|e| e.get_ids().len()));
+        }
+        Ok(lengths)
     }
 
     /// Tokenise texts (with optional pairs) in parallel.
@@ -142,5 +149,22 @@ mod tests {
         assert!(out[0].truncated);
         assert!(!out[1].truncated);
         assert_eq!(t.pad_id(), 0);
+    }
+
+    #[test]
+    fn token_lengths_are_untruncated_and_chunking_keeps_pairs_aligned() {
+        let t = minilm();
+        let texts: Vec<String> = (0..5000)
+            .map(|i| "word ".repeat(1 + i % 40))
+            .collect();
+        let pairs: Vec<String> = (0..5000).map(|i| "x ".repeat(1 + i % 3)).collect();
+        let tr: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let pr: Vec<&str> = pairs.iter().map(String::as_str).collect();
+        let lengths = t.token_lengths(&tr, Some(&pr)).unwrap();
+        for (i, &l) in lengths.iter().enumerate() {
+            // [CLS] words [SEP] pair [SEP], beyond max_length 16.
+            assert_eq!(l, 3 + (1 + i % 40) + (1 + i % 3), "row {i}");
+        }
+        assert!(lengths.iter().any(|&l| l > t.max_length()));
     }
 }
