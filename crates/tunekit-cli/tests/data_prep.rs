@@ -327,3 +327,48 @@ fn bad_data_options_are_named() {
     ]);
     assert_bad_input(&out, &["data.privacy.kinds"]);
 }
+
+#[test]
+fn exported_models_reapply_training_preprocessing_at_prediction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let cfg = tiny_config(tmp.path(), &model, "epochs = 1\nmax_steps = 2");
+    let out = tunekit(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--set",
+        "data.privacy.enabled=true",
+        "--set",
+        "data.clean.strip_html=true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = tmp.path().join("runs/tiny/model");
+    let meta = json(&exported.join("tunekit.json"));
+    assert_eq!(meta["preprocess"]["clean"]["strip_html"], true);
+    assert_eq!(meta["preprocess"]["privacy"][0], "email");
+    // Different addresses and markup, the same text after preprocessing: the same scores.
+    let input = tmp.path().join("in.tsv");
+    std::fs::write(
+        &input,
+        "text\nwrite to ann@example.com today\n<i>write</i> to bob.smith@mail.org   today\nwrite to someone today\n",
+    )
+    .unwrap();
+    let preds = tmp.path().join("p.jsonl");
+    let out = tunekit(&[
+        "predict",
+        "--model",
+        exported.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        preds.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&preds)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[0]["probabilities"], rows[1]["probabilities"]);
+    assert_ne!(rows[0]["probabilities"], rows[2]["probabilities"]);
+}

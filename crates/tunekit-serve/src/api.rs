@@ -166,7 +166,15 @@ fn prepare(
             format!("input {i} is empty"),
         ));
     }
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let prepared: Vec<String> = match &state.preprocess {
+        Some(p) => texts.iter().map(|t| p.apply(t)).collect(),
+        None => Vec::new(),
+    };
+    let refs: Vec<&str> = if state.preprocess.is_some() {
+        prepared.iter().map(String::as_str).collect()
+    } else {
+        texts.iter().map(String::as_str).collect()
+    };
     let tokens = state
         .tokenizer
         .encode_batch(&refs, None)

@@ -121,6 +121,8 @@ pub struct AppState {
     pub config: ServeConfig,
     /// Tokenizer (the handlers tokenise so the worker only computes).
     pub tokenizer: Arc<tunekit::tokenize::TextTokenizer>,
+    /// The model's training-time text preprocessing (cleaning, de-identification).
+    pub preprocess: Option<tunekit::prep::TextPreprocess>,
 }
 
 /// Load `model` and build the server state (the worker thread starts here).
@@ -154,6 +156,7 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
     };
     let metrics = Metrics::new(&classifier.labels, reference, config.drift_window)
         .map_err(|e| ServeError::Metrics(e.to_string()))?;
+    let preprocess = classifier.preprocess.clone();
     let worker = Worker::spawn(
         classifier,
         &config,
@@ -166,6 +169,7 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
         metrics,
         config,
         tokenizer,
+        preprocess,
     }))
 }
 

@@ -107,6 +107,8 @@ pub struct Classifier {
     pub device: Device,
     /// The model directory.
     pub dir: PathBuf,
+    /// Training-time text preprocessing, applied to every input.
+    pub preprocess: Option<crate::prep::TextPreprocess>,
 }
 
 /// tunekit's own facts about an exported model (`tunekit.json`).
@@ -122,6 +124,10 @@ pub struct ModelMeta {
     pub base_model: String,
     /// tunekit version that wrote it.
     pub tunekit_version: String,
+    /// Text cleaning and de-identification applied in training, re-applied at inference.
+    /// Absent in models exported before tunekit had it (then texts are used as given).
+    #[serde(default)]
+    pub preprocess: Option<crate::prep::TextPreprocess>,
 }
 
 impl Classifier {
@@ -161,16 +167,32 @@ impl Classifier {
             labels,
             device: device.clone(),
             dir: dir.dir,
+            preprocess: meta.and_then(|m| m.preprocess),
         })
     }
 
-    /// Tokenise examples.
+    /// A text as the model saw texts in training (cleaned, de-identified).
+    pub fn prepare_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.preprocess {
+            Some(p) => std::borrow::Cow::Owned(p.apply(text)),
+            None => std::borrow::Cow::Borrowed(text),
+        }
+    }
+
+    /// Tokenise examples (after the training-time preprocessing).
     pub fn tokenize(&self, examples: &[Example]) -> Result<Vec<Tokens>> {
-        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-        let pairs: Option<Vec<&str>> = examples
+        let texts: Vec<std::borrow::Cow<str>> = examples
             .iter()
-            .map(|e| e.text_pair.as_deref())
+            .map(|e| self.prepare_text(&e.text))
+            .collect();
+        let pairs: Option<Vec<std::borrow::Cow<str>>> = examples
+            .iter()
+            .map(|e| e.text_pair.as_deref().map(|p| self.prepare_text(p)))
             .collect::<Option<Vec<_>>>();
+        let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+        let pairs: Option<Vec<&str>> = pairs
+            .as_ref()
+            .map(|p| p.iter().map(|t| t.as_ref()).collect());
         self.tokenizer.encode_batch(&texts, pairs.as_deref())
     }
 

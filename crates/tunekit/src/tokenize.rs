@@ -154,9 +154,7 @@ mod tests {
     #[test]
     fn token_lengths_are_untruncated_and_chunking_keeps_pairs_aligned() {
         let t = minilm();
-        let texts: Vec<String> = (0..5000)
-            .map(|i| "word ".repeat(1 + i % 40))
-            .collect();
+        let texts: Vec<String> = (0..5000).map(|i| "word ".repeat(1 + i % 40)).collect();
         let pairs: Vec<String> = (0..5000).map(|i| "x ".repeat(1 + i % 3)).collect();
         let tr: Vec<&str> = texts.iter().map(String::as_str).collect();
         let pr: Vec<&str> = pairs.iter().map(String::as_str).collect();

@@ -1380,6 +1380,7 @@ fn export_model(p: &Prepared, config: &RunConfig, weights: &Path, dir: &Path) ->
             labels: p.labels.clone(),
             base_model: config.model.path.clone(),
             tunekit_version: env!("CARGO_PKG_VERSION").into(),
+            preprocess: Some(crate::prep::TextPreprocess::from_config(&config.data)),
         },
     )?;
     Ok(())

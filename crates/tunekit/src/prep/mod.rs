@@ -32,6 +32,42 @@ pub use dedup::{DedupOptions, DedupReport, DropReason};
 pub use privacy::{PiiCounts, PrivacyOptions};
 pub use split::SplitOptions;
 
+/// The per-text part of the pipeline (cleaning and de-identification) as saved with an
+/// exported model (`tunekit.json`), so `eval`, `predict` and `serve` feed the model text
+/// prepared exactly as in training (no train/serve skew).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextPreprocess {
+    /// Cleaning steps.
+    pub clean: CleanOptions,
+    /// Personal-data kinds replaced (empty: none).
+    #[serde(default)]
+    pub privacy: Vec<privacy::PiiKind>,
+}
+
+impl TextPreprocess {
+    /// The per-text steps of a run's `[data]` section.
+    pub fn from_config(data: &crate::config::DataSection) -> Self {
+        TextPreprocess {
+            clean: data.clean.clone(),
+            privacy: if data.privacy.enabled {
+                data.privacy.kinds.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Apply the steps to one text (counts are discarded: inference has no report).
+    pub fn apply(&self, text: &str) -> String {
+        let cleaned = clean::clean(text, &self.clean, &mut CleanCounts::default());
+        if self.privacy.is_empty() {
+            cleaned
+        } else {
+            privacy::deidentify(&cleaned, &self.privacy, &mut PiiCounts::new())
+        }
+    }
+}
+
 /// `[data.outliers]`: token-length outliers, dropped from the training split only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
