@@ -103,6 +103,129 @@ fn linear_probe_trains_only_the_head() {
 }
 
 #[test]
+fn linear_probe_on_cached_features_equals_running_the_frozen_encoder() {
+    // Without dropout the frozen encoder's output is the same every step, so training the
+    // head on features computed once must give the weights the uncached run gives.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let common = [
+        "strategy.freeze_encoder=true",
+        "model.hidden_dropout=0.0",
+        "model.attention_dropout=0.0",
+        "train.max_steps=8",
+    ];
+    let cached = train(tmp.path(), &model, "cached", &common);
+    let mut plain = common.to_vec();
+    plain.push("strategy.cache_frozen_features=false");
+    let uncached = train(tmp.path(), &model, "uncached", &plain);
+    let a = tensors(&cached.join("checkpoints/step-00000008/model.safetensors"));
+    let b = tensors(&uncached.join("checkpoints/step-00000008/model.safetensors"));
+    let base = tensors(&model.join("model.safetensors"));
+    for name in [
+        "pooler.dense.weight",
+        "classifier.weight",
+        "classifier.bias",
+    ] {
+        let (x, y) = (floats(&a[name]), floats(&b[name]));
+        let max = x
+            .iter()
+            .zip(&y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(max < 1e-5, "{name}: max |diff| {max}");
+        if let Some(before) = base.get(name) {
+            assert!(&a[name] != before, "{name} must train");
+        }
+    }
+    // And the cache is what the first run used.
+    let cfg = tiny_config(tmp.path(), &model, "epochs = 1\nmax_steps = 2");
+    let out = tunekit_env(
+        &[
+            "train",
+            cfg.to_str().unwrap(),
+            "--set",
+            "strategy.freeze_encoder=true",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    assert!(
+        stderr(&out).contains("linear probe: encoder features of 192 examples computed once"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn l1_penalty_adds_lr_times_coefficient_times_sign_to_each_matrix_update() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    // One plain SGD step, no clipping: the L1 run's weights differ from the plain run's by
+    // exactly −lr · l1 · sign(w) for matrices, and not at all for biases / LayerNorm.
+    let common = [
+        "train.optimizer=sgd",
+        "train.warmup_ratio=0.0",
+        "train.max_steps=1",
+        "train.learning_rate=0.5",
+        "train.weight_decay=0.0",
+        "train.max_grad_norm=0.0",
+    ];
+    let plain = train(tmp.path(), &model, "no-l1", &common);
+    let mut with_l1 = common.to_vec();
+    with_l1.push("train.l1=0.01");
+    let l1 = train(tmp.path(), &model, "l1", &with_l1);
+    let base = tensors(&model.join("model.safetensors"));
+    let a = tensors(&plain.join("checkpoints/step-00000001/model.safetensors"));
+    let b = tensors(&l1.join("checkpoints/step-00000001/model.safetensors"));
+    for name in [
+        "encoder.layer.0.attention.self.query.weight",
+        "pooler.dense.weight",
+    ] {
+        let (w0, x, y) = (floats(&base[name]), floats(&a[name]), floats(&b[name]));
+        for i in 0..w0.len() {
+            let expected = -0.5 * 0.01 * w0[i].signum();
+            assert!((y[i] - x[i] - expected).abs() < 1e-6, "{name}[{i}]");
+        }
+    }
+    assert_eq!(
+        a["encoder.layer.0.attention.self.query.bias"],
+        b["encoder.layer.0.attention.self.query.bias"]
+    );
+}
+
+#[test]
+fn focal_loss_trains_from_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let ce = train(tmp.path(), &model, "ce", &["train.max_steps=2"]);
+    let focal = train(
+        tmp.path(),
+        &model,
+        "focal",
+        &[
+            "train.max_steps=2",
+            "train.loss=focal",
+            "train.focal_gamma=2.0",
+        ],
+    );
+    let a = tensors(&ce.join("checkpoints/step-00000002/model.safetensors"));
+    let b = tensors(&focal.join("checkpoints/step-00000002/model.safetensors"));
+    assert_ne!(
+        a["classifier.weight"], b["classifier.weight"],
+        "the loss must change the update"
+    );
+    let cfg = tiny_config(tmp.path(), &model, "max_steps = 1");
+    let out = tunekit(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--set",
+        "train.loss=focal",
+        "--set",
+        "train.label_smoothing=0.1",
+    ]);
+    assert_bad_input(&out, &["label_smoothing", "focal"]);
+}
+
+#[test]
 fn layer_lr_decay_scales_updates_by_depth() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(&tmp.path().join("tiny-model"));

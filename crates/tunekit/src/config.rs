@@ -48,6 +48,10 @@ pub struct StrategySection {
     /// layer from the top (the embeddings last); combines with the freezing options above.
     #[serde(default)]
     pub gradual_unfreeze: bool,
+    /// With `freeze_encoder`: compute the frozen encoder's features once and train the head
+    /// on them (default). `false` runs the encoder every step, with dropout, as HF does.
+    #[serde(default = "yes")]
+    pub cache_frozen_features: bool,
     /// With `gradual_unfreeze`: unfreeze the next layer every N optimiser steps instead of
     /// every epoch. 0 = per epoch.
     #[serde(default)]
@@ -56,6 +60,10 @@ pub struct StrategySection {
     /// 1, …, embeddings L+1) trains at lr × decay^d. 1.0 = off.
     #[serde(default = "one")]
     pub layer_lr_decay: f64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> f64 {
@@ -69,6 +77,7 @@ impl Default for StrategySection {
             freeze_layers: 0,
             freeze_encoder: false,
             gradual_unfreeze: false,
+            cache_frozen_features: true,
             unfreeze_every_steps: 0,
             layer_lr_decay: 1.0,
         }
@@ -279,6 +288,23 @@ pub struct TrainSection {
     pub label_smoothing: f64,
     /// Class weights of the cross-entropy.
     pub class_weights: ClassWeights,
+    /// Classification loss: `cross_entropy` (default) or `focal`.
+    pub loss: LossKind,
+    /// Focusing parameter γ of the focal loss.
+    pub focal_gamma: f64,
+    /// L1 penalty coefficient on the trainable weight matrices (0 = off), beside weight decay.
+    pub l1: f64,
+}
+
+/// Classification losses.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Cross-entropy (with `label_smoothing` and `class_weights`).
+    #[default]
+    CrossEntropy,
+    /// Focal loss (1 − p)^γ · CE, for hard or rare examples (with `class_weights` as α).
+    Focal,
 }
 
 impl Default for TrainSection {
@@ -310,6 +336,9 @@ impl Default for TrainSection {
             eval_batch_size: 64,
             max_steps: 0,
             label_smoothing: 0.0,
+            loss: LossKind::CrossEntropy,
+            focal_gamma: 2.0,
+            l1: 0.0,
             class_weights: ClassWeights::None,
         }
     }
@@ -459,6 +488,17 @@ impl RunConfig {
             return Err(format!(
                 "train.label_smoothing must be in [0, 1), got {}",
                 t.label_smoothing
+            ));
+        }
+        if t.loss == LossKind::Focal && t.label_smoothing > 0.0 {
+            return Err(
+                "train.label_smoothing does not combine with train.loss = \"focal\"".into(),
+            );
+        }
+        if !(t.focal_gamma >= 0.0 && t.focal_gamma.is_finite() && t.l1 >= 0.0 && t.l1.is_finite()) {
+            return Err(format!(
+                "train.focal_gamma and train.l1 must be >= 0, got {} and {}",
+                t.focal_gamma, t.l1
             ));
         }
         let st = &self.strategy;

@@ -48,6 +48,35 @@ pub fn predict_probs(
     Ok((probs, loss_sum))
 }
 
+/// Encoder features ([`SequenceClassifier::encoder_features`]) of each input, in input order,
+/// as one row-major `[inputs, hidden]` buffer; for caching a frozen encoder's output.
+pub fn encoder_features(
+    model: &SequenceClassifier,
+    tokens: &[Tokens],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<(Vec<f32>, usize)> {
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
+    let mut out: Vec<f32> = Vec::new();
+    let mut hidden = 0;
+    for idx in eval_batches(&lengths, batch_size) {
+        let refs: Vec<&Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
+        let batch = collate(&refs, pad_id, device);
+        let features = model.encoder_features(&batch);
+        let [_, h] = features.dims();
+        if out.is_empty() {
+            hidden = h;
+            out = vec![0.0; tokens.len() * h];
+        }
+        let values = to_vec(features)?;
+        for (row, &i) in idx.iter().enumerate() {
+            out[i * h..(i + 1) * h].copy_from_slice(&values[row * h..(row + 1) * h]);
+        }
+    }
+    Ok((out, hidden))
+}
+
 /// Index of the largest probability.
 pub fn argmax(p: &[f32]) -> usize {
     p.iter()

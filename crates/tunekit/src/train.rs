@@ -329,6 +329,33 @@ impl ModuleVisitor for GradScale<'_> {
     }
 }
 
+/// Adds the L1 penalty's (sub)gradient `coef · sign(w)` to the gradient of every trainable
+/// matrix (the parameters that get weight decay; biases and LayerNorm are exempt, as there).
+/// Equal to adding `coef · Σ|w|` to the loss, without building that sum into the graph.
+struct L1Grad<'a> {
+    grads: &'a mut GradientsParams,
+    coef: f64,
+}
+
+impl ModuleVisitor for L1Grad<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if D < 2 {
+            return;
+        }
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            let sign = param.val().inner().sign().mul_scalar(self.coef);
+            self.grads.register::<D>(param.id, g + sign);
+        }
+    }
+}
+
+/// Add an L1 penalty of `coef` to the gradients (see [`L1Grad`]); no-op for 0.
+pub fn add_l1_penalty(model: &SequenceClassifier, grads: &mut GradientsParams, coef: f64) {
+    if coef > 0.0 {
+        model.visit(&mut L1Grad { grads, coef });
+    }
+}
+
 /// Clip the *global* gradient norm to `max_norm`, as `torch.nn.utils.clip_grad_norm_` (and so
 /// HF Trainer) does. burn's `GradientClipping::Norm` clips each tensor by its own norm, which
 /// is a different update, so the global version is written here. Returns the norm before
@@ -376,9 +403,34 @@ pub fn cross_entropy_weighted_sum(
     weights: Option<Tensor<1>>,
     smoothing: f64,
 ) -> Tensor<1> {
+    classification_loss_sum(logits, labels, weights, smoothing, None)
+}
+
+/// [`cross_entropy_weighted_sum`], or with `focal_gamma = Some(γ)` the focal loss
+/// Σᵢ wᵢ · (1 − pᵢ[yᵢ])^γ · (−log pᵢ[yᵢ]) (Lin et al. 2017; class weights play the role of α).
+/// γ = 0 is cross-entropy. Label smoothing does not combine with focal loss (config rejects it).
+pub fn classification_loss_sum(
+    logits: Tensor<2>,
+    labels: burn::tensor::Tensor<1, burn::tensor::Int>,
+    weights: Option<Tensor<1>>,
+    smoothing: f64,
+    focal_gamma: Option<f64>,
+) -> Tensor<1> {
     let [n, _] = logits.dims();
     let logp = log_softmax(logits, 1);
-    let mut per = logp.clone().gather(1, labels.reshape([n, 1])).neg();
+    let logp_y = logp.clone().gather(1, labels.reshape([n, 1]));
+    let mut per = logp_y.clone().neg();
+    if let Some(gamma) = focal_gamma {
+        // (1 − p)^γ with p = exp(log p); the modulating factor is differentiated through too,
+        // as in the reference implementations (torchvision.ops.sigmoid_focal_loss et al.).
+        let modulating = logp_y
+            .exp()
+            .neg()
+            .add_scalar(1.0)
+            .clamp_min(0.0)
+            .powf_scalar(gamma);
+        per = per * modulating;
+    }
     if smoothing > 0.0 {
         let uniform = logp.mean_dim(1).neg();
         per = per.mul_scalar(1.0 - smoothing) + uniform.mul_scalar(smoothing);
@@ -1031,6 +1083,36 @@ fn train_in(
         );
     }
     let augment = &config.data.augment;
+    // A frozen encoder sees the same inputs every epoch: its features are computed once and
+    // the head trains on them, so a linear probe costs one forward pass over the data plus a
+    // tiny head. The features come from the encoder in evaluation mode (no dropout), as
+    // feature extraction does; augmentation changes the inputs every epoch and gradual
+    // unfreezing thaws the encoder, so either turns the cache off.
+    let feature_cache: Option<Tensor<2>> = if config.strategy.freeze_encoder
+        && config.strategy.cache_frozen_features
+        && !config.strategy.gradual_unfreeze
+        && !augment.enabled()
+    {
+        let started = Instant::now();
+        let (values, hidden) = crate::infer::encoder_features(
+            &model.valid(),
+            &p.train.tokens,
+            t.eval_batch_size,
+            p.tokenizer.pad_id(),
+            device,
+        )?;
+        let n = p.train.tokens.len();
+        tracing::info!(
+            "linear probe: encoder features of {n} examples computed once in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Some(Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(values, [n, hidden]),
+            &ad,
+        ))
+    } else {
+        None
+    };
     let batches_per_epoch = epoch_size.div_ceil(t.batch_size);
     let steps_per_epoch = batches_per_epoch.div_ceil(t.gradient_accumulation);
     let mut total_steps = steps_per_epoch * t.epochs;
@@ -1135,17 +1217,22 @@ fn train_in(
                 ad.seed(step_seed(t.seed, state.step, micro));
                 let refs: Vec<&Tokens> = idx.iter().map(|&i| &train_tokens[i]).collect();
                 let labels: Vec<usize> = idx.iter().map(|&i| p.train.labels[i]).collect();
-                let batch = collate(&refs, p.tokenizer.pad_id(), &ad);
-                let logits = model.forward(&batch);
+                let logits = match &feature_cache {
+                    Some(features) => {
+                        model.head_forward(features.clone().select(0, label_tensor(idx, &ad)))
+                    }
+                    None => model.forward(&collate(&refs, p.tokenizer.pad_id(), &ad)),
+                };
                 let weights = class_weights.as_ref().map(|_| {
                     let w: Vec<f32> = idx.iter().map(|&i| weight_of(i) as f32).collect();
                     Tensor::<1>::from_data(burn::tensor::TensorData::new(w, [idx.len()]), &ad)
                 });
-                let loss = cross_entropy_weighted_sum(
+                let loss = classification_loss_sum(
                     logits,
                     label_tensor(&labels, &ad),
                     weights,
                     t.label_smoothing,
+                    (t.loss == crate::config::LossKind::Focal).then_some(t.focal_gamma),
                 )
                 .div_scalar(normaliser);
                 let loss_value = crate::model::weights::to_vec(loss.clone().detach())?;
@@ -1161,6 +1248,7 @@ fn train_in(
                 )));
             }
             let mut grads = accumulator.grads();
+            add_l1_penalty(&model, &mut grads, t.l1);
             clip_global_norm(&model, &mut grads, t.max_grad_norm)?;
             let lr = schedule.lr(state.step);
             model = optim.step(lr_groups.step(), model, grads);
@@ -1447,5 +1535,32 @@ mod tests {
         assert_eq!(depth_of("encoder.layer.5.output.dense.weight", 6), 1);
         assert_eq!(depth_of("encoder.layer.0.output.dense.weight", 6), 6);
         assert_eq!(depth_of("embeddings.word_embeddings.weight", 6), 7);
+    }
+
+    #[test]
+    fn focal_loss_matches_its_definition_and_reduces_to_cross_entropy_at_gamma_zero() {
+        let d = burn::tensor::Device::flex();
+        let run = |gamma: f64| {
+            let l =
+                Tensor::<2>::from_data(TensorData::new(vec![2.0f32, 0.5, 0.1, 1.0], [2, 2]), &d);
+            let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1], [2]), &d);
+            let v = crate::model::weights::to_vec(classification_loss_sum(
+                l,
+                y,
+                None,
+                0.0,
+                Some(gamma),
+            ))
+            .unwrap();
+            f64::from(v[0])
+        };
+        // Σ (1 − p_y)^γ · −log p_y, computed in f64 by hand (Python, math module).
+        assert!(
+            (run(2.0) - 0.035_206_317_990_844_664).abs() < 1e-6,
+            "{}",
+            run(2.0)
+        );
+        assert!((run(0.0) - 0.542_567_152_714_840_4).abs() < 1e-6);
+        assert!((run(0.0) - loss(vec![2.0, 0.5, 0.1, 1.0], vec![0, 1], None, 0.0)).abs() < 1e-7);
     }
 }

@@ -244,20 +244,39 @@ pub struct SequenceClassifier {
 }
 
 impl SequenceClassifier {
+    /// What the encoder hands the head: the [CLS] hidden state (`cls` pooling; the pooler is
+    /// part of the head) or the masked mean (`mean`). A frozen encoder gives the same
+    /// features every epoch, so a linear probe computes them once ([`Self::head_forward`]).
+    pub fn encoder_features(&self, batch: &EncodedBatch) -> Tensor<2> {
+        let hidden = self.bert.forward(batch);
+        match self.pooling {
+            Pooling::Cls => cls_token(hidden),
+            Pooling::Mean => mean_pool(hidden, batch.attention_mask.clone()),
+        }
+    }
+
+    /// The pooled sentence vector the head's classifier sees, from encoder features.
+    pub fn pool_features(&self, features: Tensor<2>) -> Tensor<2> {
+        match (self.pooling, &self.pooler) {
+            (Pooling::Cls, Some(pooler)) => pooler.dense.forward(features).tanh(),
+            _ => features,
+        }
+    }
+
     /// The pooled sentence vector the head sees.
     pub fn pooled(&self, batch: &EncodedBatch) -> Tensor<2> {
-        let hidden = self.bert.forward(batch);
-        match (self.pooling, &self.pooler) {
-            (Pooling::Cls, Some(pooler)) => pooler.dense.forward(cls_token(hidden)).tanh(),
-            (Pooling::Cls, None) => cls_token(hidden),
-            (Pooling::Mean, _) => mean_pool(hidden, batch.attention_mask.clone()),
-        }
+        self.pool_features(self.encoder_features(batch))
+    }
+
+    /// Class logits from encoder features (pooler, dropout, classifier).
+    pub fn head_forward(&self, features: Tensor<2>) -> Tensor<2> {
+        self.classifier
+            .forward(self.dropout.forward(self.pool_features(features)))
     }
 
     /// Class logits `[batch, classes]`.
     pub fn forward(&self, batch: &EncodedBatch) -> Tensor<2> {
-        self.classifier
-            .forward(self.dropout.forward(self.pooled(batch)))
+        self.head_forward(self.encoder_features(batch))
     }
 
     /// Number of classes of the head.
