@@ -37,6 +37,8 @@ struct Cli {
 enum Command {
     /// Fine-tune a model as described by CONFIG.toml.
     Train(TrainArgs),
+    /// Train a student on a teacher's soft targets (a config with a [distill] section).
+    Distill(TrainArgs),
     /// Evaluate a fine-tuned model on a labelled file.
     Eval(EvalArgs),
     /// Predict labels for every row of a file (JSONL output, streaming).
@@ -45,6 +47,15 @@ enum Command {
     Embed(EmbedArgs),
     /// Serve a fine-tuned model over HTTP (dynamic batching, metrics, drift).
     Serve(ServeArgs),
+    /// Fold a LoRA run's adapters into the base weights: a plain HF model directory.
+    Merge {
+        /// The LoRA model directory (RUN/model).
+        #[arg(long)]
+        model: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check or prepare data: cleaning, de-duplication, leakage, PII, lengths (a data report).
     Data {
         #[command(subcommand)]
@@ -266,6 +277,60 @@ struct ServeArgs {
     drift_window: usize,
 }
 
+/// `tunekit train` / `tunekit distill`: one run, or `--cv K` runs, and the summary.
+fn run_training(
+    config: RunConfig,
+    args: TrainArgs,
+    progress: bool,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<()> {
+    let options = TrainOptions {
+        run_dir: args.run_dir,
+        resume: args.resume,
+        progress,
+    };
+    let run_dir = tunekit::train::run_dir_for(&config, &options);
+    if let Some(k) = args.cv {
+        let cv = tunekit::train::cross_validate(&config, &options, k, device)?;
+        println!("run directory: {}", run_dir.display());
+        let show = |label: &str, m: &tunekit::train::MeanStd| {
+            let parts: Vec<String> = ["accuracy", "macro_f1"]
+                .iter()
+                .filter_map(|n| {
+                    Some(format!(
+                        "{n} {:.4} ± {:.4}",
+                        m.mean.get(*n)?,
+                        m.std.get(*n)?
+                    ))
+                })
+                .collect();
+            println!("{label} {}", parts.join("  "));
+        };
+        show(&format!("{k}-fold validation:"), &cv.validation);
+        if let Some(t) = &cv.test {
+            show("test:", t);
+        }
+        return Ok(());
+    }
+    let metrics = tunekit::train::train(&config, &options, device)?;
+    let fmt = |m: &Option<tunekit::metrics::ClassificationMetrics>| match m {
+        Some(m) => format!("accuracy {:.4}  macro-F1 {:.4}", m.accuracy, m.macro_f1),
+        None => "n/a".into(),
+    };
+    println!("run directory: {}", run_dir.display());
+    println!(
+        "best step:     {}",
+        metrics.best_step.map_or("-".into(), |s| s.to_string())
+    );
+    println!("validation:    {}", fmt(&metrics.validation));
+    println!("test:          {}", fmt(&metrics.test));
+    println!(
+        "training:      {} steps in {:.1} s ({:.1} examples/s)",
+        metrics.steps, metrics.train_time_s, metrics.train_examples_per_s
+    );
+    Ok(())
+}
+
 /// `tunekit data check|prepare`.
 fn data_command(command: DataCommand) -> anyhow::Result<()> {
     let (config, set) = match &command {
@@ -368,55 +433,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let device = tunekit::device::device(cli.device)?;
     let progress = !cli.quiet && std::io::stderr().is_terminal();
     match cli.command {
+        Command::Distill(args) => {
+            let config = RunConfig::load(&args.config, &args.set)?;
+            if config.distill.is_none() {
+                return Err(tunekit::Error::Config(format!(
+                    "{}: tunekit distill needs a [distill] section (teacher, temperature, alpha)",
+                    args.config.display()
+                ))
+                .into());
+            }
+            run_training(config, args, progress, &device)
+        }
         Command::Train(args) => {
             let config = RunConfig::load(&args.config, &args.set)?;
-            let options = TrainOptions {
-                run_dir: args.run_dir,
-                resume: args.resume,
-                progress,
-            };
-            let run_dir = tunekit::train::run_dir_for(&config, &options);
-            if let Some(k) = args.cv {
-                let cv = tunekit::train::cross_validate(&config, &options, k, &device)?;
-                println!("run directory: {}", run_dir.display());
-                let show = |label: &str, m: &tunekit::train::MeanStd| {
-                    let parts: Vec<String> = ["accuracy", "macro_f1"]
-                        .iter()
-                        .filter_map(|n| {
-                            Some(format!(
-                                "{n} {:.4} ± {:.4}",
-                                m.mean.get(*n)?,
-                                m.std.get(*n)?
-                            ))
-                        })
-                        .collect();
-                    println!("{label} {}", parts.join("  "));
-                };
-                show(&format!("{k}-fold validation:"), &cv.validation);
-                if let Some(t) = &cv.test {
-                    show("test:", t);
-                }
-                return Ok(());
+            if config.distill.is_some() {
+                return Err(tunekit::Error::Config(format!(
+                    "{}: has a [distill] section: run tunekit distill",
+                    args.config.display()
+                ))
+                .into());
             }
-            let metrics = tunekit::train::train(&config, &options, &device)?;
-            let fmt = |m: &Option<tunekit::metrics::ClassificationMetrics>| match m {
-                Some(m) => format!("accuracy {:.4}  macro-F1 {:.4}", m.accuracy, m.macro_f1),
-                None => "n/a".into(),
-            };
-            println!("run directory: {}", run_dir.display());
-            println!(
-                "best step:     {}",
-                metrics.best_step.map_or("-".into(), |s| s.to_string())
-            );
-            println!("validation:    {}", fmt(&metrics.validation));
-            println!("test:          {}", fmt(&metrics.test));
-            println!(
-                "training:      {} steps in {:.1} s ({:.1} examples/s)",
-                metrics.steps, metrics.train_time_s, metrics.train_examples_per_s
-            );
-            Ok(())
+            run_training(config, args, progress, &device)
         }
         Command::Data { command } => data_command(command),
+        Command::Merge { model, out } => {
+            let clf = tunekit::infer::Classifier::load(&model, None, &device)?;
+            clf.merge_into(&out)?;
+            println!("merged model: {}", out.display());
+            Ok(())
+        }
         Command::Eval(args) => {
             let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;
             let spec = args.data_args.spec(args.data, Some(args.label_column))?;

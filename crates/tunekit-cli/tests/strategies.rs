@@ -442,3 +442,182 @@ fn gradual_unfreezing_opens_one_layer_per_epoch() {
         "{c3:?}"
     );
 }
+
+/// Tensors of a safetensors file as f32 by name, with shapes.
+fn f32_tensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), (v.shape().to_vec(), floats(v.data()))))
+        .collect()
+}
+
+#[test]
+fn lora_trains_adapters_and_head_only_and_merged_predicts_like_unmerged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let run = train(
+        tmp.path(),
+        &model,
+        "lora",
+        &[
+            "strategy.lora.rank=4",
+            "strategy.lora.alpha=8",
+            "train.max_steps=6",
+        ],
+    );
+    let exported = run.join("model");
+    assert!(
+        !exported.join("model.safetensors").exists(),
+        "adapter-only export"
+    );
+    let cfg = json(&exported.join("adapter_config.json"));
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["r"], 4);
+    assert_eq!(cfg["target_modules"], serde_json::json!(["query", "value"]));
+    let adapter = f32_tensors(&exported.join("adapter_model.safetensors"));
+    let names: Vec<&str> = adapter.keys().map(String::as_str).collect();
+    assert_eq!(adapter.len(), 2 * 2 * 2 + 4, "{names:?}");
+    let b = &adapter["base_model.model.bert.encoder.layer.1.attention.self.value.lora_B.weight"];
+    assert_eq!(b.0, [32, 4]);
+    assert!(
+        b.1.iter().any(|v| *v != 0.0),
+        "B starts at 0 and must train"
+    );
+    let a = &adapter["base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight"];
+    assert_eq!(a.0, [4, 32]);
+    let m = json(&run.join("metrics.json"));
+    let head = 32 * 32 + 32 + 32 * 2 + 2;
+    assert_eq!(m["trainable_parameters"], 2 * 2 * (4 * 32 + 4 * 32) + head);
+    let adapter_size = std::fs::metadata(exported.join("adapter_model.safetensors"))
+        .unwrap()
+        .len();
+    let base_size = std::fs::metadata(model.join("model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        adapter_size * 20 < base_size,
+        "{adapter_size} vs {base_size}"
+    );
+
+    // Merge: base + (alpha / r) · A·B in the targets, every other base tensor untouched.
+    let merged = tmp.path().join("merged");
+    let out = tunekit(&[
+        "merge",
+        "--model",
+        exported.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let base = tensors(&model.join("model.safetensors"));
+    let after = tensors(&merged.join("model.safetensors"));
+    for (name, before) in &base {
+        let target = name.ends_with("query.weight") || name.ends_with("value.weight");
+        if name.starts_with("pooler.") {
+            continue;
+        }
+        assert_eq!(&after[name] == before, !target, "{name}");
+    }
+    // W' = W + 2 · B·A (HF layout [out, in]), checked on one element.
+    let w0 = floats(&base["encoder.layer.1.attention.self.value.weight"]);
+    let w1 = floats(&after["encoder.layer.1.attention.self.value.weight"]);
+    let a1 = &adapter["base_model.model.bert.encoder.layer.1.attention.self.value.lora_A.weight"].1;
+    let (o, i) = (5usize, 7usize);
+    let delta: f32 = (0..4).map(|k| b.1[o * 4 + k] * a1[k * 32 + i]).sum::<f32>() * 2.0;
+    assert!((w1[o * 32 + i] - w0[o * 32 + i] - delta).abs() < 1e-5);
+
+    // Unmerged (adapter directory) and merged predictions agree.
+    let input = tmp.path().join("validation.tsv");
+    let predict = |dir: &Path, out: &Path| {
+        let o = tunekit(&[
+            "predict",
+            "--model",
+            dir.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read_to_string(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let p1 = predict(&exported, &tmp.path().join("p1.jsonl"));
+    let p2 = predict(&merged, &tmp.path().join("p2.jsonl"));
+    assert_eq!(p1.len(), 48);
+    for (x, y) in p1.iter().zip(&p2) {
+        assert_eq!(x["label"], y["label"]);
+        let (sx, sy) = (x["score"].as_f64().unwrap(), y["score"].as_f64().unwrap());
+        assert!((sx - sy).abs() < 1e-5, "{sx} vs {sy}");
+    }
+    // A plain model is not an adapter.
+    let out = tunekit(&[
+        "merge",
+        "--model",
+        merged.to_str().unwrap(),
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert_bad_input(&out, &["not a LoRA adapter directory"]);
+}
+
+#[test]
+fn lora_resumes_after_kill_with_identical_adapters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let cfg = tiny_config(
+        tmp.path(),
+        &model,
+        "epochs = 5\ncheckpoint_every_steps = 2\neval_every_steps = 5\n[strategy.lora]\nrank = 2",
+    );
+    let cfg_s = cfg.to_str().unwrap();
+    let full = tmp.path().join("full");
+    let out = tunekit(&["train", cfg_s, "--run-dir", full.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let killed = tmp.path().join("killed");
+    let at = train_and_kill(&["train", cfg_s], &killed, 7);
+    assert!(at < 60);
+    let out = tunekit(&[
+        "train",
+        cfg_s,
+        "--run-dir",
+        killed.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = std::fs::read(full.join("model/adapter_model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("model/adapter_model.safetensors")).unwrap();
+    assert!(a == b, "resumed adapters must be bit-identical");
+}
+
+#[test]
+fn lora_rejects_what_it_cannot_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let cfg = tiny_config(tmp.path(), &model, "max_steps = 1");
+    let run = |sets: &[&str]| {
+        let mut args = vec!["train", cfg.to_str().unwrap()];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        tunekit(&args)
+    };
+    assert_bad_input(
+        &run(&["strategy.lora.dropout=0.1"]),
+        &["strategy.lora.dropout"],
+    );
+    assert_bad_input(&run(&["strategy.lora.rank=0"]), &["strategy.lora.rank"]);
+    assert_bad_input(
+        &run(&["strategy.lora.rank=2", "strategy.freeze_layers=1"]),
+        &["strategy.lora"],
+    );
+    assert_bad_input(
+        &run(&["strategy.lora.targets=[\"ffn\"]"]),
+        &["strategy.lora.targets"],
+    );
+}

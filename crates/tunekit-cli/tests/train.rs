@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -235,38 +234,7 @@ fn resume_after_kill_reaches_the_same_result() {
 
     // Start the same run, kill -9 it once a mid-run checkpoint exists, then resume.
     let killed_dir = tmp.path().join("killed");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunekit"))
-        .args([
-            "train",
-            cfg_s,
-            "--run-dir",
-            killed_dir.to_str().unwrap(),
-            "--quiet",
-        ])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let latest = killed_dir.join("checkpoints/latest.json");
-    let start = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&latest)
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            && v["step"].as_u64().unwrap_or(0) >= 7
-        {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "run finished before it could be killed"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let killed_at = train_and_kill(&["train", cfg_s], &killed_dir, 7);
     assert_eq!(
         json(&killed_dir.join("status.json"))["status"],
         "running",
@@ -274,7 +242,6 @@ fn resume_after_kill_reaches_the_same_result() {
     );
     assert!(!killed_dir.join("metrics.json").exists());
 
-    let killed_at = json(&latest)["step"].as_u64().unwrap();
     assert!(killed_at < 60, "killed mid-run, at step {killed_at}");
     let out = tunekit_env(
         &[

@@ -29,6 +29,35 @@ pub struct RunConfig {
     /// Which parameters train and how fast (freezing, layer-wise learning-rate decay).
     #[serde(default)]
     pub strategy: StrategySection,
+    /// Knowledge distillation from a teacher (`tunekit distill`).
+    #[serde(default)]
+    pub distill: Option<DistillSection>,
+}
+
+/// `[distill]`: train the model (the student) on a fine-tuned teacher's soft targets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSection {
+    /// The teacher: a fine-tuned classifier directory (e.g. `runs/NAME/model`) with the same
+    /// labels.
+    pub teacher: String,
+    /// Softmax temperature T of both teacher and student in the soft term.
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// Weight α of the soft term T²·KL(teacher ‖ student); 1 − α weighs the hard-label loss.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Build the student from the first k encoder layers of `model.path` (e.g. the teacher
+    /// itself); absent: the student is `model.path` as it is.
+    #[serde(default)]
+    pub student_layers: Option<usize>,
+}
+
+fn default_temperature() -> f64 {
+    2.0
+}
+fn default_alpha() -> f64 {
+    0.5
 }
 
 /// `[strategy]`: which parameters change, and how fast.
@@ -56,6 +85,9 @@ pub struct StrategySection {
     /// every epoch. 0 = per epoch.
     #[serde(default)]
     pub unfreeze_every_steps: usize,
+    /// LoRA adapters (`[strategy.lora]`): only adapters and the head train.
+    #[serde(default)]
+    pub lora: Option<crate::model::lora::LoraOptions>,
     /// Layer-wise learning-rate decay: a parameter at depth d from the top (head 0, top layer
     /// 1, …, embeddings L+1) trains at lr × decay^d. 1.0 = off.
     #[serde(default = "one")]
@@ -80,6 +112,7 @@ impl Default for StrategySection {
             cache_frozen_features: true,
             unfreeze_every_steps: 0,
             layer_lr_decay: 1.0,
+            lora: None,
         }
     }
 }
@@ -501,7 +534,35 @@ impl RunConfig {
                 t.focal_gamma, t.l1
             ));
         }
+        if let Some(d) = &self.distill {
+            if !(d.temperature > 0.0 && d.temperature.is_finite()) {
+                return Err(format!(
+                    "distill.temperature must be positive, got {}",
+                    d.temperature
+                ));
+            }
+            if !(0.0..=1.0).contains(&d.alpha) {
+                return Err(format!("distill.alpha must be in [0, 1], got {}", d.alpha));
+            }
+            if d.student_layers == Some(0) {
+                return Err("distill.student_layers must be at least 1".into());
+            }
+            if self.data.augment.enabled() {
+                return Err("distill: the teacher's logits are computed once, on the unaugmented training texts; turn data.augment off".into());
+            }
+        }
         let st = &self.strategy;
+        if let Some(lora) = &st.lora {
+            lora.validate()?;
+            if st.freeze_embeddings
+                || st.freeze_layers > 0
+                || st.freeze_encoder
+                || st.gradual_unfreeze
+                || st.layer_lr_decay != 1.0
+            {
+                return Err("strategy.lora trains adapters and the head only: it does not combine with freeze_*, gradual_unfreeze or layer_lr_decay".into());
+            }
+        }
         if !(st.layer_lr_decay > 0.0 && st.layer_lr_decay <= 1.0) {
             return Err(format!(
                 "strategy.layer_lr_decay must be in (0, 1], got {}",

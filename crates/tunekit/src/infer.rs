@@ -48,6 +48,36 @@ pub fn predict_probs(
     Ok((probs, loss_sum))
 }
 
+/// `f(model, batch)` for every input, in input order, as one row-major `[inputs, width]`
+/// buffer and its width: batches sorted by length (little padding), rows scattered back.
+fn rows_in_input_order(
+    model: &SequenceClassifier,
+    tokens: &[Tokens],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+    f: impl Fn(&SequenceClassifier, &crate::model::EncodedBatch) -> burn::tensor::Tensor<2>,
+) -> Result<(Vec<f32>, usize)> {
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
+    let mut out: Vec<f32> = Vec::new();
+    let mut width = 0;
+    for idx in eval_batches(&lengths, batch_size) {
+        let refs: Vec<&Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
+        let batch = collate(&refs, pad_id, device);
+        let rows = f(model, &batch);
+        let [_, w] = rows.dims();
+        if out.is_empty() {
+            width = w;
+            out = vec![0.0; tokens.len() * w];
+        }
+        let values = to_vec(rows)?;
+        for (row, &i) in idx.iter().enumerate() {
+            out[i * w..(i + 1) * w].copy_from_slice(&values[row * w..(row + 1) * w]);
+        }
+    }
+    Ok((out, width))
+}
+
 /// Encoder features ([`SequenceClassifier::encoder_features`]) of each input, in input order,
 /// as one row-major `[inputs, hidden]` buffer; for caching a frozen encoder's output.
 pub fn encoder_features(
@@ -57,24 +87,23 @@ pub fn encoder_features(
     pad_id: u32,
     device: &Device,
 ) -> Result<(Vec<f32>, usize)> {
-    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
-    let mut out: Vec<f32> = Vec::new();
-    let mut hidden = 0;
-    for idx in eval_batches(&lengths, batch_size) {
-        let refs: Vec<&Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
-        let batch = collate(&refs, pad_id, device);
-        let features = model.encoder_features(&batch);
-        let [_, h] = features.dims();
-        if out.is_empty() {
-            hidden = h;
-            out = vec![0.0; tokens.len() * h];
-        }
-        let values = to_vec(features)?;
-        for (row, &i) in idx.iter().enumerate() {
-            out[i * h..(i + 1) * h].copy_from_slice(&values[row * h..(row + 1) * h]);
-        }
-    }
-    Ok((out, hidden))
+    rows_in_input_order(model, tokens, batch_size, pad_id, device, |m, b| {
+        m.encoder_features(b)
+    })
+}
+
+/// Class logits of each input, in input order, row-major `[inputs, classes]`; for caching a
+/// distillation teacher's outputs.
+pub fn logits(
+    model: &SequenceClassifier,
+    tokens: &[Tokens],
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<(Vec<f32>, usize)> {
+    rows_in_input_order(model, tokens, batch_size, pad_id, device, |m, b| {
+        m.forward(b)
+    })
 }
 
 /// Index of the largest probability.
@@ -162,16 +191,24 @@ pub struct ModelMeta {
 impl Classifier {
     /// Load a fine-tuned classifier (HF layout with `id2label`) for inference.
     pub fn load(spec: &str, max_length: Option<usize>, device: &Device) -> Result<Self> {
-        let dir = ModelDir::open(spec)?;
-        let labels = dir.config.labels().ok_or_else(|| {
+        let resolved = crate::hub::resolve_model(spec)?;
+        // A LoRA run exports adapters + head and the PEFT config, not a whole model.
+        let adapter = resolved.join(crate::model::lora::ADAPTER_CONFIG).is_file();
+        let config_path = resolved.join("config.json");
+        let config = if adapter {
+            crate::model::BertConfig::from_file(&config_path)?
+        } else {
+            ModelDir::open(spec)?.config
+        };
+        let labels = config.labels().ok_or_else(|| {
             Error::Model(format!(
                 "{}: config.json has no id2label: not a classification model (fine-tune it first)",
-                dir.dir.join("config.json").display()
+                config_path.display()
             ))
         })?;
         // A model from elsewhere (e.g. transformers) has no tunekit.json: HF defaults apply.
         // One that has it must parse, or the pooling would silently be wrong.
-        let meta_path = dir.dir.join(TUNEKIT_META);
+        let meta_path = resolved.join(TUNEKIT_META);
         let meta: Option<ModelMeta> = if meta_path.is_file() {
             Some(crate::fsutil::read_json(&meta_path)?)
         } else {
@@ -180,7 +217,7 @@ impl Classifier {
         let pooling = meta.as_ref().map(|m| m.pooling).unwrap_or_default();
         let max_length = max_length
             .or(meta.as_ref().map(|m| m.max_length))
-            .unwrap_or(dir.config.max_position_embeddings.min(512));
+            .unwrap_or(config.max_position_embeddings.min(512));
         let spec = ClassifierSpec {
             num_labels: labels.len(),
             pooling,
@@ -188,16 +225,55 @@ impl Classifier {
             seed: 0,
             require_head: true,
         };
-        let (model, _) = load_classifier(&dir.weights_path(), &dir.config, &spec, device)?;
-        let tokenizer = TextTokenizer::from_file(&dir.tokenizer_path(), max_length)?;
+        let model = if adapter {
+            crate::model::lora::load_for_inference(&resolved, &spec, device)?.0
+        } else {
+            load_classifier(&resolved.join("model.safetensors"), &config, &spec, device)?.0
+        };
+        let tokenizer = TextTokenizer::from_file(&resolved.join("tokenizer.json"), max_length)?;
         Ok(Classifier {
             model,
             tokenizer,
             labels,
             device: device.clone(),
-            dir: dir.dir,
+            dir: resolved,
             preprocess: meta.and_then(|m| m.preprocess),
         })
+    }
+
+    /// Whether this model is LoRA adapters on a base model (not yet merged).
+    pub fn is_adapter(&self) -> bool {
+        self.dir.join(crate::model::lora::ADAPTER_CONFIG).is_file()
+    }
+
+    /// Fold LoRA adapters into the base weights and write a plain HF model directory to
+    /// `out` (weights, config, tokenizer, tunekit.json, drift reference): `tunekit merge`.
+    pub fn merge_into(self, out: &Path) -> Result<()> {
+        if !self.is_adapter() {
+            return Err(Error::Model(format!(
+                "{}: not a LoRA adapter directory (no {})",
+                self.dir.display(),
+                crate::model::lora::ADAPTER_CONFIG
+            )));
+        }
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let merged = burn::module::Module::materialize(self.model);
+        crate::model::weights::save_classifier(&merged, &out.join("model.safetensors"))?;
+        for f in [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.txt",
+            TUNEKIT_META,
+            crate::drift::REFERENCE_FILE,
+        ] {
+            let src = self.dir.join(f);
+            if src.is_file() {
+                crate::fsutil::copy_atomic(&src, &out.join(f))?;
+            }
+        }
+        Ok(())
     }
 
     /// A text as the model saw texts in training (cleaned, de-identified).

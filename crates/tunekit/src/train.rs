@@ -281,6 +281,21 @@ pub fn build_optimizer(config: &RunConfig, model: &SequenceClassifier) -> (Modul
     (optim, visitor.all)
 }
 
+/// Elements of the parameters that require a gradient.
+fn trainable_params(model: &SequenceClassifier) -> usize {
+    struct Count(usize);
+    impl ModuleVisitor for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.is_require_grad() {
+                self.0 += param.shape().num_elements();
+            }
+        }
+    }
+    let mut c = Count(0);
+    model.visit(&mut c);
+    c.0
+}
+
 /// Sorted parameter ids of the model. Saved with every checkpoint and compared on resume:
 /// burn keys optimiser state by `ParamId`, so a model rebuilt with different ids would
 /// silently restart its moments and the resumed run would diverge.
@@ -439,6 +454,56 @@ pub fn classification_loss_sum(
         per = per * w.reshape([n, 1]);
     }
     per.sum()
+}
+
+/// Σᵢ T² · KL(softmax(tᵢ/T) ‖ softmax(sᵢ/T)): Hinton et al.'s soft-target term, scaled by T²
+/// so its gradients keep their size as T changes (as in DistilBERT and the HF examples).
+pub fn distillation_kl_sum(student: Tensor<2>, teacher: Tensor<2>, temperature: f64) -> Tensor<1> {
+    let t = temperature;
+    let log_q = log_softmax(student.div_scalar(t), 1);
+    let log_p = log_softmax(teacher.div_scalar(t), 1);
+    let p = log_p.clone().exp();
+    (p * (log_p - log_q)).sum().mul_scalar(t * t)
+}
+
+/// The teacher's logits for every training example, computed once (teacher in evaluation
+/// mode, tokenised and preprocessed its own way) and kept on the training device.
+fn teacher_logits(
+    p: &Prepared,
+    config: &RunConfig,
+    d: &crate::config::DistillSection,
+    device: &Device,
+    ad: &Device,
+) -> Result<Tensor<2>> {
+    let started = Instant::now();
+    let teacher =
+        crate::infer::Classifier::load(&d.teacher, Some(config.model.max_length), device)?;
+    if teacher.labels != p.labels {
+        return Err(Error::Labels(format!(
+            "distill.teacher {}: its labels {:?} differ from the training data's {:?}",
+            d.teacher, teacher.labels, p.labels
+        )));
+    }
+    let tokens = teacher.tokenize(&p.train.examples)?;
+    let (values, classes) = crate::infer::logits(
+        &teacher.model,
+        &tokens,
+        config.train.eval_batch_size,
+        teacher.tokenizer.pad_id(),
+        device,
+    )?;
+    let n = tokens.len();
+    tracing::info!(
+        "distillation: teacher {} logits for {n} examples computed once in {:.1} s (T = {}, alpha = {})",
+        d.teacher,
+        started.elapsed().as_secs_f64(),
+        d.temperature,
+        d.alpha
+    );
+    Ok(Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(values, [n, classes]),
+        ad,
+    ))
 }
 
 /// `n / (classes × n_c)` per class (scikit-learn's "balanced"); 1.0 for classes absent from
@@ -603,15 +668,26 @@ fn checkpoint_dir(run_dir: &Path, step: usize) -> PathBuf {
 /// Write a checkpoint (weights, optimiser state, position), then atomically point
 /// `checkpoints/latest.json` at it and delete older checkpoints. A crash at any moment leaves
 /// `latest.json` naming a complete checkpoint.
+/// Save the trained weights into `dir`: the whole model (`model.safetensors`), or for LoRA
+/// only the adapters and head (`adapter_model.safetensors`).
+fn save_weights(model: &SequenceClassifier, dir: &Path, lora: bool) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    if lora {
+        crate::model::lora::save_adapter(model, &dir.join(crate::model::lora::ADAPTER_WEIGHTS))
+    } else {
+        save_classifier(model, &dir.join("model.safetensors"))
+    }
+}
+
 fn save_checkpoint(
     run_dir: &Path,
     model: &SequenceClassifier,
     optim: &ModuleOptimizer,
     state: &TrainState,
+    lora: bool,
 ) -> Result<()> {
     let dir = checkpoint_dir(run_dir, state.step);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    save_classifier(model, &dir.join("model.safetensors"))?;
+    save_weights(model, &dir, lora)?;
     let opt_path = dir.join("optimizer.bpk");
     let bytes = optim
         .into_bytes()
@@ -662,6 +738,18 @@ fn prepare(config: &RunConfig, data: Option<PreparedData>) -> Result<Prepared> {
             "model.max_length {max_len} exceeds the model's max_position_embeddings {}",
             model_dir.config.max_position_embeddings
         )));
+    }
+    let mut model_dir = model_dir;
+    if let Some(k) = config.distill.as_ref().and_then(|d| d.student_layers) {
+        let layers = model_dir.config.num_hidden_layers;
+        if k > layers {
+            return Err(Error::Config(format!(
+                "distill.student_layers = {k} but {} has {layers} layers",
+                model_dir.dir.display()
+            )));
+        }
+        // The student: the first k layers (and the embeddings, pooler and head) of model.path.
+        model_dir.config.num_hidden_layers = k;
     }
     let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), max_len)?;
     let data = match data {
@@ -983,12 +1071,26 @@ fn train_in(
         }
         None
     };
-    let weights = match &resume_from {
-        Some(dir) => dir.join("model.safetensors"),
-        None => p.model_dir.weights_path(),
+    let lora = config.strategy.lora.as_ref();
+    // A LoRA run resumes from the base weights plus its saved adapters and head.
+    let weights = match (&resume_from, lora) {
+        (Some(dir), None) => dir.join("model.safetensors"),
+        _ => p.model_dir.weights_path(),
     };
     let (mut model, load_report): (SequenceClassifier, LoadReport) =
         load_classifier(&weights, &p.model_dir.config, &spec, &ad)?;
+    if let Some(opts) = lora {
+        // A's initial values come from the device RNG: seeded, so runs repeat.
+        ad.seed(t.seed);
+        model = crate::model::lora::apply(model, opts, &p.model_dir.config);
+        if let Some(dir) = &resume_from {
+            model = crate::model::lora::load_adapter(
+                model,
+                &dir.join(crate::model::lora::ADAPTER_WEIGHTS),
+                &ad,
+            )?;
+        }
+    }
     if resume_from.is_none() {
         if load_report.classifier_initialized {
             tracing::info!(
@@ -1015,7 +1117,19 @@ fn train_in(
         model = model.freeze_group(ParamGroup::from_ids(frozen_ids));
     }
     let (mut optim, all_params) = build_optimizer(config, &model);
-    let trainable = all_params - frozen_size;
+    let trainable = if lora.is_some() {
+        trainable_params(&model)
+    } else {
+        all_params - frozen_size
+    };
+    if let Some(opts) = lora {
+        tracing::info!(
+            "LoRA rank {} alpha {} on {:?}: {trainable} trainable parameters (adapters + head) of {all_params}",
+            opts.rank,
+            opts.alpha,
+            opts.targets
+        );
+    }
     let class_weights: Option<Vec<f64>> = match t.class_weights {
         crate::config::ClassWeights::None => None,
         crate::config::ClassWeights::Balanced => {
@@ -1088,6 +1202,10 @@ fn train_in(
     // tiny head. The features come from the encoder in evaluation mode (no dropout), as
     // feature extraction does; augmentation changes the inputs every epoch and gradual
     // unfreezing thaws the encoder, so either turns the cache off.
+    let teacher_logits = match &config.distill {
+        Some(d) => Some(teacher_logits(&p, config, d, device, &ad)?),
+        None => None,
+    };
     let feature_cache: Option<Tensor<2>> = if config.strategy.freeze_encoder
         && config.strategy.cache_frozen_features
         && !config.strategy.gradual_unfreeze
@@ -1227,13 +1345,27 @@ fn train_in(
                     let w: Vec<f32> = idx.iter().map(|&i| weight_of(i) as f32).collect();
                     Tensor::<1>::from_data(burn::tensor::TensorData::new(w, [idx.len()]), &ad)
                 });
-                let loss = classification_loss_sum(
-                    logits,
-                    label_tensor(&labels, &ad),
-                    weights,
-                    t.label_smoothing,
-                    (t.loss == crate::config::LossKind::Focal).then_some(t.focal_gamma),
-                )
+                let hard = |logits| {
+                    classification_loss_sum(
+                        logits,
+                        label_tensor(&labels, &ad),
+                        weights.clone(),
+                        t.label_smoothing,
+                        (t.loss == crate::config::LossKind::Focal).then_some(t.focal_gamma),
+                    )
+                };
+                let loss = match (&teacher_logits, &config.distill) {
+                    (Some(teacher), Some(d)) if d.alpha > 0.0 => {
+                        let teacher = teacher.clone().select(0, label_tensor(idx, &ad));
+                        let soft = distillation_kl_sum(logits.clone(), teacher, d.temperature);
+                        if d.alpha < 1.0 {
+                            soft.mul_scalar(d.alpha) + hard(logits).mul_scalar(1.0 - d.alpha)
+                        } else {
+                            soft
+                        }
+                    }
+                    _ => hard(logits),
+                }
                 .div_scalar(normaliser);
                 let loss_value = crate::model::weights::to_vec(loss.clone().detach())?;
                 group_loss += f64::from(loss_value.first().copied().unwrap_or(f32::NAN));
@@ -1319,7 +1451,7 @@ fn train_in(
                         state.best_metric = Some(value);
                         state.best_step = Some(state.step);
                         state.evals_without_improvement = 0;
-                        save_classifier(&model, &best_dir.join("model.safetensors"))?;
+                        save_weights(&model, &best_dir, lora.is_some())?;
                     } else {
                         state.evals_without_improvement += 1;
                         if t.early_stopping_patience > 0
@@ -1339,7 +1471,7 @@ fn train_in(
                 } else {
                     // Without validation data the last model is the one exported.
                     state.best_step = Some(state.step);
-                    save_classifier(&model, &best_dir.join("model.safetensors"))?;
+                    save_weights(&model, &best_dir, lora.is_some())?;
                 }
             }
             if end_of_epoch {
@@ -1351,7 +1483,7 @@ fn train_in(
                     && state.step.is_multiple_of(t.checkpoint_every_steps))
             {
                 state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-                save_checkpoint(run_dir, &model, &optim, &state)?;
+                save_checkpoint(run_dir, &model, &optim, &state, lora.is_some())?;
             }
             if state.stopped_early {
                 break 'epochs;
@@ -1365,14 +1497,24 @@ fn train_in(
     let train_time_s = elapsed_before + started.elapsed().as_secs_f64();
 
     // Export the best model in HF layout and evaluate it on the test split.
-    let best_weights = best_dir.join("model.safetensors");
     let export_dir = run_dir.join("model");
-    export_model(&p, config, &best_weights, &export_dir)?;
+    export_model(&p, config, &best_dir, &export_dir)?;
     let infer_spec = ClassifierSpec {
         require_head: true,
         ..spec
     };
-    let (best, _) = load_classifier(&best_weights, &p.model_dir.config, &infer_spec, device)?;
+    let best = match lora {
+        Some(_) => crate::model::lora::load_for_inference(&export_dir, &infer_spec, device)?.0,
+        None => {
+            load_classifier(
+                &best_dir.join("model.safetensors"),
+                &p.model_dir.config,
+                &infer_spec,
+                device,
+            )?
+            .0
+        }
+    };
     let eval_split = |s: &Split| {
         evaluate_tokens(
             &best,
@@ -1437,8 +1579,9 @@ fn progress_bar(show: bool, total: u64, pos: u64) -> indicatif::ProgressBar {
 }
 
 /// Write `dir` in HF layout: config.json with `id2label`/`label2id` and
-/// `BertForSequenceClassification`, the weights, the tokenizer files, and `tunekit.json`.
-fn export_model(p: &Prepared, config: &RunConfig, weights: &Path, dir: &Path) -> Result<()> {
+/// `BertForSequenceClassification`, the weights from `best` (the whole model, or for LoRA the
+/// adapters + head with PEFT's `adapter_config.json`), the tokenizer files, and `tunekit.json`.
+fn export_model(p: &Prepared, config: &RunConfig, best: &Path, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut hf = p.model_dir.config.clone();
     hf.set_labels(&p.labels);
@@ -1448,7 +1591,22 @@ fn export_model(p: &Prepared, config: &RunConfig, weights: &Path, dir: &Path) ->
         serde_json::json!("single_label_classification"),
     );
     write_json(&dir.join("config.json"), &hf)?;
-    crate::fsutil::copy_atomic(weights, &dir.join("model.safetensors"))?;
+    match &config.strategy.lora {
+        Some(opts) => {
+            use crate::model::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig};
+            crate::fsutil::copy_atomic(&best.join(ADAPTER_WEIGHTS), &dir.join(ADAPTER_WEIGHTS))?;
+            write_json(
+                &dir.join(ADAPTER_CONFIG),
+                &AdapterConfig::new(opts, &p.model_dir.dir),
+            )?;
+        }
+        None => {
+            crate::fsutil::copy_atomic(
+                &best.join("model.safetensors"),
+                &dir.join("model.safetensors"),
+            )?;
+        }
+    }
     for f in [
         "tokenizer.json",
         "tokenizer_config.json",
@@ -1562,5 +1720,27 @@ mod tests {
         );
         assert!((run(0.0) - 0.542_567_152_714_840_4).abs() < 1e-6);
         assert!((run(0.0) - loss(vec![2.0, 0.5, 0.1, 1.0], vec![0, 1], None, 0.0)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn distillation_term_matches_t_squared_kl() {
+        let d = burn::tensor::Device::flex();
+        let m = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [2, 3]), &d);
+        let student = m(vec![1.0, -0.5, 0.2, 0.3, 0.3, 2.0]);
+        let teacher = m(vec![2.0, 0.0, -1.0, 0.0, 1.0, 0.5]);
+        let v = crate::model::weights::to_vec(distillation_kl_sum(student, teacher.clone(), 2.0))
+            .unwrap();
+        // Σ T²·Σ_c p log(p/q), computed in f64 by hand (Python, math module).
+        assert!(
+            (f64::from(v[0]) - 0.791_154_983_371_120_1).abs() < 1e-6,
+            "{v:?}"
+        );
+        let same =
+            crate::model::weights::to_vec(distillation_kl_sum(teacher.clone(), teacher, 2.0))
+                .unwrap();
+        assert!(
+            same[0].abs() < 1e-6,
+            "KL of a distribution with itself is 0"
+        );
     }
 }

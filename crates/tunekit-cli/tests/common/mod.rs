@@ -132,3 +132,37 @@ pub fn json(path: &Path) -> serde_json::Value {
     )
     .unwrap()
 }
+
+/// Start `tunekit train ARGS --run-dir DIR` and SIGKILL it once a checkpoint at `step` or
+/// later exists; returns the step it was killed at.
+pub fn train_and_kill(args: &[&str], run_dir: &Path, step: u64) -> u64 {
+    use std::time::{Duration, Instant};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunekit"))
+        .args(args)
+        .args(["--run-dir", run_dir.to_str().unwrap(), "--quiet"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let latest = run_dir.join("checkpoints/latest.json");
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&latest)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            && v["step"].as_u64().unwrap_or(0) >= step
+        {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run finished before it could be killed"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    json(&latest)["step"].as_u64().unwrap()
+}

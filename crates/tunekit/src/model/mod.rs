@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod config;
+pub mod lora;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

@@ -248,7 +248,8 @@ pub struct LoadReport {
 }
 
 /// Encoder tensor names relative to the model root (without `bert.`), in load order.
-fn layer_prefix(i: usize) -> String {
+/// `encoder.layer.{i}`: HF's prefix of layer `i`.
+pub fn layer_prefix(i: usize) -> String {
     format!("encoder.layer.{i}")
 }
 
@@ -525,16 +526,25 @@ pub fn classifier_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
             &layer.layer_norm,
         )?;
     }
-    if let Some(p) = &model.pooler {
-        linear_to_hf(&mut out, "bert.pooler.dense", &p.dense)?;
-    }
-    linear_to_hf(&mut out, "classifier", &model.classifier)?;
+    head_to_hf(&mut out, model)?;
     Ok(out)
+}
+
+/// The head's tensors (pooler, if any, and classifier) with HF names and layouts.
+pub fn head_to_hf(out: &mut Vec<HfTensor>, model: &SequenceClassifier) -> Result<()> {
+    if let Some(p) = &model.pooler {
+        linear_to_hf(out, "bert.pooler.dense", &p.dense)?;
+    }
+    linear_to_hf(out, "classifier", &model.classifier)
 }
 
 /// Write the model as HF `model.safetensors` atomically (temp file + rename).
 pub fn save_classifier(model: &SequenceClassifier, path: &Path) -> Result<()> {
-    let tensors = classifier_tensors(model)?;
+    write_safetensors(classifier_tensors(model)?, path)
+}
+
+/// Write f32 tensors as a safetensors file atomically (temp file + rename).
+pub fn write_safetensors(tensors: Vec<HfTensor>, path: &Path) -> Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))

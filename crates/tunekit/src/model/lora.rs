@@ -1,0 +1,519 @@
+//! LoRA fine-tuning with burn's built-in LoRA reparameterization (`Module::apply_lora`):
+//! target weight matrices become `W + (alpha / rank) · A·B` with only `A`, `B` and the head
+//! (pooler + classifier) trained; everything else is frozen, biases included (PEFT's
+//! `bias = "none"`).
+//!
+//! Adapters are saved in PEFT's layout (`adapter_model.safetensors` + `adapter_config.json`),
+//! so a tunekit adapter loads with `peft.PeftModel.from_pretrained` and the other way round.
+//!
+//! Two things burn's LoRA does not do are handled here:
+//! - parameter ids: burn gives adapter factors random ids, but optimiser state is keyed by id
+//!   and a resumed run must find it again, so the factors get ids derived from their base
+//!   weight's (stable, name-derived) id;
+//! - dropout on the adapter input (PEFT's `lora_dropout`): burn composes the adapter into the
+//!   weight, which leaves no input to drop, so only `dropout = 0` is accepted (PEFT's default).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::{Lora, Module, ModuleMapper, Param, ParamGroup, ParamId};
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::weights::{HfTensor, WeightFile, layer_prefix, param_id, to_vec, write_safetensors};
+use super::{BertConfig, SequenceClassifier};
+use crate::error::{Error, Result};
+
+/// PEFT's adapter weights file.
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+/// PEFT's adapter config file.
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+
+/// Which projections get adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoraTarget {
+    /// `attention.self.query`.
+    Query,
+    /// `attention.self.key`.
+    Key,
+    /// `attention.self.value`.
+    Value,
+    /// Both output projections: `attention.output.dense` and the feed-forward `output.dense`.
+    Output,
+    /// The feed-forward `intermediate.dense`.
+    Intermediate,
+}
+
+impl LoraTarget {
+    /// HF module names (under `encoder.layer.{i}.`) this target covers.
+    fn modules(self) -> &'static [&'static str] {
+        match self {
+            LoraTarget::Query => &["attention.self.query"],
+            LoraTarget::Key => &["attention.self.key"],
+            LoraTarget::Value => &["attention.self.value"],
+            LoraTarget::Output => &["attention.output.dense", "output.dense"],
+            LoraTarget::Intermediate => &["intermediate.dense"],
+        }
+    }
+
+    /// PEFT `target_modules` entries (suffix matches on module names).
+    fn peft_names(self) -> &'static [&'static str] {
+        match self {
+            LoraTarget::Query => &["query"],
+            LoraTarget::Key => &["key"],
+            LoraTarget::Value => &["value"],
+            LoraTarget::Output => &["output.dense"],
+            LoraTarget::Intermediate => &["intermediate.dense"],
+        }
+    }
+}
+
+/// `[strategy.lora]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraOptions {
+    /// Rank r of the update.
+    #[serde(default = "default_rank")]
+    pub rank: usize,
+    /// Scale numerator: the update is multiplied by alpha / r.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Dropout on the adapter input; only 0 is supported (see the module docs).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Projections that get adapters (default query and value, as PEFT for BERT).
+    #[serde(default = "default_targets")]
+    pub targets: Vec<LoraTarget>,
+}
+
+fn default_rank() -> usize {
+    8
+}
+fn default_alpha() -> f64 {
+    16.0
+}
+fn default_targets() -> Vec<LoraTarget> {
+    vec![LoraTarget::Query, LoraTarget::Value]
+}
+
+impl LoraOptions {
+    /// Check the options, naming the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.rank == 0 {
+            return Err("strategy.lora.rank must be at least 1".into());
+        }
+        if !(self.alpha > 0.0 && self.alpha.is_finite()) {
+            return Err(format!(
+                "strategy.lora.alpha must be positive, got {}",
+                self.alpha
+            ));
+        }
+        if self.dropout != 0.0 {
+            return Err(format!(
+                "strategy.lora.dropout = {}: only 0 is supported (burn's LoRA adds the adapter to the weight, so there is no adapter input to drop)",
+                self.dropout
+            ));
+        }
+        if self.targets.is_empty() {
+            return Err("strategy.lora.targets must name at least one projection".into());
+        }
+        Ok(())
+    }
+
+    /// HF names (without `bert.`) of the weight matrices that get adapters.
+    pub fn target_weights(&self, config: &BertConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..config.num_hidden_layers {
+            for t in &self.targets {
+                for m in t.modules() {
+                    out.push(format!("{}.{m}.weight", layer_prefix(i)));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Id of an adapter factor (`which` = 1 for A, 2 for B), derived from its base weight's id.
+fn factor_id(base: ParamId, which: u64) -> ParamId {
+    let mut h = base.val() ^ 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(which);
+    h = (h ^ (h >> 33)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    ParamId::from(h ^ (h >> 33))
+}
+
+/// Gives adapter factors ids derived from their base weight (see the module docs).
+#[derive(Default)]
+struct StableFactorIds {
+    last_base: Option<ParamId>,
+    in_adapter: bool,
+    field: String,
+}
+
+impl ModuleMapper for StableFactorIds {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if container_type == "Reparameterization" {
+            self.in_adapter = true;
+        }
+        self.field = name.to_string();
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if container_type == "Reparameterization" {
+            self.in_adapter = false;
+        }
+    }
+
+    fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match (self.in_adapter, self.last_base) {
+            (true, Some(base)) => {
+                param.id = factor_id(base, if self.field == "a" { 1 } else { 2 });
+            }
+            _ => self.last_base = Some(param.id),
+        }
+        param
+    }
+}
+
+/// Parameter ids of the head (pooler and classifier), which LoRA training keeps trainable.
+pub fn head_ids() -> Vec<ParamId> {
+    [
+        "pooler.dense.weight",
+        "pooler.dense.bias",
+        "classifier.weight",
+        "classifier.bias",
+    ]
+    .iter()
+    .map(|n| param_id(n))
+    .collect()
+}
+
+/// Attach adapters to the target weights of `model` (A ~ N(0, 1/r) from the device's RNG,
+/// B = 0, so the model is unchanged at first), freeze everything else except the head.
+pub fn apply(
+    model: SequenceClassifier,
+    opts: &LoraOptions,
+    config: &BertConfig,
+) -> SequenceClassifier {
+    let targets: Vec<ParamId> = opts
+        .target_weights(config)
+        .iter()
+        .map(|n| param_id(n))
+        .collect();
+    let lora = Lora::new(opts.rank, opts.alpha).set_param_group(ParamGroup::from_ids(targets));
+    model
+        .apply_lora(lora)
+        .map(&mut StableFactorIds::default())
+        .unfreeze_group(ParamGroup::from_ids(head_ids()))
+}
+
+/// The `Linear` modules of a model by HF name (without `bert.`), for adapter I/O.
+fn linears(model: &SequenceClassifier) -> Vec<(String, &Linear)> {
+    let mut out = Vec::new();
+    for (i, layer) in model.bert.layers.iter().enumerate() {
+        let p = layer_prefix(i);
+        let a = &layer.attention;
+        out.push((format!("{p}.attention.self.query"), &a.query));
+        out.push((format!("{p}.attention.self.key"), &a.key));
+        out.push((format!("{p}.attention.self.value"), &a.value));
+        out.push((format!("{p}.attention.output.dense"), &a.output));
+        out.push((format!("{p}.intermediate.dense"), &layer.intermediate));
+        out.push((format!("{p}.output.dense"), &layer.output));
+    }
+    out
+}
+
+const PEFT_PREFIX: &str = "base_model.model.";
+
+/// Adapter factors in PEFT layout (`lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`)
+/// plus the head (PEFT `modules_to_save`), with PEFT's names.
+pub fn adapter_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
+    let mut out = Vec::new();
+    for (name, linear) in linears(model) {
+        if let Some(adapter) = linear.weight.adapter() {
+            // burn keeps A as [in, r] and B as [r, out]; PEFT's Linear weights are [out, in].
+            let [d_in, r] = adapter.a.val().dims();
+            let [_, d_out] = adapter.b.val().dims();
+            let a = to_vec(adapter.a.val().transpose())?;
+            let b = to_vec(adapter.b.val().transpose())?;
+            out.push((
+                format!("{PEFT_PREFIX}bert.{name}.lora_A.weight"),
+                vec![r, d_in],
+                a,
+            ));
+            out.push((
+                format!("{PEFT_PREFIX}bert.{name}.lora_B.weight"),
+                vec![d_out, r],
+                b,
+            ));
+        }
+    }
+    let mut head = Vec::new();
+    super::weights::head_to_hf(&mut head, model)?;
+    for (n, s, v) in head {
+        out.push((format!("{PEFT_PREFIX}{n}"), s, v));
+    }
+    Ok(out)
+}
+
+/// Write the adapter weights (atomically).
+pub fn save_adapter(model: &SequenceClassifier, path: &Path) -> Result<()> {
+    write_safetensors(adapter_tensors(model)?, path)
+}
+
+/// Replaces the values of parameters found in a map by id, keeping everything else.
+struct LoadById {
+    values: HashMap<ParamId, (Vec<usize>, Vec<f32>)>,
+    device: Device,
+    loaded: usize,
+}
+
+impl ModuleMapper for LoadById {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some((shape, values)) = self.values.remove(&param.id) else {
+            return param;
+        };
+        self.loaded += 1;
+        let trainable = param.is_require_grad();
+        let id = param.id;
+        let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), &self.device);
+        // `Param::map` keeps the id and training state; only the value changes.
+        let param = param.map(|_| tensor).set_require_grad(trainable);
+        debug_assert_eq!(param.id, id);
+        param
+    }
+}
+
+/// Load adapter factors and head weights saved by [`save_adapter`] into a model that has the
+/// same adapters attached ([`apply`]). Every tensor of the file must be used.
+pub fn load_adapter(
+    model: SequenceClassifier,
+    path: &Path,
+    device: &Device,
+) -> Result<SequenceClassifier> {
+    let mut file = WeightFile::open(path)?;
+    let mut values = HashMap::new();
+    let mut expected = 0usize;
+    for (name, linear) in linears(&model) {
+        let Some(adapter) = linear.weight.adapter() else {
+            continue;
+        };
+        let [d_in, r] = adapter.a.val().dims();
+        let [_, d_out] = adapter.b.val().dims();
+        let a = file.read(
+            &format!("{PEFT_PREFIX}bert.{name}.lora_A.weight"),
+            &[r, d_in],
+        )?;
+        let b = file.read(
+            &format!("{PEFT_PREFIX}bert.{name}.lora_B.weight"),
+            &[d_out, r],
+        )?;
+        values.insert(adapter.a.id, (vec![d_in, r], transpose(&a, r, d_in)));
+        values.insert(adapter.b.id, (vec![r, d_out], transpose(&b, d_out, r)));
+        expected += 2;
+    }
+    let mut head = Vec::new();
+    super::weights::head_to_hf(&mut head, &model)?;
+    for (n, shape, _) in head {
+        let key = format!("{PEFT_PREFIX}{n}");
+        // PEFT's default `modules_to_save` for classification is the classifier only: then
+        // the base model's pooler stays as it is.
+        if n.starts_with("bert.pooler.") && !file.has(&key) {
+            continue;
+        }
+        let v = file.read(&key, &shape)?;
+        let id = param_id(&n);
+        // HF Linear weights are [out, in]; burn's are [in, out].
+        let (shape, v) = if shape.len() == 2 {
+            (vec![shape[1], shape[0]], transpose(&v, shape[0], shape[1]))
+        } else {
+            (shape, v)
+        };
+        values.insert(id, (shape, v));
+        expected += 1;
+    }
+    let unused = file.unused();
+    if !unused.is_empty() {
+        return Err(Error::Model(format!(
+            "{}: tensors this model has no adapter for: {unused:?} (different targets or layers?)",
+            path.display()
+        )));
+    }
+    let mut loader = LoadById {
+        values,
+        device: device.clone(),
+        loaded: 0,
+    };
+    let model = model.map(&mut loader);
+    if loader.loaded != expected {
+        return Err(Error::Model(format!(
+            "{}: loaded {} of {expected} adapter/head tensors",
+            path.display(),
+            loader.loaded
+        )));
+    }
+    Ok(model)
+}
+
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Load a LoRA classifier for inference: the base model's weights, adapters attached as in
+/// training, then the adapter factors and head from `adapter_dir`.
+pub fn load_for_inference(
+    adapter_dir: &Path,
+    spec: &super::weights::ClassifierSpec,
+    device: &Device,
+) -> Result<(SequenceClassifier, AdapterConfig, super::ModelDir)> {
+    let config_path = adapter_dir.join(ADAPTER_CONFIG);
+    let adapter: AdapterConfig = crate::fsutil::read_json(&config_path)?;
+    let options = adapter
+        .options()
+        .map_err(|e| Error::Model(format!("{}: {e}", config_path.display())))?;
+    let base = super::ModelDir::open(&adapter.base_model_name_or_path).map_err(|e| {
+        Error::Model(format!(
+            "{}: base model {}: {e}",
+            config_path.display(),
+            adapter.base_model_name_or_path
+        ))
+    })?;
+    let base_spec = super::weights::ClassifierSpec {
+        require_head: false,
+        ..spec.clone()
+    };
+    let (model, _) =
+        super::weights::load_classifier(&base.weights_path(), &base.config, &base_spec, device)?;
+    let model = apply(model, &options, &base.config);
+    let model = load_adapter(model, &adapter_dir.join(ADAPTER_WEIGHTS), device)?;
+    Ok((model, adapter, base))
+}
+
+/// PEFT's `adapter_config.json` (the keys PEFT needs to load a LoRA adapter).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdapterConfig {
+    /// Always `LORA`.
+    pub peft_type: String,
+    /// Always `SEQ_CLS`.
+    pub task_type: String,
+    /// The base model directory (absolute).
+    pub base_model_name_or_path: String,
+    /// Rank.
+    pub r: usize,
+    /// Alpha.
+    pub lora_alpha: f64,
+    /// Dropout (0).
+    pub lora_dropout: f64,
+    /// PEFT module-name suffixes.
+    pub target_modules: Vec<String>,
+    /// Trained and saved whole: the head.
+    pub modules_to_save: Vec<String>,
+    /// Biases are not trained.
+    pub bias: String,
+    /// Weights are `[out, in]` (PyTorch `Linear`).
+    pub fan_in_fan_out: bool,
+    /// Saved for inference.
+    pub inference_mode: bool,
+    /// tunekit's own target names (PEFT ignores unknown keys).
+    #[serde(default)]
+    pub tunekit_targets: Vec<LoraTarget>,
+    /// rsLoRA scaling alpha / √r (PEFT option).
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// DoRA (PEFT option; not supported).
+    #[serde(default)]
+    pub use_dora: bool,
+    /// Per-module ranks (PEFT option; not supported when non-empty).
+    #[serde(default)]
+    pub rank_pattern: serde_json::Map<String, serde_json::Value>,
+    /// Per-module alphas (PEFT option; not supported when non-empty).
+    #[serde(default)]
+    pub alpha_pattern: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AdapterConfig {
+    /// The config for adapters trained with `opts` on the base model in `base`.
+    pub fn new(opts: &LoraOptions, base: &Path) -> Self {
+        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+        let mut targets: Vec<String> = opts
+            .targets
+            .iter()
+            .flat_map(|t| t.peft_names().iter().map(|s| s.to_string()))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        AdapterConfig {
+            peft_type: "LORA".into(),
+            task_type: "SEQ_CLS".into(),
+            base_model_name_or_path: base.display().to_string(),
+            r: opts.rank,
+            lora_alpha: opts.alpha,
+            lora_dropout: 0.0,
+            target_modules: targets,
+            modules_to_save: vec!["classifier".into(), "pooler".into()],
+            bias: "none".into(),
+            fan_in_fan_out: false,
+            inference_mode: true,
+            tunekit_targets: opts.targets.clone(),
+            use_rslora: false,
+            use_dora: false,
+            rank_pattern: Default::default(),
+            alpha_pattern: Default::default(),
+        }
+    }
+
+    /// The LoRA options to rebuild this adapter for inference (dropout plays no part there).
+    /// Adapters written by PEFT are accepted when tunekit can represent them exactly.
+    pub fn options(&self) -> std::result::Result<LoraOptions, String> {
+        if self.peft_type != "LORA" {
+            return Err(format!("peft_type {} is not LORA", self.peft_type));
+        }
+        if self.use_dora || !self.rank_pattern.is_empty() || !self.alpha_pattern.is_empty() {
+            return Err("DoRA, rank_pattern and alpha_pattern are not supported".into());
+        }
+        if self.bias != "none" {
+            return Err(format!(
+                "bias = {:?}: only \"none\" is supported",
+                self.bias
+            ));
+        }
+        let targets = if self.tunekit_targets.is_empty() {
+            self.target_modules
+                .iter()
+                .map(|m| match m.as_str() {
+                    "query" => Ok(LoraTarget::Query),
+                    "key" => Ok(LoraTarget::Key),
+                    "value" => Ok(LoraTarget::Value),
+                    "output.dense" => Ok(LoraTarget::Output),
+                    "intermediate" | "intermediate.dense" => Ok(LoraTarget::Intermediate),
+                    other => Err(format!(
+                        "target module {other:?} is not one of query, key, value, output.dense, intermediate.dense"
+                    )),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        } else {
+            self.tunekit_targets.clone()
+        };
+        // burn scales by alpha / r; rsLoRA's alpha / √r is the same with alpha · √r.
+        let alpha = if self.use_rslora {
+            self.lora_alpha * (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha
+        };
+        Ok(LoraOptions {
+            rank: self.r,
+            alpha,
+            dropout: 0.0,
+            targets,
+        })
+    }
+}
