@@ -56,6 +56,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The experiment index (runs/index.sqlite): list, show and compare runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
     /// Check or prepare data: cleaning, de-duplication, leakage, PII, lengths (a data report).
     Data {
         #[command(subcommand)]
@@ -85,6 +90,40 @@ struct TrainArgs {
     /// RUN_DIR/metrics.json.
     #[arg(long, value_name = "K", conflicts_with = "resume")]
     cv: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// A table of all runs.
+    List {
+        /// Runs directory holding index.sqlite.
+        #[arg(long, default_value = "runs")]
+        dir: PathBuf,
+        /// Sort by a metric, best first: validation_accuracy, validation_macro_f1,
+        /// test_accuracy, test_macro_f1, train_time_s (shortest first).
+        #[arg(long)]
+        sort: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: status, metrics, config.
+    Show {
+        /// Run name or run directory.
+        run: String,
+        /// Runs directory holding index.sqlite.
+        #[arg(long, default_value = "runs")]
+        dir: PathBuf,
+    },
+    /// Runs side by side: metrics, then the config keys that differ.
+    Compare {
+        /// Run names or directories (two or more).
+        #[arg(num_args = 2.., required = true)]
+        runs: Vec<String>,
+        /// Runs directory holding index.sqlite.
+        #[arg(long, default_value = "runs")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -331,6 +370,111 @@ fn run_training(
     Ok(())
 }
 
+/// `tunekit runs list|show|compare`.
+fn runs_command(command: RunsCommand) -> anyhow::Result<()> {
+    use tunekit::index::{INDEX_FILE, RunIndex, RunRow};
+    let dir = match &command {
+        RunsCommand::List { dir, .. }
+        | RunsCommand::Show { dir, .. }
+        | RunsCommand::Compare { dir, .. } => dir.clone(),
+    };
+    if !dir.join(INDEX_FILE).is_file() {
+        return Err(tunekit::Error::Config(format!(
+            "{}: no experiment index here (it is written by tunekit train; pass --dir)",
+            dir.join(INDEX_FILE).display()
+        ))
+        .into());
+    }
+    let index = RunIndex::open(&dir)?;
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+    let secs = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    let line = |r: &RunRow| {
+        format!(
+            "{:<24} {:<8} {:<9} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            r.name,
+            r.kind,
+            r.status,
+            num(r.validation_accuracy),
+            num(r.validation_macro_f1),
+            num(r.test_accuracy),
+            num(r.test_macro_f1),
+            secs(r.train_time_s)
+        )
+    };
+    let header = format!(
+        "{:<24} {:<8} {:<9} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "run", "kind", "status", "val_acc", "val_f1", "test_acc", "test_f1", "time_s"
+    );
+    match command {
+        RunsCommand::List { sort, json, .. } => {
+            let mut rows = index.list()?;
+            if let Some(key) = &sort {
+                if !tunekit::index::SORT_KEYS.contains(&key.as_str()) {
+                    return Err(tunekit::Error::Config(format!(
+                        "--sort {key}: expected one of {}",
+                        tunekit::index::SORT_KEYS.join(", ")
+                    ))
+                    .into());
+                }
+                let lower_first = key == "train_time_s";
+                rows.sort_by(|a, b| {
+                    let (x, y) = (
+                        tunekit::index::metric(a, key),
+                        tunekit::index::metric(b, key),
+                    );
+                    // Runs without the metric go last either way.
+                    match (x, y) {
+                        (Some(x), Some(y)) if lower_first => x.total_cmp(&y),
+                        (Some(x), Some(y)) => y.total_cmp(&x),
+                        (Some(_), None) => std::cmp::Ordering::Less,
+                        (None, Some(_)) => std::cmp::Ordering::Greater,
+                        (None, None) => std::cmp::Ordering::Equal,
+                    }
+                });
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{header}");
+                for r in &rows {
+                    println!("{}", line(r));
+                }
+            }
+        }
+        RunsCommand::Show { run, .. } => {
+            let r = index.get(&run)?;
+            println!("{header}\n{}", line(&r));
+            println!("run directory: {}", r.run_dir);
+            if let Some(e) = &r.error {
+                println!("error: {e}");
+            }
+            println!("\nconfig:\n{}", r.config);
+        }
+        RunsCommand::Compare { runs, .. } => {
+            let rows: Vec<RunRow> = runs
+                .iter()
+                .map(|r| index.get(r))
+                .collect::<Result<_, _>>()?;
+            println!("{header}");
+            for r in &rows {
+                println!("{}", line(r));
+            }
+            let configs: Vec<&str> = rows.iter().map(|r| r.config.as_str()).collect();
+            let diff = tunekit::index::config_diff(&configs)?;
+            println!("\nconfig differences ({} keys):", diff.len());
+            for (key, values) in diff {
+                let shown: Vec<String> = values
+                    .iter()
+                    .zip(&rows)
+                    .map(|(v, r)| format!("{}={}", r.name, v.as_deref().unwrap_or("(unset)")))
+                    .collect();
+                println!("  {key}: {}", shown.join("  "));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `tunekit data check|prepare`.
 fn data_command(command: DataCommand) -> anyhow::Result<()> {
     let (config, set) = match &command {
@@ -456,6 +600,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run_training(config, args, progress, &device)
         }
         Command::Data { command } => data_command(command),
+        Command::Runs { command } => runs_command(command),
         Command::Merge { model, out } => {
             let clf = tunekit::infer::Classifier::load(&model, None, &device)?;
             clf.merge_into(&out)?;

@@ -417,7 +417,15 @@ fn default_runs_dir() -> PathBuf {
     PathBuf::from("runs")
 }
 
-const METRICS: &[&str] = &["accuracy", "macro_f1", "micro_f1", "weighted_f1", "loss"];
+const METRICS: &[&str] = &[
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "loss",
+    "roc_auc",
+    "pr_auc",
+];
 
 /// Apply one `section.key=value` override to a parsed TOML table. The value is parsed as a
 /// TOML value (number, bool, string, array), falling back to a plain string.

@@ -131,7 +131,7 @@ pub fn evaluate_tokens(
     let mut acc = ConfusionAccumulator::new(label_names.to_vec());
     acc.update(labels, &preds);
     acc.add_loss(loss_sum, labels.len());
-    Ok(acc.finish())
+    Ok(acc.finish().with_probabilities(&probs, labels))
 }
 
 /// Map label strings to class ids; a label the model does not know is an error naming it, the

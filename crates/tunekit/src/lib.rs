@@ -4,10 +4,12 @@
 //! export and predict — the library behind the `tunekit` command.
 //!
 //! One module per concern, named for what it holds:
+//! - [`card`]: the model card (`model/README.md`, Hugging Face format);
 //! - [`config`]: the run's TOML configuration, parsed strictly and validated once;
 //! - [`data`]: reading labelled CSV/TSV/JSONL/Parquet with line-numbered errors;
 //! - [`prep`]: data preparation — cleaning, de-identification, splits, de-duplication,
 //!   length outliers, augmentation — and the data report;
+//! - [`tensorboard`]: TensorBoard scalar event files written during training;
 //! - [`tokenize`]: the model's `tokenizer.json`, with truncation counted;
 //! - [`batch`]: dynamic padding and length-grouped batch order;
 //! - [`model`]: *what* is trained — BERT encoder and heads, HF weights in and out;
@@ -17,10 +19,12 @@
 //! - [`metrics`]: classification metrics with scikit-learn semantics;
 //! - [`drift`]: reference prediction distribution and divergence (PSI, KL) for monitoring;
 //! - [`infer`]: evaluation, prediction and embeddings for trained models;
+//! - [`index`]: the experiment index (`runs/index.sqlite`): runs list, show, compare;
 //! - [`hub`]: offline resolution of model ids in the local HF cache;
 //! - [`fsutil`]: atomic file writes.
 
 pub mod batch;
+pub mod card;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -28,11 +32,13 @@ pub mod drift;
 pub mod error;
 pub mod fsutil;
 pub mod hub;
+pub mod index;
 pub mod infer;
 pub mod metrics;
 pub mod model;
 pub mod prep;
 pub mod schedule;
+pub mod tensorboard;
 pub mod tokenize;
 pub mod train;
 

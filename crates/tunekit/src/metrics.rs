@@ -3,6 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod scores;
+
+pub use scores::{ProbabilityMetrics, RegressionMetrics};
+
 /// Precision, recall and F1 of one class, for the per-class table of a report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClassMetrics {
@@ -40,6 +44,10 @@ pub struct ClassificationMetrics {
     pub support: u64,
     /// Mean loss per example, when losses were added.
     pub loss: Option<f64>,
+    /// ROC-AUC, PR-AUC, calibration error and top-2 accuracy, when class probabilities were
+    /// given ([`ClassificationMetrics::with_probabilities`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<ProbabilityMetrics>,
 }
 
 impl ClassificationMetrics {
@@ -52,8 +60,24 @@ impl ClassificationMetrics {
             "micro_f1" => Some(self.micro_f1),
             "weighted_f1" => Some(self.weighted_f1),
             "loss" => self.loss,
+            "roc_auc" => self.scores.as_ref().and_then(|s| s.roc_auc),
+            "pr_auc" => self.scores.as_ref().and_then(|s| s.pr_auc),
             _ => None,
         }
+    }
+
+    /// Add the probability-based metrics of `probs` (one row per example, in label order).
+    pub fn with_probabilities(mut self, probs: &[Vec<f32>], labels: &[usize]) -> Self {
+        let rows: Vec<Vec<f64>> = probs
+            .iter()
+            .map(|p| p.iter().map(|&v| f64::from(v)).collect())
+            .collect();
+        self.scores = Some(scores::probability_metrics(
+            &rows,
+            labels,
+            self.labels.len(),
+        ));
+        self
     }
 }
 
@@ -161,6 +185,7 @@ impl ConfusionAccumulator {
             labels: self.labels,
             support: total,
             loss: (self.loss_count > 0).then(|| self.loss_sum / self.loss_count as f64),
+            scores: None,
         }
     }
 }

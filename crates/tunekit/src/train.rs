@@ -889,6 +889,38 @@ pub fn cross_validate(
     }
     let run_dir = run_dir_for(config, options);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    let index = index_start(config, &run_dir, "cv");
+    let result = cross_validate_in(config, options, k, device, &run_dir);
+    let outcome = match &result {
+        Ok(cv) => Ok(crate::index::Outcome {
+            train_time_s: Some(cv.per_fold.iter().map(|m| m.train_time_s).sum()),
+            steps: Some(cv.per_fold.iter().map(|m| m.steps as i64).sum()),
+            validation_accuracy: cv.validation.mean.get("accuracy").copied(),
+            validation_macro_f1: cv.validation.mean.get("macro_f1").copied(),
+            test_accuracy: cv
+                .test
+                .as_ref()
+                .and_then(|t| t.mean.get("accuracy").copied()),
+            test_macro_f1: cv
+                .test
+                .as_ref()
+                .and_then(|t| t.mean.get("macro_f1").copied()),
+            metrics: std::fs::read_to_string(run_dir.join("metrics.json")).ok(),
+        }),
+        Err(e) => Err(e.to_string()),
+    };
+    index_finish(index, &run_dir, outcome);
+    result
+}
+
+fn cross_validate_in(
+    config: &RunConfig,
+    options: &TrainOptions,
+    k: usize,
+    device: &Device,
+    run_dir: &Path,
+) -> Result<CvMetrics> {
+    let run_dir = run_dir.to_path_buf();
     let model_dir = ModelDir::open(&config.model.path)?;
     let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), config.model.max_length)?;
     // Validation comes from the folds, so none is carved out of train.
@@ -974,6 +1006,53 @@ pub fn cross_validate(
     Ok(cv)
 }
 
+/// Record a run's start in the experiment index of its parent directory; a failure is a
+/// warning (the run directory, not the index, is the record that matters).
+fn index_start(config: &RunConfig, run_dir: &Path, kind: &str) -> Option<crate::index::RunIndex> {
+    let parent = run_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let result = crate::index::RunIndex::open(parent).and_then(|index| {
+        index.start(&config.run.name, run_dir, kind, &config.to_toml()?)?;
+        Ok(index)
+    });
+    match result {
+        Ok(index) => Some(index),
+        Err(e) => {
+            tracing::warn!("run not recorded in the experiment index: {e}");
+            None
+        }
+    }
+}
+
+fn index_finish(
+    index: Option<crate::index::RunIndex>,
+    run_dir: &Path,
+    outcome: std::result::Result<crate::index::Outcome, String>,
+) {
+    let Some(index) = index else { return };
+    let result = match &outcome {
+        Ok(o) => index.finish(run_dir, "complete", None, o),
+        Err(e) => index.finish(run_dir, "failed", Some(e), &Default::default()),
+    };
+    if let Err(e) = result {
+        tracing::warn!("run end not recorded in the experiment index: {e}");
+    }
+}
+
+fn outcome_of(m: &RunMetrics, run_dir: &Path) -> crate::index::Outcome {
+    crate::index::Outcome {
+        train_time_s: Some(m.train_time_s),
+        steps: Some(m.steps as i64),
+        validation_accuracy: m.validation.as_ref().map(|v| v.accuracy),
+        validation_macro_f1: m.validation.as_ref().map(|v| v.macro_f1),
+        test_accuracy: m.test.as_ref().map(|v| v.accuracy),
+        test_macro_f1: m.test.as_ref().map(|v| v.macro_f1),
+        metrics: std::fs::read_to_string(run_dir.join("metrics.json")).ok(),
+    }
+}
+
 /// [`train`] on already prepared data (`None`: run the data pipeline of `config`).
 fn train_with_data(
     config: &RunConfig,
@@ -1020,11 +1099,21 @@ fn train_with_data(
         }
     }
     set_status(&run_dir, "running", None)?;
+    let kind = if config.distill.is_some() {
+        "distill"
+    } else {
+        "train"
+    };
+    let index = index_start(config, &run_dir, kind);
     let result = train_in(config, options, &run_dir, device, data);
     match &result {
-        Ok(_) => set_status(&run_dir, "complete", None)?,
+        Ok(m) => {
+            set_status(&run_dir, "complete", None)?;
+            index_finish(index, &run_dir, Ok(outcome_of(m, &run_dir)));
+        }
         Err(e) => {
             let _ = set_status(&run_dir, "failed", Some(e.to_string()));
+            index_finish(index, &run_dir, Err(e.to_string()));
         }
     }
     result
@@ -1117,7 +1206,8 @@ fn train_in(
         model = model.freeze_group(ParamGroup::from_ids(frozen_ids));
     }
     let (mut optim, all_params) = build_optimizer(config, &model);
-    let trainable = if lora.is_some() {
+    // With gradual unfreezing this is updated per stage and ends as the last stage's count.
+    let mut trainable = if lora.is_some() {
         trainable_params(&model)
     } else {
         all_params - frozen_size
@@ -1178,6 +1268,8 @@ fn train_in(
     // metrics.jsonl always equals the checkpoint's history plus what follows.
     let metrics_path = run_dir.join("metrics.jsonl");
     rewrite_history(&metrics_path, &state.history)?;
+    // TensorBoard curves (`tensorboard --logdir runs/`); a resumed run adds a file.
+    let mut tensorboard = crate::tensorboard::EventWriter::create(run_dir)?;
 
     let lengths: Vec<usize> = p.train.tokens.iter().map(|t| t.ids.len()).collect();
     // The epoch's sample of example indices (with duplicates when oversampling).
@@ -1322,6 +1414,7 @@ fn train_in(
                         .unfreeze_group(ParamGroup::from_ids(all_encoder_ids.clone()))
                         .freeze_group(ParamGroup::from_ids(frozen));
                     unfreeze_stage = Some(stage);
+                    trainable = all_params - size;
                 }
             }
             let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
@@ -1389,6 +1482,10 @@ fn train_in(
             state.examples_seen += group_size;
             state.loss_since_eval.0 += group_loss * group_size as f64;
             state.loss_since_eval.1 += group_size;
+            tensorboard.scalars(
+                state.step,
+                &[("train/loss", group_loss), ("train/learning_rate", lr)],
+            )?;
 
             let secs = started.elapsed().as_secs_f64();
             let rate = (state.examples_seen - examples_before) as f64 / secs.max(1e-9);
@@ -1440,6 +1537,16 @@ fn train_in(
                         record.validation.macro_f1
                     );
                     progress.suspend(|| tracing::info!("{msg}"));
+                    let v = &record.validation;
+                    let mut scalars = vec![
+                        ("validation/accuracy", v.accuracy),
+                        ("validation/macro_f1", v.macro_f1),
+                        ("train/epoch_loss", record.train_loss),
+                    ];
+                    scalars.extend(v.loss.map(|l| ("validation/loss", l)));
+                    scalars.extend(v.get("roc_auc").map(|a| ("validation/roc_auc", a)));
+                    tensorboard.scalars(state.step, &scalars)?;
+                    tensorboard.flush()?;
                     state.history.push(record);
                     state.loss_since_eval = (0.0, 0);
                     let better = match state.best_metric {
@@ -1538,6 +1645,14 @@ fn train_in(
         write_json(&export_dir.join(crate::drift::REFERENCE_FILE), &stats)?;
     }
     let test = p.test.as_ref().map(eval_split).transpose()?;
+    if let Some(t) = &test {
+        let step = state.best_step.unwrap_or(state.step);
+        tensorboard.scalars(
+            step,
+            &[("test/accuracy", t.accuracy), ("test/macro_f1", t.macro_f1)],
+        )?;
+    }
+    tensorboard.flush()?;
     let metrics = RunMetrics {
         labels: p.labels.clone(),
         metric: t.metric.clone(),
@@ -1550,6 +1665,7 @@ fn train_in(
         train_examples_per_s: state.examples_seen as f64 / train_time_s.max(1e-9),
         trainable_parameters: trainable,
     };
+    crate::card::write(&export_dir, config, &metrics, &p.report, lora.is_some())?;
     write_json(&run_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
