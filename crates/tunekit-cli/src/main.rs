@@ -238,6 +238,10 @@ struct EvalArgs {
     /// Max length in tokens (default: the one the model was trained with).
     #[arg(long)]
     max_length: Option<usize>,
+    /// Also evaluate under input perturbations (typos, casing, punctuation, truncation) and
+    /// report accuracy and prediction flips for each.
+    #[arg(long)]
+    robustness: bool,
 }
 
 #[derive(Args)]
@@ -610,7 +614,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => {
             let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;
             let spec = args.data_args.spec(args.data, Some(args.label_column))?;
-            let report = clf.evaluate_file(&spec, args.batch_size)?;
+            let report = clf.evaluate_file(&spec, args.batch_size, args.robustness)?;
+            if let Some(r) = &report.robustness {
+                eprintln!(
+                    "clean accuracy {:.4}; under perturbation:",
+                    report.metrics.accuracy
+                );
+                for p in r {
+                    eprintln!(
+                        "  {:<24} accuracy {:.4} ({:+.4}), flipped {:.1}% ({} inputs changed)",
+                        format!("{:?}", p.perturbation),
+                        p.accuracy,
+                        p.accuracy_delta,
+                        100.0 * p.flip_rate,
+                        p.changed
+                    );
+                }
+            }
             if report.truncated > 0 {
                 tracing::info!(
                     "{} of {} examples truncated to {} tokens",

@@ -302,7 +302,13 @@ impl Classifier {
     }
 
     /// Evaluate on a labelled file.
-    pub fn evaluate_file(&self, spec: &DataSpec, batch_size: usize) -> Result<EvalReport> {
+    /// With `robustness`, also evaluate under the perturbations of [`crate::robustness`].
+    pub fn evaluate_file(
+        &self,
+        spec: &DataSpec,
+        batch_size: usize,
+        robustness: bool,
+    ) -> Result<EvalReport> {
         let (examples, read) = read_examples(spec)?;
         let ids = label_ids(&examples, &self.labels, &spec.path)?;
         let tokens = self.tokenize(&examples)?;
@@ -324,6 +330,13 @@ impl Classifier {
             truncated,
             max_length: self.tokenizer.max_length(),
             metrics,
+            robustness: if robustness {
+                Some(crate::robustness::evaluate(
+                    self, &examples, &ids, batch_size, 0,
+                )?)
+            } else {
+                None
+            },
         })
     }
 
@@ -420,6 +433,9 @@ pub struct EvalReport {
     pub max_length: usize,
     /// Metrics.
     pub metrics: ClassificationMetrics,
+    /// Metrics under input perturbations (`--robustness`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robustness: Option<Vec<crate::robustness::PerturbationResult>>,
 }
 
 /// Counts from `tunekit predict`.

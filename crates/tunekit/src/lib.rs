@@ -14,6 +14,7 @@
 //! - [`batch`]: dynamic padding and length-grouped batch order;
 //! - [`model`]: *what* is trained — BERT encoder and heads, HF weights in and out;
 //! - [`device`]: *where* it runs — Flex CPU or CUDA;
+//! - [`robustness`]: evaluation under input perturbations (`tunekit eval --robustness`);
 //! - [`schedule`]: learning-rate schedules;
 //! - [`train`]: the fine-tuning loop, checkpoints and resume;
 //! - [`metrics`]: classification metrics with scikit-learn semantics;
@@ -37,6 +38,7 @@ pub mod infer;
 pub mod metrics;
 pub mod model;
 pub mod prep;
+pub mod robustness;
 pub mod schedule;
 pub mod tensorboard;
 pub mod tokenize;
