@@ -21,7 +21,9 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::weights::{HfTensor, WeightFile, layer_prefix, param_id, to_vec, write_safetensors};
+use super::weights::{
+    HfTensor, WeightFile, layer_prefix, param_id, to_vec, transpose, write_safetensors,
+};
 use super::{BertConfig, SequenceClassifier};
 use crate::error::{Error, Result};
 
@@ -356,16 +358,6 @@ pub fn load_adapter(
         )));
     }
     Ok(model)
-}
-
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    out
 }
 
 /// Load a LoRA classifier for inference: the base model's weights, adapters attached as in

@@ -214,7 +214,8 @@ impl WeightFile {
     }
 }
 
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// Transpose a row-major `rows × cols` matrix (HF `[out, in]` ↔ burn `[in, out]`).
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; values.len()];
     for r in 0..rows {
         for c in 0..cols {
