@@ -420,3 +420,53 @@ fn requests_over_the_time_limit_get_504() {
     let (st, _, _, _) = post(&s.base, "/predict", r#"{"inputs": "after"}"#);
     assert_eq!(st, 200);
 }
+
+#[test]
+fn lora_adapters_with_preprocessing_are_served_like_predict_sees_them() {
+    // A LoRA run that also strips HTML: the server loads the adapter directory directly and
+    // applies the training-time preprocessing, so its scores equal `tunekit predict`'s.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let cfg = tiny_config(tmp.path(), &model, "epochs = 1\nmax_steps = 4");
+    let out = tunekit(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--set",
+        "strategy.lora.rank=2",
+        "--set",
+        "data.clean.strip_html=true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = tmp.path().join("runs/tiny/model");
+    assert!(exported.join("adapter_config.json").is_file());
+    let s = start(&exported, &[]);
+    let (st, served, _, _) = post(
+        &s.base,
+        "/predict",
+        r#"{"inputs": "<b>a wonderful</b> film"}"#,
+    );
+    assert_eq!(st, 200, "{served}");
+    let (_, plain, _, _) = post(&s.base, "/predict", r#"{"inputs": "a wonderful film"}"#);
+    assert_eq!(served, plain, "markup is stripped before the model sees it");
+    let input = tmp.path().join("in.tsv");
+    std::fs::write(&input, "text\n<b>a wonderful</b> film\n").unwrap();
+    let preds = tmp.path().join("p.jsonl");
+    let out = tunekit(&[
+        "predict",
+        "--model",
+        exported.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        preds.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let row: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&preds).unwrap().trim()).unwrap();
+    for entry in served.as_array().unwrap() {
+        let label = entry["label"].as_str().unwrap();
+        let a = entry["score"].as_f64().unwrap();
+        let b = row["probabilities"][label].as_f64().unwrap();
+        assert!((a - b).abs() < 1e-6, "{label}: served {a} vs predict {b}");
+    }
+}
