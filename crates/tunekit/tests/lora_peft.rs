@@ -1,6 +1,10 @@
 //! tunekit's LoRA equals PEFT's: an adapter saved by `peft` (tools/make_lora_fixture.py:
-//! all-MiniLM-L6-v2, rank 2, alpha 4, query + value, non-zero B, classifier head) loads into
-//! tunekit and gives the logits `transformers` + `peft` computed, within 1e-5.
+//! all-MiniLM-L6-v2, rank 2, alpha 4, query + value, classifier head) loads into tunekit and
+//! gives the logits `transformers` + `peft` computed, within 1e-5.
+//!
+//! The fixture holds no weights: PEFT's config, the names and shapes its `save_pretrained`
+//! wrote, and the logits. The values are a formula ([`value`]) both sides compute; the script
+//! checked that PEFT's saved file held exactly them.
 
 use std::path::Path;
 
@@ -8,6 +12,41 @@ use burn::tensor::Device;
 use tunekit::batch::collate;
 use tunekit::infer::Classifier;
 use tunekit::model::weights::to_vec;
+
+/// Weight `i` of saved tensor `k` (same formula as `value` in tools/make_lora_fixture.py).
+fn value(k: usize, i: usize) -> f32 {
+    (((i + 7 * k) % 97) as f64 - 48.0) as f32 / 960.0
+}
+
+/// PEFT's `adapter_model.safetensors` rebuilt from the recorded names and shapes.
+fn write_adapter(expected: &serde_json::Value, path: &Path) {
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = expected["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let name = t[0].as_str().unwrap().to_string();
+            let shape: Vec<usize> = t[1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let n: usize = shape.iter().product();
+            let bytes = (0..n).flat_map(|i| value(k, i).to_le_bytes()).collect();
+            (name, shape, bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
 
 #[test]
 fn peft_adapter_gives_peft_logits() {
@@ -29,11 +68,7 @@ fn peft_adapter_gives_peft_logits() {
     .unwrap();
     cfg["base_model_name_or_path"] = base.canonicalize().unwrap().display().to_string().into();
     std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).unwrap();
-    std::fs::copy(
-        fixture.join("adapter_model.safetensors"),
-        dir.join("adapter_model.safetensors"),
-    )
-    .unwrap();
+    write_adapter(&expected, &dir.join("adapter_model.safetensors"));
     std::fs::copy(base.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     let mut model_cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(base.join("config.json")).unwrap()).unwrap();
