@@ -398,11 +398,11 @@ fn runs_command(command: RunsCommand) -> anyhow::Result<()> {
             r.name,
             r.kind,
             r.status,
-            num(r.validation_accuracy),
-            num(r.validation_macro_f1),
-            num(r.test_accuracy),
-            num(r.test_macro_f1),
-            secs(r.train_time_s)
+            num(r.outcome.validation_accuracy),
+            num(r.outcome.validation_macro_f1),
+            num(r.outcome.test_accuracy),
+            num(r.outcome.test_macro_f1),
+            secs(r.outcome.train_time_s)
         )
     };
     let header = format!(

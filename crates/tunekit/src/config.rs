@@ -79,7 +79,7 @@ pub struct StrategySection {
     pub gradual_unfreeze: bool,
     /// With `freeze_encoder`: compute the frozen encoder's features once and train the head
     /// on them (default). `false` runs the encoder every step, with dropout, as HF does.
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub cache_frozen_features: bool,
     /// With `gradual_unfreeze`: unfreeze the next layer every N optimiser steps instead of
     /// every epoch. 0 = per epoch.
@@ -92,10 +92,6 @@ pub struct StrategySection {
     /// 1, …, embeddings L+1) trains at lr × decay^d. 1.0 = off.
     #[serde(default = "one")]
     pub layer_lr_decay: f64,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn one() -> f64 {

@@ -33,42 +33,31 @@ pub struct RunRow {
     pub started_at: i64,
     /// End, seconds since the Unix epoch.
     pub finished_at: Option<i64>,
-    /// Training wall time.
-    pub train_time_s: Option<f64>,
-    /// Optimiser steps.
-    pub steps: Option<i64>,
-    /// Best validation accuracy (CV: mean over folds).
-    pub validation_accuracy: Option<f64>,
-    /// Best validation macro-F1 (CV: mean over folds).
-    pub validation_macro_f1: Option<f64>,
-    /// Test accuracy (CV: mean over folds).
-    pub test_accuracy: Option<f64>,
-    /// Test macro-F1 (CV: mean over folds).
-    pub test_macro_f1: Option<f64>,
+    /// Final numbers (empty while running or after a failure).
+    #[serde(flatten)]
+    pub outcome: Outcome,
     /// The resolved config (TOML).
     pub config: String,
-    /// `metrics.json` as written.
-    pub metrics: Option<String>,
     /// Error of a failed run.
     pub error: Option<String>,
 }
 
-/// Final numbers of a run, for [`RunIndex::finish`].
-#[derive(Debug, Clone, Default)]
+/// Final numbers of a run (CV runs: means over the folds, summed time and steps).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// Training wall time.
     pub train_time_s: Option<f64>,
     /// Optimiser steps.
     pub steps: Option<i64>,
-    /// Validation accuracy.
+    /// Best validation accuracy.
     pub validation_accuracy: Option<f64>,
-    /// Validation macro-F1.
+    /// Best validation macro-F1.
     pub validation_macro_f1: Option<f64>,
     /// Test accuracy.
     pub test_accuracy: Option<f64>,
     /// Test macro-F1.
     pub test_macro_f1: Option<f64>,
-    /// `metrics.json` text.
+    /// `metrics.json` as written.
     pub metrics: Option<String>,
 }
 
@@ -180,14 +169,16 @@ impl RunIndex {
             status: r.get(3)?,
             started_at: r.get(4)?,
             finished_at: r.get(5)?,
-            train_time_s: r.get(6)?,
-            steps: r.get(7)?,
-            validation_accuracy: r.get(8)?,
-            validation_macro_f1: r.get(9)?,
-            test_accuracy: r.get(10)?,
-            test_macro_f1: r.get(11)?,
+            outcome: Outcome {
+                train_time_s: r.get(6)?,
+                steps: r.get(7)?,
+                validation_accuracy: r.get(8)?,
+                validation_macro_f1: r.get(9)?,
+                test_accuracy: r.get(10)?,
+                test_macro_f1: r.get(11)?,
+                metrics: r.get(13)?,
+            },
             config: r.get(12)?,
-            metrics: r.get(13)?,
             error: r.get(14)?,
         })
     }
@@ -233,12 +224,13 @@ impl RunIndex {
 /// The value of a metric column by name, for sorting (`validation_accuracy`, `test_macro_f1`,
 /// `train_time_s`, ...).
 pub fn metric(row: &RunRow, name: &str) -> Option<f64> {
+    let o = &row.outcome;
     match name {
-        "validation_accuracy" | "accuracy" => row.validation_accuracy,
-        "validation_macro_f1" | "macro_f1" => row.validation_macro_f1,
-        "test_accuracy" => row.test_accuracy,
-        "test_macro_f1" => row.test_macro_f1,
-        "train_time_s" | "time" => row.train_time_s,
+        "validation_accuracy" => o.validation_accuracy,
+        "validation_macro_f1" => o.validation_macro_f1,
+        "test_accuracy" => o.test_accuracy,
+        "test_macro_f1" => o.test_macro_f1,
+        "train_time_s" => o.train_time_s,
         _ => None,
     }
 }
@@ -336,7 +328,7 @@ mod tests {
         let again = RunIndex::open(dir.path()).unwrap();
         let rows = again.list().unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].test_accuracy, Some(0.75));
+        assert_eq!(rows[0].outcome.test_accuracy, Some(0.75));
         assert_eq!(rows[1].error.as_deref(), Some("boom"));
         assert_eq!(again.get(&b.display().to_string()).unwrap().name, "b");
         assert!(

@@ -731,7 +731,7 @@ struct Prepared {
 /// Load the model directory and tokenizer, run the data pipeline (unless `data` is given,
 /// as cross-validation does for its folds) and tokenise the splits.
 fn prepare(config: &RunConfig, data: Option<PreparedData>) -> Result<Prepared> {
-    let model_dir = ModelDir::open(&config.model.path)?;
+    let mut model_dir = ModelDir::open(&config.model.path)?;
     let max_len = config.model.max_length;
     if max_len > model_dir.config.max_position_embeddings {
         return Err(Error::Config(format!(
@@ -739,7 +739,6 @@ fn prepare(config: &RunConfig, data: Option<PreparedData>) -> Result<Prepared> {
             model_dir.config.max_position_embeddings
         )));
     }
-    let mut model_dir = model_dir;
     if let Some(k) = config.distill.as_ref().and_then(|d| d.student_layers) {
         let layers = model_dir.config.num_hidden_layers;
         if k > layers {
@@ -920,7 +919,6 @@ fn cross_validate_in(
     device: &Device,
     run_dir: &Path,
 ) -> Result<CvMetrics> {
-    let run_dir = run_dir.to_path_buf();
     let model_dir = ModelDir::open(&config.model.path)?;
     let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), config.model.max_length)?;
     // Validation comes from the folds, so none is carved out of train.
@@ -929,7 +927,7 @@ fn cross_validate_in(
         split.validation = 0.0;
     }
     let data = crate::prep::prepare(&prep_config, Some(&tokenizer))?;
-    data.report.write(&run_dir)?;
+    data.report.write(run_dir)?;
     let mut pool: Vec<Example> = Vec::new();
     let mut test = None;
     for split in data.splits {

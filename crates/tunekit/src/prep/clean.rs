@@ -102,14 +102,16 @@ pub fn clean(text: &str, opts: &CleanOptions, counts: &mut CleanCounts) -> Strin
             s = Cow::Owned(decoded);
         }
     }
+    // The quick check answers "already normalised" for almost every text without allocating.
+    use unicode_normalization::{IsNormalized, is_nfc_quick, is_nfkc_quick};
     let normalized: Option<String> = match opts.normalize {
         Normalization::None => None,
-        Normalization::Nfc => (!unicode_normalization::is_nfc_quick(s.chars())
-            .eq(&unicode_normalization::IsNormalized::Yes))
-        .then(|| s.nfc().collect()),
-        Normalization::Nfkc => (!unicode_normalization::is_nfkc_quick(s.chars())
-            .eq(&unicode_normalization::IsNormalized::Yes))
-        .then(|| s.nfkc().collect()),
+        Normalization::Nfc => {
+            (is_nfc_quick(s.chars()) != IsNormalized::Yes).then(|| s.nfc().collect())
+        }
+        Normalization::Nfkc => {
+            (is_nfkc_quick(s.chars()) != IsNormalized::Yes).then(|| s.nfkc().collect())
+        }
     };
     if let Some(n) = normalized
         && n != s

@@ -151,6 +151,18 @@ pub enum DropReason {
     Leakage,
 }
 
+impl DropReason {
+    /// The name used in the data report (as serialised).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::ExactDuplicate => "exact_duplicate",
+            DropReason::NearDuplicate => "near_duplicate",
+            DropReason::Conflict => "conflict",
+            DropReason::Leakage => "leakage",
+        }
+    }
+}
+
 /// Decide which rows to keep. `splits` are (name, rows) in priority order, lowest first
 /// (train, validation, test). Returns, per split and row, why it is dropped (`None`: kept).
 pub fn dedup(

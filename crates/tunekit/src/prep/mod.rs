@@ -59,11 +59,22 @@ impl TextPreprocess {
 
     /// Apply the steps to one text (counts are discarded: inference has no report).
     pub fn apply(&self, text: &str) -> String {
-        let cleaned = clean::clean(text, &self.clean, &mut CleanCounts::default());
+        self.apply_counted(text, &mut CleanCounts::default(), &mut PiiCounts::new())
+    }
+
+    /// Apply the steps, counting what each changed — the one place training and inference
+    /// share, so they cannot drift apart.
+    pub fn apply_counted(
+        &self,
+        text: &str,
+        cleaning: &mut CleanCounts,
+        pii: &mut PiiCounts,
+    ) -> String {
+        let cleaned = clean::clean(text, &self.clean, cleaning);
         if self.privacy.is_empty() {
             cleaned
         } else {
-            privacy::deidentify(&cleaned, &self.privacy, &mut PiiCounts::new())
+            privacy::deidentify(&cleaned, &self.privacy, pii)
         }
     }
 }
@@ -256,13 +267,7 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
         for (e, reason) in std::mem::take(&mut w.examples).into_iter().zip(drops) {
             match reason {
                 None => kept.push(e),
-                Some(r) => {
-                    let name = serde_json::to_value(r)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    w.drop_count(&name, 1);
-                }
+                Some(r) => w.drop_count(r.name(), 1),
             }
         }
         w.examples = kept;
@@ -343,21 +348,13 @@ fn example_key(e: &Example) -> String {
 
 /// Clean and de-identify every text of a split; drop rows left empty.
 fn clean_split(w: &mut Working, config: &RunConfig) {
-    let d = &config.data;
-    let privacy = d.privacy.enabled.then_some(d.privacy.kinds.as_slice());
+    let steps = TextPreprocess::from_config(&config.data);
     let before = w.examples.len();
     let (cleaning, pii) = (&mut w.cleaning, &mut w.pii);
-    let mut process = |text: &str| -> String {
-        let cleaned = clean::clean(text, &d.clean, cleaning);
-        match privacy {
-            Some(kinds) => privacy::deidentify(&cleaned, kinds, pii),
-            None => cleaned,
-        }
-    };
     w.examples.retain_mut(|e| {
-        e.text = process(&e.text);
+        e.text = steps.apply_counted(&e.text, cleaning, pii);
         if let Some(p) = e.text_pair.as_mut() {
-            *p = process(p);
+            *p = steps.apply_counted(p, cleaning, pii);
         }
         !e.text.trim().is_empty()
     });
