@@ -56,6 +56,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Hyperparameter search over the config's [search] section (grid, random or TPE; median
+    /// or successive-halving pruning); resumes an interrupted search in the same directory.
+    Search(SearchArgs),
+    /// (Re)write RUN_DIR/report.html: curves, confusion matrix, ROC/PR, calibration, errors.
+    Report {
+        /// A training run directory (one with metrics.json).
+        run_dir: PathBuf,
+    },
     /// The experiment index (runs/index.sqlite): list, show and compare runs.
     Runs {
         #[command(subcommand)]
@@ -90,6 +98,21 @@ struct TrainArgs {
     /// RUN_DIR/metrics.json.
     #[arg(long, value_name = "K", conflicts_with = "resume")]
     cv: Option<usize>,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// A run configuration with a [search] section.
+    config: PathBuf,
+    /// Override a config value: --set section.key=value (repeatable; search.trials=20 too).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Study directory (default: run.dir/run.name from the config).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Trials run at once; each gets cores / N threads.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
 }
 
 #[derive(Subcommand)]
@@ -331,6 +354,7 @@ fn run_training(
         run_dir: args.run_dir,
         resume: args.resume,
         progress,
+        on_eval: None,
     };
     let run_dir = tunekit::train::run_dir_for(&config, &options);
     if let Some(k) = args.cv {
@@ -605,6 +629,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Data { command } => data_command(command),
         Command::Runs { command } => runs_command(command),
+        Command::Search(args) => {
+            let cfg = tunekit::search::study::SearchConfig::load(&args.config, &args.set)?;
+            let options = tunekit::search::study::SearchOptions {
+                dir: args.run_dir,
+                jobs: args.jobs,
+            };
+            let results = tunekit::search::study::search(&cfg, &options, &device)?;
+            println!("{}", tunekit::search::study::results_table(&cfg, &results));
+            let dir = options
+                .dir
+                .unwrap_or_else(|| cfg.base.run.dir.join(&cfg.base.run.name));
+            println!(
+                "results: {}/results.md, best config: {}/best.toml, report: {}/report.html",
+                dir.display(),
+                dir.display(),
+                dir.display()
+            );
+            if results.best_trial.is_none() {
+                anyhow::bail!("no trial completed (see {}/results.md)", dir.display());
+            }
+            Ok(())
+        }
+        Command::Report { run_dir } => {
+            let path = tunekit::report::write(&run_dir)?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Command::Merge { model, out } => {
             let clf = tunekit::infer::Classifier::load(&model, None, &device)?;
             clf.merge_into(&out)?;

@@ -477,6 +477,11 @@ impl RunConfig {
         for o in overrides {
             apply_override(&mut table, o)?;
         }
+        if table.contains_key("search") {
+            return Err(Error::Config(format!(
+                "{origin}: has a [search] section: run `tunekit search {origin}`, or remove the section to train once"
+            )));
+        }
         let train = match table.remove("train") {
             None => TrainSection::default(),
             Some(toml::Value::Table(t)) => TrainSection::from_partial(t)

@@ -48,6 +48,17 @@ pub enum Error {
     /// A tensor computation failed inside the engine.
     #[error("engine error: {0}")]
     Engine(String),
+    /// The run report could not be built (a run file unreadable, a figure failed).
+    #[error("report: {0}")]
+    Report(String),
+    /// A hyperparameter-search pruner stopped the run after an evaluation.
+    #[error("pruned after evaluation {evaluation} (step {step})")]
+    Pruned {
+        /// Evaluations done (1-based).
+        evaluation: usize,
+        /// Optimiser steps done.
+        step: usize,
+    },
     /// Training was interrupted (Ctrl-C / SIGTERM) after saving a checkpoint.
     #[error("training interrupted; resume with --resume")]
     Interrupted,

@@ -127,11 +127,21 @@ pub fn evaluate_tokens(
     device: &Device,
 ) -> Result<ClassificationMetrics> {
     let (probs, loss_sum) = predict_probs(model, tokens, Some(labels), batch_size, pad_id, device)?;
+    Ok(metrics_from_probs(&probs, loss_sum, labels, label_names))
+}
+
+/// Metrics of predicted class probabilities against `labels`, with the summed loss.
+pub fn metrics_from_probs(
+    probs: &[Vec<f32>],
+    loss_sum: f64,
+    labels: &[usize],
+    label_names: &[String],
+) -> ClassificationMetrics {
     let preds: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
     let mut acc = ConfusionAccumulator::new(label_names.to_vec());
     acc.update(labels, &preds);
     acc.add_loss(loss_sum, labels.len());
-    Ok(acc.finish().with_probabilities(&probs, labels))
+    acc.finish().with_probabilities(probs, labels)
 }
 
 /// Map label strings to class ids; a label the model does not know is an error naming it, the

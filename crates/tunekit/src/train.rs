@@ -135,6 +135,20 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// Called after every validation evaluation; `true` stops the run as pruned
+    /// ([`Error::Pruned`]). Hyperparameter search prunes unpromising trials through it.
+    pub on_eval: Option<EvalHook>,
+}
+
+/// A callback on each validation evaluation: (evaluation number from 1, optimiser step,
+/// value of the selection metric) → prune now?
+#[derive(Clone)]
+pub struct EvalHook(pub std::sync::Arc<dyn Fn(usize, usize, f64) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for EvalHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EvalHook")
+    }
 }
 
 /// `status.json` of a run directory: a run is `complete` only after every output is written.
@@ -906,7 +920,7 @@ pub fn cross_validate(
                 .and_then(|t| t.mean.get("macro_f1").copied()),
             metrics: std::fs::read_to_string(run_dir.join("metrics.json")).ok(),
         }),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(("failed", e.to_string())),
     };
     index_finish(index, &run_dir, outcome);
     result
@@ -1027,12 +1041,12 @@ fn index_start(config: &RunConfig, run_dir: &Path, kind: &str) -> Option<crate::
 fn index_finish(
     index: Option<crate::index::RunIndex>,
     run_dir: &Path,
-    outcome: std::result::Result<crate::index::Outcome, String>,
+    outcome: std::result::Result<crate::index::Outcome, (&str, String)>,
 ) {
     let Some(index) = index else { return };
     let result = match &outcome {
         Ok(o) => index.finish(run_dir, "complete", None, o),
-        Err(e) => index.finish(run_dir, "failed", Some(e), &Default::default()),
+        Err((status, e)) => index.finish(run_dir, status, Some(e), &Default::default()),
     };
     if let Err(e) = result {
         tracing::warn!("run end not recorded in the experiment index: {e}");
@@ -1109,9 +1123,13 @@ fn train_with_data(
             set_status(&run_dir, "complete", None)?;
             index_finish(index, &run_dir, Ok(outcome_of(m, &run_dir)));
         }
+        Err(e @ Error::Pruned { .. }) => {
+            set_status(&run_dir, "pruned", Some(e.to_string()))?;
+            index_finish(index, &run_dir, Err(("pruned", e.to_string())));
+        }
         Err(e) => {
             let _ = set_status(&run_dir, "failed", Some(e.to_string()));
-            index_finish(index, &run_dir, Err(e.to_string()));
+            index_finish(index, &run_dir, Err(("failed", e.to_string())));
         }
     }
     result
@@ -1573,6 +1591,16 @@ fn train_in(
                         }
                     }
                     rewrite_history(&metrics_path, &state.history)?;
+                    if let Some(hook) = &options.on_eval {
+                        let evaluation = state.history.len();
+                        if (hook.0)(evaluation, state.step, value) {
+                            tensorboard.flush()?;
+                            return Err(Error::Pruned {
+                                evaluation,
+                                step: state.step,
+                            });
+                        }
+                    }
                 } else {
                     // Without validation data the last model is the one exported.
                     state.best_step = Some(state.step);
@@ -1620,16 +1648,31 @@ fn train_in(
             .0
         }
     };
-    let eval_split = |s: &Split| {
-        evaluate_tokens(
+    // Evaluate the exported model and keep its per-example predictions for the report.
+    let eval_split = |s: &Split| -> Result<ClassificationMetrics> {
+        let (probs, loss_sum) = crate::infer::predict_probs(
             &best,
             &s.tokens,
-            &s.labels,
-            &p.labels,
+            Some(&s.labels),
             t.eval_batch_size,
             p.tokenizer.pad_id(),
             device,
-        )
+        )?;
+        let rows: Vec<crate::report::PredictionRow> = probs
+            .iter()
+            .zip(&s.labels)
+            .zip(&s.examples)
+            .map(|((pr, &label), ex)| crate::report::PredictionRow {
+                text: ex.text.clone(),
+                label,
+                predicted: crate::infer::argmax(pr),
+                probabilities: pr.clone(),
+            })
+            .collect();
+        crate::report::write_predictions(run_dir, &s.name, &rows)?;
+        Ok(crate::infer::metrics_from_probs(
+            &probs, loss_sum, &s.labels, &p.labels,
+        ))
     };
     let validation = p.validation.as_ref().map(eval_split).transpose()?;
     // What the exported model predicts on validation data: the reference for drift monitoring.
@@ -1665,6 +1708,16 @@ fn train_in(
     };
     crate::card::write(&export_dir, config, &metrics, &p.report, lora.is_some())?;
     write_json(&run_dir.join("metrics.json"), &metrics)?;
+    // The report is derived from the files above; if it cannot be drawn the run is still
+    // complete, so say so and how to retry rather than failing the run.
+    match crate::report::write(run_dir) {
+        Ok(path) => tracing::info!("report: {}", path.display()),
+        Err(e) => tracing::warn!(
+            "{}: could not write report.html ({e}); retry with `tunekit report {}`",
+            run_dir.display(),
+            run_dir.display()
+        ),
+    }
     Ok(metrics)
 }
 

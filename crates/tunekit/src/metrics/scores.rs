@@ -44,6 +44,34 @@ pub fn roc_auc(y: &[bool], s: &[f64]) -> Option<f64> {
     Some(area)
 }
 
+/// ROC curve points (false-positive rate, true-positive rate), from (0, 0) through one point
+/// per distinct score to (1, 1) — sklearn's `roc_curve` with `drop_intermediate=False`.
+/// `None` when only one class is present.
+pub fn roc_curve(y: &[bool], s: &[f64]) -> Option<Vec<(f64, f64)>> {
+    let pts = curve(y, s);
+    let (p, n) = pts.last().copied()?;
+    if p == 0.0 || n == 0.0 {
+        return None;
+    }
+    let mut out = vec![(0.0, 0.0)];
+    out.extend(pts.into_iter().map(|(tp, fp)| (fp / n, tp / p)));
+    Some(out)
+}
+
+/// Precision-recall curve points (recall, precision), one per distinct score from the highest
+/// down, starting at (0, 1) as sklearn's `precision_recall_curve` does. `None` without
+/// positives.
+pub fn pr_curve(y: &[bool], s: &[f64]) -> Option<Vec<(f64, f64)>> {
+    let pts = curve(y, s);
+    let (p, _) = pts.last().copied()?;
+    if p == 0.0 {
+        return None;
+    }
+    let mut out = vec![(0.0, 1.0)];
+    out.extend(pts.into_iter().map(|(tp, fp)| (tp / p, tp / (tp + fp))));
+    Some(out)
+}
+
 /// Average precision Σ (Rₖ − Rₖ₋₁)·Pₖ over distinct thresholds (sklearn
 /// `average_precision_score`, no interpolation). `None` without positives.
 pub fn average_precision(y: &[bool], s: &[f64]) -> Option<f64> {

@@ -1,0 +1,815 @@
+//! `tunekit search`: a study of trials over a `[search]` section, each trial a normal run
+//! directory (`STUDY/trial-NNN/`, with its own report and index entry), the study's state in
+//! SQLite (`STUDY/search.sqlite`) so an interrupted search resumes without redoing finished
+//! trials, and several trials at once (`--jobs N`), each on its own share of the cores.
+//!
+//! Why trials run in-process (threads with their own rayon pools) rather than as child
+//! processes: the pruner needs every trial's intermediate values as they are reported, and the
+//! sampler needs the finished ones; one process with one locked table gives both without a
+//! protocol. A trial that fails is recorded as failed and the search goes on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Direction, GridSampler, MedianPruner, NoPruner, Pruner, RandomSampler, Sampler, SearchSpace,
+    SuccessiveHalvingPruner, TpeOptions, TpeSampler, Trial, TrialState, Value, best_trial,
+    importance,
+};
+use crate::config::{RunConfig, apply_override};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::train::{EvalHook, TrainOptions, train};
+
+/// The study's state database in the study directory.
+pub const STATE_FILE: &str = "search.sqlite";
+
+/// Which sampler proposes trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    /// Every combination (continuous parameters at `grid_points` points), in order.
+    Grid,
+    /// Independent draws from each parameter's range.
+    Random,
+    /// Tree-structured Parzen estimator (Optuna's default sampler).
+    #[default]
+    Tpe,
+}
+
+/// Which pruner stops unpromising trials after an evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PrunerKind {
+    /// Never stop a trial early.
+    #[default]
+    None,
+    /// Stop when the best value so far is worse than the median of completed trials at the
+    /// same evaluation.
+    Median,
+    /// Asynchronous successive halving (ASHA's rule): keep the top 1/η at each rung.
+    SuccessiveHalving,
+}
+
+/// The `[search]` section of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSection {
+    /// Number of trials (the baseline trial included).
+    pub trials: usize,
+    /// `grid`, `random` or `tpe`.
+    #[serde(default)]
+    pub sampler: SamplerKind,
+    /// `none`, `median` or `successive_halving`.
+    #[serde(default)]
+    pub pruner: PrunerKind,
+    /// The validation metric to optimise (default: `train.metric`); trials also select their
+    /// best checkpoint by it.
+    #[serde(default)]
+    pub objective: Option<String>,
+    /// `maximize` or `minimize` (default: minimise `loss`, maximise anything else).
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    /// Sampler seed (default: `train.seed`).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Grid points per continuous parameter (grid sampler).
+    #[serde(default = "default_grid_points")]
+    pub grid_points: usize,
+    /// Random trials before TPE models the results (default: min(10, max(2, trials / 3));
+    /// Optuna's fixed 10 would leave a 12-trial search almost entirely random).
+    #[serde(default)]
+    pub tpe_startup_trials: Option<usize>,
+    /// Completed trials before the median pruner acts (Optuna: 5).
+    #[serde(default = "default_prune_startup")]
+    pub prune_startup_trials: usize,
+    /// Evaluations before any pruning (Optuna's `n_warmup_steps`).
+    #[serde(default)]
+    pub prune_warmup_evaluations: usize,
+    /// η of successive halving.
+    #[serde(default = "default_reduction_factor")]
+    pub reduction_factor: usize,
+    /// Make trial 0 the config's own values of the searched keys (Optuna's `enqueue_trial`),
+    /// so the search is measured against the recipe it starts from.
+    #[serde(default = "default_true")]
+    pub baseline: bool,
+    /// Config key → distribution: `loguniform(lo, hi)`, `uniform(lo, hi)`, `int(lo, hi)`,
+    /// `logint(lo, hi)`, `choice([...])`.
+    pub params: BTreeMap<String, String>,
+}
+
+fn default_grid_points() -> usize {
+    3
+}
+fn default_prune_startup() -> usize {
+    5
+}
+fn default_reduction_factor() -> usize {
+    3
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A search read from a config: the base run config and the search over it.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// The config without its `[search]` section (overrides applied), as TOML text.
+    pub base_text: String,
+    /// The base config, validated.
+    pub base: RunConfig,
+    /// The `[search]` section.
+    pub search: SearchSection,
+    /// Its parameters, parsed.
+    pub space: SearchSpace,
+    /// Where the config came from, for error messages.
+    pub origin: String,
+}
+
+impl SearchConfig {
+    /// Read `path`, apply `--set` overrides, split off and validate `[search]`.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::Config(format!("{origin}: {e}")))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let search = table.remove("search").ok_or_else(|| {
+            Error::Config(format!(
+                "{origin}: no [search] section: tunekit search needs one (trials, sampler, params)"
+            ))
+        })?;
+        let search: SearchSection = serde_path_to_error::deserialize(search).map_err(|e| {
+            Error::Config(format!("{origin}: [search] {}: {}", e.path(), e.inner()))
+        })?;
+        if search.trials == 0 {
+            return Err(Error::Config(format!(
+                "{origin}: search.trials must be at least 1"
+            )));
+        }
+        let base_text = toml::to_string(&table)
+            .map_err(|e| Error::Config(format!("{origin}: serialising config: {e}")))?;
+        let mut base = RunConfig::parse(&base_text, &origin, &[])?;
+        if let Some(o) = &search.objective {
+            base.train.metric = o.clone();
+        }
+        let space = SearchSpace::from_texts(search.params.iter())?;
+        // Every trial config must parse: check the extremes of each parameter now, not after
+        // an hour of trials.
+        let cfg = SearchConfig {
+            base_text,
+            base,
+            search,
+            space,
+            origin,
+        };
+        for point in cfg.space.grid(2).into_iter().take(64) {
+            cfg.trial_config(&point, Path::new("."))?;
+        }
+        Ok(cfg)
+    }
+
+    /// Objective direction: stated, or from the metric.
+    pub fn direction(&self) -> Direction {
+        self.search
+            .direction
+            .unwrap_or(if self.base.train.metric == "loss" {
+                Direction::Minimize
+            } else {
+                Direction::Maximize
+            })
+    }
+
+    fn overrides(&self, values: &[Value]) -> Result<Vec<String>> {
+        let mut out: Vec<String> = self
+            .space
+            .overrides(values)?
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        if let Some(o) = &self.search.objective {
+            out.push(format!("train.metric={}", toml::Value::String(o.clone())));
+        }
+        Ok(out)
+    }
+
+    /// The run config of one trial, named after its directory.
+    pub fn trial_config(&self, values: &[Value], dir: &Path) -> Result<RunConfig> {
+        let mut o = self.overrides(values)?;
+        let name = dir
+            .file_name()
+            .map_or_else(|| "trial".to_string(), |n| n.to_string_lossy().into_owned());
+        o.push(format!("run.name={}", toml::Value::String(name)));
+        if let Some(parent) = dir.parent() {
+            o.push(format!(
+                "run.dir={}",
+                toml::Value::String(parent.display().to_string())
+            ));
+        }
+        RunConfig::parse(&self.base_text, &self.origin, &o)
+    }
+
+    /// The base config's own values of the searched keys, when each lies in its range.
+    pub fn baseline_values(&self) -> Result<Option<Vec<Value>>> {
+        let resolved: toml::Table = self
+            .base
+            .to_toml()?
+            .parse()
+            .map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
+        let mut values = Vec::new();
+        for p in &self.space.params {
+            let mut cur: Option<&toml::Value> = None;
+            let mut table = Some(&resolved);
+            for part in p.key.split('.') {
+                cur = table.and_then(|t| t.get(part));
+                table = cur.and_then(|v| v.as_table());
+            }
+            let Some(v) = cur.and_then(|v| value_in(&p.dist, v)) else {
+                return Ok(None);
+            };
+            values.push(v);
+        }
+        Ok(self.space.contains(&values).then_some(values))
+    }
+
+    fn sampler(&self) -> Box<dyn Sampler + Send> {
+        let seed = self.search.seed.unwrap_or(self.base.train.seed);
+        match self.search.sampler {
+            SamplerKind::Grid => Box::new(GridSampler::new(self.search.grid_points, seed)),
+            SamplerKind::Random => Box::new(RandomSampler::new(seed)),
+            SamplerKind::Tpe => {
+                let startup = self
+                    .search
+                    .tpe_startup_trials
+                    .unwrap_or_else(|| (self.search.trials / 3).clamp(2, 10));
+                Box::new(TpeSampler::with_options(
+                    seed,
+                    TpeOptions {
+                        n_startup_trials: startup,
+                        ..TpeOptions::default()
+                    },
+                ))
+            }
+        }
+    }
+
+    fn pruner(&self) -> Box<dyn Pruner + Send + Sync> {
+        match self.search.pruner {
+            PrunerKind::None => Box::new(NoPruner),
+            PrunerKind::Median => Box::new(MedianPruner {
+                n_startup_trials: self.search.prune_startup_trials,
+                n_warmup_steps: self.search.prune_warmup_evaluations,
+                interval_steps: 1,
+            }),
+            PrunerKind::SuccessiveHalving => Box::new(SuccessiveHalvingPruner {
+                min_resource: self.search.prune_warmup_evaluations.max(1),
+                reduction_factor: self.search.reduction_factor,
+                min_early_stopping_rate: 0,
+            }),
+        }
+    }
+
+    /// What identifies a study: resuming with anything else changed would mix two searches.
+    /// The trial budget is left out, so a finished search can be extended with more trials.
+    fn fingerprint(&self) -> Result<String> {
+        let search = SearchSection {
+            trials: 0,
+            ..self.search.clone()
+        };
+        let search = to_json(&search)?;
+        Ok(format!("{}\n{search}", self.base.to_toml()?))
+    }
+}
+
+/// A config value as a point of `dist`, when it is one.
+fn value_in(dist: &super::Distribution, v: &toml::Value) -> Option<Value> {
+    use super::Distribution as D;
+    match dist {
+        D::LogUniform { .. } | D::Uniform { .. } => v
+            .as_float()
+            .or_else(|| v.as_integer().map(|i| i as f64))
+            .map(Value::Float),
+        D::Int { .. } => v.as_integer().map(Value::Int),
+        D::Choice(options) => options.iter().position(|o| o == v).map(Value::Choice),
+    }
+}
+
+/// One row of the results: a trial and what it cost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrialRecord {
+    /// The trial (number, values, state, objective, intermediate values).
+    #[serde(flatten)]
+    pub trial: Trial,
+    /// Its run directory.
+    pub run_dir: PathBuf,
+    /// Wall time in seconds (when finished).
+    pub seconds: Option<f64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Options that are not part of the study's config.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    /// Study directory (default `run.dir/run.name`).
+    pub dir: Option<PathBuf>,
+    /// Trials run at once.
+    pub jobs: usize,
+}
+
+/// A finished (or fully resumed) study.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchResults {
+    /// Objective metric name.
+    pub objective: String,
+    /// Its direction.
+    pub direction: Direction,
+    /// Parameter keys, in value order.
+    pub params: Vec<String>,
+    /// Every trial.
+    pub trials: Vec<TrialRecord>,
+    /// Number of the best completed trial.
+    pub best_trial: Option<usize>,
+    /// Share of objective variance each parameter explains alone (see `importance`).
+    pub importance: Vec<(String, f64)>,
+    /// Wall time of this invocation (seconds); a resumed study counts only its own part.
+    pub wall_s: f64,
+}
+
+struct Study {
+    conn: Connection,
+    records: Vec<TrialRecord>,
+    sampler: Box<dyn Sampler + Send>,
+    /// Interrupted trials to run again (their numbers).
+    pending: Vec<usize>,
+    /// A trial failed to start: stop proposing.
+    stop: Option<String>,
+}
+
+impl Study {
+    fn trials(&self) -> Vec<Trial> {
+        self.records.iter().map(|r| r.trial.clone()).collect()
+    }
+
+    fn save(&self, number: usize) -> Result<()> {
+        let Some(r) = self.records.iter().find(|r| r.trial.number == number) else {
+            return Ok(());
+        };
+        self.conn
+            .execute(
+                "INSERT INTO trials (number, state, params, objective, intermediate, run_dir, seconds, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(number) DO UPDATE SET state = ?2, params = ?3, objective = ?4,
+                 intermediate = ?5, run_dir = ?6, seconds = ?7, error = ?8",
+                params![
+                    number as i64,
+                    to_json(&r.trial.state)?,
+                    to_json(&r.trial.values)?,
+                    r.trial.objective,
+                    to_json(&r.trial.intermediate)?,
+                    r.run_dir.display().to_string(),
+                    r.seconds,
+                    r.error,
+                ],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+/// serde_json for the few shapes stored as JSON columns.
+fn to_json<T: Serialize + ?Sized>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Config(e.to_string()))
+}
+
+fn db_err(e: rusqlite::Error) -> Error {
+    Error::Config(format!("{STATE_FILE}: {e}"))
+}
+
+fn lock(study: &Mutex<Study>) -> MutexGuard<'_, Study> {
+    // A panic in one trial thread must not stop the others from recording results.
+    study.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn open_state(dir: &Path, fingerprint: &str) -> Result<(Connection, Vec<TrialRecord>)> {
+    let path = dir.join(STATE_FILE);
+    let conn = Connection::open(&path).map_err(db_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS trials (
+            number INTEGER PRIMARY KEY, state TEXT NOT NULL, params TEXT NOT NULL,
+            objective REAL, intermediate TEXT NOT NULL, run_dir TEXT NOT NULL,
+            seconds REAL, error TEXT);",
+    )
+    .map_err(db_err)?;
+    let stored: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'fingerprint'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    match stored {
+        Some(s) if s != fingerprint => {
+            return Err(Error::Config(format!(
+                "{} holds a search with a different config or [search] section; resume it with \
+                 the same config, or give another --run-dir / run.name",
+                path.display()
+            )));
+        }
+        Some(_) => {}
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('fingerprint', ?1)",
+                params![fingerprint],
+            )
+            .map_err(db_err)?;
+        }
+    }
+    let mut stmt = conn
+        .prepare("SELECT number, state, params, objective, intermediate, run_dir, seconds, error FROM trials ORDER BY number")
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<f64>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<f64>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        })
+        .map_err(db_err)?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (number, state, values, objective, intermediate, run_dir, seconds, error) =
+            row.map_err(db_err)?;
+        let parse = |what: &str, s: &str| {
+            Error::Config(format!(
+                "{}: trial {number}: bad {what}: {s}",
+                path.display()
+            ))
+        };
+        records.push(TrialRecord {
+            trial: Trial {
+                number: number as usize,
+                values: serde_json::from_str(&values).map_err(|_| parse("params", &values))?,
+                state: serde_json::from_str(&state).map_err(|_| parse("state", &state))?,
+                objective,
+                intermediate: serde_json::from_str(&intermediate)
+                    .map_err(|_| parse("intermediate", &intermediate))?,
+            },
+            run_dir: PathBuf::from(run_dir),
+            seconds,
+            error,
+        });
+    }
+    drop(stmt);
+    Ok((conn, records))
+}
+
+/// Run (or resume) the study of `cfg`.
+pub fn search(
+    cfg: &SearchConfig,
+    options: &SearchOptions,
+    device: &Device,
+) -> Result<SearchResults> {
+    let started = Instant::now();
+    let dir = options
+        .dir
+        .clone()
+        .unwrap_or_else(|| cfg.base.run.dir.join(&cfg.base.run.name));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let (conn, records) = open_state(&dir, &cfg.fingerprint()?)?;
+    let pending: Vec<usize> = records
+        .iter()
+        .filter(|r| r.trial.state == TrialState::Running)
+        .map(|r| r.trial.number)
+        .collect();
+    if !records.is_empty() {
+        tracing::info!(
+            "resuming the search in {}: {} trials recorded, {} interrupted ones to finish",
+            dir.display(),
+            records.len(),
+            pending.len()
+        );
+    }
+    let study = Arc::new(Mutex::new(Study {
+        conn,
+        records,
+        sampler: cfg.sampler(),
+        pending,
+        stop: None,
+    }));
+    let pruner: Arc<dyn Pruner + Send + Sync> = Arc::from(cfg.pruner());
+    let direction = cfg.direction();
+    let baseline = if cfg.search.baseline {
+        cfg.baseline_values()?
+    } else {
+        None
+    };
+    if cfg.search.baseline && baseline.is_none() {
+        tracing::warn!(
+            "search.baseline: the config's own values are not all inside the searched ranges; trial 0 is sampled"
+        );
+    }
+    let jobs = options.jobs.max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / jobs).max(1);
+    tracing::info!(
+        "search: {} trials, sampler {:?}, pruner {:?}, objective validation {} ({:?}), {jobs} at a time × {threads} threads",
+        cfg.search.trials,
+        cfg.search.sampler,
+        cfg.search.pruner,
+        cfg.base.train.metric,
+        direction
+    );
+
+    let worker = |_: usize| -> Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::Engine(format!("thread pool: {e}")))?;
+        loop {
+            // Claim a trial: an interrupted one first, then a new proposal.
+            let claim = {
+                let mut s = lock(&study);
+                if s.stop.is_some() {
+                    None
+                } else if let Some(n) = s.pending.pop() {
+                    s.records
+                        .iter()
+                        .find(|r| r.trial.number == n)
+                        .map(|r| (n, r.trial.values.clone(), true))
+                } else if s.records.len() < cfg.search.trials {
+                    let history = s.trials();
+                    let n = super::next_trial_number(&history);
+                    let values = match (&baseline, n) {
+                        (Some(b), 0) => b.clone(),
+                        _ => s.sampler.sample(&cfg.space, &history, direction),
+                    };
+                    let run_dir = dir.join(format!("trial-{n:03}"));
+                    s.records.push(TrialRecord {
+                        trial: Trial {
+                            number: n,
+                            values: values.clone(),
+                            state: TrialState::Running,
+                            objective: None,
+                            intermediate: Vec::new(),
+                        },
+                        run_dir,
+                        seconds: None,
+                        error: None,
+                    });
+                    s.save(n)?;
+                    Some((n, values, false))
+                } else {
+                    None
+                }
+            };
+            let Some((n, values, rerun)) = claim else {
+                return Ok(());
+            };
+            let run_dir = dir.join(format!("trial-{n:03}"));
+            let shown: Vec<String> = cfg
+                .space
+                .params
+                .iter()
+                .zip(&values)
+                .map(|(p, v)| format!("{}={}", p.key, v.display(&p.dist)))
+                .collect();
+            tracing::info!(
+                "trial {n}{}: {}",
+                if rerun { " (resumed)" } else { "" },
+                shown.join(", ")
+            );
+            let config = match cfg.trial_config(&values, &run_dir) {
+                Ok(c) => c,
+                Err(e) => {
+                    lock(&study).stop = Some(e.to_string());
+                    return Err(e);
+                }
+            };
+            // An interrupted trial continues from its checkpoint when it has one.
+            let resume = rerun && run_dir.join("checkpoints/latest.json").exists();
+            if rerun && !resume && run_dir.exists() {
+                std::fs::remove_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+            }
+            let hook_study = Arc::clone(&study);
+            let hook_pruner = Arc::clone(&pruner);
+            let hook = EvalHook(Arc::new(move |evaluation, _step, value| {
+                let mut s = lock(&hook_study);
+                let Some(i) = s.records.iter().position(|r| r.trial.number == n) else {
+                    return false;
+                };
+                s.records[i]
+                    .trial
+                    .intermediate
+                    .retain(|&(e, _)| e != evaluation);
+                s.records[i].trial.intermediate.push((evaluation, value));
+                if let Err(e) = s.save(n) {
+                    tracing::warn!("trial {n}: intermediate value not saved: {e}");
+                }
+                let trial = s.records[i].trial.clone();
+                let history = s.trials();
+                hook_pruner.should_prune(&trial, &history, direction)
+            }));
+            let options = TrainOptions {
+                run_dir: Some(run_dir.clone()),
+                resume,
+                progress: false,
+                on_eval: Some(hook),
+            };
+            let t0 = Instant::now();
+            let result = pool.install(|| train(&config, &options, device));
+            let secs = t0.elapsed().as_secs_f64();
+            let mut s = lock(&study);
+            let Some(i) = s.records.iter().position(|r| r.trial.number == n) else {
+                continue;
+            };
+            let rec = &mut s.records[i];
+            // A resumed trial's time adds to what it ran before the interruption.
+            let before = if rerun {
+                rec.seconds.unwrap_or(0.0)
+            } else {
+                0.0
+            };
+            rec.seconds = Some(before + secs);
+            match result {
+                Ok(m) => {
+                    let y = m
+                        .validation
+                        .as_ref()
+                        .and_then(|v| v.get(&config.train.metric));
+                    rec.trial.objective = y;
+                    rec.trial.state = if y.is_some_and(f64::is_finite) {
+                        TrialState::Complete
+                    } else {
+                        rec.error = Some(format!(
+                            "no validation {} (is there a validation split?)",
+                            config.train.metric
+                        ));
+                        TrialState::Failed
+                    };
+                    tracing::info!(
+                        "trial {n}: validation {} {} in {secs:.0} s",
+                        config.train.metric,
+                        y.map_or("—".into(), |v| format!("{v:.4}"))
+                    );
+                }
+                Err(Error::Pruned { evaluation, .. }) => {
+                    rec.trial.state = TrialState::Pruned;
+                    tracing::info!("trial {n}: pruned after evaluation {evaluation} ({secs:.0} s)");
+                }
+                Err(e) => {
+                    rec.trial.state = TrialState::Failed;
+                    rec.error = Some(e.to_string());
+                    tracing::warn!("trial {n} failed: {e}");
+                }
+            }
+            s.save(n)?;
+        }
+    };
+    let outcomes: Vec<Result<()>> = if jobs == 1 {
+        vec![worker(0)]
+    } else {
+        std::thread::scope(|scope| {
+            let worker = &worker;
+            let handles: Vec<_> = (0..jobs).map(|j| scope.spawn(move || worker(j))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Engine("a trial thread panicked".into())))
+                })
+                .collect()
+        })
+    };
+    for o in outcomes {
+        o?;
+    }
+    let s = lock(&study);
+    let trials = s.trials();
+    let best = best_trial(&trials, direction).map(|t| t.number);
+    let results = SearchResults {
+        objective: cfg.base.train.metric.clone(),
+        direction,
+        params: cfg.space.params.iter().map(|p| p.key.clone()).collect(),
+        trials: s.records.clone(),
+        best_trial: best,
+        importance: importance(&cfg.space, &trials),
+        wall_s: started.elapsed().as_secs_f64(),
+    };
+    drop(s);
+    write_outputs(cfg, &dir, &results)?;
+    Ok(results)
+}
+
+/// `results.json`, `results.md` (the table), `best.toml` (the best trial's config, ready to
+/// train) and `report.html` (objective per trial, learning curves, slices, importance).
+fn write_outputs(cfg: &SearchConfig, dir: &Path, results: &SearchResults) -> Result<()> {
+    let json = serde_json::to_string_pretty(results).map_err(|e| Error::Config(e.to_string()))?;
+    write_atomic(&dir.join("results.json"), json.as_bytes())?;
+    write_atomic(
+        &dir.join("results.md"),
+        results_table(cfg, results).as_bytes(),
+    )?;
+    if let Some(best) = results
+        .best_trial
+        .and_then(|n| results.trials.iter().find(|r| r.trial.number == n))
+    {
+        let name = format!("{}-best", cfg.base.run.name);
+        let config = cfg.trial_config(&best.trial.values, &cfg.base.run.dir.join(name))?;
+        let header = format!(
+            "# Best trial ({}) of the search in {}: validation {} = {}.\n# Train it with: tunekit train best.toml\n",
+            best.trial.number,
+            dir.display(),
+            results.objective,
+            best.trial
+                .objective
+                .map_or("—".into(), |v| format!("{v:.4}"))
+        );
+        write_atomic(
+            &dir.join("best.toml"),
+            format!("{header}{}", config.to_toml()?).as_bytes(),
+        )?;
+    }
+    crate::report::search::write(dir, cfg, results)?;
+    Ok(())
+}
+
+/// The results as a Markdown table (trial, params, objective, status, time), plus importance.
+pub fn results_table(cfg: &SearchConfig, results: &SearchResults) -> String {
+    let mut out = String::new();
+    out.push_str("| trial | ");
+    for p in &cfg.space.params {
+        out.push_str(&format!("{} | ", p.key));
+    }
+    out.push_str(&format!(
+        "validation {} | evaluations | status | time (s) |\n|---|",
+        results.objective
+    ));
+    for _ in &cfg.space.params {
+        out.push_str("---|");
+    }
+    out.push_str("---|---|---|---|\n");
+    for r in &results.trials {
+        let best = if Some(r.trial.number) == results.best_trial {
+            " **best**"
+        } else {
+            ""
+        };
+        let baseline = if r.trial.number == 0 && cfg.search.baseline {
+            " (baseline)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("| {}{baseline} | ", r.trial.number));
+        for (p, v) in cfg.space.params.iter().zip(&r.trial.values) {
+            out.push_str(&format!("{} | ", v.display(&p.dist)));
+        }
+        let objective = match (r.trial.objective, r.trial.last_report()) {
+            (Some(v), _) => format!("{v:.4}"),
+            (None, Some((_, v))) => format!("({v:.4} at stop)"),
+            _ => "—".into(),
+        };
+        let state = match r.trial.state {
+            TrialState::Complete => "complete",
+            TrialState::Pruned => "pruned",
+            TrialState::Failed => "failed",
+            TrialState::Running => "running",
+        };
+        out.push_str(&format!(
+            "{objective}{best} | {} | {state} | {} |\n",
+            r.trial.intermediate.len(),
+            r.seconds.map_or("—".into(), |s| format!("{s:.0}"))
+        ));
+    }
+    let total: f64 = results.trials.iter().filter_map(|r| r.seconds).sum();
+    out.push_str(&format!(
+        "\nTrial time {total:.0} s in all; wall time of this invocation {:.0} s.\n",
+        results.wall_s
+    ));
+    if !results.importance.is_empty() {
+        out.push_str(
+            "\nImportance (share of objective variance explained by each parameter alone):\n\n",
+        );
+        for (k, v) in &results.importance {
+            out.push_str(&format!("- {k}: {v:.3}\n"));
+        }
+    }
+    out
+}
