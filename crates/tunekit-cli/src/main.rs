@@ -59,6 +59,18 @@ enum Command {
     /// Hyperparameter search over the config's [search] section (grid, random or TPE; median
     /// or successive-halving pruning); resumes an interrupted search in the same directory.
     Search(SearchArgs),
+    /// Export a fine-tuned model: a Hugging Face directory (transformers loads it) or ONNX.
+    Export {
+        /// The fine-tuned model directory (RUN/model; LoRA adapters are merged).
+        #[arg(long)]
+        model: String,
+        /// `hf` or `onnx`.
+        #[arg(long, value_enum)]
+        format: ExportFormatArg,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// (Re)write RUN_DIR/report.html: curves, confusion matrix, ROC/PR, calibration, errors.
     Report {
         /// A training run directory (one with metrics.json).
@@ -98,6 +110,14 @@ struct TrainArgs {
     /// RUN_DIR/metrics.json.
     #[arg(long, value_name = "K", conflicts_with = "resume")]
     cv: Option<usize>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormatArg {
+    /// Hugging Face layout: config.json, model.safetensors, tokenizer, model card.
+    Hf,
+    /// ONNX graph (opset 17, dynamic batch and sequence axes) + tokenizer + config.
+    Onnx,
 }
 
 #[derive(Args)]
@@ -649,6 +669,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if results.best_trial.is_none() {
                 anyhow::bail!("no trial completed (see {}/results.md)", dir.display());
             }
+            Ok(())
+        }
+        Command::Export { model, format, out } => {
+            let format = match format {
+                ExportFormatArg::Hf => tunekit::export::ExportFormat::Hf,
+                ExportFormatArg::Onnx => tunekit::export::ExportFormat::Onnx,
+            };
+            let path = tunekit::export::export(&model, format, &out, &device)?;
+            println!("{}", path.display());
             Ok(())
         }
         Command::Report { run_dir } => {

@@ -22,6 +22,7 @@
 //! - [`metrics`]: classification metrics with scikit-learn semantics;
 //! - [`drift`]: reference prediction distribution and divergence (PSI, KL) for monitoring;
 //! - [`infer`]: evaluation, prediction and embeddings for trained models;
+//! - [`export`]: `tunekit export` — Hugging Face directory or ONNX graph;
 //! - [`index`]: the experiment index (`runs/index.sqlite`): runs list, show, compare;
 //! - [`hub`]: offline resolution of model ids in the local HF cache;
 //! - [`fsutil`]: atomic file writes.
@@ -33,6 +34,7 @@ pub mod data;
 pub mod device;
 pub mod drift;
 pub mod error;
+pub mod export;
 pub mod fsutil;
 pub mod hub;
 pub mod index;

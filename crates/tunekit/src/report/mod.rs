@@ -274,13 +274,16 @@ fn loss_figure(run: &RunFiles) -> Figure {
                   evaluation; the dashed red line is the checkpoint that was exported."
             .into(),
         svg: plots::line_chart(
-            "Loss",
-            "optimiser step",
-            "cross-entropy loss",
+            &plots::Axes {
+                title: "Loss",
+                x_label: "optimiser step",
+                y_label: "cross-entropy loss",
+                marker: marker.as_ref(),
+                y_range: None,
+                x_range: step_axis(run),
+                legend_low: false,
+            },
             &series,
-            marker.as_ref(),
-            None,
-            step_axis(run),
         )
         .map_err(|e| e.to_string()),
     }
@@ -338,13 +341,16 @@ fn metric_figure(run: &RunFiles) -> Figure {
              `{selection}`. The single dot is the exported model's test score."
         ),
         svg: plots::line_chart(
-            "Validation metrics",
-            "optimiser step",
-            "score",
+            &plots::Axes {
+                title: "Validation metrics",
+                x_label: "optimiser step",
+                y_label: "score",
+                marker: marker.as_ref(),
+                y_range: None,
+                x_range: step_axis(run),
+                legend_low: true,
+            },
             &series,
-            marker.as_ref(),
-            None,
-            step_axis(run),
         )
         .map_err(|e| e.to_string()),
     }
@@ -371,13 +377,16 @@ fn lr_figure(run: &RunFiles) -> Figure {
                   layer-wise decay this is the top layer's rate)."
             .into(),
         svg: plots::line_chart(
-            "Learning rate",
-            "optimiser step",
-            "learning rate",
+            &plots::Axes {
+                title: "Learning rate",
+                x_label: "optimiser step",
+                y_label: "learning rate",
+                marker: None,
+                y_range: None,
+                x_range: step_axis(run),
+                legend_low: false,
+            },
             &series,
-            None,
-            None,
-            step_axis(run),
         )
         .map_err(|e| e.to_string()),
     }
@@ -459,13 +468,16 @@ fn ranking_figures(labels: &[String], split: &str, rows: &[PredictionRow]) -> (F
         ),
         svg: if roc_ok {
             plots::line_chart(
-                "ROC curve",
-                "false-positive rate",
-                "true-positive rate",
+                &plots::Axes {
+                    title: "ROC curve",
+                    x_label: "false-positive rate",
+                    y_label: "true-positive rate",
+                    marker: None,
+                    y_range: Some((0.0, 1.02)),
+                    x_range: unit,
+                    legend_low: true,
+                },
                 &roc,
-                None,
-                Some((0.0, 1.02)),
-                unit,
             )
             .map_err(|e| e.to_string())
         } else {
@@ -481,13 +493,16 @@ fn ranking_figures(labels: &[String], split: &str, rows: &[PredictionRow]) -> (F
             Err("no positive examples in the split".into())
         } else {
             plots::line_chart(
-                "Precision-recall curve",
-                "recall",
-                "precision",
+                &plots::Axes {
+                    title: "Precision-recall curve",
+                    x_label: "recall",
+                    y_label: "precision",
+                    marker: None,
+                    y_range: Some((0.0, 1.02)),
+                    x_range: unit,
+                    legend_low: true,
+                },
                 &pr,
-                None,
-                Some((0.0, 1.02)),
-                unit,
             )
             .map_err(|e| e.to_string())
         },

@@ -114,17 +114,36 @@ fn bounds(series: &[Series], marker: Option<&Marker>) -> Option<((f64, f64), (f6
     Some(((x0, x1), (y0, y1)))
 }
 
-/// A line chart of `series` with an optional vertical `marker`. `y_range` fixes the y axis
-/// (e.g. 0..1 for ROC); otherwise it fits the data.
-pub fn line_chart(
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    marker: Option<&Marker>,
-    y_range: Option<(f64, f64)>,
-    x_range: Option<(f64, f64)>,
-) -> Result<String> {
+/// Titles, ranges and marker of a line chart.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Axes<'a> {
+    /// Caption above the plot.
+    pub title: &'a str,
+    /// X axis description.
+    pub x_label: &'a str,
+    /// Y axis description.
+    pub y_label: &'a str,
+    /// A vertical marker (the best checkpoint).
+    pub marker: Option<&'a Marker>,
+    /// Fixed y range (e.g. 0..1 for ROC); otherwise fitted to the data.
+    pub y_range: Option<(f64, f64)>,
+    /// Fixed x range; otherwise fitted to the data.
+    pub x_range: Option<(f64, f64)>,
+    /// Put the legend in the lower right (curves that rise, like ROC and accuracy).
+    pub legend_low: bool,
+}
+
+/// A line chart of `series` on `axes`.
+pub fn line_chart(axes: &Axes, series: &[Series]) -> Result<String> {
+    let Axes {
+        title,
+        x_label,
+        y_label,
+        marker,
+        y_range,
+        x_range,
+        legend_low,
+    } = *axes;
     let Some((xb, yb)) = bounds(series, marker) else {
         return Err(Error::Report(format!(
             "figure `{title}` has no finite points"
@@ -209,7 +228,11 @@ pub fn line_chart(
             .label_font(("sans-serif", 14))
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(200, 200, 200))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(if legend_low {
+                SeriesLabelPosition::LowerRight
+            } else {
+                SeriesLabelPosition::UpperRight
+            })
             .draw()?;
         Ok(())
     })
@@ -450,7 +473,14 @@ mod tests {
             x: 2.0,
             label: "best (step 2)".into(),
         };
-        let out = line_chart("Loss", "step", "loss", &s, Some(&m), None, None).unwrap();
+        let axes = Axes {
+            title: "Loss",
+            x_label: "step",
+            y_label: "loss",
+            marker: Some(&m),
+            ..Axes::default()
+        };
+        let out = line_chart(&axes, &s).unwrap();
         assert!(out.starts_with("<svg"));
         for needle in [
             "train loss",
@@ -471,7 +501,7 @@ mod tests {
             color: 0,
             style: Style::Line,
         }];
-        assert!(line_chart("Empty", "x", "y", &s, None, None, None).is_err());
+        assert!(line_chart(&Axes::default(), &s).is_err());
     }
 
     #[test]

@@ -144,13 +144,16 @@ fn objective_figure(results: &SearchResults) -> Figure {
             results.objective
         ),
         svg: plots::line_chart(
-            "Objective per trial",
-            "trial",
-            &results.objective,
+            &plots::Axes {
+                title: "Objective per trial",
+                x_label: "trial",
+                y_label: &results.objective,
+                marker: None,
+                y_range: None,
+                x_range: None,
+                legend_low: false,
+            },
             &series,
-            None,
-            None,
-            None,
         )
         .map_err(|e| e.to_string()),
     }
@@ -184,13 +187,16 @@ fn curves_figure(results: &SearchResults) -> Figure {
             results.objective
         ),
         svg: plots::line_chart(
-            "Learning curves",
-            "evaluation",
-            &results.objective,
+            &plots::Axes {
+                title: "Learning curves",
+                x_label: "evaluation",
+                y_label: &results.objective,
+                marker: None,
+                y_range: None,
+                x_range: None,
+                legend_low: false,
+            },
             &series,
-            None,
-            None,
-            None,
         )
         .map_err(|e| e.to_string()),
     }
@@ -257,13 +263,16 @@ fn slice_figure(results: &SearchResults, i: usize, key: &str, dist: &Distributio
             results.objective
         ),
         svg: plots::line_chart(
-            &format!("Slice: {key}"),
-            &axis,
-            &results.objective,
+            &plots::Axes {
+                title: &format!("Slice: {key}"),
+                x_label: &axis,
+                y_label: &results.objective,
+                marker: None,
+                y_range: None,
+                x_range: None,
+                legend_low: false,
+            },
             &series,
-            None,
-            None,
-            None,
         )
         .map_err(|e| e.to_string()),
     }

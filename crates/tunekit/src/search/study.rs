@@ -234,11 +234,25 @@ impl SearchConfig {
                 table = cur.and_then(|v| v.as_table());
             }
             let Some(v) = cur.and_then(|v| value_in(&p.dist, v)) else {
+                tracing::warn!(
+                    "search.baseline: the config does not set {} (or not to a value of {}); trial 0 is sampled",
+                    p.key,
+                    p.dist
+                );
                 return Ok(None);
             };
+            if !p.dist.contains(&v) {
+                tracing::warn!(
+                    "search.baseline: the config's {} = {} lies outside {}; trial 0 is sampled",
+                    p.key,
+                    v.display(&p.dist),
+                    p.dist
+                );
+                return Ok(None);
+            }
             values.push(v);
         }
-        Ok(self.space.contains(&values).then_some(values))
+        Ok(Some(values))
     }
 
     fn sampler(&self) -> Box<dyn Sampler + Send> {
@@ -521,11 +535,6 @@ pub fn search(
     } else {
         None
     };
-    if cfg.search.baseline && baseline.is_none() {
-        tracing::warn!(
-            "search.baseline: the config's own values are not all inside the searched ranges; trial 0 is sampled"
-        );
-    }
     let jobs = options.jobs.max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / jobs).max(1);

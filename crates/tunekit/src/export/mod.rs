@@ -1,0 +1,83 @@
+//! `tunekit export`: a fine-tuned model in the format another runtime loads.
+//!
+//! - [`ExportFormat::Hf`]: a plain Hugging Face directory `transformers` loads with
+//!   `AutoModelForSequenceClassification.from_pretrained` — LoRA adapters merged, `config.json`
+//!   with `architectures`, `id2label`, `label2id`, `problem_type`, `model.safetensors` with
+//!   exactly `BertForSequenceClassification`'s tensor names and shapes, tokenizer files and the
+//!   model card.
+//! - [`ExportFormat::Onnx`]: `model.onnx` (see [`onnx`]) plus the tokenizer and label map.
+
+pub mod onnx;
+pub mod onnx_proto;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+use crate::fsutil::{copy_atomic, write_atomic};
+use crate::infer::Classifier;
+
+/// What `tunekit export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Hugging Face directory (safetensors + config + tokenizer + card).
+    Hf,
+    /// ONNX graph + tokenizer + config.
+    Onnx,
+}
+
+/// Files copied beside the weights when present: tokenizer, labels, tunekit's own metadata.
+const SIDE_FILES: [&str; 7] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "README.md",
+    crate::model::TUNEKIT_META,
+    crate::drift::REFERENCE_FILE,
+];
+
+/// Export the fine-tuned model `spec` (a model directory or LoRA adapter directory) to `out`;
+/// returns the main file written.
+pub fn export(spec: &str, format: ExportFormat, out: &Path, device: &Device) -> Result<PathBuf> {
+    let clf = Classifier::load(spec, None, device)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let dir = clf.dir.clone();
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value = crate::fsutil::read_json(&config_path)?;
+    // transformers reads the task from `problem_type`; tunekit's heads are single-label.
+    if let Some(o) = config.as_object_mut() {
+        o.insert(
+            "architectures".into(),
+            serde_json::json!(["BertForSequenceClassification"]),
+        );
+        o.entry("problem_type")
+            .or_insert_with(|| serde_json::json!("single_label_classification"));
+    }
+    let bert_config = crate::model::BertConfig::from_file(&config_path)?;
+    // Adapters are folded into the weights: both formats hold one plain model.
+    let model = burn::module::Module::materialize(clf.model);
+    let main = match format {
+        ExportFormat::Hf => {
+            let path = out.join("model.safetensors");
+            crate::model::weights::save_classifier(&model, &path)?;
+            path
+        }
+        ExportFormat::Onnx => {
+            let bytes = onnx::to_onnx(&model, &bert_config)?;
+            let path = out.join("model.onnx");
+            write_atomic(&path, &bytes)?;
+            path
+        }
+    };
+    let text = serde_json::to_string_pretty(&config).map_err(|e| Error::Model(e.to_string()))?;
+    write_atomic(&out.join("config.json"), text.as_bytes())?;
+    for f in SIDE_FILES {
+        let src = dir.join(f);
+        if src.is_file() {
+            copy_atomic(&src, &out.join(f))?;
+        }
+    }
+    Ok(main)
+}

@@ -1,0 +1,420 @@
+//! ONNX export of a fine-tuned classifier: the encoder and head as one ONNX graph (opset 17,
+//! IR 8) with dynamic `batch` and `sequence` axes, inputs `input_ids`, `attention_mask`,
+//! `token_type_ids` (int64) and output `logits` (float). No Python: the graph is built node by
+//! node from the burn modules, following [`crate::model::bert`]'s forward pass operation by
+//! operation (post-LN blocks, exact-erf GELU, additive −1e9 mask bias, CLS + pooler or masked
+//! mean pooling), and serialised with the `prost` messages of [`super::onnx_proto`].
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::tensor::Tensor;
+use prost::Message;
+
+use super::onnx_proto as pb;
+use crate::error::{Error, Result};
+use crate::model::bert::{Activation, Layer, Pooling};
+use crate::model::weights::to_vec;
+use crate::model::{BertConfig, SequenceClassifier};
+
+/// ONNX opset the graph uses (LayerNormalization needs 17).
+pub const OPSET: i64 = 17;
+/// ONNX IR version matching opset 17.
+pub const IR_VERSION: i64 = 8;
+
+/// Builds a graph: unique value names, nodes in order, initializers.
+struct Graph {
+    nodes: Vec<pb::NodeProto>,
+    initializers: Vec<pb::TensorProto>,
+    counter: usize,
+}
+
+fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        i,
+        r#type: 2,
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, f: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        f,
+        r#type: 1,
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        ints: ints.to_vec(),
+        r#type: 7,
+        ..Default::default()
+    }
+}
+
+impl Graph {
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{hint}_{}", self.counter)
+    }
+
+    /// Add a node with one output; returns the output name.
+    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
+        let out = self.fresh(&op.to_lowercase());
+        self.nodes.push(pb::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            name: format!("{op}_{}", self.counter),
+            op_type: op.into(),
+            attribute: attrs,
+            domain: String::new(),
+        });
+        out
+    }
+
+    fn float_tensor(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+        let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(pb::TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: pb::FLOAT,
+            name: name.into(),
+            raw_data: raw,
+        });
+        name.to_string()
+    }
+
+    fn int_tensor(&mut self, hint: &str, dims: &[usize], data: &[i64]) -> String {
+        let name = self.fresh(hint);
+        let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(pb::TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: pb::INT64,
+            name: name.clone(),
+            raw_data: raw,
+        });
+        name
+    }
+
+    fn scalar(&mut self, hint: &str, v: f32) -> String {
+        let name = self.fresh(hint);
+        self.float_tensor(&name, &[], &[v])
+    }
+
+    fn param<const D: usize>(&mut self, name: &str, p: &Param<Tensor<D>>) -> Result<String> {
+        let t = p.val();
+        let dims = t.dims();
+        let data = to_vec(t)?;
+        Ok(self.float_tensor(name, &dims, &data))
+    }
+
+    /// `x · W + b` (burn stores `W` as [in, out], ONNX MatMul's layout).
+    fn linear(&mut self, name: &str, x: &str, l: &Linear) -> Result<String> {
+        let w = self.param(&format!("{name}.weight"), &l.weight)?;
+        let y = self.op("MatMul", &[x, &w], vec![]);
+        match &l.bias {
+            Some(b) => {
+                let b = self.param(&format!("{name}.bias"), b)?;
+                Ok(self.op("Add", &[&y, &b], vec![]))
+            }
+            None => Ok(y),
+        }
+    }
+
+    fn layer_norm(&mut self, name: &str, x: &str, ln: &LayerNorm, eps: f64) -> Result<String> {
+        let g = self.param(&format!("{name}.weight"), &ln.gamma)?;
+        let mut inputs = vec![x.to_string(), g];
+        if let Some(b) = &ln.beta {
+            inputs.push(self.param(&format!("{name}.bias"), b)?);
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        Ok(self.op(
+            "LayerNormalization",
+            &refs,
+            vec![attr_int("axis", -1), attr_float("epsilon", eps as f32)],
+        ))
+    }
+
+    fn embedding(&mut self, name: &str, e: &Embedding, ids: &str) -> Result<String> {
+        let w = self.param(&format!("{name}.weight"), &e.weight)?;
+        Ok(self.op("Gather", &[&w, ids], vec![attr_int("axis", 0)]))
+    }
+
+    fn activation(&mut self, act: Activation, x: &str) -> String {
+        match act {
+            // x · ½ · (1 + erf(x / √2)): torch's and burn's exact GELU.
+            Activation::Gelu => {
+                let sqrt2 = self.scalar("sqrt2", std::f32::consts::SQRT_2);
+                let half = self.scalar("half", 0.5);
+                let one = self.scalar("one", 1.0);
+                let d = self.op("Div", &[x, &sqrt2], vec![]);
+                let e = self.op("Erf", &[&d], vec![]);
+                let a = self.op("Add", &[&e, &one], vec![]);
+                let m = self.op("Mul", &[x, &a], vec![]);
+                self.op("Mul", &[&m, &half], vec![])
+            }
+            // ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
+            Activation::GeluTanh => {
+                let c = self.scalar("c", (2.0f32 / std::f32::consts::PI).sqrt());
+                let k = self.scalar("k", 0.044715);
+                let half = self.scalar("half", 0.5);
+                let one = self.scalar("one", 1.0);
+                let x2 = self.op("Mul", &[x, x], vec![]);
+                let x3 = self.op("Mul", &[&x2, x], vec![]);
+                let kx3 = self.op("Mul", &[&x3, &k], vec![]);
+                let inner = self.op("Add", &[x, &kx3], vec![]);
+                let scaled = self.op("Mul", &[&inner, &c], vec![]);
+                let t = self.op("Tanh", &[&scaled], vec![]);
+                let a = self.op("Add", &[&t, &one], vec![]);
+                let m = self.op("Mul", &[x, &a], vec![]);
+                self.op("Mul", &[&m, &half], vec![])
+            }
+            Activation::Relu => self.op("Relu", &[x], vec![]),
+        }
+    }
+
+    fn layer(
+        &mut self,
+        i: usize,
+        layer: &Layer,
+        x: &str,
+        bias: &str,
+        eps: f64,
+        hidden: usize,
+    ) -> Result<String> {
+        let a = &layer.attention;
+        let heads = a.num_heads;
+        let head_dim = hidden / heads;
+        let p = format!("bert.encoder.layer.{i}");
+        let split = self.int_tensor("split_shape", &[4], &[0, 0, heads as i64, head_dim as i64]);
+        let q = self.linear(&format!("{p}.attention.self.query"), x, &a.query)?;
+        let k = self.linear(&format!("{p}.attention.self.key"), x, &a.key)?;
+        let v = self.linear(&format!("{p}.attention.self.value"), x, &a.value)?;
+        let q = self.op("Reshape", &[&q, &split], vec![]);
+        let q = self.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let k = self.op("Reshape", &[&k, &split], vec![]);
+        let kt = self.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 2, 3, 1])]);
+        let v = self.op("Reshape", &[&v, &split], vec![]);
+        let v = self.op("Transpose", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let scores = self.op("MatMul", &[&q, &kt], vec![]);
+        let scale = self.scalar("scale", (head_dim as f32).sqrt());
+        let scores = self.op("Div", &[&scores, &scale], vec![]);
+        let scores = self.op("Add", &[&scores, bias], vec![]);
+        let probs = self.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+        let ctx = self.op("MatMul", &[&probs, &v], vec![]);
+        let ctx = self.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let merge = self.int_tensor("merge_shape", &[3], &[0, 0, hidden as i64]);
+        let ctx = self.op("Reshape", &[&ctx, &merge], vec![]);
+        let out = self.linear(&format!("{p}.attention.output.dense"), &ctx, &a.output)?;
+        let res = self.op("Add", &[&out, x], vec![]);
+        let x = self.layer_norm(
+            &format!("{p}.attention.output.LayerNorm"),
+            &res,
+            &a.layer_norm,
+            eps,
+        )?;
+        let h = self.linear(&format!("{p}.intermediate.dense"), &x, &layer.intermediate)?;
+        let h = self.activation(layer.activation, &h);
+        let out = self.linear(&format!("{p}.output.dense"), &h, &layer.output)?;
+        let res = self.op("Add", &[&out, &x], vec![]);
+        self.layer_norm(
+            &format!("{p}.output.LayerNorm"),
+            &res,
+            &layer.layer_norm,
+            eps,
+        )
+    }
+}
+
+fn input(name: &str, elem_type: i32, dims: &[&str]) -> pb::ValueInfoProto {
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            tensor_type: Some(pb::TensorTypeProto {
+                elem_type,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| match d.parse::<i64>() {
+                            Ok(v) => pb::Dimension {
+                                dim_value: Some(v),
+                                dim_param: None,
+                            },
+                            Err(_) => pb::Dimension {
+                                dim_value: None,
+                                dim_param: Some(d.to_string()),
+                            },
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+/// The serialised ONNX model of `model` (inference mode; LoRA adapters already merged).
+pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8>> {
+    let eps = config.layer_norm_eps;
+    let hidden = config.hidden_size;
+    let mut g = Graph {
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        counter: 0,
+    };
+    let emb = &model.bert.embeddings;
+    // Embeddings: words + token types + positions 0..seq.
+    let words = g.embedding(
+        "bert.embeddings.word_embeddings",
+        &emb.word_embeddings,
+        "input_ids",
+    )?;
+    let types = g.embedding(
+        "bert.embeddings.token_type_embeddings",
+        &emb.token_type_embeddings,
+        "token_type_ids",
+    )?;
+    let shape = g.op("Shape", &["input_ids"], vec![]);
+    let one_idx = g.int_tensor("idx1", &[], &[1]);
+    let seq = g.op("Gather", &[&shape, &one_idx], vec![attr_int("axis", 0)]);
+    let zero = g.int_tensor("zero", &[], &[0]);
+    let step = g.int_tensor("one", &[], &[1]);
+    let positions = g.op("Range", &[&zero, &seq, &step], vec![]);
+    let pos = g.embedding(
+        "bert.embeddings.position_embeddings",
+        &emb.position_embeddings,
+        &positions,
+    )?;
+    let x = g.op("Add", &[&words, &types], vec![]);
+    let x = g.op("Add", &[&x, &pos], vec![]);
+    let mut x = g.layer_norm("bert.embeddings.LayerNorm", &x, &emb.layer_norm, eps)?;
+
+    // Additive mask bias (1 − mask)·(−1e9), shaped [batch, 1, 1, seq].
+    let maskf = g.op(
+        "Cast",
+        &["attention_mask"],
+        vec![attr_int("to", i64::from(pb::FLOAT))],
+    );
+    let one = g.scalar("one", 1.0);
+    let big = g.scalar("neg_big", -1e9);
+    let inv = g.op("Sub", &[&one, &maskf], vec![]);
+    let bias = g.op("Mul", &[&inv, &big], vec![]);
+    let axes = g.int_tensor("axes12", &[2], &[1, 2]);
+    let bias = g.op("Unsqueeze", &[&bias, &axes], vec![]);
+
+    for (i, layer) in model.bert.layers.iter().enumerate() {
+        x = g.layer(i, layer, &x, &bias, eps, hidden)?;
+    }
+
+    let features = match model.pooling {
+        Pooling::Cls => {
+            let idx0 = g.int_tensor("idx0", &[], &[0]);
+            g.op("Gather", &[&x, &idx0], vec![attr_int("axis", 1)])
+        }
+        Pooling::Mean => {
+            let axis2 = g.int_tensor("axis2", &[1], &[2]);
+            let m = g.op("Unsqueeze", &[&maskf, &axis2], vec![]);
+            let masked = g.op("Mul", &[&x, &m], vec![]);
+            let axis1 = g.int_tensor("axis1", &[1], &[1]);
+            let summed = g.op(
+                "ReduceSum",
+                &[&masked, &axis1],
+                vec![attr_int("keepdims", 0)],
+            );
+            let counts = g.op("ReduceSum", &[&m, &axis1], vec![attr_int("keepdims", 0)]);
+            let tiny = g.scalar("tiny", 1e-9);
+            let counts = g.op("Max", &[&counts, &tiny], vec![]);
+            g.op("Div", &[&summed, &counts], vec![])
+        }
+    };
+    let pooled = match (model.pooling, &model.pooler) {
+        (Pooling::Cls, Some(p)) => {
+            let d = g.linear("bert.pooler.dense", &features, &p.dense)?;
+            g.op("Tanh", &[&d], vec![])
+        }
+        _ => features,
+    };
+    let logits = g.linear("classifier", &pooled, &model.classifier)?;
+    // Name the graph output `logits`.
+    g.nodes.push(pb::NodeProto {
+        input: vec![logits],
+        output: vec!["logits".into()],
+        name: "logits".into(),
+        op_type: "Identity".into(),
+        attribute: vec![],
+        domain: String::new(),
+    });
+    let classes = model.num_classes().to_string();
+    let graph = pb::GraphProto {
+        node: g.nodes,
+        name: "tunekit_sequence_classifier".into(),
+        initializer: g.initializers,
+        doc_string: "BERT encoder + sequence-classification head exported by tunekit".into(),
+        input: vec![
+            input("input_ids", pb::INT64, &["batch", "sequence"]),
+            input("attention_mask", pb::INT64, &["batch", "sequence"]),
+            input("token_type_ids", pb::INT64, &["batch", "sequence"]),
+        ],
+        output: vec![input("logits", pb::FLOAT, &["batch", &classes])],
+    };
+    let model = pb::ModelProto {
+        ir_version: IR_VERSION,
+        producer_name: "tunekit".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: String::new(),
+        graph: Some(graph),
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+    };
+    let bytes = model.encode_to_vec();
+    if bytes.len() > i32::MAX as usize {
+        return Err(Error::Model(format!(
+            "the ONNX graph is {} bytes, over protobuf's 2 GiB limit (external data is not supported)",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_through_protobuf() {
+        let m = pb::ModelProto {
+            ir_version: IR_VERSION,
+            producer_name: "tunekit".into(),
+            graph: Some(pb::GraphProto {
+                name: "g".into(),
+                input: vec![input("input_ids", pb::INT64, &["batch", "7"])],
+                ..Default::default()
+            }),
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            ..Default::default()
+        };
+        let bytes = m.encode_to_vec();
+        let back = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+        assert_eq!(back, m);
+        let graph = back.graph.unwrap();
+        let dims = &graph.input[0]
+            .r#type
+            .as_ref()
+            .unwrap()
+            .tensor_type
+            .as_ref()
+            .unwrap()
+            .shape
+            .as_ref()
+            .unwrap()
+            .dim;
+        assert_eq!(dims[0].dim_param.as_deref(), Some("batch"));
+        assert_eq!(dims[1].dim_value, Some(7));
+    }
+}
