@@ -71,6 +71,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Prune a fine-tuned model: remove attention heads / FFN neurons (a smaller, faster dense
+    /// model) and/or zero the smallest weights; optionally fine-tune it to recover.
+    Prune(PruneArgs),
     /// (Re)write RUN_DIR/report.html: curves, confusion matrix, ROC/PR, calibration, errors.
     Report {
         /// A training run directory (one with metrics.json).
@@ -110,6 +113,34 @@ struct TrainArgs {
     /// RUN_DIR/metrics.json.
     #[arg(long, value_name = "K", conflicts_with = "resume")]
     cv: Option<usize>,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// The fine-tuned model directory (RUN/model; LoRA adapters are merged).
+    #[arg(long)]
+    model: String,
+    /// Output directory (HF layout + prune_report.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// Share of attention heads to remove in every layer (structured).
+    #[arg(long, default_value_t = 0.0)]
+    heads: f64,
+    /// Share of feed-forward neurons to remove in every layer (structured).
+    #[arg(long, default_value_t = 0.0)]
+    ffn: f64,
+    /// Target share of zero weights in the encoder's linear layers (unstructured magnitude).
+    #[arg(long)]
+    sparsity: Option<f64>,
+    /// Unstructured pruning per weight matrix rather than one global threshold.
+    #[arg(long)]
+    per_layer: bool,
+    /// Fine-tune the pruned model this many epochs with the run's config (OUT/recover).
+    #[arg(long, default_value_t = 0)]
+    recover_epochs: usize,
+    /// The run config for recovery (default: config.toml beside the model directory).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -611,6 +642,81 @@ fn main() -> ExitCode {
     }
 }
 
+fn prune_command(
+    args: PruneArgs,
+    progress: bool,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<()> {
+    let opts = tunekit::model::prune::PruneOptions {
+        heads: args.heads,
+        ffn: args.ffn,
+        sparsity: args.sparsity,
+        per_layer: args.per_layer,
+    };
+    if opts.heads == 0.0 && opts.ffn == 0.0 && opts.sparsity.is_none() {
+        anyhow::bail!("nothing to prune: give --heads, --ffn and/or --sparsity");
+    }
+    let report = tunekit::export::prune(&args.model, &opts, &args.out, device)?;
+    println!(
+        "pruned model: {} — parameters {} → {} ({:.1}% fewer), intermediate size {} → {}, heads removed {:?}, linear-weight sparsity {:.3}",
+        args.out.display(),
+        report.parameters_before,
+        report.parameters_after,
+        100.0 * (1.0 - report.parameters_after as f64 / report.parameters_before as f64),
+        report.intermediate_size.0,
+        report.intermediate_size.1,
+        report
+            .heads_removed
+            .values()
+            .map(Vec::len)
+            .collect::<Vec<_>>(),
+        report.linear_sparsity
+    );
+    if args.recover_epochs > 0 {
+        if opts.sparsity.is_some() {
+            anyhow::bail!(
+                "--recover-epochs with --sparsity would let the zeroed weights grow back; recover structured pruning only"
+            );
+        }
+        let config_path = match args.config {
+            Some(c) => c,
+            None => PathBuf::from(&args.model)
+                .parent()
+                .map(|p| p.join("config.toml"))
+                .unwrap_or_default(),
+        };
+        let out = args.out.to_string_lossy().into_owned();
+        let overrides = vec![
+            format!("model.path={}", toml_string(&out)),
+            format!("train.epochs={}", args.recover_epochs),
+        ];
+        let config = RunConfig::load(&config_path, &overrides)?;
+        let options = TrainOptions {
+            run_dir: Some(args.out.join("recover")),
+            resume: false,
+            progress,
+            on_eval: None,
+        };
+        let m = tunekit::train::train(&config, &options, device)?;
+        println!(
+            "recovered model: {} — validation accuracy {}, test accuracy {}",
+            args.out.join("recover/model").display(),
+            m.validation
+                .as_ref()
+                .map_or("—".into(), |v| format!("{:.4}", v.accuracy)),
+            m.test
+                .as_ref()
+                .map_or("—".into(), |v| format!("{:.4}", v.accuracy))
+        );
+    }
+    Ok(())
+}
+
+/// A TOML string literal (for `--set` values built from paths).
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
 fn write_output(path: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
     match path {
         Some(p) => Ok(tunekit::fsutil::write_atomic(p, text.as_bytes())?),
@@ -680,6 +786,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+        Command::Prune(args) => prune_command(args, progress, &device),
         Command::Report { run_dir } => {
             let path = tunekit::report::write(&run_dir)?;
             println!("{}", path.display());

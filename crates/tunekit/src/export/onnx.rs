@@ -175,18 +175,12 @@ impl Graph {
         }
     }
 
-    fn layer(
-        &mut self,
-        i: usize,
-        layer: &Layer,
-        x: &str,
-        bias: &str,
-        eps: f64,
-        hidden: usize,
-    ) -> Result<String> {
+    fn layer(&mut self, i: usize, layer: &Layer, x: &str, bias: &str, eps: f64) -> Result<String> {
         let a = &layer.attention;
         let heads = a.num_heads;
-        let head_dim = hidden / heads;
+        // Projection width: `hidden`, or less after head pruning.
+        let width = a.query.weight.dims()[1];
+        let head_dim = width / heads;
         let p = format!("bert.encoder.layer.{i}");
         let split = self.int_tensor("split_shape", &[4], &[0, 0, heads as i64, head_dim as i64]);
         let q = self.linear(&format!("{p}.attention.self.query"), x, &a.query)?;
@@ -205,7 +199,7 @@ impl Graph {
         let probs = self.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
         let ctx = self.op("MatMul", &[&probs, &v], vec![]);
         let ctx = self.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let merge = self.int_tensor("merge_shape", &[3], &[0, 0, hidden as i64]);
+        let merge = self.int_tensor("merge_shape", &[3], &[0, 0, width as i64]);
         let ctx = self.op("Reshape", &[&ctx, &merge], vec![]);
         let out = self.linear(&format!("{p}.attention.output.dense"), &ctx, &a.output)?;
         let res = self.op("Add", &[&out, x], vec![]);
@@ -257,7 +251,6 @@ fn input(name: &str, elem_type: i32, dims: &[&str]) -> pb::ValueInfoProto {
 /// The serialised ONNX model of `model` (inference mode; LoRA adapters already merged).
 pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8>> {
     let eps = config.layer_norm_eps;
-    let hidden = config.hidden_size;
     let mut g = Graph {
         nodes: Vec::new(),
         initializers: Vec::new(),
@@ -304,7 +297,7 @@ pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8
     let bias = g.op("Unsqueeze", &[&bias, &axes], vec![]);
 
     for (i, layer) in model.bert.layers.iter().enumerate() {
-        x = g.layer(i, layer, &x, &bias, eps, hidden)?;
+        x = g.layer(i, layer, &x, &bias, eps)?;
     }
 
     let features = match model.pooling {

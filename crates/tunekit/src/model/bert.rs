@@ -108,14 +108,16 @@ pub struct Attention {
 
 impl Attention {
     fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
-        let [batch, seq, hidden] = x.dims();
-        x.reshape([batch, seq, self.num_heads, hidden / self.num_heads])
+        let [batch, seq, width] = x.dims();
+        x.reshape([batch, seq, self.num_heads, width / self.num_heads])
             .swap_dims(1, 2)
     }
 
     fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let [batch, seq, hidden] = x.dims();
-        let head_dim = hidden / self.num_heads;
+        let [batch, seq, _] = x.dims();
+        // The projections' width: the hidden size, or less after head pruning.
+        let width = self.query.weight.dims()[1];
+        let head_dim = width / self.num_heads;
         let q = self.split_heads(self.query.forward(x.clone()));
         let k = self.split_heads(self.key.forward(x.clone()));
         let v = self.split_heads(self.value.forward(x.clone()));
@@ -124,10 +126,7 @@ impl Attention {
             .div_scalar((head_dim as f64).sqrt())
             + mask_bias;
         let probs = self.attention_dropout.forward(softmax(scores, 3));
-        let context = probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, hidden]);
+        let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width]);
         let out = self.dropout.forward(self.output.forward(context));
         self.layer_norm.forward(out + x)
     }

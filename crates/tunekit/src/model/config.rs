@@ -59,6 +59,11 @@ pub struct BertConfig {
     /// HF `architectures` (e.g. `BertForSequenceClassification`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architectures: Option<Vec<String>>,
+    /// Attention heads removed by structured pruning, by layer (HF's `pruned_heads`: layer
+    /// index as a string → original head indices); `transformers` prunes the same heads before
+    /// loading the weights, so the smaller tensors load there too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pruned_heads: BTreeMap<String, Vec<usize>>,
     /// Every other key of the file, kept verbatim.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -116,6 +121,24 @@ impl BertConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
+        for (layer, heads) in &self.pruned_heads {
+            let ok_layer = layer
+                .parse::<usize>()
+                .is_ok_and(|l| l < self.num_hidden_layers);
+            let mut sorted = heads.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if !ok_layer
+                || sorted.len() != heads.len()
+                || sorted.len() >= self.num_attention_heads
+                || sorted.iter().any(|&h| h >= self.num_attention_heads)
+            {
+                return Err(format!(
+                    "pruned_heads[{layer:?}] = {heads:?}: needs a layer below {} and distinct heads below {}, at least one kept",
+                    self.num_hidden_layers, self.num_attention_heads
+                ));
+            }
+        }
         if !matches!(
             self.hidden_act.as_str(),
             "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu"
@@ -134,6 +157,15 @@ impl BertConfig {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// Attention heads kept in `layer` (all of them unless pruned).
+    pub fn heads_in_layer(&self, layer: usize) -> usize {
+        self.num_attention_heads
+            - self
+                .pruned_heads
+                .get(&layer.to_string())
+                .map_or(0, Vec::len)
     }
 
     /// Label names in class-id order, if the config carries a label map.

@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod config;
 pub mod lora;
+pub mod prune;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

@@ -284,11 +284,14 @@ pub fn load_bert(
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
         let l = file.encoder_name(&layer_prefix(i));
+        // Width of the attention projections: smaller than `h` when heads were pruned.
+        let heads = config.heads_in_layer(i);
+        let a = heads * config.head_dim();
         let attention = Attention {
-            query: file.linear(&format!("{l}.attention.self.query"), h, h, device)?,
-            key: file.linear(&format!("{l}.attention.self.key"), h, h, device)?,
-            value: file.linear(&format!("{l}.attention.self.value"), h, h, device)?,
-            output: file.linear(&format!("{l}.attention.output.dense"), h, h, device)?,
+            query: file.linear(&format!("{l}.attention.self.query"), h, a, device)?,
+            key: file.linear(&format!("{l}.attention.self.key"), h, a, device)?,
+            value: file.linear(&format!("{l}.attention.self.value"), h, a, device)?,
+            output: file.linear(&format!("{l}.attention.output.dense"), a, h, device)?,
             layer_norm: file.layer_norm(
                 &format!("{l}.attention.output.LayerNorm"),
                 h,
@@ -297,7 +300,7 @@ pub fn load_bert(
             )?,
             attention_dropout: dropout(attn_p),
             dropout: dropout(hidden_p),
-            num_heads: config.num_attention_heads,
+            num_heads: heads,
         };
         layers.push(Layer {
             attention,
