@@ -74,6 +74,9 @@ enum Command {
     /// Prune a fine-tuned model: remove attention heads / FFN neurons (a smaller, faster dense
     /// model) and/or zero the smallest weights; optionally fine-tune it to recover.
     Prune(PruneArgs),
+    /// Compare versions of a model (base, pruned, distilled …) on one labelled file: size,
+    /// parameters, batch-1 latency, batch-32 throughput, accuracy (a Markdown table).
+    CompressReport(CompressReportArgs),
     /// (Re)write RUN_DIR/report.html: curves, confusion matrix, ROC/PR, calibration, errors.
     Report {
         /// A training run directory (one with metrics.json).
@@ -113,6 +116,27 @@ struct TrainArgs {
     /// RUN_DIR/metrics.json.
     #[arg(long, value_name = "K", conflicts_with = "resume")]
     cv: Option<usize>,
+}
+
+#[derive(Args)]
+struct CompressReportArgs {
+    /// Model directories; the first is the baseline for the accuracy change.
+    #[arg(required = true)]
+    models: Vec<String>,
+    /// Labelled data file (e.g. the test split).
+    #[arg(long)]
+    data: PathBuf,
+    /// Column holding the label.
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    #[command(flatten)]
+    data_args: DataArgs,
+    /// Inputs timed one at a time for the batch-1 latency.
+    #[arg(long, default_value_t = 100)]
+    latency_inputs: usize,
+    /// Also write the table (Markdown) and rows (JSON, same name with .json) here.
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -787,6 +811,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Prune(args) => prune_command(args, progress, &device),
+        Command::CompressReport(args) => {
+            let spec = args.data_args.spec(args.data, Some(args.label_column))?;
+            let mut rows = Vec::new();
+            for m in &args.models {
+                eprintln!("measuring {m}");
+                rows.push(tunekit::export::compare::measure(
+                    m,
+                    &spec,
+                    args.latency_inputs,
+                    &device,
+                )?);
+            }
+            let table = tunekit::export::compare::table(&rows);
+            if let Some(out) = &args.output {
+                tunekit::fsutil::write_atomic(out, table.as_bytes())?;
+                tunekit::fsutil::write_json(&out.with_extension("json"), &rows)?;
+            }
+            print!("{table}");
+            Ok(())
+        }
         Command::Report { run_dir } => {
             let path = tunekit::report::write(&run_dir)?;
             println!("{}", path.display());

@@ -187,6 +187,38 @@ fn removing_heads_and_neurons_with_zero_output_weights_is_exact_and_shrinks_the_
         "onnx export of a pruned model failed: {}",
         stderr(&out)
     );
+
+    // The comparison table: same accuracy (exact pruning), fewer parameters, smaller files.
+    let table = tmp.path().join("compress.md");
+    let out = tunekit(&[
+        "compress-report",
+        silenced.to_str().unwrap(),
+        pruned.to_str().unwrap(),
+        "--data",
+        test.to_str().unwrap(),
+        "--latency-inputs",
+        "10",
+        "--output",
+        table.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "compress-report failed: {}",
+        stderr(&out)
+    );
+    let rows = json(&table.with_extension("json"));
+    let (base, small) = (&rows[0], &rows[1]);
+    assert_eq!(base["accuracy"], small["accuracy"]);
+    assert!(small["parameters"].as_u64() < base["parameters"].as_u64());
+    assert!(small["weight_bytes"].as_u64() < base["weight_bytes"].as_u64());
+    for r in [base, small] {
+        assert!(r["latency_p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(r["latency_p90_ms"].as_f64() >= r["latency_p50_ms"].as_f64());
+        assert!(r["batch32_examples_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let md = std::fs::read_to_string(&table).unwrap();
+    assert_eq!(md.lines().count(), 4, "{md}");
+    assert!(md.contains("+0.0000"));
 }
 
 #[test]

@@ -6,7 +6,11 @@
 //!   exactly `BertForSequenceClassification`'s tensor names and shapes, tokenizer files and the
 //!   model card.
 //! - [`ExportFormat::Onnx`]: `model.onnx` (see [`onnx`]) plus the tokenizer and label map.
+//!
+//! Also here: [`prune`] (a smaller model written the same way) and [`compare`] (the
+//! `compress-report` table).
 
+pub mod compare;
 pub mod onnx;
 pub mod onnx_proto;
 
