@@ -108,6 +108,10 @@ fn bounds(series: &[Series], marker: Option<&Marker>) -> Option<((f64, f64), (f6
         x0 -= 0.5;
         x1 += 0.5;
     }
+    // A little room on both sides so end points are not cut in half by the frame.
+    let x_pad = (x1 - x0) * 0.02;
+    x0 -= x_pad;
+    x1 += x_pad;
     let pad = ((y1 - y0) * 0.06).max(1e-9 + y1.abs() * 1e-3);
     y0 -= pad;
     y1 += pad;
@@ -223,17 +227,19 @@ pub fn line_chart(axes: &Axes, series: &[Series]) -> Result<String> {
                     PathElement::new(vec![(x, y), (x + 18, y)], red.stroke_width(1))
                 });
         }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .position(if legend_low {
-                SeriesLabelPosition::LowerRight
-            } else {
-                SeriesLabelPosition::UpperRight
-            })
-            .draw()?;
+        if series.len() <= 8 || marker.is_some() {
+            chart
+                .configure_series_labels()
+                .label_font(("sans-serif", 14))
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(200, 200, 200))
+                .position(if legend_low {
+                    SeriesLabelPosition::LowerRight
+                } else {
+                    SeriesLabelPosition::UpperRight
+                })
+                .draw()?;
+        }
         Ok(())
     })
 }
