@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -191,32 +190,16 @@ fn a_killed_search_resumes_its_interrupted_trial_and_keeps_finished_ones() {
         "[search]\ntrials = 2\nsampler = \"random\"\n\n[search.params]\n\"train.learning_rate\" = \"loguniform(1e-4, 3e-3)\"\n",
     );
     let study = tmp.path().join("study");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunekit"))
-        .args([
+    let latest = study.join("trial-001/checkpoints/latest.json");
+    run_and_kill_when(
+        &[
             "search",
             cfg.to_str().unwrap(),
             "--run-dir",
             study.to_str().unwrap(),
-            "--quiet",
-        ])
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let latest = study.join("trial-001/checkpoints/latest.json");
-    let start = Instant::now();
-    while !latest.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "search finished before it could be killed"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+        ],
+        || latest.exists(),
+    );
     let first = mtime(&study.join("trial-000/metrics.json"));
 
     let out = tunekit(&[

@@ -133,36 +133,43 @@ pub fn json(path: &Path) -> serde_json::Value {
     .unwrap()
 }
 
-/// Start `tunekit train ARGS --run-dir DIR` and SIGKILL it once a checkpoint at `step` or
-/// later exists; returns the step it was killed at.
-pub fn train_and_kill(args: &[&str], run_dir: &Path, step: u64) -> u64 {
+/// Start `tunekit ARGS --quiet` and SIGKILL it as soon as `ready()` holds (polled every
+/// 20 ms, at most 300 s); fails if the command ends first.
+pub fn run_and_kill_when(args: &[&str], ready: impl Fn() -> bool) {
     use std::time::{Duration, Instant};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tunekit"))
         .args(args)
-        .args(["--run-dir", run_dir.to_str().unwrap(), "--quiet"])
+        .arg("--quiet")
         .env("RUST_LOG", "warn")
         .spawn()
         .unwrap();
-    let latest = run_dir.join("checkpoints/latest.json");
     let start = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&latest)
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            && v["step"].as_u64().unwrap_or(0) >= step
-        {
-            break;
-        }
+    while !ready() {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "run finished before it could be killed"
+            "{args:?} finished before it could be killed"
         );
         assert!(
             start.elapsed() < Duration::from_secs(300),
-            "no checkpoint appeared"
+            "{args:?}: the kill condition never held"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+}
+
+/// Start `tunekit train ARGS --run-dir DIR` and SIGKILL it once a checkpoint at `step` or
+/// later exists; returns the step it was killed at.
+pub fn train_and_kill(args: &[&str], run_dir: &Path, step: u64) -> u64 {
+    let latest = run_dir.join("checkpoints/latest.json");
+    let mut all = args.to_vec();
+    all.extend(["--run-dir", run_dir.to_str().unwrap()]);
+    run_and_kill_when(&all, || {
+        std::fs::read_to_string(&latest)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["step"].as_u64().unwrap_or(0) >= step)
+    });
     json(&latest)["step"].as_u64().unwrap()
 }
