@@ -126,7 +126,18 @@ fn search_runs_trials_as_runs_writes_the_best_config_and_extends_without_redoing
         "extended search failed: {}",
         stderr(&out)
     );
-    assert_eq!(results(&study)["trials"].as_array().unwrap().len(), 5);
+    let extended = results(&study);
+    assert_eq!(extended["trials"].as_array().unwrap().len(), 5);
+    // Wall time adds up over the two invocations.
+    let (first_wall, total) = (
+        r["total_wall_s"].as_f64().unwrap(),
+        extended["total_wall_s"].as_f64().unwrap(),
+    );
+    assert!(
+        first_wall > 0.0 && total > first_wall,
+        "{first_wall} then {total}"
+    );
+    assert!((total - first_wall - extended["wall_s"].as_f64().unwrap()).abs() < 1e-6);
     assert_eq!(
         mtime(&study.join("trial-002/metrics.json")),
         before,

@@ -355,8 +355,11 @@ pub struct SearchResults {
     pub best_trial: Option<usize>,
     /// Share of objective variance each parameter explains alone (see `importance`).
     pub importance: Vec<(String, f64)>,
-    /// Wall time of this invocation (seconds); a resumed study counts only its own part.
+    /// Wall time of this invocation (seconds).
     pub wall_s: f64,
+    /// Wall time of every invocation of this study together (seconds), from `search.sqlite`.
+    #[serde(default)]
+    pub total_wall_s: f64,
 }
 
 struct Study {
@@ -711,6 +714,23 @@ pub fn search(
         o?;
     }
     let s = lock(&study);
+    // Wall time adds up over invocations (an interrupted and resumed search, an extension).
+    let wall_s = started.elapsed().as_secs_f64();
+    let before: f64 = s
+        .conn
+        .query_row("SELECT value FROM meta WHERE key = 'wall_s'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    s.conn
+        .execute(
+            "INSERT INTO meta (key, value) VALUES ('wall_s', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = ?1",
+            params![(before + wall_s).to_string()],
+        )
+        .map_err(db_err)?;
     let trials = s.trials();
     let best = best_trial(&trials, direction).map(|t| t.number);
     let results = SearchResults {
@@ -720,7 +740,8 @@ pub fn search(
         trials: s.records.clone(),
         best_trial: best,
         importance: importance(&cfg.space, &trials),
-        wall_s: started.elapsed().as_secs_f64(),
+        wall_s,
+        total_wall_s: before + wall_s,
     };
     drop(s);
     write_outputs(cfg, &dir, &results)?;
@@ -809,8 +830,8 @@ pub fn results_table(cfg: &SearchConfig, results: &SearchResults) -> String {
     }
     let total: f64 = results.trials.iter().filter_map(|r| r.seconds).sum();
     out.push_str(&format!(
-        "\nTrial time {total:.0} s in all; wall time of this invocation {:.0} s.\n",
-        results.wall_s
+        "\nTrial time {total:.0} s in all; wall time {:.0} s over all invocations of the search ({:.0} s in the last).\n",
+        results.total_wall_s, results.wall_s
     ));
     if !results.importance.is_empty() {
         out.push_str(
