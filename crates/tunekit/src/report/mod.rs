@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{read_json, write_atomic};
 use crate::metrics::ClassificationMetrics;
-use crate::metrics::scores::{expected_calibration_error, pr_curve, roc_curve};
+use crate::metrics::scores::{pr_curve, roc_curve};
 use crate::prep::DataReport;
 use crate::train::{EvalRecord, RunMetrics};
 use plots::{CalibrationBin, Marker, Series, Style};
@@ -57,7 +57,8 @@ pub fn write_predictions(run_dir: &Path, split: &str, rows: &[PredictionRow]) ->
     write_atomic(&dir.join(format!("{split}.jsonl")), text.as_bytes())
 }
 
-fn read_predictions(path: &Path) -> Result<Vec<PredictionRow>> {
+/// Every non-blank line of a JSONL file, parsed; errors name the file and line.
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     text.lines()
         .enumerate()
@@ -67,11 +68,6 @@ fn read_predictions(path: &Path) -> Result<Vec<PredictionRow>> {
                 .map_err(|e| Error::Report(format!("{}: line {}: {e}", path.display(), i + 1)))
         })
         .collect()
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Report(format!("{}: {e}", path.display())))
 }
 
 /// Per-step scalars from the run's TensorBoard event files, merged by tag; a resumed run has
@@ -120,18 +116,8 @@ fn load(run_dir: &Path) -> Result<RunFiles> {
     }
     let metrics: RunMetrics = read_json(&metrics_path)?;
     let history_path = run_dir.join("metrics.jsonl");
-    let history = if history_path.exists() {
-        let text =
-            std::fs::read_to_string(&history_path).map_err(|e| Error::io(&history_path, e))?;
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| {
-                    Error::Report(format!("{}: line {}: {e}", history_path.display(), i + 1))
-                })
-            })
-            .collect::<Result<Vec<EvalRecord>>>()?
+    let history: Vec<EvalRecord> = if history_path.exists() {
+        read_jsonl(&history_path)?
     } else {
         Vec::new()
     };
@@ -147,7 +133,7 @@ fn load(run_dir: &Path) -> Result<RunFiles> {
     for split in ["test", "validation"] {
         let p = run_dir.join(PREDICTIONS_DIR).join(format!("{split}.jsonl"));
         if p.exists() {
-            predictions = Some((split.to_string(), read_predictions(&p)?));
+            predictions = Some((split.to_string(), read_jsonl(&p)?));
             break;
         }
     }
@@ -545,6 +531,16 @@ fn calibration_bins(rows: &[PredictionRow], n: usize) -> Vec<CalibrationBin> {
         .collect()
 }
 
+/// Expected calibration error from the diagram's own bins: Σ_b (n_b / N)·|acc_b − conf_b|,
+/// the definition of [`crate::metrics::scores::expected_calibration_error`] (the test checks
+/// they agree).
+fn ece_of(bins: &[CalibrationBin]) -> f64 {
+    let n: usize = bins.iter().map(|b| b.count).sum();
+    bins.iter()
+        .map(|b| b.count as f64 / n.max(1) as f64 * (b.accuracy - b.confidence).abs())
+        .sum()
+}
+
 fn esc(s: &str) -> String {
     html_escape::encode_text(s).into_owned()
 }
@@ -660,12 +656,7 @@ fn render(run: &RunFiles) -> Result<String> {
             figures_errors.push(roc);
             figures_errors.push(pr);
             let bins = calibration_bins(rows, 10);
-            let probs: Vec<Vec<f64>> = rows
-                .iter()
-                .map(|r| r.probabilities.iter().map(|&p| f64::from(p)).collect())
-                .collect();
-            let truth: Vec<usize> = rows.iter().map(|r| r.label).collect();
-            let ece = expected_calibration_error(&probs, &truth, 10);
+            let ece = ece_of(&bins);
             figures_errors.push(Figure {
                 id: "fig-calibration".into(),
                 caption: format!(
@@ -898,6 +889,7 @@ pre{background:#f7f7f7;padding:8px;overflow:auto}footer{margin-top:2em;color:#77
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::scores::expected_calibration_error;
 
     fn row(label: usize, predicted: usize, p1: f32) -> PredictionRow {
         PredictionRow {
@@ -925,10 +917,7 @@ mod tests {
         // 0.75 (1 − 0.25) and 0.55 in bins 7 and 5.
         assert_eq!(bins[7].count, 1);
         assert_eq!(bins[5].count, 1);
-        let ece: f64 = bins
-            .iter()
-            .map(|b| b.count as f64 / 4.0 * (b.accuracy - b.confidence).abs())
-            .sum();
+        let ece = ece_of(&bins);
         let probs: Vec<Vec<f64>> = rows
             .iter()
             .map(|r| r.probabilities.iter().map(|&v| f64::from(v)).collect())
