@@ -464,8 +464,21 @@ fn run_training(
         "best step:     {}",
         metrics.best_step.map_or("-".into(), |s| s.to_string())
     );
-    println!("validation:    {}", fmt(&metrics.validation));
-    println!("test:          {}", fmt(&metrics.test));
+    let scores = |m: &Option<tunekit::task::Scores>| match m {
+        Some(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect::<Vec<_>>()
+            .join("  "),
+        None => "n/a".into(),
+    };
+    if metrics.task.is_classification() {
+        println!("validation:    {}", fmt(&metrics.validation));
+        println!("test:          {}", fmt(&metrics.test));
+    } else {
+        println!("validation:    {}", scores(&metrics.validation_scores));
+        println!("test:          {}", scores(&metrics.test_scores));
+    }
     println!(
         "training:      {} steps in {:.1} s ({:.1} examples/s)",
         metrics.steps, metrics.train_time_s, metrics.train_examples_per_s
@@ -843,6 +856,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Eval(args) => {
+            if let Some(tm) =
+                tunekit::task::predict::TaskModel::load(&args.model, args.max_length, &device)?
+            {
+                let spec = match tm.meta.kind {
+                    tunekit::task::TaskKind::TokenClassification => None,
+                    // Pairs are their own targets: no label column.
+                    tunekit::task::TaskKind::Embedding => {
+                        Some(args.data_args.spec(args.data.clone(), None)?)
+                    }
+                    _ => Some(
+                        args.data_args
+                            .spec(args.data.clone(), Some(args.label_column))?,
+                    ),
+                };
+                let report = tm.evaluate(&args.data, spec.as_ref(), args.batch_size)?;
+                if report.truncated > 0 {
+                    tracing::info!(
+                        "{} of {} examples truncated to {} tokens",
+                        report.truncated,
+                        report.examples,
+                        tm.tokenizer.max_length()
+                    );
+                }
+                return write_output(
+                    args.output.as_ref(),
+                    &serde_json::to_string_pretty(&report)?,
+                );
+            }
             let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;
             let spec = args.data_args.spec(args.data, Some(args.label_column))?;
             let report = clf.evaluate_file(&spec, args.batch_size, args.robustness)?;
@@ -876,6 +917,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Predict(args) => {
+            if let Some(tm) =
+                tunekit::task::predict::TaskModel::load(&args.model, args.max_length, &device)?
+            {
+                let spec = match tm.meta.kind {
+                    tunekit::task::TaskKind::TokenClassification => None,
+                    _ => Some(args.data_args.spec(args.input.clone(), None)?),
+                };
+                let n = tm.predict(&args.input, spec.as_ref(), &args.output, args.batch_size)?;
+                eprintln!("{n} inputs predicted -> {}", args.output.display());
+                return Ok(());
+            }
             let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;
             let spec = args.data_args.spec(args.input, None)?;
             let bar = if progress {

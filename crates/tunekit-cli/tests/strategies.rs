@@ -596,6 +596,36 @@ fn lora_resumes_after_kill_with_identical_adapters() {
 }
 
 #[test]
+fn lora_dropout_changes_the_adapters_not_the_base_and_is_recorded_for_peft() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let common = [
+        "strategy.lora.rank=4",
+        "train.max_steps=4",
+        // Hidden dropout off: any difference comes from the adapters' input dropout.
+        "model.hidden_dropout=0.0",
+        "model.attention_dropout=0.0",
+    ];
+    let mut with = common.to_vec();
+    with.push("strategy.lora.dropout=0.3");
+    let plain = train(tmp.path(), &model, "lora-plain", &common);
+    let dropped = train(tmp.path(), &model, "lora-dropout", &with);
+    let cfg = json(&dropped.join("model/adapter_config.json"));
+    assert_eq!(cfg["lora_dropout"], 0.3);
+    let a = f32_tensors(&plain.join("model/adapter_model.safetensors"));
+    let b = f32_tensors(&dropped.join("model/adapter_model.safetensors"));
+    let name = "base_model.model.bert.encoder.layer.1.attention.self.value.lora_B.weight";
+    assert!(
+        a[name].1 != b[name].1,
+        "lora dropout must change the adapter updates"
+    );
+    // Same seed and no dropout: the plain run is reproducible, so the difference is real.
+    let again = train(tmp.path(), &model, "lora-plain-2", &common);
+    let c = f32_tensors(&again.join("model/adapter_model.safetensors"));
+    assert!(a[name].1 == c[name].1);
+}
+
+#[test]
 fn lora_rejects_what_it_cannot_do() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(&tmp.path().join("tiny-model"));
@@ -608,7 +638,7 @@ fn lora_rejects_what_it_cannot_do() {
         tunekit(&args)
     };
     assert_bad_input(
-        &run(&["strategy.lora.dropout=0.1"]),
+        &run(&["strategy.lora.dropout=1.0"]),
         &["strategy.lora.dropout"],
     );
     assert_bad_input(&run(&["strategy.lora.rank=0"]), &["strategy.lora.rank"]);

@@ -32,6 +32,10 @@ pub struct RunConfig {
     /// Knowledge distillation from a teacher (`tunekit distill`).
     #[serde(default)]
     pub distill: Option<DistillSection>,
+    /// What is trained: classification (default), multilabel, regression, token
+    /// classification, embedding ([`crate::task`]).
+    #[serde(default)]
+    pub task: crate::task::TaskSection,
 }
 
 /// `[distill]`: train the model (the student) on a fine-tuned teacher's soft targets.
@@ -482,15 +486,23 @@ impl RunConfig {
                 "{origin}: has a [search] section: run `tunekit search {origin}`, or remove the section to train once"
             )));
         }
+        let mut metric_given = false;
         let train = match table.remove("train") {
             None => TrainSection::default(),
-            Some(toml::Value::Table(t)) => TrainSection::from_partial(t)
-                .map_err(|e| Error::Config(format!("{origin}: [train] {e}")))?,
+            Some(toml::Value::Table(t)) => {
+                metric_given = t.contains_key("metric");
+                TrainSection::from_partial(t)
+                    .map_err(|e| Error::Config(format!("{origin}: [train] {e}")))?
+            }
             Some(_) => return Err(Error::Config(format!("{origin}: `train` must be a table"))),
         };
         let mut config: RunConfig =
             from_table(table).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
         config.train = train;
+        if !metric_given {
+            // Each task selects checkpoints by its own headline metric unless told otherwise.
+            config.train.metric = config.task.kind.default_metric().to_string();
+        }
         config
             .validate()
             .map_err(|m| Error::Config(format!("{origin}: {m}")))?;
@@ -578,7 +590,8 @@ impl RunConfig {
                 st.layer_lr_decay
             ));
         }
-        if !METRICS.contains(&t.metric.as_str()) {
+        self.task.validate(self)?;
+        if self.task.kind.is_classification() && !METRICS.contains(&t.metric.as_str()) {
             return Err(format!(
                 "train.metric `{}` is not one of {}",
                 t.metric,
@@ -602,8 +615,10 @@ impl RunConfig {
                 "data.delimiter must be one ASCII character, got {d:?}"
             ));
         }
+        let conll = self.task.kind == crate::task::TaskKind::TokenClassification;
         if let Some(f) = &self.data.format
             && parse_format(f).is_none()
+            && !(conll && f == "conll")
         {
             return Err(format!(
                 "data.format `{f}` is not one of csv, tsv, jsonl, parquet"
@@ -639,7 +654,7 @@ impl RunConfig {
 
     /// Whether a larger value of the selection metric is better.
     pub fn metric_higher_is_better(&self) -> bool {
-        self.train.metric != "loss"
+        crate::task::higher_is_better(&self.train.metric)
     }
 
     /// The reader spec for one data file.
@@ -651,7 +666,9 @@ impl RunConfig {
             has_header: self.data.has_header,
             text_column: self.data.text_column.clone(),
             text_pair_column: self.data.text_pair_column.clone(),
-            label_column: labelled.then(|| self.data.label_column.clone()),
+            // Embedding pairs carry no label: the positive text is the target.
+            label_column: (labelled && self.task.kind != crate::task::TaskKind::Embedding)
+                .then(|| self.data.label_column.clone()),
             encoding: self.data.encoding,
             replace_invalid: self.data.on_decode_error == DecodeErrorPolicy::Replace,
             fill_label: self.data.fill_missing_label.clone(),

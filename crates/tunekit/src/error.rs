@@ -39,6 +39,10 @@ pub enum Error {
     /// Model id resolution in the local Hugging Face cache failed.
     #[error(transparent)]
     Hub(#[from] crate::hub::HubError),
+    /// Task data that is not a table (CoNLL files) or a target that does not parse (a
+    /// regression value, a multi-label list); the message names the file and line.
+    #[error("{0}")]
+    Input(String),
     /// Labels in the data do not match the model's label map.
     #[error("{0}")]
     Labels(String),

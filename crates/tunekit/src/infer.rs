@@ -196,6 +196,9 @@ pub struct ModelMeta {
     /// Absent in models exported before tunekit had it (then texts are used as given).
     #[serde(default)]
     pub preprocess: Option<crate::prep::TextPreprocess>,
+    /// The task, when it is not single-label classification ([`crate::task`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<crate::task::TaskMeta>,
 }
 
 impl Classifier {
@@ -210,12 +213,6 @@ impl Classifier {
         } else {
             ModelDir::open(spec)?.config
         };
-        let labels = config.labels().ok_or_else(|| {
-            Error::Model(format!(
-                "{}: config.json has no id2label: not a classification model (fine-tune it first)",
-                config_path.display()
-            ))
-        })?;
         // A model from elsewhere (e.g. transformers) has no tunekit.json: HF defaults apply.
         // One that has it must parse, or the pooling would silently be wrong.
         let meta_path = resolved.join(TUNEKIT_META);
@@ -224,6 +221,21 @@ impl Classifier {
         } else {
             None
         };
+        if let Some(task) = meta.as_ref().and_then(|m| m.task.as_ref())
+            && !task.kind.is_classification()
+        {
+            return Err(Error::Model(format!(
+                "{}: a {} model, not a single-label classifier; use `tunekit eval` / `tunekit predict` (this command serves classifiers only)",
+                resolved.display(),
+                crate::task::kind_name(task.kind)
+            )));
+        }
+        let labels = config.labels().ok_or_else(|| {
+            Error::Model(format!(
+                "{}: config.json has no id2label: not a classification model (fine-tune it first)",
+                config_path.display()
+            ))
+        })?;
         let pooling = meta.as_ref().map(|m| m.pooling).unwrap_or_default();
         let max_length = max_length
             .or(meta.as_ref().map(|m| m.max_length))

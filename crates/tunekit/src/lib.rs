@@ -19,6 +19,7 @@
 //! - [`schedule`]: learning-rate schedules;
 //! - [`search`]: hyperparameter search — spaces, samplers (grid, random, TPE), pruners, importance;
 //! - [`train`]: the fine-tuning loop, checkpoints and resume;
+//! - [`task`]: multilabel, regression, token classification (NER) and embedding tasks;
 //! - [`metrics`]: classification metrics with scikit-learn semantics;
 //! - [`drift`]: reference prediction distribution and divergence (PSI, KL) for monitoring;
 //! - [`infer`]: evaluation, prediction and embeddings for trained models;
@@ -46,6 +47,7 @@ pub mod report;
 pub mod robustness;
 pub mod schedule;
 pub mod search;
+pub mod task;
 pub mod tensorboard;
 pub mod tokenize;
 pub mod train;

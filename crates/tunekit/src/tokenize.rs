@@ -103,6 +103,42 @@ impl TextTokenizer {
     }
 }
 
+/// Word pieces of pre-split words, with the word each piece came from (`None` for special
+/// tokens): what token classification aligns its per-word tags to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordTokens {
+    /// The pieces, as for any text.
+    pub tokens: Tokens,
+    /// Word index of each piece.
+    pub word_ids: Vec<Option<u32>>,
+}
+
+impl TextTokenizer {
+    /// Encode sentences given as words (CoNLL tokens), keeping each piece's word index.
+    /// Truncation to `max_length` drops trailing words; `tokens.truncated` says so.
+    pub fn encode_words(&self, sentences: &[Vec<String>]) -> Result<Vec<WordTokens>> {
+        let inputs: Vec<EncodeInput> = sentences
+            .iter()
+            .map(|words| EncodeInput::Single(words.as_slice().into()))
+            .collect();
+        let encodings = self
+            .inner
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Tokenizer(format!("tokenisation failed: {e}")))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| WordTokens {
+                word_ids: e.get_word_ids().to_vec(),
+                tokens: Tokens {
+                    truncated: !e.get_overflowing().is_empty(),
+                    ids: e.get_ids().to_vec(),
+                    type_ids: e.get_type_ids().to_vec(),
+                },
+            })
+            .collect())
+    }
+}
+
 fn encode_inputs<'a>(texts: &[&'a str], pairs: Option<&[&'a str]>) -> Vec<EncodeInput<'a>> {
     match pairs {
         Some(p) => texts

@@ -101,6 +101,17 @@ pub struct TrainState {
     pub param_ids: Vec<u64>,
 }
 
+/// A checkpointed training state knows its optimiser step (the checkpoint's name).
+pub(crate) trait HasStep {
+    fn step(&self) -> usize;
+}
+
+impl HasStep for TrainState {
+    fn step(&self) -> usize {
+        self.step
+    }
+}
+
 /// Final result of a run (`metrics.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunMetrics {
@@ -124,6 +135,37 @@ pub struct RunMetrics {
     pub train_examples_per_s: f64,
     /// Trainable parameters.
     pub trainable_parameters: usize,
+    /// The task (absent: classification).
+    #[serde(default, skip_serializing_if = "is_classification")]
+    pub task: crate::task::TaskKind,
+    /// Other tasks: the exported model's validation scores ([`crate::task`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_scores: Option<crate::task::Scores>,
+    /// Other tasks: the exported model's test scores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_scores: Option<crate::task::Scores>,
+}
+
+fn is_classification(kind: &crate::task::TaskKind) -> bool {
+    kind.is_classification()
+}
+
+impl RunMetrics {
+    /// A validation metric of the exported model by name, whatever the task.
+    pub fn validation_metric(&self, name: &str) -> Option<f64> {
+        match &self.validation_scores {
+            Some(s) => s.get(name).copied(),
+            None => self.validation.as_ref().and_then(|v| v.get(name)),
+        }
+    }
+
+    /// A test metric of the exported model by name, whatever the task.
+    pub fn test_metric(&self, name: &str) -> Option<f64> {
+        match &self.test_scores {
+            Some(s) => s.get(name).copied(),
+            None => self.test.as_ref().and_then(|v| v.get(name)),
+        }
+    }
 }
 
 /// Options that are not part of the experiment's config.
@@ -161,7 +203,7 @@ pub struct RunStatus {
     pub error: Option<String>,
 }
 
-fn set_status(run_dir: &Path, status: &str, error: Option<String>) -> Result<()> {
+pub(crate) fn set_status(run_dir: &Path, status: &str, error: Option<String>) -> Result<()> {
     write_json(
         &run_dir.join("status.json"),
         &RunStatus {
@@ -296,7 +338,7 @@ pub fn build_optimizer(config: &RunConfig, model: &SequenceClassifier) -> (Modul
 }
 
 /// Elements of the parameters that require a gradient.
-fn trainable_params(model: &SequenceClassifier) -> usize {
+pub(crate) fn trainable_params(model: &SequenceClassifier) -> usize {
     struct Count(usize);
     impl ModuleVisitor for Count {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -313,7 +355,7 @@ fn trainable_params(model: &SequenceClassifier) -> usize {
 /// Sorted parameter ids of the model. Saved with every checkpoint and compared on resume:
 /// burn keys optimiser state by `ParamId`, so a model rebuilt with different ids would
 /// silently restart its moments and the resumed run would diverge.
-fn model_param_ids(model: &SequenceClassifier) -> Vec<u64> {
+pub(crate) fn model_param_ids(model: &SequenceClassifier) -> Vec<u64> {
     struct Ids(Vec<u64>);
     impl ModuleVisitor for Ids {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -559,7 +601,7 @@ fn depth_of(name: &str, layers: usize) -> usize {
 /// Parameter ids and sizes of the encoder tensors the strategy freezes.
 /// With gradual unfreezing, pass the 0-based unfreezing `stage` (epoch, or step / N): tensors
 /// deeper than it stay frozen.
-fn frozen_params(
+pub(crate) fn frozen_params(
     config: &RunConfig,
     model_config: &crate::model::BertConfig,
     stage: Option<usize>,
@@ -622,7 +664,7 @@ impl burn::lr_scheduler::LrScheduler for ScaledSchedule {
 
 /// Per-parameter learning rates from `step` on: the schedule for everything, scaled by
 /// decay^depth per encoder layer group when `layer_lr_decay` < 1.
-fn layer_schedules(
+pub(crate) fn layer_schedules(
     config: &RunConfig,
     model_config: &crate::model::BertConfig,
     schedule: Schedule,
@@ -657,7 +699,7 @@ fn layer_schedules(
     sched
 }
 
-fn step_seed(seed: u64, step: usize, micro: usize) -> u64 {
+pub(crate) fn step_seed(seed: u64, step: usize, micro: usize) -> u64 {
     let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
     for v in [step as u64, micro as u64] {
         h = (h ^ v).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -666,13 +708,13 @@ fn step_seed(seed: u64, step: usize, micro: usize) -> u64 {
     h
 }
 
-const CHECKPOINTS: &str = "checkpoints";
-const LATEST: &str = "latest.json";
+pub(crate) const CHECKPOINTS: &str = "checkpoints";
+pub(crate) const LATEST: &str = "latest.json";
 
 #[derive(Debug, Serialize, Deserialize)]
-struct LatestPointer {
-    step: usize,
-    dir: String,
+pub(crate) struct LatestPointer {
+    pub(crate) step: usize,
+    pub(crate) dir: String,
 }
 
 fn checkpoint_dir(run_dir: &Path, step: usize) -> PathBuf {
@@ -684,7 +726,7 @@ fn checkpoint_dir(run_dir: &Path, step: usize) -> PathBuf {
 /// `latest.json` naming a complete checkpoint.
 /// Save the trained weights into `dir`: the whole model (`model.safetensors`), or for LoRA
 /// only the adapters and head (`adapter_model.safetensors`).
-fn save_weights(model: &SequenceClassifier, dir: &Path, lora: bool) -> Result<()> {
+pub(crate) fn save_weights(model: &SequenceClassifier, dir: &Path, lora: bool) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     if lora {
         crate::model::lora::save_adapter(model, &dir.join(crate::model::lora::ADAPTER_WEIGHTS))
@@ -693,14 +735,15 @@ fn save_weights(model: &SequenceClassifier, dir: &Path, lora: bool) -> Result<()
     }
 }
 
-fn save_checkpoint(
+pub(crate) fn save_checkpoint<S: Serialize + HasStep>(
     run_dir: &Path,
     model: &SequenceClassifier,
     optim: &ModuleOptimizer,
-    state: &TrainState,
+    state: &S,
     lora: bool,
 ) -> Result<()> {
-    let dir = checkpoint_dir(run_dir, state.step);
+    let step = state.step();
+    let dir = checkpoint_dir(run_dir, step);
     save_weights(model, &dir, lora)?;
     let opt_path = dir.join("optimizer.bpk");
     let bytes = optim
@@ -715,7 +758,7 @@ fn save_checkpoint(
     write_json(
         &run_dir.join(CHECKPOINTS).join(LATEST),
         &LatestPointer {
-            step: state.step,
+            step,
             dir: name.clone(),
         },
     )?;
@@ -900,6 +943,12 @@ pub fn cross_validate(
             "--cv needs at least 2 folds, got {k}"
         )));
     }
+    if !config.task.kind.is_classification() {
+        return Err(Error::Config(format!(
+            "--cv is for classification; task.type = \"{}\" trains with train/validation/test splits",
+            crate::task::kind_name(config.task.kind)
+        )));
+    }
     let run_dir = run_dir_for(config, options);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let index = index_start(config, &run_dir, "cv");
@@ -1020,7 +1069,11 @@ fn cross_validate_in(
 
 /// Record a run's start in the experiment index of its parent directory; a failure is a
 /// warning (the run directory, not the index, is the record that matters).
-fn index_start(config: &RunConfig, run_dir: &Path, kind: &str) -> Option<crate::index::RunIndex> {
+pub(crate) fn index_start(
+    config: &RunConfig,
+    run_dir: &Path,
+    kind: &str,
+) -> Option<crate::index::RunIndex> {
     let parent = run_dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -1038,7 +1091,7 @@ fn index_start(config: &RunConfig, run_dir: &Path, kind: &str) -> Option<crate::
     }
 }
 
-fn index_finish(
+pub(crate) fn index_finish(
     index: Option<crate::index::RunIndex>,
     run_dir: &Path,
     outcome: std::result::Result<crate::index::Outcome, (&str, String)>,
@@ -1117,7 +1170,11 @@ fn train_with_data(
         "train"
     };
     let index = index_start(config, &run_dir, kind);
-    let result = train_in(config, options, &run_dir, device, data);
+    let result = if config.task.kind.is_classification() {
+        train_in(config, options, &run_dir, device, data)
+    } else {
+        crate::task::run::train_in(config, options, &run_dir, device)
+    };
     match &result {
         Ok(m) => {
             set_status(&run_dir, "complete", None)?;
@@ -1705,6 +1762,9 @@ fn train_in(
         train_time_s,
         train_examples_per_s: state.examples_seen as f64 / train_time_s.max(1e-9),
         trainable_parameters: trainable,
+        task: config.task.kind,
+        validation_scores: None,
+        test_scores: None,
     };
     crate::card::write(&export_dir, config, &metrics, &p.report, lora.is_some())?;
     write_json(&run_dir.join("metrics.json"), &metrics)?;
@@ -1721,7 +1781,7 @@ fn train_in(
     Ok(metrics)
 }
 
-fn rewrite_history(path: &Path, history: &[EvalRecord]) -> Result<()> {
+pub(crate) fn rewrite_history<R: Serialize>(path: &Path, history: &[R]) -> Result<()> {
     let mut text = String::new();
     for r in history {
         let line = serde_json::to_string(r).map_err(|e| Error::Engine(e.to_string()))?;
@@ -1731,7 +1791,7 @@ fn rewrite_history(path: &Path, history: &[EvalRecord]) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
-fn progress_bar(show: bool, total: u64, pos: u64) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(show: bool, total: u64, pos: u64) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
@@ -1794,6 +1854,7 @@ fn export_model(p: &Prepared, config: &RunConfig, best: &Path, dir: &Path) -> Re
             base_model: config.model.path.clone(),
             tunekit_version: env!("CARGO_PKG_VERSION").into(),
             preprocess: Some(crate::prep::TextPreprocess::from_config(&config.data)),
+            task: None,
         },
     )?;
     Ok(())

@@ -113,21 +113,23 @@ impl Attention {
             .swap_dims(1, 2)
     }
 
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, lora_dropout: f64) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         // The projections' width: the hidden size, or less after head pruning.
         let width = self.query.weight.dims()[1];
         let head_dim = width / self.num_heads;
-        let q = self.split_heads(self.query.forward(x.clone()));
-        let k = self.split_heads(self.key.forward(x.clone()));
-        let v = self.split_heads(self.value.forward(x.clone()));
+        let q = self.split_heads(project(&self.query, x.clone(), lora_dropout));
+        let k = self.split_heads(project(&self.key, x.clone(), lora_dropout));
+        let v = self.split_heads(project(&self.value, x.clone(), lora_dropout));
         let scores = q
             .matmul(k.swap_dims(2, 3))
             .div_scalar((head_dim as f64).sqrt())
             + mask_bias;
         let probs = self.attention_dropout.forward(softmax(scores, 3));
         let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width]);
-        let out = self.dropout.forward(self.output.forward(context));
+        let out = self
+            .dropout
+            .forward(project(&self.output, context, lora_dropout));
         self.layer_norm.forward(out + x)
     }
 }
@@ -151,10 +153,12 @@ pub struct Layer {
 }
 
 impl Layer {
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let x = self.attention.forward(x, mask_bias);
-        let h = self.activation.apply(self.intermediate.forward(x.clone()));
-        let out = self.dropout.forward(self.output.forward(h));
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, lora_dropout: f64) -> Tensor<3> {
+        let x = self.attention.forward(x, mask_bias, lora_dropout);
+        let h = self
+            .activation
+            .apply(project(&self.intermediate, x.clone(), lora_dropout));
+        let out = self.dropout.forward(project(&self.output, h, lora_dropout));
         self.layer_norm.forward(out + x)
     }
 }
@@ -173,6 +177,35 @@ pub struct Bert {
     pub embeddings: Embeddings,
     /// `encoder.layer.{i}`.
     pub layers: Vec<Layer>,
+    /// PEFT's `lora_dropout`: dropout on the input of LoRA adapters in training (see
+    /// [`project`]); 0 without LoRA.
+    #[module(skip)]
+    pub lora_dropout: f64,
+}
+
+/// `linear(x)`, with PEFT's LoRA dropout when the weight carries a LoRA adapter.
+///
+/// burn's LoRA folds `scale·A·B` into the weight, so its adapter sees `x`, whereas PEFT's
+/// adapter sees `dropout(x)`. Adding `(dropout(x) − x)·A·B·scale` (low rank: two thin
+/// matmuls) gives PEFT's output exactly, `x·W + b + dropout(x)·A·B·scale`. Outside training
+/// (no autodiff) dropout is the identity and nothing is added.
+pub fn project(linear: &Linear, x: Tensor<3>, lora_dropout: f64) -> Tensor<3> {
+    let y = linear.forward(x.clone());
+    if lora_dropout <= 0.0 || !x.device().is_autodiff() {
+        return y;
+    }
+    let Some(adapter) = linear.weight.adapter() else {
+        return y;
+    };
+    let dropped = dropout(lora_dropout).forward(x.clone());
+    let [b, t, d_in] = x.dims();
+    let diff = (dropped - x).reshape([b * t, d_in]);
+    let delta = diff
+        .matmul(adapter.a.val())
+        .matmul(adapter.b.val())
+        .mul_scalar(adapter.scale);
+    let d_out = delta.dims()[1];
+    y + delta.reshape([b, t, d_out])
 }
 
 /// Additive attention bias: 0 for real tokens, a large negative number for padding, shaped
@@ -194,7 +227,7 @@ impl Bert {
             .embeddings
             .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
         for layer in &self.layers {
-            x = layer.forward(x, bias.clone());
+            x = layer.forward(x, bias.clone(), self.lora_dropout);
         }
         x
     }
@@ -292,4 +325,88 @@ pub fn dropout(prob: f64) -> Dropout {
 /// Map `hidden_act` to the activation used by [`Layer`].
 pub fn activation_for(config: &BertConfig) -> Activation {
     Activation::from_hf(&config.hidden_act)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{Lora, Module, ModuleMapper, Param};
+    use burn::nn::LinearConfig;
+    use burn::tensor::{Device, Distribution, TensorData};
+
+    /// Gives every LoRA factor `B` (zero at initialisation) nonzero values.
+    struct FillB(bool);
+    impl ModuleMapper for FillB {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.0 = name == "b";
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if self.0 {
+                param.map(|t| t.random_like(Distribution::Normal(0.0, 1.0)))
+            } else {
+                param
+            }
+        }
+    }
+
+    #[test]
+    fn lora_dropout_drops_the_adapter_input_as_peft_does() {
+        let ad = Device::flex().autodiff();
+        ad.seed(3);
+        let linear = LinearConfig::new(6, 5)
+            .init(&ad)
+            .apply_lora(Lora::new(2, 4.0))
+            .map(&mut FillB(false));
+        let adapter = linear.weight.adapter().expect("LoRA adapter attached");
+        let x = Tensor::<3>::random([2, 3, 6], Distribution::Normal(0.0, 1.0), &ad);
+        let p = 0.4;
+        // Materialise the lazily initialised weight and factors now, so that they draw nothing
+        // from the device RNG after the seeds below.
+        let _ = crate::model::weights::to_vec(linear.forward(x.clone())).unwrap();
+        // PEFT: base(x) + B(A(dropout(x))) · scale, with the same dropout mask.
+        // Random draws happen when a tensor is read, so each side is read right after seeding.
+        ad.seed(11);
+        let g = crate::model::weights::to_vec(project(&linear, x.clone(), p)).unwrap();
+        ad.seed(11);
+        let dropped = dropout(p).forward(x.clone());
+        let dropped = Tensor::<3>::from_data(
+            TensorData::new(crate::model::weights::to_vec(dropped).unwrap(), [2, 3, 6]),
+            &ad,
+        );
+        // The weight's value is the merged `W + ΔW`; the frozen base is what PEFT's base sees.
+        let w_base = linear.weight.val() - adapter.delta();
+        let base =
+            x.clone().matmul(w_base.unsqueeze()) + linear.bias.as_ref().unwrap().val().unsqueeze();
+        let lora = dropped
+            .reshape([6, 6])
+            .matmul(adapter.a.val())
+            .matmul(adapter.b.val())
+            .mul_scalar(adapter.scale)
+            .reshape([2, 3, 5]);
+        let want = base + lora;
+        let w = crate::model::weights::to_vec(want).unwrap();
+        let max = g
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(max < 1e-4, "max |diff| {max}");
+        // The adapter's contribution really is on dropped inputs: without dropout it differs.
+        let plain = crate::model::weights::to_vec(linear.forward(x.clone())).unwrap();
+        let diff = g
+            .iter()
+            .zip(&plain)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff > 1e-2, "dropout changed nothing: {diff}");
+        // Outside training (no autodiff) it is the merged linear.
+        let valid = linear.valid();
+        let xv = Tensor::<3>::from_data(
+            TensorData::new(crate::model::weights::to_vec(x).unwrap(), [2, 3, 6]),
+            &Device::flex(),
+        );
+        let a = crate::model::weights::to_vec(project(&valid, xv.clone(), p)).unwrap();
+        let b = crate::model::weights::to_vec(valid.forward(xv)).unwrap();
+        assert_eq!(a, b);
+    }
 }

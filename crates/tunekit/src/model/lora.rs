@@ -11,7 +11,8 @@
 //!   and a resumed run must find it again, so the factors get ids derived from their base
 //!   weight's (stable, name-derived) id;
 //! - dropout on the adapter input (PEFT's `lora_dropout`): burn composes the adapter into the
-//!   weight, which leaves no input to drop, so only `dropout = 0` is accepted (PEFT's default).
+//!   weight, which leaves no input to drop, so the encoder adds the difference the dropout
+//!   makes to the adapter's output itself ([`crate::model::bert::project`]) in training.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -82,7 +83,7 @@ pub struct LoraOptions {
     /// Scale numerator: the update is multiplied by alpha / r.
     #[serde(default = "default_alpha")]
     pub alpha: f64,
-    /// Dropout on the adapter input; only 0 is supported (see the module docs).
+    /// Dropout on the adapter input in training (PEFT's `lora_dropout`), in [0, 1).
     #[serde(default)]
     pub dropout: f64,
     /// Projections that get adapters (default query and value, as PEFT for BERT).
@@ -112,9 +113,9 @@ impl LoraOptions {
                 self.alpha
             ));
         }
-        if self.dropout != 0.0 {
+        if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!(
-                "strategy.lora.dropout = {}: only 0 is supported (burn's LoRA adds the adapter to the weight, so there is no adapter input to drop)",
+                "strategy.lora.dropout must be in [0, 1), got {}",
                 self.dropout
             ));
         }
@@ -206,6 +207,8 @@ pub fn apply(
         .map(|n| param_id(n))
         .collect();
     let lora = Lora::new(opts.rank, opts.alpha).set_param_group(ParamGroup::from_ids(targets));
+    let mut model = model;
+    model.bert.lora_dropout = opts.dropout;
     model
         .apply_lora(lora)
         .map(&mut StableFactorIds::default())
@@ -449,7 +452,7 @@ impl AdapterConfig {
             base_model_name_or_path: base.display().to_string(),
             r: opts.rank,
             lora_alpha: opts.alpha,
-            lora_dropout: 0.0,
+            lora_dropout: opts.dropout,
             target_modules: targets,
             modules_to_save: vec!["classifier".into(), "pooler".into()],
             bias: "none".into(),

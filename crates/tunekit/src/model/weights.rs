@@ -321,7 +321,11 @@ pub fn load_bert(
             activation: activation_for(config),
         });
     }
-    Ok(Bert { embeddings, layers })
+    Ok(Bert {
+        embeddings,
+        layers,
+        lora_dropout: 0.0,
+    })
 }
 
 /// Normal(0, std) values, as HF initialises new heads (`initializer_range` = 0.02).

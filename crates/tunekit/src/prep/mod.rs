@@ -207,6 +207,11 @@ impl Working {
 /// Run the pipeline for a run's `[data]` section. With a tokenizer, token lengths are
 /// measured and length outliers can be dropped.
 pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<PreparedData> {
+    if config.task.kind == crate::task::TaskKind::TokenClassification {
+        return Err(Error::Config(
+            "token_classification data are CoNLL sentences, not table rows: `tunekit train` reads them and writes their report (data_report.json)".into(),
+        ));
+    }
     let d = &config.data;
     let mut work: Vec<Working> = Vec::new();
     let files = [
@@ -234,7 +239,7 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
     }
 
     if let Some(opts) = &d.split {
-        carve(&mut work, opts)?;
+        carve(&mut work, opts, config.task.kind.is_classification())?;
     }
 
     let keys: Vec<Vec<String>> = work
@@ -363,7 +368,7 @@ fn clean_split(w: &mut Working, config: &RunConfig) {
 }
 
 /// Carve validation/test out of train where they have no file.
-fn carve(work: &mut Vec<Working>, opts: &SplitOptions) -> Result<()> {
+fn carve(work: &mut Vec<Working>, opts: &SplitOptions, stratify: bool) -> Result<()> {
     let missing: Vec<(&'static str, f64)> = [("validation", opts.validation), ("test", opts.test)]
         .into_iter()
         .filter(|(name, f)| *f > 0.0 && !work.iter().any(|w| w.name == *name))
@@ -379,10 +384,15 @@ fn carve(work: &mut Vec<Working>, opts: &SplitOptions) -> Result<()> {
         return Ok(());
     }
     let train = &mut work[0];
+    // Stratify by class; regression values and label sets are (nearly) all distinct, so those
+    // tasks split uniformly at random instead.
     let labels: Vec<&str> = train
         .examples
         .iter()
-        .map(|e| e.label.as_deref().unwrap_or(""))
+        .map(|e| match &e.label {
+            Some(l) if stratify => l.as_str(),
+            _ => "",
+        })
         .collect();
     let fractions: Vec<f64> = missing.iter().map(|(_, f)| *f).collect();
     let part = split::stratified_split(&labels, &fractions, opts.seed);

@@ -662,10 +662,7 @@ pub fn search(
             rec.seconds = Some(before + secs);
             match result {
                 Ok(m) => {
-                    let y = m
-                        .validation
-                        .as_ref()
-                        .and_then(|v| v.get(&config.train.metric));
+                    let y = m.validation_metric(&config.train.metric);
                     rec.trial.objective = y;
                     rec.trial.state = if y.is_some_and(f64::is_finite) {
                         TrialState::Complete
