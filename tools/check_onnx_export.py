@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--tolerance", type=float, default=1e-4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-optimizations", action="store_true", help="run the graph as written (no ORT graph rewrites)")
     args = ap.parse_args()
     tok = Tokenizer.from_file(f"{args.model}/tokenizer.json")
     tok.enable_truncation(args.max_length)
@@ -37,6 +38,10 @@ def main():
     id2label = json.load(open(f"{args.model}/config.json"))["id2label"]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
+    if args.no_optimizations:
+        # ONNX Runtime rewrites int8 QDQ weights + MatMul into its own quantised kernels;
+        # without graph optimisations it computes exactly the graph's float arithmetic.
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(f"{args.model}/model.onnx", opts, providers=["CPUExecutionProvider"])
     with open(args.data, encoding="utf-8", newline="") as f:
         texts = [r["text"] for r in csv.DictReader(f, delimiter="\t")]

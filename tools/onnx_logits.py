@@ -7,7 +7,10 @@ Used by the test `crates/tunekit-cli/tests/export_formats.rs` (pip install onnxr
 output on stdout: {"ort_version": ..., "inputs": [...names...], "outputs": [...],
 "logits": [batch0_rows, batch1_rows, ...]}.
 
-    python3 tools/onnx_logits.py MODEL.onnx INPUTS.json
+    python3 tools/onnx_logits.py MODEL.onnx INPUTS.json [--no-optimizations]
+
+--no-optimizations runs the graph as written: ONNX Runtime otherwise rewrites int8 QDQ weights
++ MatMul into its own dynamically quantised kernels (different arithmetic from the graph's).
 """
 import json
 import sys
@@ -20,6 +23,8 @@ def main():
     model, inputs = sys.argv[1], sys.argv[2]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
+    if "--no-optimizations" in sys.argv[3:]:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     batches = json.load(open(inputs))
     out = []

@@ -74,6 +74,16 @@ enum Command {
     /// Prune a fine-tuned model: remove attention heads / FFN neurons (a smaller, faster dense
     /// model) and/or zero the smallest weights; optionally fine-tune it to recover.
     Prune(PruneArgs),
+    /// Quantise a fine-tuned model's encoder to int8 (per-channel weights, per-token dynamic
+    /// activations); eval, predict, serve and compress-report run the int8 model.
+    Quantize {
+        /// The fine-tuned model directory (RUN/model; LoRA adapters are merged).
+        #[arg(long)]
+        model: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Compare versions of a model (base, pruned, distilled …) on one labelled file: size,
     /// parameters, batch-1 latency, batch-32 throughput, accuracy (a Markdown table).
     CompressReport(CompressReportArgs),
@@ -824,6 +834,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Prune(args) => prune_command(args, progress, &device),
+        Command::Quantize { model, out } => {
+            let r = tunekit::export::quantize(&model, &out, &device)?;
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            println!(
+                "int8 model: {} — {} linear layers, {} int8 weights, {} f32 parameters; weights file {:.1} MiB → {:.1} MiB",
+                out.display(),
+                r.linear_layers,
+                r.int8_parameters,
+                r.f32_parameters,
+                mib(r.size_before_bytes),
+                mib(r.size_after_bytes)
+            );
+            println!(
+                "compare speed and accuracy: tunekit compress-report {model} {} --data TEST_FILE",
+                out.display()
+            );
+            Ok(())
+        }
         Command::CompressReport(args) => {
             let spec = args.data_args.spec(args.data, Some(args.label_column))?;
             let mut rows = Vec::new();

@@ -55,20 +55,6 @@ fn tunekit_logits(model: &Path) -> Vec<Vec<f32>> {
     flat.chunks(width).map(|r| r.to_vec()).collect()
 }
 
-fn batch_json(tokens: &[tunekit::tokenize::Tokens]) -> serde_json::Value {
-    let len = tokens.iter().map(|t| t.ids.len()).max().unwrap();
-    let pad = |v: &[u32], fill: u32| {
-        let mut v: Vec<u32> = v.to_vec();
-        v.resize(len, fill);
-        v
-    };
-    serde_json::json!({
-        "input_ids": tokens.iter().map(|t| pad(&t.ids, 0)).collect::<Vec<_>>(),
-        "attention_mask": tokens.iter().map(|t| pad(&vec![1; t.ids.len()], 0)).collect::<Vec<_>>(),
-        "token_type_ids": tokens.iter().map(|t| pad(&t.type_ids, 0)).collect::<Vec<_>>(),
-    })
-}
-
 #[test]
 fn hf_export_merges_adapters_into_transformers_names_and_predicts_the_same() {
     let tmp = tempfile::tempdir().unwrap();

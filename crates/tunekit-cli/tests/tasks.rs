@@ -601,7 +601,12 @@ fn task_configs_that_cannot_work_are_refused_with_the_key() {
     let train = mr_subset("train", 20, d);
     let cases: [(&str, &str, &str, &[&str]); 5] = [
         ("type = \"embedding\"", "", "", &["text_pair_column"]),
-        ("type = \"pair_classification\"", "", "", &["text_pair_column"]),
+        (
+            "type = \"pair_classification\"",
+            "",
+            "",
+            &["text_pair_column"],
+        ),
         (
             "type = \"regression\"",
             "",

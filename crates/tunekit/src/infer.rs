@@ -250,7 +250,10 @@ impl Classifier {
         let model = if adapter {
             crate::model::lora::load_for_inference(&resolved, &spec, device)?.0
         } else {
-            load_classifier(&resolved.join("model.safetensors"), &config, &spec, device)?.0
+            let weights = resolved.join("model.safetensors");
+            let model = load_classifier(&weights, &config, &spec, device)?.0;
+            // An int8 model (`tunekit quantize`) runs the int8 product.
+            crate::model::quant::attach(model, &weights)?
         };
         let tokenizer = TextTokenizer::from_file(&resolved.join("tokenizer.json"), max_length)?;
         Ok(Classifier {

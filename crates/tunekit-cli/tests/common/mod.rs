@@ -173,3 +173,18 @@ pub fn train_and_kill(args: &[&str], run_dir: &Path, step: u64) -> u64 {
     });
     json(&latest)["step"].as_u64().unwrap()
 }
+
+/// Token batches as `tools/onnx_logits.py` reads them: padded ids, mask and segment ids.
+pub fn batch_json(tokens: &[tunekit::tokenize::Tokens]) -> serde_json::Value {
+    let len = tokens.iter().map(|t| t.ids.len()).max().unwrap();
+    let pad = |v: &[u32], fill: u32| {
+        let mut v: Vec<u32> = v.to_vec();
+        v.resize(len, fill);
+        v
+    };
+    serde_json::json!({
+        "input_ids": tokens.iter().map(|t| pad(&t.ids, 0)).collect::<Vec<_>>(),
+        "attention_mask": tokens.iter().map(|t| pad(&vec![1; t.ids.len()], 0)).collect::<Vec<_>>(),
+        "token_type_ids": tokens.iter().map(|t| pad(&t.type_ids, 0)).collect::<Vec<_>>(),
+    })
+}

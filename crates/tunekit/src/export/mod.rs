@@ -7,8 +7,8 @@
 //!   model card.
 //! - [`ExportFormat::Onnx`]: `model.onnx` (see [`onnx`]) plus the tokenizer and label map.
 //!
-//! Also here: [`prune`] (a smaller model written the same way) and [`compare`] (the
-//! `compress-report` table).
+//! Also here: [`prune`] (a smaller model written the same way), [`quantize`] (int8 encoder
+//! weights, [`crate::model::quant`]) and [`compare`] (the `compress-report` table).
 
 pub mod compare;
 pub mod onnx;
@@ -140,5 +140,75 @@ pub fn prune(
     };
     write(&pruned, ExportFormat::Hf, out)?;
     crate::fsutil::write_json(&out.join("prune_report.json"), &report)?;
+    Ok(report)
+}
+
+/// What `tunekit quantize` did.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct QuantizeReport {
+    /// The scheme, in words.
+    pub scheme: String,
+    /// Linear layers quantised (the word-embedding table is int8 on disk too).
+    pub linear_layers: usize,
+    /// Weights stored as int8.
+    pub int8_parameters: usize,
+    /// Parameters kept in f32 (embeddings, LayerNorm, biases, scales, pooler, classifier).
+    pub f32_parameters: usize,
+    /// Size of the source model's weights file in bytes.
+    pub size_before_bytes: u64,
+    /// Size of the quantised weights file in bytes.
+    pub size_after_bytes: u64,
+    /// Largest |w − dequantised w| relative to the largest |w| of its output channel.
+    pub max_relative_weight_error: f64,
+}
+
+/// Quantise the fine-tuned model `spec` to int8 ([`crate::model::quant`]) and write it to
+/// `out` in HF layout (int8 weights + scales in `model.safetensors`), with
+/// `quantize_report.json`. `tunekit eval`, `predict`, `serve` and `compress-report` load it
+/// and run the int8 product.
+pub fn quantize(spec: &str, out: &Path, device: &Device) -> Result<QuantizeReport> {
+    use crate::model::quant;
+    let p = load_plain(spec, device)?;
+    if p.model.bert.int8.is_some() {
+        return Err(Error::Model(format!(
+            "{}: already quantised",
+            p.dir.display()
+        )));
+    }
+    let (int8, worst) = quant::quantize_encoder(&p.model)?;
+    let tensors = crate::model::weights::classifier_tensors(&p.model)?;
+    let total: usize = tensors.iter().map(|t| t.2.len()).sum();
+    let embedding_size = tensors
+        .iter()
+        .find(|t| t.0 == quant::WORD_EMBEDDINGS)
+        .map_or(0, |t| t.2.len());
+    let int8_parameters: usize = int8
+        .layers
+        .iter()
+        .flat_map(|l| l.iter().map(|q| q.weight.len()))
+        .sum::<usize>()
+        + embedding_size;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let path = out.join("model.safetensors");
+    crate::model::weights::write_safetensors_raw(quant::int8_tensors(tensors, &int8), &path)?;
+    let text = serde_json::to_string_pretty(&p.json).map_err(|e| Error::Model(e.to_string()))?;
+    write_atomic(&out.join("config.json"), text.as_bytes())?;
+    for f in SIDE_FILES {
+        let src = p.dir.join(f);
+        if src.is_file() {
+            copy_atomic(&src, &out.join(f))?;
+        }
+    }
+    let size = |f: &Path| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+    let report = QuantizeReport {
+        scheme: "int8 weights (symmetric, per output channel) × int8 activations (symmetric, per token, computed at run time), i32 accumulation".into(),
+        linear_layers: int8.layers.len() * 6,
+        int8_parameters,
+        f32_parameters: total - int8_parameters,
+        size_before_bytes: size(&p.dir.join("model.safetensors")),
+        size_after_bytes: size(&path),
+        max_relative_weight_error: worst,
+    };
+    crate::fsutil::write_json(&out.join("quantize_report.json"), &report)?;
     Ok(report)
 }

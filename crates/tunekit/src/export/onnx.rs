@@ -13,6 +13,7 @@ use prost::Message;
 use super::onnx_proto as pb;
 use crate::error::{Error, Result};
 use crate::model::bert::{Activation, Layer, Pooling};
+use crate::model::quant::QuantLinear;
 use crate::model::weights::to_vec;
 use crate::model::{BertConfig, SequenceClassifier};
 
@@ -98,6 +99,37 @@ impl Graph {
         name
     }
 
+    fn int8_tensor(&mut self, name: &str, dims: &[usize], data: &[i8]) -> String {
+        self.initializers.push(pb::TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: pb::INT8,
+            name: name.into(),
+            raw_data: data.iter().map(|&v| v as u8).collect(),
+        });
+        name.to_string()
+    }
+
+    /// An int8 matrix with one scale per slice along `axis`, as a `DequantizeLinear` node (the
+    /// QDQ form ONNX Runtime and other runtimes read as int8 weights).
+    fn dequantized(
+        &mut self,
+        name: &str,
+        dims: [usize; 2],
+        q: &[i8],
+        scale: &[f32],
+        axis: i64,
+    ) -> String {
+        let w = self.int8_tensor(&format!("{name}_quantized"), &dims, q);
+        let s = self.float_tensor(&format!("{name}_scale"), &[scale.len()], scale);
+        let zeros = vec![0i8; scale.len()];
+        let z = self.int8_tensor(&format!("{name}_zero_point"), &[scale.len()], &zeros);
+        self.op(
+            "DequantizeLinear",
+            &[&w, &s, &z],
+            vec![attr_int("axis", axis)],
+        )
+    }
+
     fn scalar(&mut self, hint: &str, v: f32) -> String {
         let name = self.fresh(hint);
         self.float_tensor(&name, &[], &[v])
@@ -110,9 +142,28 @@ impl Graph {
         Ok(self.float_tensor(name, &dims, &data))
     }
 
-    /// `x · W + b` (burn stores `W` as [in, out], ONNX MatMul's layout).
-    fn linear(&mut self, name: &str, x: &str, l: &Linear) -> Result<String> {
-        let w = self.param(&format!("{name}.weight"), &l.weight)?;
+    /// `x · W + b` (burn stores `W` as [in, out], ONNX MatMul's layout). With int8 weights
+    /// (`q`), `W` is their `DequantizeLinear` (one scale per output column).
+    fn linear(
+        &mut self,
+        name: &str,
+        x: &str,
+        l: &Linear,
+        q: Option<&QuantLinear>,
+    ) -> Result<String> {
+        let w = match q {
+            Some(q) => {
+                let (d_in, d_out) = (q.in_features, q.out_features);
+                let mut t = vec![0i8; q.weight.len()];
+                for o in 0..d_out {
+                    for k in 0..d_in {
+                        t[k * d_out + o] = q.weight[o * d_in + k];
+                    }
+                }
+                self.dequantized(&format!("{name}.weight"), [d_in, d_out], &t, &q.scale, 1)
+            }
+            None => self.param(&format!("{name}.weight"), &l.weight)?,
+        };
         let y = self.op("MatMul", &[x, &w], vec![]);
         match &l.bias {
             Some(b) => {
@@ -137,8 +188,17 @@ impl Graph {
         ))
     }
 
-    fn embedding(&mut self, name: &str, e: &Embedding, ids: &str) -> Result<String> {
-        let w = self.param(&format!("{name}.weight"), &e.weight)?;
+    fn embedding(&mut self, name: &str, e: &Embedding, ids: &str, int8: bool) -> Result<String> {
+        let w = if int8 {
+            // An int8 model's table: re-quantising its dequantised rows gives back exactly
+            // the stored int8 values and scales.
+            let t = e.weight.val();
+            let [rows, cols] = t.dims();
+            let (q, s) = QuantLinear::quantize_rows(&to_vec(t)?, rows, cols);
+            self.dequantized(&format!("{name}.weight"), [rows, cols], &q, &s, 0)
+        } else {
+            self.param(&format!("{name}.weight"), &e.weight)?
+        };
         Ok(self.op("Gather", &[&w, ids], vec![attr_int("axis", 0)]))
     }
 
@@ -175,17 +235,26 @@ impl Graph {
         }
     }
 
-    fn layer(&mut self, i: usize, layer: &Layer, x: &str, bias: &str, eps: f64) -> Result<String> {
+    fn layer(
+        &mut self,
+        i: usize,
+        layer: &Layer,
+        x: &str,
+        bias: &str,
+        eps: f64,
+        int8: Option<&[QuantLinear; 6]>,
+    ) -> Result<String> {
         let a = &layer.attention;
+        let qz = |j: usize| int8.map(|l| &l[j]);
         let heads = a.num_heads;
         // Projection width: `hidden`, or less after head pruning.
         let width = a.query.weight.dims()[1];
         let head_dim = width / heads;
         let p = format!("bert.encoder.layer.{i}");
         let split = self.int_tensor("split_shape", &[4], &[0, 0, heads as i64, head_dim as i64]);
-        let q = self.linear(&format!("{p}.attention.self.query"), x, &a.query)?;
-        let k = self.linear(&format!("{p}.attention.self.key"), x, &a.key)?;
-        let v = self.linear(&format!("{p}.attention.self.value"), x, &a.value)?;
+        let q = self.linear(&format!("{p}.attention.self.query"), x, &a.query, qz(0))?;
+        let k = self.linear(&format!("{p}.attention.self.key"), x, &a.key, qz(1))?;
+        let v = self.linear(&format!("{p}.attention.self.value"), x, &a.value, qz(2))?;
         let q = self.op("Reshape", &[&q, &split], vec![]);
         let q = self.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])]);
         let k = self.op("Reshape", &[&k, &split], vec![]);
@@ -201,7 +270,12 @@ impl Graph {
         let ctx = self.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
         let merge = self.int_tensor("merge_shape", &[3], &[0, 0, width as i64]);
         let ctx = self.op("Reshape", &[&ctx, &merge], vec![]);
-        let out = self.linear(&format!("{p}.attention.output.dense"), &ctx, &a.output)?;
+        let out = self.linear(
+            &format!("{p}.attention.output.dense"),
+            &ctx,
+            &a.output,
+            qz(3),
+        )?;
         let res = self.op("Add", &[&out, x], vec![]);
         let x = self.layer_norm(
             &format!("{p}.attention.output.LayerNorm"),
@@ -209,9 +283,14 @@ impl Graph {
             &a.layer_norm,
             eps,
         )?;
-        let h = self.linear(&format!("{p}.intermediate.dense"), &x, &layer.intermediate)?;
+        let h = self.linear(
+            &format!("{p}.intermediate.dense"),
+            &x,
+            &layer.intermediate,
+            qz(4),
+        )?;
         let h = self.activation(layer.activation, &h);
-        let out = self.linear(&format!("{p}.output.dense"), &h, &layer.output)?;
+        let out = self.linear(&format!("{p}.output.dense"), &h, &layer.output, qz(5))?;
         let res = self.op("Add", &[&out, &x], vec![]);
         self.layer_norm(
             &format!("{p}.output.LayerNorm"),
@@ -258,15 +337,18 @@ pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8
     };
     let emb = &model.bert.embeddings;
     // Embeddings: words + token types + positions 0..seq.
+    let int8 = model.bert.int8.as_deref();
     let words = g.embedding(
         "bert.embeddings.word_embeddings",
         &emb.word_embeddings,
         "input_ids",
+        int8.is_some(),
     )?;
     let types = g.embedding(
         "bert.embeddings.token_type_embeddings",
         &emb.token_type_embeddings,
         "token_type_ids",
+        false,
     )?;
     let shape = g.op("Shape", &["input_ids"], vec![]);
     let one_idx = g.int_tensor("idx1", &[], &[1]);
@@ -278,6 +360,7 @@ pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8
         "bert.embeddings.position_embeddings",
         &emb.position_embeddings,
         &positions,
+        false,
     )?;
     let x = g.op("Add", &[&words, &types], vec![]);
     let x = g.op("Add", &[&x, &pos], vec![]);
@@ -297,7 +380,8 @@ pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8
     let bias = g.op("Unsqueeze", &[&bias, &axes], vec![]);
 
     for (i, layer) in model.bert.layers.iter().enumerate() {
-        x = g.layer(i, layer, &x, &bias, eps)?;
+        let q = int8.and_then(|e| e.layers.get(i));
+        x = g.layer(i, layer, &x, &bias, eps, q)?;
     }
 
     let features = match model.pooling {
@@ -323,12 +407,12 @@ pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8
     };
     let pooled = match (model.pooling, &model.pooler) {
         (Pooling::Cls, Some(p)) => {
-            let d = g.linear("bert.pooler.dense", &features, &p.dense)?;
+            let d = g.linear("bert.pooler.dense", &features, &p.dense, None)?;
             g.op("Tanh", &[&d], vec![])
         }
         _ => features,
     };
-    let logits = g.linear("classifier", &pooled, &model.classifier)?;
+    let logits = g.linear("classifier", &pooled, &model.classifier, None)?;
     // Name the graph output `logits`.
     g.nodes.push(pb::NodeProto {
         input: vec![logits],

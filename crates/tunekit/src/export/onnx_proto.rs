@@ -10,6 +10,8 @@
 pub const FLOAT: i32 = 1;
 /// `TensorProto.DataType.INT64`.
 pub const INT64: i32 = 7;
+/// `TensorProto.DataType.INT8`.
+pub const INT8: i32 = 3;
 
 /// `ModelProto`.
 #[derive(Clone, PartialEq, prost::Message)]

@@ -12,6 +12,7 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::config::BertConfig;
+use super::quant::QuantLinear;
 
 /// Token ids, segment ids and padding mask of one padded batch, already on the device.
 #[derive(Debug, Clone)]
@@ -113,15 +114,22 @@ impl Attention {
             .swap_dims(1, 2)
     }
 
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, lora_dropout: f64) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask_bias: Tensor<4>,
+        lora_dropout: f64,
+        int8: Option<&[QuantLinear; 6]>,
+    ) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
+        let q = |i: usize| int8.map(|l| &l[i]);
         // The projections' width: the hidden size, or less after head pruning.
         let width = self.query.weight.dims()[1];
         let head_dim = width / self.num_heads;
-        let q = self.split_heads(project(&self.query, x.clone(), lora_dropout));
-        let k = self.split_heads(project(&self.key, x.clone(), lora_dropout));
-        let v = self.split_heads(project(&self.value, x.clone(), lora_dropout));
-        let scores = q
+        let query = self.split_heads(project(&self.query, x.clone(), lora_dropout, q(0)));
+        let k = self.split_heads(project(&self.key, x.clone(), lora_dropout, q(1)));
+        let v = self.split_heads(project(&self.value, x.clone(), lora_dropout, q(2)));
+        let scores = query
             .matmul(k.swap_dims(2, 3))
             .div_scalar((head_dim as f64).sqrt())
             + mask_bias;
@@ -129,7 +137,7 @@ impl Attention {
         let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width]);
         let out = self
             .dropout
-            .forward(project(&self.output, context, lora_dropout));
+            .forward(project(&self.output, context, lora_dropout, q(3)));
         self.layer_norm.forward(out + x)
     }
 }
@@ -153,12 +161,21 @@ pub struct Layer {
 }
 
 impl Layer {
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, lora_dropout: f64) -> Tensor<3> {
-        let x = self.attention.forward(x, mask_bias, lora_dropout);
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        mask_bias: Tensor<4>,
+        lora_dropout: f64,
+        int8: Option<&[QuantLinear; 6]>,
+    ) -> Tensor<3> {
+        let x = self.attention.forward(x, mask_bias, lora_dropout, int8);
+        let q = |i: usize| int8.map(|l| &l[i]);
         let h = self
             .activation
-            .apply(project(&self.intermediate, x.clone(), lora_dropout));
-        let out = self.dropout.forward(project(&self.output, h, lora_dropout));
+            .apply(project(&self.intermediate, x.clone(), lora_dropout, q(4)));
+        let out = self
+            .dropout
+            .forward(project(&self.output, h, lora_dropout, q(5)));
         self.layer_norm.forward(out + x)
     }
 }
@@ -181,6 +198,10 @@ pub struct Bert {
     /// [`project`]); 0 without LoRA.
     #[module(skip)]
     pub lora_dropout: f64,
+    /// Int8 weights of the encoder's linear layers ([`super::quant`]); inference on a plain
+    /// device uses them instead of the f32 weights.
+    #[module(skip)]
+    pub int8: Option<std::sync::Arc<super::quant::Int8Encoder>>,
 }
 
 /// `linear(x)`, with PEFT's LoRA dropout when the weight carries a LoRA adapter.
@@ -189,7 +210,28 @@ pub struct Bert {
 /// adapter sees `dropout(x)`. Adding `(dropout(x) − x)·A·B·scale` (low rank: two thin
 /// matmuls) gives PEFT's output exactly, `x·W + b + dropout(x)·A·B·scale`. Outside training
 /// (no autodiff) dropout is the identity and nothing is added.
-pub fn project(linear: &Linear, x: Tensor<3>, lora_dropout: f64) -> Tensor<3> {
+///
+/// With int8 weights (`int8`) and no autodiff, the product is the int8 one of
+/// [`QuantLinear::forward`], on the tensor's values.
+pub fn project(
+    linear: &Linear,
+    x: Tensor<3>,
+    lora_dropout: f64,
+    int8: Option<&QuantLinear>,
+) -> Tensor<3> {
+    if let Some(q) = int8
+        && !x.device().is_autodiff()
+    {
+        let [b, t, d_in] = x.dims();
+        let device = x.device();
+        let values: Vec<f32> = x.into_data().iter::<f32>().collect();
+        let y = q.forward(&values, b * t);
+        debug_assert_eq!(d_in, q.in_features);
+        return Tensor::from_data(
+            burn::tensor::TensorData::new(y, [b, t, q.out_features]),
+            &device,
+        );
+    }
     let y = linear.forward(x.clone());
     if lora_dropout <= 0.0 || !x.device().is_autodiff() {
         return y;
@@ -226,8 +268,9 @@ impl Bert {
         let mut x = self
             .embeddings
             .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
-        for layer in &self.layers {
-            x = layer.forward(x, bias.clone(), self.lora_dropout);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let int8 = self.int8.as_ref().and_then(|q| q.layers.get(i));
+            x = layer.forward(x, bias.clone(), self.lora_dropout, int8);
         }
         x
     }
@@ -366,7 +409,7 @@ mod tests {
         // PEFT: base(x) + B(A(dropout(x))) · scale, with the same dropout mask.
         // Random draws happen when a tensor is read, so each side is read right after seeding.
         ad.seed(11);
-        let g = crate::model::weights::to_vec(project(&linear, x.clone(), p)).unwrap();
+        let g = crate::model::weights::to_vec(project(&linear, x.clone(), p, None)).unwrap();
         ad.seed(11);
         let dropped = dropout(p).forward(x.clone());
         let dropped = Tensor::<3>::from_data(
@@ -405,7 +448,7 @@ mod tests {
             TensorData::new(crate::model::weights::to_vec(x).unwrap(), [2, 3, 6]),
             &Device::flex(),
         );
-        let a = crate::model::weights::to_vec(project(&valid, xv.clone(), p)).unwrap();
+        let a = crate::model::weights::to_vec(project(&valid, xv.clone(), p, None)).unwrap();
         let b = crate::model::weights::to_vec(valid.forward(xv)).unwrap();
         assert_eq!(a, b);
     }

@@ -5,6 +5,7 @@ pub mod bert;
 pub mod config;
 pub mod lora;
 pub mod prune;
+pub mod quant;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

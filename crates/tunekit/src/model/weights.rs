@@ -117,6 +117,7 @@ impl WeightFile {
             });
         }
         let data = view.data();
+        let mut scale_used = None;
         let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => data
                 .chunks_exact(4)
@@ -130,11 +131,43 @@ impl WeightFile {
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
+            // An int8 weight (`tunekit quantize`): dequantised with its per-row scales.
+            Dtype::I8 => {
+                let scale_name = format!("{name}_scale");
+                let scales = st.tensor(&scale_name).map_err(|_| Error::Weights {
+                    file: self.path.clone(),
+                    tensor: scale_name.clone(),
+                    message: "missing: an I8 weight needs its per-channel scales".into(),
+                })?;
+                let rows = shape.first().copied().unwrap_or(1).max(1);
+                if scales.dtype() != Dtype::F32 || scales.shape() != [rows] {
+                    return Err(Error::Weights {
+                        file: self.path.clone(),
+                        tensor: scale_name,
+                        message: format!(
+                            "expected F32 [{rows}], found {:?} {:?}",
+                            scales.dtype(),
+                            scales.shape()
+                        ),
+                    });
+                }
+                let s: Vec<f32> = scales
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                let cols = data.len() / rows;
+                scale_used = Some(scale_name);
+                data.iter()
+                    .enumerate()
+                    .map(|(i, &b)| f32::from(b as i8) * s[i / cols.max(1)])
+                    .collect()
+            }
             other => {
                 return Err(Error::Weights {
                     file: self.path.clone(),
                     tensor: name.to_string(),
-                    message: format!("unsupported dtype {other:?} (expected F32, F16 or BF16)"),
+                    message: format!("unsupported dtype {other:?} (expected F32, F16, BF16 or I8)"),
                 });
             }
         };
@@ -146,6 +179,7 @@ impl WeightFile {
             });
         }
         self.used.insert(name.to_string());
+        self.used.extend(scale_used);
         Ok(values)
     }
 
@@ -325,6 +359,7 @@ pub fn load_bert(
         embeddings,
         layers,
         lora_dropout: 0.0,
+        int8: None,
     })
 }
 
@@ -553,14 +588,31 @@ pub fn save_classifier(model: &SequenceClassifier, path: &Path) -> Result<()> {
 
 /// Write f32 tensors as a safetensors file atomically (temp file + rename).
 pub fn write_safetensors(tensors: Vec<HfTensor>, path: &Path) -> Result<()> {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+    write_safetensors_raw(
+        tensors
+            .into_iter()
+            .map(|(n, s, v)| {
+                (
+                    n,
+                    Dtype::F32,
+                    s,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
+            })
+            .collect(),
+        path,
+    )
+}
+
+/// A tensor as stored: name, dtype, shape, little-endian bytes.
+pub type RawTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Write tensors of any dtype (e.g. int8 weights with f32 scales) as safetensors, atomically.
+pub fn write_safetensors_raw(tensors: Vec<RawTensor>, path: &Path) -> Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+        .map(|(n, d, s, b)| {
+            safetensors::tensor::TensorView::new(*d, s.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| Error::Engine(format!("tensor {n}: {e}")))
         })
