@@ -175,6 +175,29 @@ struct PruneArgs {
     /// The run config for recovery (default: config.toml beside the model directory).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// How heads and neurons are ranked: weight magnitude, or first-order Taylor on
+    /// `--calibration` data.
+    #[arg(long, value_enum, default_value = "magnitude")]
+    importance: ImportanceArg,
+    /// Labelled data for Taylor importance (e.g. the validation split).
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Calibration rows used (spread over the file).
+    #[arg(long, default_value_t = 512)]
+    calibration_rows: usize,
+    /// Column holding the calibration label.
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    #[command(flatten)]
+    data_args: DataArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImportanceArg {
+    /// Weight norms (no data).
+    Magnitude,
+    /// First-order Taylor expansion of the loss on calibration data.
+    Taylor,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -695,6 +718,10 @@ fn prune_command(
     device: &burn::tensor::Device,
 ) -> anyhow::Result<()> {
     let opts = tunekit::model::prune::PruneOptions {
+        importance: match args.importance {
+            ImportanceArg::Magnitude => tunekit::model::prune::Importance::Magnitude,
+            ImportanceArg::Taylor => tunekit::model::prune::Importance::Taylor,
+        },
         heads: args.heads,
         ffn: args.ffn,
         sparsity: args.sparsity,
@@ -703,7 +730,20 @@ fn prune_command(
     if opts.heads == 0.0 && opts.ffn == 0.0 && opts.sparsity.is_none() {
         anyhow::bail!("nothing to prune: give --heads, --ffn and/or --sparsity");
     }
-    let report = tunekit::export::prune(&args.model, &opts, &args.out, device)?;
+    let calibration = match &args.calibration {
+        Some(path) => Some(
+            args.data_args
+                .spec(path.clone(), Some(args.label_column.clone()))?,
+        ),
+        None => None,
+    };
+    let report = tunekit::export::prune(
+        &args.model,
+        &opts,
+        calibration.as_ref().map(|c| (c, args.calibration_rows)),
+        &args.out,
+        device,
+    )?;
     println!(
         "pruned model: {} — parameters {} → {} ({:.1}% fewer), intermediate size {} → {}, heads removed {:?}, linear-weight sparsity {:.3}",
         args.out.display(),

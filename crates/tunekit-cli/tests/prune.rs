@@ -6,17 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-
-fn trained_tiny(dir: &Path) -> PathBuf {
-    let model = tiny_model(&dir.join("tiny-model"));
-    let cfg = tiny_config(dir, &model, "epochs = 2");
-    let out = tunekit(&["train", cfg.to_str().unwrap()]);
-    assert!(out.status.success(), "train failed: {}", stderr(&out));
-    dir.join("runs/tiny/model")
-}
 
 fn shapes(path: &Path) -> BTreeMap<String, Vec<usize>> {
     let bytes = std::fs::read(path).unwrap();
@@ -67,21 +59,9 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Probabilities tunekit predicts for the MR test subset, in row order.
 fn probabilities(model: &Path, data: &Path, out: &Path) -> Vec<Vec<f64>> {
-    let o = tunekit(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        data.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "predict failed: {}", stderr(&o));
-    std::fs::read_to_string(out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    predict_rows(model, data, out)
+        .iter()
+        .map(|v| {
             ["negative", "positive"]
                 .iter()
                 .map(|k| v["probabilities"][k].as_f64().unwrap())
@@ -93,7 +73,7 @@ fn probabilities(model: &Path, data: &Path, out: &Path) -> Vec<Vec<f64>> {
 #[test]
 fn removing_heads_and_neurons_with_zero_output_weights_is_exact_and_shrinks_the_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let trained = trained_tiny(tmp.path());
+    let trained = trained_tiny(tmp.path(), 2);
     // Silence heads 0 and 2 (8 dims each) and FFN neurons 32..64 in every layer.
     let silenced = tmp.path().join("silenced");
     copy_dir(&trained, &silenced);
@@ -171,6 +151,54 @@ fn removing_heads_and_neurons_with_zero_output_weights_is_exact_and_shrinks_the_
     for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
         assert!((x - y).abs() < 1e-5, "{x} vs {y}");
     }
+    // Taylor importance on calibration data also removes the silenced units first (their
+    // gates have zero gradient): the same heads, and again the same predictions.
+    let taylor = tmp.path().join("taylor");
+    let out = tunekit(&[
+        "prune",
+        "--model",
+        silenced.to_str().unwrap(),
+        "--out",
+        taylor.to_str().unwrap(),
+        "--heads",
+        "0.5",
+        "--ffn",
+        "0.5",
+        "--importance",
+        "taylor",
+        "--calibration",
+        tmp.path().join("validation.tsv").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "taylor prune failed: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        json(&taylor.join("config.json"))["pruned_heads"],
+        serde_json::json!({"0": [0, 2], "1": [0, 2]})
+    );
+    let tr = json(&taylor.join("prune_report.json"));
+    assert_eq!(tr["importance"], "taylor");
+    assert_eq!(tr["calibration_examples"], 48);
+    let c = probabilities(&taylor, &test, &tmp.path().join("c.jsonl"));
+    for (x, y) in a.iter().flatten().zip(c.iter().flatten()) {
+        assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+    }
+    // Without calibration data Taylor importance is refused.
+    let out = tunekit(&[
+        "prune",
+        "--model",
+        silenced.to_str().unwrap(),
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+        "--heads",
+        "0.5",
+        "--importance",
+        "taylor",
+    ]);
+    assert_bad_input(&out, &["--calibration"]);
+
     // And the ONNX export handles the narrower attention.
     let onnx = tmp.path().join("onnx");
     let out = tunekit(&[
@@ -224,7 +252,7 @@ fn removing_heads_and_neurons_with_zero_output_weights_is_exact_and_shrinks_the_
 #[test]
 fn magnitude_pruning_reaches_its_sparsity_globally_and_per_layer() {
     let tmp = tempfile::tempdir().unwrap();
-    let trained = trained_tiny(tmp.path());
+    let trained = trained_tiny(tmp.path(), 2);
     for (flag, dir) in [(None, "global"), (Some("--per-layer"), "per-layer")] {
         let out_dir = tmp.path().join(dir);
         let mut args = vec![
@@ -270,7 +298,7 @@ fn magnitude_pruning_reaches_its_sparsity_globally_and_per_layer() {
 #[test]
 fn structured_pruning_with_recovery_fine_tunes_the_smaller_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let trained = trained_tiny(tmp.path());
+    let trained = trained_tiny(tmp.path(), 2);
     let out_dir = tmp.path().join("pruned");
     let out = tunekit(&[
         "prune",

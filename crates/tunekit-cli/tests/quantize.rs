@@ -5,41 +5,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
 
-fn trained_tiny(dir: &Path) -> PathBuf {
-    let model = tiny_model(&dir.join("tiny-model"));
-    let cfg = tiny_config(dir, &model, "epochs = 2");
-    let out = tunekit(&["train", cfg.to_str().unwrap()]);
-    assert!(out.status.success(), "train failed: {}", stderr(&out));
-    dir.join("runs/tiny/model")
-}
-
-fn predictions(model: &Path, input: &Path, out: &Path) -> Vec<serde_json::Value> {
-    let o = tunekit(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    std::fs::read_to_string(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn int8_model_is_smaller_runs_int8_and_predicts_like_f32() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = trained_tiny(tmp.path());
+    let base = trained_tiny(tmp.path(), 2);
     let q = tmp.path().join("int8");
     let o = tunekit(&[
         "quantize",
@@ -105,8 +79,8 @@ fn int8_model_is_smaller_runs_int8_and_predicts_like_f32() {
 
     // Predictions: the int8 model agrees with the f32 model.
     let input = tmp.path().join("validation.tsv");
-    let p32 = predictions(&base, &input, &tmp.path().join("p32.jsonl"));
-    let p8 = predictions(&q, &input, &tmp.path().join("p8.jsonl"));
+    let p32 = predict_rows(&base, &input, &tmp.path().join("p32.jsonl"));
+    let p8 = predict_rows(&q, &input, &tmp.path().join("p8.jsonl"));
     assert_eq!(p32.len(), 48);
     let same = p32
         .iter()

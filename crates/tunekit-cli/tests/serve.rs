@@ -3,19 +3,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn trained_model(dir: &Path) -> PathBuf {
-    let model = tiny_model(&dir.join("tiny-model"));
-    let cfg = tiny_config(dir, &model, "epochs = 1");
-    let out = tunekit(&["train", cfg.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    dir.join("runs/tiny/model")
-}
 
 struct Server {
     child: Child,
@@ -87,6 +79,19 @@ fn post(
     (status, json, trunc, retry)
 }
 
+/// The server's scores for `text` equal what `tunekit predict` gives for it with `model`.
+fn assert_served_like_predict(served: &serde_json::Value, model: &Path, text: &str, dir: &Path) {
+    let input = dir.join("in.tsv");
+    std::fs::write(&input, format!("text\n{text}\n")).unwrap();
+    let rows = predict_rows(model, &input, &dir.join("p.jsonl"));
+    for entry in served.as_array().unwrap() {
+        let label = entry["label"].as_str().unwrap();
+        let a = entry["score"].as_f64().unwrap();
+        let b = rows[0]["probabilities"][label].as_f64().unwrap();
+        assert!((a - b).abs() < 1e-6, "{label}: served {a} vs predict {b}");
+    }
+}
+
 fn get_text(base: &str, path: &str) -> (u16, String) {
     let mut resp = agent().get(&format!("{base}{path}")).call().unwrap();
     (
@@ -98,7 +103,7 @@ fn get_text(base: &str, path: &str) -> (u16, String) {
 #[test]
 fn routes_errors_concurrency_and_drift() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = trained_model(tmp.path());
+    let model = trained_tiny(tmp.path(), 1);
     let s = start(
         &model,
         &["--max-inputs-per-request", "8", "--max-body-bytes", "4096"],
@@ -277,7 +282,7 @@ fn routes_errors_concurrency_and_drift() {
 #[test]
 fn overload_gets_503_with_retry_after_and_nothing_else_fails() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = trained_model(tmp.path());
+    let model = trained_tiny(tmp.path(), 1);
     let s = start(
         &model,
         &[
@@ -317,7 +322,7 @@ fn overload_gets_503_with_retry_after_and_nothing_else_fails() {
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = trained_model(tmp.path());
+    let model = trained_tiny(tmp.path(), 1);
     let mut s = start(&model, &["--max-wait-ms", "300"]);
     // Requests that sit in the batching window when SIGTERM arrives.
     let handles: Vec<_> = (0..4)
@@ -376,7 +381,7 @@ fn serving_a_model_without_a_head_is_a_clear_error() {
 #[test]
 fn requests_over_the_time_limit_get_504() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = trained_model(tmp.path());
+    let model = trained_tiny(tmp.path(), 1);
     // Concurrent requests wait up to 400 ms for a batch to fill; the limit is 100 ms.
     let s = start(
         &model,
@@ -448,25 +453,26 @@ fn lora_adapters_with_preprocessing_are_served_like_predict_sees_them() {
     assert_eq!(st, 200, "{served}");
     let (_, plain, _, _) = post(&s.base, "/predict", r#"{"inputs": "a wonderful film"}"#);
     assert_eq!(served, plain, "markup is stripped before the model sees it");
-    let input = tmp.path().join("in.tsv");
-    std::fs::write(&input, "text\n<b>a wonderful</b> film\n").unwrap();
-    let preds = tmp.path().join("p.jsonl");
+    assert_served_like_predict(&served, &exported, "<b>a wonderful</b> film", tmp.path());
+}
+
+#[test]
+fn int8_models_are_served_with_the_scores_predict_gives() {
+    // `tunekit quantize` output: the server loads it like any model and runs the int8
+    // product, so its scores equal `tunekit predict`'s on the same model.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = trained_tiny(tmp.path(), 1);
+    let q = tmp.path().join("int8");
     let out = tunekit(&[
-        "predict",
+        "quantize",
         "--model",
-        exported.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        preds.to_str().unwrap(),
+        base.to_str().unwrap(),
+        "--out",
+        q.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let row: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&preds).unwrap().trim()).unwrap();
-    for entry in served.as_array().unwrap() {
-        let label = entry["label"].as_str().unwrap();
-        let a = entry["score"].as_f64().unwrap();
-        let b = row["probabilities"][label].as_f64().unwrap();
-        assert!((a - b).abs() < 1e-6, "{label}: served {a} vs predict {b}");
-    }
+    let s = start(&q, &[]);
+    let (st, served, _, _) = post(&s.base, "/predict", r#"{"inputs": "a wonderful film"}"#);
+    assert_eq!(st, 200, "{served}");
+    assert_served_like_predict(&served, &q, "a wonderful film", tmp.path());
 }

@@ -72,14 +72,6 @@ fn train_ok(cfg: &Path, run: &Path, extra: &[&str]) -> serde_json::Value {
     json(&run.join("metrics.json"))
 }
 
-fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// `tunekit eval` of the exported model on `data` must reproduce the run's test scores.
 fn eval_matches_test_scores(model: &Path, data: &Path, m: &serde_json::Value, extra: &[&str]) {
     let out_json = model.parent().unwrap().join("eval.json");
@@ -193,17 +185,7 @@ fn multilabel_learns_planted_labels_and_exports_tuned_thresholds() {
         &["a long rain on the old horse".into(), "soup".into()],
     );
     let out = d.join("pred.jsonl");
-    let o = tunekit(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let rows = read_jsonl(&out);
+    let rows = predict_rows(&model, &input, &out);
     assert_eq!(rows.len(), 2);
     for r in &rows {
         let probs = r["probabilities"].as_array().unwrap();
@@ -400,17 +382,7 @@ fn token_classification_learns_planted_entities_and_predicts_them_from_words() {
     let input = d.join("words.txt");
     std::fs::write(&input, "we\nsaw\nMaria\nKhan\nin\nOslo\n\n").unwrap();
     let out = d.join("pred.jsonl");
-    let o = tunekit(&[
-        "predict",
-        "--model",
-        run.join("model").to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let rows = read_jsonl(&out);
+    let rows = predict_rows(&run.join("model"), &input, &out);
     assert_eq!(rows.len(), 1);
     assert_eq!(
         rows[0]["entities"],
@@ -645,4 +617,46 @@ fn task_configs_that_cannot_work_are_refused_with_the_key() {
     );
     let o = tunekit(&["train", cfg.to_str().unwrap(), "--cv", "3"]);
     assert_bad_input(&o, &["--cv"]);
+}
+
+#[test]
+fn a_killed_task_run_resumes_to_the_same_model() {
+    // The task loop shares the classification loop's checkpoints: kill -9 mid-run, --resume,
+    // and the exported weights equal an uninterrupted run's bit for bit.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let model = tiny_model(&d.join("tiny-model"));
+    let train = write_tsv(
+        &d.join("train.tsv"),
+        "text\tlabel",
+        &multilabel_rows(1, 96, 0),
+    );
+    let val = write_tsv(
+        &d.join("val.tsv"),
+        "text\tlabel",
+        &multilabel_rows(2, 32, 96),
+    );
+    let cfg = d.join("ml.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[task]\ntype = \"multilabel\"\n\n[model]\npath = {model:?}\nmax_length = 32\n\n[data]\ntrain = {train:?}\nvalidation = {val:?}\n\n[train]\nepochs = 6\nbatch_size = 8\nlearning_rate = 1e-3\ncheckpoint_every_steps = 3\neval_every_steps = 10\nseed = 9\n\n[run]\ndir = {:?}\n",
+            d.join("runs")
+        ),
+    )
+    .unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let full = d.join("full");
+    train_ok(&cfg, &full, &[]);
+    let killed = d.join("killed");
+    let at = train_and_kill(&["train", cfg_s], &killed, 9);
+    assert!(at < 72, "killed at step {at}");
+    train_ok(&cfg, &killed, &["--resume"]);
+    let a = std::fs::read(full.join("model/model.safetensors")).unwrap();
+    let b = std::fs::read(killed.join("model/model.safetensors")).unwrap();
+    assert!(a == b, "resumed weights must be bit-identical");
+    assert_eq!(
+        json(&full.join("metrics.json"))["validation_scores"],
+        json(&killed.join("metrics.json"))["validation_scores"]
+    );
 }

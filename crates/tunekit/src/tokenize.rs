@@ -92,14 +92,18 @@ impl TextTokenizer {
             .inner
             .encode_batch(inputs, true)
             .map_err(|e| Error::Tokenizer(format!("tokenisation failed: {e}")))?;
-        Ok(encodings
-            .into_iter()
-            .map(|e| Tokens {
-                truncated: !e.get_overflowing().is_empty(),
-                ids: e.get_ids().to_vec(),
-                type_ids: e.get_type_ids().to_vec(),
-            })
-            .collect())
+        Ok(encodings.into_iter().map(|e| Tokens::of(&e)).collect())
+    }
+}
+
+impl Tokens {
+    /// The pieces of one encoding (truncated when the tokenizer cut something off).
+    fn of(e: &tokenizers::Encoding) -> Self {
+        Tokens {
+            truncated: !e.get_overflowing().is_empty(),
+            ids: e.get_ids().to_vec(),
+            type_ids: e.get_type_ids().to_vec(),
+        }
     }
 }
 
@@ -129,11 +133,7 @@ impl TextTokenizer {
             .into_iter()
             .map(|e| WordTokens {
                 word_ids: e.get_word_ids().to_vec(),
-                tokens: Tokens {
-                    truncated: !e.get_overflowing().is_empty(),
-                    ids: e.get_ids().to_vec(),
-                    type_ids: e.get_type_ids().to_vec(),
-                },
+                tokens: Tokens::of(&e),
             })
             .collect())
     }

@@ -72,9 +72,11 @@ pub struct EvalRecord {
     pub elapsed_s: f64,
 }
 
-/// Position and bookkeeping saved with every checkpoint.
+/// Position and bookkeeping saved with every checkpoint; `R` is one evaluation's record
+/// ([`EvalRecord`] for classification, [`crate::task::run::TaskEvalRecord`] for other tasks).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainState {
+#[serde(bound(deserialize = "R: serde::de::DeserializeOwned"))]
+pub struct TrainState<R = EvalRecord> {
     /// Optimiser steps done.
     pub step: usize,
     /// Current epoch (0-based).
@@ -88,7 +90,7 @@ pub struct TrainState {
     /// Evaluations since the best one.
     pub evals_without_improvement: usize,
     /// All evaluations so far.
-    pub history: Vec<EvalRecord>,
+    pub history: Vec<R>,
     /// Training loss summed since the last evaluation, and its example count.
     pub loss_since_eval: (f64, usize),
     /// Seconds of training before this process (for throughput across resumes).
@@ -101,15 +103,196 @@ pub struct TrainState {
     pub param_ids: Vec<u64>,
 }
 
-/// A checkpointed training state knows its optimiser step (the checkpoint's name).
-pub(crate) trait HasStep {
-    fn step(&self) -> usize;
+impl<R> TrainState<R> {
+    /// The state before the first step.
+    pub(crate) fn start(param_ids: Vec<u64>) -> Self {
+        TrainState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            best_metric: None,
+            best_step: None,
+            evals_without_improvement: 0,
+            history: Vec::new(),
+            loss_since_eval: (0.0, 0),
+            elapsed_s: 0.0,
+            examples_seen: 0,
+            stopped_early: false,
+            param_ids,
+        }
+    }
+
+    /// Book a validation result: returns whether it is the best so far (then the caller saves
+    /// the model); otherwise counts towards early stopping (`patience` 0 = never).
+    pub(crate) fn record_validation(
+        &mut self,
+        value: f64,
+        higher_is_better: bool,
+        patience: usize,
+    ) -> bool {
+        let better = match self.best_metric {
+            None => value.is_finite(),
+            Some(b) if higher_is_better => value > b,
+            Some(b) => value < b,
+        };
+        if better {
+            self.best_metric = Some(value);
+            self.best_step = Some(self.step);
+            self.evals_without_improvement = 0;
+        } else {
+            self.evals_without_improvement += 1;
+            if patience > 0 && self.evals_without_improvement >= patience {
+                self.stopped_early = true;
+            }
+        }
+        better
+    }
 }
 
-impl HasStep for TrainState {
-    fn step(&self) -> usize {
-        self.step
+/// The checkpoint a run resumes from (`--resume` and a checkpoint present), else `None`.
+pub(crate) fn resume_point(run_dir: &Path, resume: bool) -> Result<Option<PathBuf>> {
+    let latest = run_dir.join(CHECKPOINTS).join(LATEST);
+    if resume && latest.exists() {
+        let ptr: LatestPointer = read_json(&latest)?;
+        return Ok(Some(run_dir.join(CHECKPOINTS).join(ptr.dir)));
     }
+    if resume {
+        tracing::warn!(
+            "--resume: no checkpoint in {}; starting from the beginning",
+            run_dir.display()
+        );
+    }
+    Ok(None)
+}
+
+/// Optimiser moments and position from checkpoint `dir`, checked against `model`'s parameters.
+pub(crate) fn restore<R: serde::de::DeserializeOwned>(
+    dir: &Path,
+    optim: ModuleOptimizer,
+    model: &SequenceClassifier,
+) -> Result<(ModuleOptimizer, TrainState<R>)> {
+    let opt_path = dir.join("optimizer.bpk");
+    let bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
+    let optim = optim
+        .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| Error::Checkpoint(format!("{}: {e:?}", opt_path.display())))?;
+    let state: TrainState<R> = read_json(&dir.join("state.json"))?;
+    if state.param_ids != model_param_ids(model) {
+        return Err(Error::Checkpoint(format!(
+            "{}: the checkpoint's parameters do not match the model; cannot resume",
+            dir.display()
+        )));
+    }
+    tracing::info!(
+        "resuming from {} (step {}, epoch {})",
+        dir.display(),
+        state.step,
+        state.epoch + 1
+    );
+    Ok((optim, state))
+}
+
+/// The model a run trains: weights from the pretrained model (or the checkpoint being
+/// resumed), LoRA adapters when configured, the strategy's frozen tensors frozen. Returns it
+/// with its load report and the frozen parameter count.
+pub(crate) fn trainable_model(
+    config: &RunConfig,
+    model_dir: &ModelDir,
+    spec: &ClassifierSpec,
+    resume_from: Option<&Path>,
+    ad: &Device,
+) -> Result<(SequenceClassifier, LoadReport, usize)> {
+    let lora = config.strategy.lora.as_ref();
+    // A LoRA run resumes from the base weights plus its saved adapters and head.
+    let weights = match (resume_from, lora) {
+        (Some(dir), None) => dir.join("model.safetensors"),
+        _ => model_dir.weights_path(),
+    };
+    let (mut model, report) = load_classifier(&weights, &model_dir.config, spec, ad)?;
+    if let Some(opts) = lora {
+        // A's initial values come from the device RNG: seeded, so runs repeat.
+        ad.seed(spec.seed);
+        model = crate::model::lora::apply(model, opts, &model_dir.config);
+        if let Some(dir) = resume_from {
+            model = crate::model::lora::load_adapter(
+                model,
+                &dir.join(crate::model::lora::ADAPTER_WEIGHTS),
+                ad,
+            )?;
+        }
+    }
+    let (frozen_ids, frozen_size) = frozen_params(config, &model_dir.config, None)?;
+    if !frozen_ids.is_empty() {
+        // burn's freezing: frozen tensors are detached, get no gradient, and so are never
+        // touched by the optimiser (nor by weight decay).
+        model = model.freeze_group(ParamGroup::from_ids(frozen_ids));
+    }
+    Ok((model, report, frozen_size))
+}
+
+/// Gradual unfreezing: the stage for the current position (a function of the position alone,
+/// so a resumed run freezes exactly the same tensors) and, when it changed, the model with
+/// that stage's tensors frozen and the new trainable count.
+pub(crate) fn unfreeze_to_stage(
+    config: &RunConfig,
+    model_config: &crate::model::BertConfig,
+    model: SequenceClassifier,
+    position: (usize, usize),
+    current: &mut Option<usize>,
+    all_params: usize,
+) -> Result<(SequenceClassifier, Option<usize>)> {
+    let (step, epoch) = position;
+    let every = config.strategy.unfreeze_every_steps;
+    let stage = step.checked_div(every).unwrap_or(epoch);
+    if *current == Some(stage) {
+        return Ok((model, None));
+    }
+    let (frozen, size) = frozen_params(config, model_config, Some(stage))?;
+    let encoder: Vec<ParamId> = crate::model::weights::encoder_shapes(model_config)
+        .into_iter()
+        .map(|(n, _)| param_id(&n))
+        .collect();
+    *current = Some(stage);
+    tracing::info!(
+        "gradual unfreezing, stage {}: {} trainable parameters",
+        stage + 1,
+        all_params - size
+    );
+    Ok((
+        model
+            .unfreeze_group(ParamGroup::from_ids(encoder))
+            .freeze_group(ParamGroup::from_ids(frozen)),
+        Some(all_params - size),
+    ))
+}
+
+/// One optimiser step on accumulated gradients: refuses a non-finite loss, adds the L1
+/// penalty, clips the global norm, steps at the schedule's rate; returns the model and rate.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn optimizer_step(
+    config: &RunConfig,
+    model: SequenceClassifier,
+    optim: &mut ModuleOptimizer,
+    lr_groups: &mut burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
+    schedule: &Schedule,
+    accumulator: GradientsAccumulator<SequenceClassifier>,
+    loss: f64,
+    position: (usize, usize),
+) -> Result<(SequenceClassifier, f64)> {
+    let (step, epoch) = position;
+    if !loss.is_finite() {
+        return Err(Error::Engine(format!(
+            "training loss became {loss} at step {} (epoch {}); lower train.learning_rate or check the data",
+            step + 1,
+            epoch + 1
+        )));
+    }
+    let mut accumulator = accumulator;
+    let mut grads = accumulator.grads();
+    add_l1_penalty(&model, &mut grads, config.train.l1);
+    clip_global_norm(&model, &mut grads, config.train.max_grad_norm)?;
+    let lr = schedule.lr(step);
+    Ok((optim.step(lr_groups.step(), model, grads), lr))
 }
 
 /// Final result of a run (`metrics.json`).
@@ -203,7 +386,7 @@ pub struct RunStatus {
     pub error: Option<String>,
 }
 
-pub(crate) fn set_status(run_dir: &Path, status: &str, error: Option<String>) -> Result<()> {
+fn set_status(run_dir: &Path, status: &str, error: Option<String>) -> Result<()> {
     write_json(
         &run_dir.join("status.json"),
         &RunStatus {
@@ -601,7 +784,7 @@ fn depth_of(name: &str, layers: usize) -> usize {
 /// Parameter ids and sizes of the encoder tensors the strategy freezes.
 /// With gradual unfreezing, pass the 0-based unfreezing `stage` (epoch, or step / N): tensors
 /// deeper than it stay frozen.
-pub(crate) fn frozen_params(
+fn frozen_params(
     config: &RunConfig,
     model_config: &crate::model::BertConfig,
     stage: Option<usize>,
@@ -708,13 +891,13 @@ pub(crate) fn step_seed(seed: u64, step: usize, micro: usize) -> u64 {
     h
 }
 
-pub(crate) const CHECKPOINTS: &str = "checkpoints";
-pub(crate) const LATEST: &str = "latest.json";
+const CHECKPOINTS: &str = "checkpoints";
+const LATEST: &str = "latest.json";
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct LatestPointer {
-    pub(crate) step: usize,
-    pub(crate) dir: String,
+struct LatestPointer {
+    step: usize,
+    dir: String,
 }
 
 fn checkpoint_dir(run_dir: &Path, step: usize) -> PathBuf {
@@ -735,14 +918,14 @@ pub(crate) fn save_weights(model: &SequenceClassifier, dir: &Path, lora: bool) -
     }
 }
 
-pub(crate) fn save_checkpoint<S: Serialize + HasStep>(
+pub(crate) fn save_checkpoint<R: Serialize>(
     run_dir: &Path,
     model: &SequenceClassifier,
     optim: &ModuleOptimizer,
-    state: &S,
+    state: &TrainState<R>,
     lora: bool,
 ) -> Result<()> {
-    let step = state.step();
+    let step = state.step;
     let dir = checkpoint_dir(run_dir, step);
     save_weights(model, &dir, lora)?;
     let opt_path = dir.join("optimizer.bpk");
@@ -1069,11 +1252,7 @@ fn cross_validate_in(
 
 /// Record a run's start in the experiment index of its parent directory; a failure is a
 /// warning (the run directory, not the index, is the record that matters).
-pub(crate) fn index_start(
-    config: &RunConfig,
-    run_dir: &Path,
-    kind: &str,
-) -> Option<crate::index::RunIndex> {
+fn index_start(config: &RunConfig, run_dir: &Path, kind: &str) -> Option<crate::index::RunIndex> {
     let parent = run_dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -1091,7 +1270,7 @@ pub(crate) fn index_start(
     }
 }
 
-pub(crate) fn index_finish(
+fn index_finish(
     index: Option<crate::index::RunIndex>,
     run_dir: &Path,
     outcome: std::result::Result<crate::index::Outcome, (&str, String)>,
@@ -1220,39 +1399,10 @@ fn train_in(
     };
 
     // Resume: weights and state from the latest checkpoint; otherwise from the pretrained model.
-    let latest = run_dir.join(CHECKPOINTS).join(LATEST);
-    let resume_from = if options.resume && latest.exists() {
-        let ptr: LatestPointer = read_json(&latest)?;
-        Some(run_dir.join(CHECKPOINTS).join(ptr.dir))
-    } else {
-        if options.resume {
-            tracing::warn!(
-                "--resume: no checkpoint in {}; starting from the beginning",
-                run_dir.display()
-            );
-        }
-        None
-    };
+    let resume_from = resume_point(run_dir, options.resume)?;
     let lora = config.strategy.lora.as_ref();
-    // A LoRA run resumes from the base weights plus its saved adapters and head.
-    let weights = match (&resume_from, lora) {
-        (Some(dir), None) => dir.join("model.safetensors"),
-        _ => p.model_dir.weights_path(),
-    };
-    let (mut model, load_report): (SequenceClassifier, LoadReport) =
-        load_classifier(&weights, &p.model_dir.config, &spec, &ad)?;
-    if let Some(opts) = lora {
-        // A's initial values come from the device RNG: seeded, so runs repeat.
-        ad.seed(t.seed);
-        model = crate::model::lora::apply(model, opts, &p.model_dir.config);
-        if let Some(dir) = &resume_from {
-            model = crate::model::lora::load_adapter(
-                model,
-                &dir.join(crate::model::lora::ADAPTER_WEIGHTS),
-                &ad,
-            )?;
-        }
-    }
+    let (mut model, load_report, frozen_size) =
+        trainable_model(config, &p.model_dir, &spec, resume_from.as_deref(), &ad)?;
     if resume_from.is_none() {
         if load_report.classifier_initialized {
             tracing::info!(
@@ -1271,12 +1421,6 @@ fn train_in(
                 load_report.unused_tensors
             );
         }
-    }
-    let (frozen_ids, frozen_size) = frozen_params(config, &p.model_dir.config, None)?;
-    if !frozen_ids.is_empty() {
-        // burn's freezing: frozen tensors are detached, get no gradient, and so are never
-        // touched by the optimiser (nor by weight decay).
-        model = model.freeze_group(ParamGroup::from_ids(frozen_ids));
     }
     let (mut optim, all_params) = build_optimizer(config, &model);
     // With gradual unfreezing this is updated per stage and ends as the last stage's count.
@@ -1304,39 +1448,9 @@ fn train_in(
             Some(w)
         }
     };
-    let mut state = TrainState {
-        step: 0,
-        epoch: 0,
-        batch_in_epoch: 0,
-        best_metric: None,
-        best_step: None,
-        evals_without_improvement: 0,
-        history: Vec::new(),
-        loss_since_eval: (0.0, 0),
-        elapsed_s: 0.0,
-        examples_seen: 0,
-        stopped_early: false,
-        param_ids: model_param_ids(&model),
-    };
+    let mut state: TrainState = TrainState::start(model_param_ids(&model));
     if let Some(dir) = &resume_from {
-        let opt_path = dir.join("optimizer.bpk");
-        let bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
-        optim = optim
-            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-            .map_err(|e| Error::Checkpoint(format!("{}: {e:?}", opt_path.display())))?;
-        state = read_json(&dir.join("state.json"))?;
-        if state.param_ids != model_param_ids(&model) {
-            return Err(Error::Checkpoint(format!(
-                "{}: the checkpoint's parameters do not match the model; cannot resume",
-                dir.display()
-            )));
-        }
-        tracing::info!(
-            "resuming from {} (step {}, epoch {})",
-            dir.display(),
-            state.step,
-            state.epoch + 1
-        );
+        (optim, state) = restore(dir, optim, &model)?;
     }
     // metrics.jsonl always equals the checkpoint's history plus what follows.
     let metrics_path = run_dir.join("metrics.jsonl");
@@ -1427,10 +1541,6 @@ fn train_in(
     let elapsed_before = state.elapsed_s;
     let examples_before = state.examples_seen;
 
-    let all_encoder_ids: Vec<ParamId> = crate::model::weights::encoder_shapes(&p.model_dir.config)
-        .into_iter()
-        .map(|(n, _)| param_id(&n))
-        .collect();
     let mut unfreeze_stage: Option<usize> = None;
     'epochs: while state.epoch < t.epochs && state.step < total_steps && !state.stopped_early {
         let sample = epoch_sample(state.epoch);
@@ -1470,25 +1580,18 @@ fn train_in(
                 break 'epochs;
             }
             if config.strategy.gradual_unfreeze {
-                // The stage is a function of the position alone, so a resumed run freezes
-                // exactly the same tensors as the uninterrupted one would.
-                let every = config.strategy.unfreeze_every_steps;
-                let stage = state.step.checked_div(every).unwrap_or(state.epoch);
-                if unfreeze_stage != Some(stage) {
-                    let (frozen, size) = frozen_params(config, &p.model_dir.config, Some(stage))?;
-                    progress.suspend(|| {
-                        tracing::info!(
-                            "gradual unfreezing, stage {}: {} trainable parameters",
-                            stage + 1,
-                            all_params - size
-                        )
-                    });
-                    model = model
-                        .unfreeze_group(ParamGroup::from_ids(all_encoder_ids.clone()))
-                        .freeze_group(ParamGroup::from_ids(frozen));
-                    unfreeze_stage = Some(stage);
-                    trainable = all_params - size;
-                }
+                let (m, now) = progress.suspend(|| {
+                    unfreeze_to_stage(
+                        config,
+                        &p.model_dir.config,
+                        model,
+                        (state.step, state.epoch),
+                        &mut unfreeze_stage,
+                        all_params,
+                    )
+                })?;
+                model = m;
+                trainable = now.unwrap_or(trainable);
             }
             let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
             let group = &batches[state.batch_in_epoch..group_end];
@@ -1538,18 +1641,17 @@ fn train_in(
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 accumulator.accumulate(&model, grads);
             }
-            if !group_loss.is_finite() {
-                return Err(Error::Engine(format!(
-                    "training loss became {group_loss} at step {} (epoch {}); lower train.learning_rate or check the data",
-                    state.step + 1,
-                    state.epoch + 1
-                )));
-            }
-            let mut grads = accumulator.grads();
-            add_l1_penalty(&model, &mut grads, t.l1);
-            clip_global_norm(&model, &mut grads, t.max_grad_norm)?;
-            let lr = schedule.lr(state.step);
-            model = optim.step(lr_groups.step(), model, grads);
+            let lr;
+            (model, lr) = optimizer_step(
+                config,
+                model,
+                &mut optim,
+                &mut lr_groups,
+                &schedule,
+                accumulator,
+                group_loss,
+                (state.step, state.epoch),
+            )?;
             state.step += 1;
             state.batch_in_epoch = group_end;
             state.examples_seen += group_size;
@@ -1622,30 +1724,20 @@ fn train_in(
                     tensorboard.flush()?;
                     state.history.push(record);
                     state.loss_since_eval = (0.0, 0);
-                    let better = match state.best_metric {
-                        None => true,
-                        Some(b) if config.metric_higher_is_better() => value > b,
-                        Some(b) => value < b,
-                    };
-                    if better {
-                        state.best_metric = Some(value);
-                        state.best_step = Some(state.step);
-                        state.evals_without_improvement = 0;
+                    if state.record_validation(
+                        value,
+                        config.metric_higher_is_better(),
+                        t.early_stopping_patience,
+                    ) {
                         save_weights(&model, &best_dir, lora.is_some())?;
-                    } else {
-                        state.evals_without_improvement += 1;
-                        if t.early_stopping_patience > 0
-                            && state.evals_without_improvement >= t.early_stopping_patience
-                        {
-                            state.stopped_early = true;
-                            progress.suspend(|| {
-                                tracing::info!(
-                                    "early stopping: no improvement of validation {} in {} evaluations",
-                                    t.metric,
-                                    state.evals_without_improvement
-                                )
-                            });
-                        }
+                    } else if state.stopped_early {
+                        progress.suspend(|| {
+                            tracing::info!(
+                                "early stopping: no improvement of validation {} in {} evaluations",
+                                t.metric,
+                                state.evals_without_improvement
+                            )
+                        });
                     }
                     rewrite_history(&metrics_path, &state.history)?;
                     if let Some(hook) = &options.on_eval {

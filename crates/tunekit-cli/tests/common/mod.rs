@@ -188,3 +188,36 @@ pub fn batch_json(tokens: &[tunekit::tokenize::Tokens]) -> serde_json::Value {
         "token_type_ids": tokens.iter().map(|t| pad(&t.type_ids, 0)).collect::<Vec<_>>(),
     })
 }
+
+/// The tiny model fine-tuned `epochs` epochs on the MR subsets; its exported model directory.
+pub fn trained_tiny(dir: &Path, epochs: usize) -> PathBuf {
+    let model = tiny_model(&dir.join("tiny-model"));
+    let cfg = tiny_config(dir, &model, &format!("epochs = {epochs}"));
+    let out = tunekit(&["train", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "train failed: {}", stderr(&out));
+    dir.join("runs/tiny/model")
+}
+
+/// Read a JSONL file.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `tunekit predict --model MODEL --input INPUT --output OUT` (must succeed); its rows.
+pub fn predict_rows(model: &Path, input: &Path, out: &Path) -> Vec<serde_json::Value> {
+    let o = tunekit(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "predict failed: {}", stderr(&o));
+    read_jsonl(out)
+}

@@ -75,6 +75,19 @@ fn load_plain(spec: &str, device: &Device) -> Result<Plain> {
     })
 }
 
+/// `config.json` (as loaded, with unknown keys) and the side files (tokenizer, labels, meta).
+fn write_config_and_side_files(p: &Plain, out: &Path) -> Result<()> {
+    let text = serde_json::to_string_pretty(&p.json).map_err(|e| Error::Model(e.to_string()))?;
+    write_atomic(&out.join("config.json"), text.as_bytes())?;
+    for f in SIDE_FILES {
+        let src = p.dir.join(f);
+        if src.is_file() {
+            copy_atomic(&src, &out.join(f))?;
+        }
+    }
+    Ok(())
+}
+
 fn write(p: &Plain, format: ExportFormat, out: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let main = match format {
@@ -90,14 +103,7 @@ fn write(p: &Plain, format: ExportFormat, out: &Path) -> Result<PathBuf> {
             path
         }
     };
-    let text = serde_json::to_string_pretty(&p.json).map_err(|e| Error::Model(e.to_string()))?;
-    write_atomic(&out.join("config.json"), text.as_bytes())?;
-    for f in SIDE_FILES {
-        let src = p.dir.join(f);
-        if src.is_file() {
-            copy_atomic(&src, &out.join(f))?;
-        }
-    }
+    write_config_and_side_files(p, out)?;
     Ok(main)
 }
 
@@ -112,11 +118,24 @@ pub fn export(spec: &str, format: ExportFormat, out: &Path, device: &Device) -> 
 pub fn prune(
     spec: &str,
     opts: &crate::model::prune::PruneOptions,
+    calibration: Option<(&crate::data::DataSpec, usize)>,
     out: &Path,
     device: &Device,
 ) -> Result<crate::model::prune::PruneReport> {
     let p = load_plain(spec, device)?;
-    let (model, config, report) = crate::model::prune::prune(p.model, &p.config, opts, device)?;
+    let taylor = match (opts.importance, calibration) {
+        (crate::model::prune::Importance::Taylor, Some((data, rows))) => {
+            Some(taylor_scores(spec, &p, data, rows, device)?)
+        }
+        (crate::model::prune::Importance::Taylor, None) => {
+            return Err(Error::Config(
+                "--importance taylor needs labelled calibration data: --calibration FILE".into(),
+            ));
+        }
+        _ => None,
+    };
+    let (model, config, report) =
+        crate::model::prune::prune(p.model, &p.config, opts, taylor.as_ref(), device)?;
     let mut json = p.json;
     if let Some(o) = json.as_object_mut() {
         o.insert(
@@ -141,6 +160,57 @@ pub fn prune(
     write(&pruned, ExportFormat::Hf, out)?;
     crate::fsutil::write_json(&out.join("prune_report.json"), &report)?;
     Ok(report)
+}
+
+/// Taylor importance of the plain model `p` on up to `rows` labelled rows of `data` (spread
+/// over the file), through an autodiff copy of the model with dropout off.
+fn taylor_scores(
+    spec: &str,
+    p: &Plain,
+    data: &crate::data::DataSpec,
+    rows: usize,
+    device: &Device,
+) -> Result<crate::model::prune::TaylorScores> {
+    let clf = Classifier::load(spec, None, device)?;
+    let (examples, _) = crate::data::read_examples(data)?;
+    if examples.is_empty() || rows == 0 {
+        return Err(Error::Config(format!(
+            "{}: no calibration rows",
+            data.path.display()
+        )));
+    }
+    let step = examples.len().div_ceil(rows).max(1);
+    let chosen: Vec<crate::data::Example> = examples.into_iter().step_by(step).collect();
+    let labels = crate::infer::label_ids(&chosen, &clf.labels, &data.path)?;
+    let tokens = clf.tokenize(&chosen)?;
+    // An autodiff copy of the model, dropout off: through a temporary weights file, so the
+    // parameters are fresh leaves on the autodiff device.
+    let tmp = tempfile::tempdir().map_err(|e| Error::io(Path::new("<temp dir>"), e))?;
+    let weights = tmp.path().join("model.safetensors");
+    crate::model::weights::save_classifier(&p.model, &weights)?;
+    let ad = device.clone().autodiff();
+    let spec_c = crate::model::weights::ClassifierSpec {
+        num_labels: clf.labels.len(),
+        pooling: p.model.pooling,
+        dropout: crate::model::weights::DropoutOverride {
+            hidden: Some(0.0),
+            attention: Some(0.0),
+        },
+        seed: 0,
+        require_head: true,
+    };
+    let model = crate::model::weights::load_classifier(&weights, &p.config, &spec_c, &ad)?.0;
+    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
+    let batches: Vec<(crate::model::EncodedBatch, Vec<usize>)> =
+        crate::batch::eval_batches(&lengths, 32)
+            .into_iter()
+            .map(|idx| {
+                let refs: Vec<&crate::tokenize::Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
+                let y = idx.iter().map(|&i| labels[i]).collect();
+                (crate::batch::collate(&refs, clf.tokenizer.pad_id(), &ad), y)
+            })
+            .collect();
+    crate::model::prune::taylor_scores(&model, &batches)
 }
 
 /// What `tunekit quantize` did.
@@ -191,14 +261,7 @@ pub fn quantize(spec: &str, out: &Path, device: &Device) -> Result<QuantizeRepor
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let path = out.join("model.safetensors");
     crate::model::weights::write_safetensors_raw(quant::int8_tensors(tensors, &int8), &path)?;
-    let text = serde_json::to_string_pretty(&p.json).map_err(|e| Error::Model(e.to_string()))?;
-    write_atomic(&out.join("config.json"), text.as_bytes())?;
-    for f in SIDE_FILES {
-        let src = p.dir.join(f);
-        if src.is_file() {
-            copy_atomic(&src, &out.join(f))?;
-        }
-    }
+    write_config_and_side_files(&p, out)?;
     let size = |f: &Path| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
     let report = QuantizeReport {
         scheme: "int8 weights (symmetric, per output channel) × int8 activations (symmetric, per token, computed at run time), i32 accumulation".into(),

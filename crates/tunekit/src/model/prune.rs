@@ -8,10 +8,19 @@
 //!   target sparsity, over all of them at once (global) or per layer; same shapes and speed on
 //!   a dense backend, the sparsity is what a sparse runtime or compressor can use.
 //!
-//! Importance (magnitude, no data needed): head h of a layer scores ‖W_v[:, h]‖·‖W_o[h, :]‖
-//! (what it reads times what it writes back into the residual stream); FFN neuron j scores
-//! ‖W_in[:, j]‖·‖W_out[j, :]‖. A unit whose output weights are zero scores 0 and is removed
-//! first, which makes pruning it exact (the test relies on that).
+//! Importance, one of:
+//! - **magnitude** (no data needed): head h of a layer scores ‖W_v[:, h]‖·‖W_o[h, :]‖ (what it
+//!   reads times what it writes back into the residual stream); FFN neuron j scores
+//!   ‖W_in[:, j]‖·‖W_out[j, :]‖;
+//! - **first-order Taylor** on a labelled calibration set ([`taylor_scores`]; Michel et al.
+//!   2019, Molchanov et al. 2019): the loss change of removing a unit, to first order, is the
+//!   gradient of the loss with respect to a gate ξ on the unit's output. For head h that gate's
+//!   gradient is Σ_{i∈h, j} W_o[i, j]·∂L/∂W_o[i, j] (its rows of the attention output
+//!   projection), for neuron j it is Σ_k W_out[j, k]·∂L/∂W_out[j, k]; a unit scores the sum
+//!   over calibration batches of the absolute value.
+//!
+//! Under either score a unit whose output weights are zero scores 0 and is removed first,
+//! which makes pruning it exact (the test relies on that).
 
 use std::collections::BTreeMap;
 
@@ -24,9 +33,95 @@ use super::weights::to_vec;
 use super::{BertConfig, SequenceClassifier};
 use crate::error::{Error, Result};
 
+/// How structured pruning ranks heads and neurons.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Importance {
+    /// Weight norms (no data).
+    #[default]
+    Magnitude,
+    /// First-order Taylor expansion of the loss on calibration data ([`taylor_scores`]).
+    Taylor,
+}
+
+/// Taylor importance of every head and FFN neuron, by layer (current local indices).
+#[derive(Debug, Clone, Default)]
+pub struct TaylorScores {
+    /// Per layer, per head.
+    pub heads: Vec<Vec<f64>>,
+    /// Per layer, per feed-forward neuron.
+    pub neurons: Vec<Vec<f64>>,
+    /// Calibration examples used.
+    pub examples: usize,
+}
+
+/// First-order Taylor importance of `model`'s heads and FFN neurons over labelled batches
+/// (see the module docs). `model` must be on an autodiff device, dropout off; the batches are
+/// `(inputs, class ids)` on that device.
+pub fn taylor_scores(
+    model: &SequenceClassifier,
+    batches: &[(super::EncodedBatch, Vec<usize>)],
+) -> Result<TaylorScores> {
+    let layers = model.bert.layers.len();
+    let mut out = TaylorScores {
+        heads: model
+            .bert
+            .layers
+            .iter()
+            .map(|l| vec![0.0; l.attention.num_heads])
+            .collect(),
+        neurons: model
+            .bert
+            .layers
+            .iter()
+            .map(|l| vec![0.0; l.intermediate.weight.dims()[1]])
+            .collect(),
+        examples: 0,
+    };
+    // Σ_k W[r, k]·G[r, k] for every input row r of a linear layer ([in, out] layout).
+    let row_gate = |l: &Linear, grads: &burn::optim::GradientsParams| -> Result<Vec<f64>> {
+        let [d_in, d_out] = l.weight.dims();
+        let g = grads
+            .get::<2>(l.weight.id)
+            .ok_or_else(|| Error::Engine("no gradient for a pruned layer's weight".into()))?;
+        let (w, g) = (to_vec(l.weight.val())?, to_vec(g)?);
+        Ok((0..d_in)
+            .map(|r| {
+                (0..d_out)
+                    .map(|c| f64::from(w[r * d_out + c]) * f64::from(g[r * d_out + c]))
+                    .sum()
+            })
+            .collect())
+    };
+    for (batch, labels) in batches {
+        let device = batch.attention_mask.device();
+        let logits = model.forward(batch);
+        let loss =
+            crate::train::cross_entropy_sum(logits, crate::batch::label_tensor(labels, &device));
+        let grads = burn::optim::GradientsParams::from_grads(loss.backward(), model);
+        for i in 0..layers {
+            let layer = &model.bert.layers[i];
+            let heads = layer.attention.num_heads;
+            let rows = row_gate(&layer.attention.output, &grads)?;
+            let hd = rows.len() / heads.max(1);
+            for (h, score) in out.heads[i].iter_mut().enumerate() {
+                *score += rows[h * hd..(h + 1) * hd].iter().sum::<f64>().abs();
+            }
+            let rows = row_gate(&layer.output, &grads)?;
+            for (score, r) in out.neurons[i].iter_mut().zip(rows) {
+                *score += r.abs();
+            }
+        }
+        out.examples += labels.len();
+    }
+    Ok(out)
+}
+
 /// What to prune.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PruneOptions {
+    /// How heads and neurons are ranked (Taylor needs calibration scores).
+    pub importance: Importance,
     /// Share of attention heads to remove in every layer (rounded to whole heads; at least one
     /// head stays).
     pub heads: f64,
@@ -41,6 +136,10 @@ pub struct PruneOptions {
 /// What pruning did.
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneReport {
+    /// How heads and neurons were ranked.
+    pub importance: Importance,
+    /// Calibration examples behind Taylor scores (0 for magnitude).
+    pub calibration_examples: usize,
     /// Parameters before.
     pub parameters_before: usize,
     /// Parameters after (zeroed weights still count).
@@ -137,8 +236,14 @@ pub fn prune(
     mut model: SequenceClassifier,
     config: &BertConfig,
     opts: &PruneOptions,
+    taylor: Option<&TaylorScores>,
     device: &Device,
 ) -> Result<(SequenceClassifier, BertConfig, PruneReport)> {
+    if opts.importance == Importance::Taylor && taylor.is_none() {
+        return Err(Error::Config(
+            "Taylor importance needs calibration data (--calibration FILE)".into(),
+        ));
+    }
     fraction("heads", opts.heads)?;
     fraction("ffn", opts.ffn)?;
     if let Some(s) = opts.sparsity {
@@ -155,17 +260,22 @@ pub fn prune(
         let heads = layer.attention.num_heads;
         let remove = ((opts.heads * heads as f64).round() as usize).min(heads - 1);
         if remove > 0 {
-            let (wv, _, vin, vout) = read_linear(&layer.attention.value)?;
-            let (wo, _, oin, oout) = read_linear(&layer.attention.output)?;
-            let v_cols = col_norms(&wv, vin, vout);
-            let o_rows = row_norms(&wo, oin, oout);
-            let scores: Vec<f64> = (0..heads)
-                .map(|h| {
-                    let r = h * head_dim..(h + 1) * head_dim;
-                    v_cols[r.clone()].iter().sum::<f64>().sqrt()
-                        * o_rows[r].iter().sum::<f64>().sqrt()
-                })
-                .collect();
+            let scores: Vec<f64> = match taylor {
+                Some(t) => t.heads[i].clone(),
+                None => {
+                    let (wv, _, vin, vout) = read_linear(&layer.attention.value)?;
+                    let (wo, _, oin, oout) = read_linear(&layer.attention.output)?;
+                    let v_cols = col_norms(&wv, vin, vout);
+                    let o_rows = row_norms(&wo, oin, oout);
+                    (0..heads)
+                        .map(|h| {
+                            let r = h * head_dim..(h + 1) * head_dim;
+                            v_cols[r.clone()].iter().sum::<f64>().sqrt()
+                                * o_rows[r].iter().sum::<f64>().sqrt()
+                        })
+                        .collect()
+                }
+            };
             let kept = top(&scores, heads - remove);
             let cols: Vec<usize> = kept
                 .iter()
@@ -192,11 +302,16 @@ pub fn prune(
         }
         // Feed-forward neurons.
         if inter_keep < inter_before {
-            let (wi, _, iin, iout) = read_linear(&layer.intermediate)?;
-            let (wo, _, oin, oout) = read_linear(&layer.output)?;
-            let a = col_norms(&wi, iin, iout);
-            let b = row_norms(&wo, oin, oout);
-            let scores: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x * y).sqrt()).collect();
+            let scores: Vec<f64> = match taylor {
+                Some(t) => t.neurons[i].clone(),
+                None => {
+                    let (wi, _, iin, iout) = read_linear(&layer.intermediate)?;
+                    let (wo, _, oin, oout) = read_linear(&layer.output)?;
+                    let a = col_norms(&wi, iin, iout);
+                    let b = row_norms(&wo, oin, oout);
+                    a.iter().zip(&b).map(|(x, y)| (x * y).sqrt()).collect()
+                }
+            };
             let kept = top(&scores, inter_keep);
             layer.intermediate = keep_outputs(&layer.intermediate, &kept, device)?;
             layer.output = keep_inputs(&layer.output, &kept, device)?;
@@ -212,6 +327,8 @@ pub fn prune(
         model,
         config,
         PruneReport {
+            importance: opts.importance,
+            calibration_examples: taylor.map_or(0, |t| t.examples),
             parameters_before: before,
             parameters_after: after,
             heads_removed,
@@ -324,5 +441,113 @@ mod tests {
         assert_eq!((w, b, i, o), (vec![4., 5., 6.], vec![7., 8., 9.], 1, 3));
         assert_eq!(col_norms(&[1., 2., 3., 4.], 2, 2), vec![10.0, 20.0]);
         assert_eq!(row_norms(&[1., 2., 3., 4.], 2, 2), vec![5.0, 25.0]);
+    }
+
+    #[test]
+    fn taylor_scores_equal_the_finite_difference_loss_slope_of_a_unit_gate() {
+        use crate::model::weights::{ClassifierSpec, DropoutOverride, load_classifier};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = serde_json::json!({
+            "model_type": "bert", "vocab_size": 30522, "hidden_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+            "hidden_act": "gelu", "max_position_embeddings": 64, "type_vocab_size": 2
+        });
+        std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+        let config = BertConfig::from_file(&dir.path().join("config.json")).unwrap();
+        let weights = dir.path().join("model.safetensors");
+        crate::model::weights::write_random_encoder(&config, &weights, 3).unwrap();
+        let spec = ClassifierSpec {
+            num_labels: 2,
+            pooling: crate::model::Pooling::Mean,
+            dropout: DropoutOverride {
+                hidden: Some(0.0),
+                attention: Some(0.0),
+            },
+            seed: 1,
+            require_head: false,
+        };
+        let tokens: Vec<crate::tokenize::Tokens> = (0..6u32)
+            .map(|i| crate::tokenize::Tokens {
+                ids: std::iter::once(101)
+                    .chain((0..3 + i).map(|j| 2000 + 37 * i + j))
+                    .chain(std::iter::once(102))
+                    .collect(),
+                type_ids: vec![0; 5 + i as usize],
+                truncated: false,
+            })
+            .collect();
+        let labels = vec![0, 1, 1, 0, 1, 0];
+        let refs: Vec<&crate::tokenize::Tokens> = tokens.iter().collect();
+        // A random head barely moves the loss; a 50× larger one makes the slopes measurable
+        // by finite differences in f32.
+        let boost = |mut m: SequenceClassifier, device: &Device| {
+            let (w, b, i, o) = read_linear(&m.classifier).unwrap();
+            m.classifier = make_linear(w.iter().map(|v| v * 50.0).collect(), b, i, o, device);
+            m
+        };
+        let ad = Device::flex().autodiff();
+        let model = boost(
+            load_classifier(&weights, &config, &spec, &ad).unwrap().0,
+            &ad,
+        );
+        let batch = crate::batch::collate(&refs, 0, &ad);
+        let t = taylor_scores(&model, &[(batch, labels.clone())]).unwrap();
+        assert_eq!(t.examples, 6);
+
+        // L(ξ) with the unit's output rows scaled by ξ, on the plain device.
+        let plain = Device::flex();
+        let loss = |layer: usize, head: Option<usize>, neuron: Option<usize>, xi: f32| -> f64 {
+            let mut m = boost(
+                load_classifier(&weights, &config, &spec, &plain).unwrap().0,
+                &plain,
+            );
+            let l = &mut m.bert.layers[layer];
+            let target = if head.is_some() {
+                &mut l.attention.output
+            } else {
+                &mut l.output
+            };
+            let (mut w, b, d_in, d_out) = read_linear(target).unwrap();
+            let rows = match (head, neuron) {
+                (Some(h), _) => h * 8..(h + 1) * 8,
+                (_, Some(j)) => j..j + 1,
+                _ => 0..0,
+            };
+            for r in rows {
+                for c in 0..d_out {
+                    w[r * d_out + c] *= xi;
+                }
+            }
+            *target = make_linear(w, b, d_in, d_out, &plain);
+            let batch = crate::batch::collate(&refs, 0, &plain);
+            let l = crate::train::cross_entropy_sum(
+                m.forward(&batch),
+                crate::batch::label_tensor(&labels, &plain),
+            );
+            f64::from(to_vec(l).unwrap()[0])
+        };
+        let eps = 0.1;
+        for (layer, head) in [(0, 1), (1, 3)] {
+            let fd = (loss(layer, Some(head), None, 1.0 + eps as f32)
+                - loss(layer, Some(head), None, 1.0 - eps as f32))
+                / (2.0 * eps);
+            let got = t.heads[layer][head];
+            assert!(fd.abs() > 1e-3, "a measurable slope: {fd}");
+            assert!(
+                (got - fd.abs()).abs() < 0.05 * fd.abs(),
+                "head {layer}/{head}: {got} vs {fd}"
+            );
+        }
+        for (layer, j) in [(0, 5), (1, 40)] {
+            let fd = (loss(layer, None, Some(j), 1.0 + eps as f32)
+                - loss(layer, None, Some(j), 1.0 - eps as f32))
+                / (2.0 * eps);
+            let got = t.neurons[layer][j];
+            assert!(fd.abs() > 1e-4, "a measurable slope: {fd}");
+            assert!(
+                (got - fd.abs()).abs() < 0.05 * fd.abs(),
+                "neuron {layer}/{j}: {got} vs {fd}"
+            );
+        }
     }
 }

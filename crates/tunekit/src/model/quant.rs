@@ -384,6 +384,27 @@ unsafe impl Sync for SharedOut {}
 #[cfg(target_arch = "x86_64")]
 unsafe impl Send for SharedOut {}
 
+/// A layer's six linear layers, in [`Int8Encoder`] order.
+fn linears(layer: &super::bert::Layer) -> [&burn::nn::Linear; 6] {
+    let a = &layer.attention;
+    [
+        &a.query,
+        &a.key,
+        &a.value,
+        &a.output,
+        &layer.intermediate,
+        &layer.output,
+    ]
+}
+
+/// Bias of a linear layer (zeros when it has none).
+fn bias_of(l: &burn::nn::Linear, d_out: usize) -> Result<Vec<f32>> {
+    match &l.bias {
+        Some(b) => to_vec(b.val()),
+        None => Ok(vec![0.0; d_out]),
+    }
+}
+
 /// Quantise the encoder's linear layers of `model` (which must not carry LoRA adapters:
 /// merge them first); returns their int8 weights and the largest weight error relative to
 /// its output channel's largest |w| (at most half a quantisation step, 1/254).
@@ -391,15 +412,7 @@ pub fn quantize_encoder(model: &SequenceClassifier) -> Result<(Int8Encoder, f64)
     let mut layers = Vec::new();
     let mut worst = 0.0f64;
     for layer in &model.bert.layers {
-        let a = &layer.attention;
-        let lin = [
-            &a.query,
-            &a.key,
-            &a.value,
-            &a.output,
-            &layer.intermediate,
-            &layer.output,
-        ];
+        let lin = linears(layer);
         let mut q = Vec::with_capacity(6);
         for l in lin {
             if l.weight.adapter().is_some() {
@@ -410,10 +423,7 @@ pub fn quantize_encoder(model: &SequenceClassifier) -> Result<(Int8Encoder, f64)
             }
             let [d_in, d_out] = l.weight.val().dims();
             let w = transpose(&to_vec(l.weight.val())?, d_in, d_out);
-            let b = match &l.bias {
-                Some(b) => to_vec(b.val())?,
-                None => vec![0.0; d_out],
-            };
+            let b = bias_of(l, d_out)?;
             let ql = QuantLinear::quantize(&w, b, d_in, d_out);
             for (i, d) in ql.dequantized().iter().enumerate() {
                 let amax = f64::from(ql.scale[i / d_in]) * 127.0;
@@ -507,15 +517,7 @@ pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClas
     }
     let mut layers = Vec::new();
     for (i, layer) in model.bert.layers.iter().enumerate() {
-        let a = &layer.attention;
-        let lin = [
-            &a.query,
-            &a.key,
-            &a.value,
-            &a.output,
-            &layer.intermediate,
-            &layer.output,
-        ];
+        let lin = linears(layer);
         let mut q = Vec::with_capacity(6);
         for (n, l) in layer_linears(i).iter().zip(lin) {
             let wname = name(n);
@@ -550,10 +552,7 @@ pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClas
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
-            let b = match &l.bias {
-                Some(b) => to_vec(b.val())?,
-                None => vec![0.0; d_out],
-            };
+            let b = bias_of(l, d_out)?;
             q.push(QuantLinear::from_int8(w, s, b, d_in, d_out));
         }
         let arr: [QuantLinear; 6] = q

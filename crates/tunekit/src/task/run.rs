@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{Module, ParamGroup, ParamId};
+use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -31,14 +31,14 @@ use crate::batch::{collate, epoch_batches, epoch_seed};
 use crate::config::RunConfig;
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::fsutil::{read_json, write_json};
-use crate::model::weights::{ClassifierSpec, DropoutOverride, load_classifier, param_id};
+use crate::fsutil::write_json;
+use crate::model::weights::{ClassifierSpec, DropoutOverride, load_classifier};
 use crate::model::{ModelDir, SequenceClassifier};
 use crate::tokenize::{TextTokenizer, Tokens};
 use crate::train::{
-    CHECKPOINTS, HasStep, LATEST, LatestPointer, RunMetrics, TrainOptions, add_l1_penalty,
-    build_optimizer, clip_global_norm, frozen_params, layer_schedules, model_param_ids,
-    progress_bar, rewrite_history, save_checkpoint, save_weights, step_seed, trainable_params,
+    RunMetrics, TrainOptions, TrainState, build_optimizer, layer_schedules, model_param_ids,
+    optimizer_step, progress_bar, restore, resume_point, rewrite_history, save_checkpoint,
+    save_weights, step_seed, trainable_model, trainable_params, unfreeze_to_stage,
 };
 
 /// The training targets of a split.
@@ -101,29 +101,6 @@ pub struct TaskEvalRecord {
     pub validation: Scores,
     /// Seconds of training so far.
     pub elapsed_s: f64,
-}
-
-/// Position and bookkeeping saved with every checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    step: usize,
-    epoch: usize,
-    batch_in_epoch: usize,
-    best_metric: Option<f64>,
-    best_step: Option<usize>,
-    evals_without_improvement: usize,
-    history: Vec<TaskEvalRecord>,
-    loss_since_eval: (f64, usize),
-    elapsed_s: f64,
-    examples_seen: usize,
-    stopped_early: bool,
-    param_ids: Vec<u64>,
-}
-
-impl HasStep for State {
-    fn step(&self) -> usize {
-        self.step
-    }
 }
 
 /// Everything prepared before the loop.
@@ -675,68 +652,19 @@ pub fn train_in(
         seed: t.seed,
         require_head: false,
     };
-    let latest = run_dir.join(CHECKPOINTS).join(LATEST);
-    let resume_from = if options.resume && latest.exists() {
-        let ptr: LatestPointer = read_json(&latest)?;
-        Some(run_dir.join(CHECKPOINTS).join(ptr.dir))
-    } else {
-        None
-    };
+    let resume_from = resume_point(run_dir, options.resume)?;
     let lora = config.strategy.lora.as_ref();
-    let weights = match (&resume_from, lora) {
-        (Some(dir), None) => dir.join("model.safetensors"),
-        _ => p.model_dir.weights_path(),
-    };
-    let (mut model, _) = load_classifier(&weights, &p.model_dir.config, &spec, &ad)?;
-    if let Some(opts) = lora {
-        ad.seed(t.seed);
-        model = crate::model::lora::apply(model, opts, &p.model_dir.config);
-        if let Some(dir) = &resume_from {
-            model = crate::model::lora::load_adapter(
-                model,
-                &dir.join(crate::model::lora::ADAPTER_WEIGHTS),
-                &ad,
-            )?;
-        }
-    }
-    let (frozen_ids, frozen_size) = frozen_params(config, &p.model_dir.config, None)?;
-    if !frozen_ids.is_empty() {
-        model = model.freeze_group(ParamGroup::from_ids(frozen_ids));
-    }
+    let (mut model, _, frozen_size) =
+        trainable_model(config, &p.model_dir, &spec, resume_from.as_deref(), &ad)?;
     let (mut optim, all_params) = build_optimizer(config, &model);
     let mut trainable = if lora.is_some() {
         trainable_params(&model)
     } else {
         all_params - frozen_size
     };
-    let mut state = State {
-        step: 0,
-        epoch: 0,
-        batch_in_epoch: 0,
-        best_metric: None,
-        best_step: None,
-        evals_without_improvement: 0,
-        history: Vec::new(),
-        loss_since_eval: (0.0, 0),
-        elapsed_s: 0.0,
-        examples_seen: 0,
-        stopped_early: false,
-        param_ids: model_param_ids(&model),
-    };
+    let mut state: TrainState<TaskEvalRecord> = TrainState::start(model_param_ids(&model));
     if let Some(dir) = &resume_from {
-        let opt_path = dir.join("optimizer.bpk");
-        let bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
-        optim = optim
-            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-            .map_err(|e| Error::Checkpoint(format!("{}: {e:?}", opt_path.display())))?;
-        state = read_json(&dir.join("state.json"))?;
-        if state.param_ids != model_param_ids(&model) {
-            return Err(Error::Checkpoint(format!(
-                "{}: the checkpoint's parameters do not match the model; cannot resume",
-                dir.display()
-            )));
-        }
-        tracing::info!("resuming from {} (step {})", dir.display(), state.step);
+        (optim, state) = restore(dir, optim, &model)?;
     }
     let metrics_path = run_dir.join("metrics.jsonl");
     rewrite_history(&metrics_path, &state.history)?;
@@ -770,10 +698,6 @@ pub fn train_in(
     let elapsed_before = state.elapsed_s;
     let pad = p.tokenizer.pad_id();
     let settings = EvalSettings::of(config, pad);
-    let all_encoder_ids: Vec<ParamId> = crate::model::weights::encoder_shapes(&p.model_dir.config)
-        .into_iter()
-        .map(|(n, _)| param_id(&n))
-        .collect();
     let mut unfreeze_stage: Option<usize> = None;
     'epochs: while state.epoch < t.epochs && state.step < total_steps && !state.stopped_early {
         let batches = epoch_batches(
@@ -787,16 +711,18 @@ pub fn train_in(
                 break 'epochs;
             }
             if config.strategy.gradual_unfreeze {
-                let every = config.strategy.unfreeze_every_steps;
-                let stage = state.step.checked_div(every).unwrap_or(state.epoch);
-                if unfreeze_stage != Some(stage) {
-                    let (frozen, size) = frozen_params(config, &p.model_dir.config, Some(stage))?;
-                    model = model
-                        .unfreeze_group(ParamGroup::from_ids(all_encoder_ids.clone()))
-                        .freeze_group(ParamGroup::from_ids(frozen));
-                    unfreeze_stage = Some(stage);
-                    trainable = all_params - size;
-                }
+                let (m, now) = progress.suspend(|| {
+                    unfreeze_to_stage(
+                        config,
+                        &p.model_dir.config,
+                        model,
+                        (state.step, state.epoch),
+                        &mut unfreeze_stage,
+                        all_params,
+                    )
+                })?;
+                model = m;
+                trainable = now.unwrap_or(trainable);
             }
             let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
             let group = &batches[state.batch_in_epoch..group_end];
@@ -813,18 +739,17 @@ pub fn train_in(
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 accumulator.accumulate(&model, grads);
             }
-            if !group_loss.is_finite() {
-                return Err(Error::Engine(format!(
-                    "training loss became {group_loss} at step {} (epoch {}); lower train.learning_rate or check the data",
-                    state.step + 1,
-                    state.epoch + 1
-                )));
-            }
-            let mut grads = accumulator.grads();
-            add_l1_penalty(&model, &mut grads, t.l1);
-            clip_global_norm(&model, &mut grads, t.max_grad_norm)?;
-            let lr = schedule.lr(state.step);
-            model = optim.step(lr_groups.step(), model, grads);
+            let lr;
+            (model, lr) = optimizer_step(
+                config,
+                model,
+                &mut optim,
+                &mut lr_groups,
+                &schedule,
+                accumulator,
+                group_loss,
+                (state.step, state.epoch),
+            )?;
             state.step += 1;
             state.batch_in_epoch = group_end;
             state.examples_seen += group_size;
@@ -876,23 +801,12 @@ pub fn train_in(
                     tensorboard.flush()?;
                     state.history.push(record);
                     state.loss_since_eval = (0.0, 0);
-                    let better = match state.best_metric {
-                        None => value.is_finite(),
-                        Some(b) if config.metric_higher_is_better() => value > b,
-                        Some(b) => value < b,
-                    };
-                    if better {
-                        state.best_metric = Some(value);
-                        state.best_step = Some(state.step);
-                        state.evals_without_improvement = 0;
+                    if state.record_validation(
+                        value,
+                        config.metric_higher_is_better(),
+                        t.early_stopping_patience,
+                    ) {
                         save_weights(&model, &best_dir, lora.is_some())?;
-                    } else {
-                        state.evals_without_improvement += 1;
-                        if t.early_stopping_patience > 0
-                            && state.evals_without_improvement >= t.early_stopping_patience
-                        {
-                            state.stopped_early = true;
-                        }
                     }
                     rewrite_history(&metrics_path, &state.history)?;
                     if let Some(hook) = &options.on_eval {
