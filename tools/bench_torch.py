@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--steps", type=int, default=18)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--int8", action="store_true",
+                    help="infer: dynamic int8 linear layers (torch.ao.quantization.quantize_dynamic)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -85,6 +87,9 @@ def main():
                    backward_ms_median=statistics.median(bwd), optimizer_ms_median=statistics.median(step))
     else:
         enc.eval()
+        if args.int8:
+            enc = torch.ao.quantization.quantize_dynamic(enc, {torch.nn.Linear}, dtype=torch.qint8)
+            out["int8"] = "quantize_dynamic"
         times = []
         with torch.inference_mode():
             for i in range(args.warmup + args.steps):

@@ -8,6 +8,7 @@
 //!     cargo run --release --bin bench -- step
 //!     cargo run --release --bin bench -- infer --batch 1
 //!     cargo run --release --bin bench -- infer --batch 32
+//!     cargo run --release --bin bench -- --int8 infer --batch 32
 
 use std::time::Instant;
 
@@ -43,6 +44,9 @@ struct Cli {
     /// Untimed warm-up iterations.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
+    /// Inference with the encoder quantised to int8 (`tunekit quantize`'s scheme).
+    #[arg(long)]
+    int8: bool,
     #[command(subcommand)]
     what: What,
 }
@@ -173,7 +177,11 @@ fn main() -> Result<()> {
             );
         }
         What::Infer => {
-            let model = load(&cli.model, &plain)?.valid();
+            let mut model = load(&cli.model, &plain)?.valid();
+            if cli.int8 {
+                let (encoder, _) = tunekit::model::quant::quantize_encoder(&model)?;
+                model.bert.int8 = Some(std::sync::Arc::new(encoder));
+            }
             let mut times = Vec::new();
             for i in 0..cli.warmup + cli.steps {
                 let t0 = Instant::now();
@@ -189,7 +197,7 @@ fn main() -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "workload": format!("inference, batch {} x {} tokens", cli.batch, cli.seq),
+                    "workload": format!("inference{}, batch {} x {} tokens", if cli.int8 { " (int8)" } else { "" }, cli.batch, cli.seq),
                     "iterations": cli.steps,
                     "latency_ms_median": median(times),
                     "latency_ms_p99": p99,

@@ -163,6 +163,17 @@ struct Figure {
 
 /// Write `RUN_DIR/report.html` and return its path.
 pub fn write(run_dir: &Path) -> Result<PathBuf> {
+    // The page is drawn from classification metrics; other tasks have none of its figures.
+    let metrics = run_dir.join("metrics.json");
+    if let Ok(m) = crate::fsutil::read_json::<crate::train::RunMetrics>(&metrics)
+        && !m.task.is_classification()
+    {
+        return Err(Error::Report(format!(
+            "{}: a {} run; report.html covers classification runs (its scores are in metrics.json, its curves in metrics.jsonl and TensorBoard)",
+            run_dir.display(),
+            crate::task::kind_name(m.task)
+        )));
+    }
     let run = load(run_dir)?;
     let html = render(&run)?;
     let path = run_dir.join(REPORT_FILE);

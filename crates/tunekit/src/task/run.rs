@@ -950,6 +950,10 @@ pub fn train_in(
         obj.insert("thresholds".into(), serde_json::json!(thresholds));
     }
     write_json(&run_dir.join("metrics.json"), &json)?;
+    tracing::info!(
+        "scores in {}, curves in metrics.jsonl and TensorBoard (report.html is drawn for classification runs)",
+        run_dir.join("metrics.json").display()
+    );
     Ok(metrics)
 }
 
