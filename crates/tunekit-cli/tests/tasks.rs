@@ -663,3 +663,49 @@ fn a_killed_task_run_resumes_to_the_same_model() {
         json(&killed.join("metrics.json"))["validation_scores"]
     );
 }
+
+#[test]
+fn lora_token_classification_exports_a_token_cls_adapter_that_eval_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let model = tiny_model(&d.join("tiny-model"));
+    let train = d.join("train.conll");
+    std::fs::write(&train, conll(1, 48, 0)).unwrap();
+    let val = d.join("val.conll");
+    std::fs::write(&val, conll(2, 16, 48)).unwrap();
+    let cfg = d.join("ner-lora.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[task]\ntype = \"token_classification\"\n\n[model]\npath = {model:?}\nmax_length = 32\n\n[data]\ntrain = {train:?}\nvalidation = {val:?}\nformat = \"conll\"\n\n[train]\nepochs = 1\nbatch_size = 8\nlearning_rate = 1e-3\n\n[strategy.lora]\nrank = 2\ndropout = 0.1\n\n[run]\ndir = {:?}\n",
+            d.join("runs")
+        ),
+    )
+    .unwrap();
+    let run = d.join("run");
+    let m = train_ok(&cfg, &run, &[]);
+    let exported = run.join("model");
+    let adapter = json(&exported.join("adapter_config.json"));
+    assert_eq!(adapter["task_type"], "TOKEN_CLS");
+    assert_eq!(adapter["lora_dropout"], 0.1);
+    assert!(
+        !exported.join("model.safetensors").exists(),
+        "adapter-only export"
+    );
+    // The adapter directory evaluates directly and gives the run's validation scores.
+    let out_json = d.join("eval.json");
+    let o = tunekit(&[
+        "eval",
+        "--model",
+        exported.to_str().unwrap(),
+        "--data",
+        val.to_str().unwrap(),
+        "--output",
+        out_json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = json(&out_json);
+    let want = m["validation_scores"]["token_accuracy"].as_f64().unwrap();
+    let got = e["scores"]["token_accuracy"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+}

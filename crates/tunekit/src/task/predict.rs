@@ -329,10 +329,15 @@ pub fn export_model_dir(
         (Some(opts), _) => {
             use crate::model::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig};
             crate::fsutil::copy_atomic(&best.join(ADAPTER_WEIGHTS), &dir.join(ADAPTER_WEIGHTS))?;
-            write_json(
-                &dir.join(ADAPTER_CONFIG),
-                &AdapterConfig::new(opts, &model_dir.dir),
-            )?;
+            let mut adapter = AdapterConfig::new(opts, &model_dir.dir);
+            // PEFT's task type decides which transformers class it wraps.
+            adapter.task_type = match kind {
+                TaskKind::TokenClassification => "TOKEN_CLS",
+                TaskKind::Embedding => "FEATURE_EXTRACTION",
+                _ => "SEQ_CLS",
+            }
+            .into();
+            write_json(&dir.join(ADAPTER_CONFIG), &adapter)?;
         }
         (None, Some(m)) if kind == TaskKind::Embedding => {
             let tensors: Vec<_> = classifier_tensors(m)?
