@@ -24,8 +24,7 @@ use tunekit::model::{Pooling, SequenceClassifier};
 use tunekit::tokenize::Tokens;
 use tunekit::train::{build_optimizer, cross_entropy_sum};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 
 #[derive(Parser)]
 struct Cli {
@@ -123,6 +122,7 @@ fn load(model: &str, device: &burn::tensor::Device) -> Result<SequenceClassifier
 }
 
 fn main() -> Result<()> {
+    allocator::keep_freed_memory();
     let cli = Cli::parse();
     let toks = tokens(cli.batch, cli.seq);
     let refs: Vec<&Tokens> = toks.iter().collect();

@@ -13,8 +13,7 @@ use tunekit::data::DataSpec;
 use tunekit::device::DeviceKind;
 use tunekit::train::TrainOptions;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 
 #[derive(Parser)]
 #[command(
@@ -683,6 +682,7 @@ enum ModelsCommand {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
