@@ -992,8 +992,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     tunekit::task::TaskKind::TokenClassification => None,
                     _ => Some(args.data_args.spec(args.input.clone(), None)?),
                 };
-                let n = tm.predict(&args.input, spec.as_ref(), &args.output, args.batch_size)?;
-                eprintln!("{n} inputs predicted -> {}", args.output.display());
+                let (n, truncated) =
+                    tm.predict(&args.input, spec.as_ref(), &args.output, args.batch_size)?;
+                eprintln!(
+                    "{n} inputs predicted -> {} ({truncated} truncated to {} tokens)",
+                    args.output.display(),
+                    tm.tokenizer.max_length()
+                );
                 return Ok(());
             }
             let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;

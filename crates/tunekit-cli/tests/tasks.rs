@@ -383,10 +383,20 @@ fn token_classification_learns_planted_entities_and_predicts_them_from_words() {
 
     // predict from words alone (no tag column): entities with their words.
     let input = d.join("words.txt");
-    std::fs::write(&input, "we\nsaw\nMaria\nKhan\nin\nOslo\n\n").unwrap();
+    // The second sentence (60 words) exceeds max_length 48: its cut-off words are counted.
+    let long: String = (0..60).map(|i| format!("word{i}\n")).collect();
+    std::fs::write(
+        &input,
+        format!("we\nsaw\nMaria\nKhan\nin\nOslo\n\n{long}\n"),
+    )
+    .unwrap();
     let out = d.join("pred.jsonl");
     let rows = predict_rows(&run.join("model"), &input, &out);
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["words_truncated"], 0);
+    let cut = rows[1]["words_truncated"].as_u64().unwrap();
+    assert!(cut > 0 && cut < 60, "{}", rows[1]["words_truncated"]);
+    assert_eq!(rows[1]["tags"].as_array().unwrap().len(), 60);
     assert_eq!(
         rows[0]["entities"],
         serde_json::json!([
@@ -530,18 +540,7 @@ fn embedding_training_improves_in_batch_retrieval_and_exports_sentence_transform
 
     // predict: unit vectors, pointing where `tunekit embed` (mean pooling) points.
     let input = write_tsv(&d.join("in.tsv"), "text", &["a quiet , moving film".into()]);
-    let out = d.join("pred.jsonl");
-    let o = tunekit(&[
-        "predict",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: Vec<f64> = read_jsonl(&out)[0]["embedding"]
+    let v: Vec<f64> = predict_rows(&model, &input, &d.join("pred.jsonl"))[0]["embedding"]
         .as_array()
         .unwrap()
         .iter()

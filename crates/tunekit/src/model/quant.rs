@@ -498,23 +498,45 @@ pub fn int8_tensors(tensors: Vec<HfTensor>, int8: &Int8Encoder) -> Vec<RawTensor
     out
 }
 
+/// Whether tensor `name` is `I8` in the safetensors header of `path` (8-byte length, then JSON),
+/// read without the tensor data.
+fn header_has_i8(path: &Path, name: &str) -> Result<bool> {
+    use std::io::Read;
+    let bad = |message: String| Error::Weights {
+        file: path.to_path_buf(),
+        tensor: "<header>".into(),
+        message,
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| Error::io(path, e))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return Err(bad(format!("header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    Ok(json[name]["dtype"] == "I8")
+}
+
 /// If the weights file at `path` holds int8 encoder weights, attach them to `model` so that
 /// inference runs the int8 product; otherwise return `model` unchanged.
 pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClassifier> {
+    let name = |n: &str| format!("bert.{n}.weight");
+    let first = name(&layer_linears(0)[0]);
+    // Every model load passes here: decide from the file's header alone, so an f32 model's
+    // weights (already read by the loader) are not read a second time.
+    if !header_has_i8(path, &first)? {
+        return Ok(model);
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
         file: path.to_path_buf(),
         tensor: "<header>".into(),
         message: e.to_string(),
     })?;
-    let name = |n: &str| format!("bert.{n}.weight");
-    let first = name(&layer_linears(0)[0]);
-    if !st
-        .tensor(&first)
-        .is_ok_and(|v| v.dtype() == safetensors::Dtype::I8)
-    {
-        return Ok(model);
-    }
     let mut layers = Vec::new();
     for (i, layer) in model.bert.layers.iter().enumerate() {
         let lin = linears(layer);

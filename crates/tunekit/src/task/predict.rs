@@ -564,28 +564,38 @@ impl TaskModel {
     /// Predict every input and write JSONL to `output` (atomically): multilabel → `labels`
     /// and `probabilities`; regression → `prediction`; token classification (CoNLL input,
     /// one word per line, blank lines between sentences, tags ignored if present) → `words`,
-    /// `tags` and `entities`; embedding → `embedding`. Returns the number of inputs.
+    /// `tags` and `entities`; embedding → `embedding`. Returns the number of inputs and how
+    /// many were truncated to the max length (a truncated sentence's cut-off words are
+    /// tagged `O` and counted in its line's `words_truncated`).
     pub fn predict(
         &self,
         input: &Path,
         spec: Option<&DataSpec>,
         output: &Path,
         batch_size: usize,
-    ) -> Result<usize> {
+    ) -> Result<(usize, usize)> {
         let pad = self.tokenizer.pad_id();
         let dev = &self.device;
         let mut lines: Vec<serde_json::Value> = Vec::new();
+        let truncated;
         if self.meta.kind == TaskKind::TokenClassification {
             let (sentences, _) = ner::read_conll(input, false)?;
             let words: Vec<Vec<String>> = sentences.iter().map(|s| s.words.clone()).collect();
             let enc = self.tokenizer.encode_words(&words)?;
             let tokens: Vec<Tokens> = enc.iter().map(|e| e.tokens.clone()).collect();
+            truncated = tokens.iter().filter(|t| t.truncated).count();
             let Outputs::Pieces(pieces, _) =
                 outputs(self.meta.kind, &self.model, &tokens, batch_size, pad, dev)?
             else {
                 return Err(Error::Engine("unexpected outputs".into()));
             };
             for ((s, e), p) in sentences.iter().zip(&enc).zip(&pieces) {
+                let seen = e
+                    .word_ids
+                    .iter()
+                    .flatten()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len();
                 let tags: Vec<String> = ner::word_predictions(&e.word_ids, p, s.words.len(), 0)
                     .into_iter()
                     .map(|id| self.labels.get(id).cloned().unwrap_or_else(|| "O".into()))
@@ -596,7 +606,10 @@ impl TaskModel {
                         serde_json::json!({"type": ty, "start": a, "end": b + 1, "text": s.words[a..=b].join(" ")})
                     })
                     .collect();
-                lines.push(serde_json::json!({"line": s.line, "words": s.words, "tags": tags, "entities": ents}));
+                lines.push(serde_json::json!({
+                    "line": s.line, "words": s.words, "tags": tags, "entities": ents,
+                    "words_truncated": s.words.len() - seen
+                }));
             }
         } else {
             let spec = spec.ok_or_else(|| Error::Config("a data spec is needed".into()))?;
@@ -623,6 +636,7 @@ impl TaskModel {
                 .filter(|_| self.meta.kind != TaskKind::Embedding)
                 .map(|p| p.iter().map(String::as_str).collect());
             let tokens = self.tokenizer.encode_batch(&refs, prefs.as_deref())?;
+            truncated = tokens.iter().filter(|t| t.truncated).count();
             let out = outputs(self.meta.kind, &self.model, &tokens, batch_size, pad, dev)?;
             for (i, e) in examples.iter().enumerate() {
                 let v = match &out {
@@ -653,6 +667,6 @@ impl TaskModel {
             buf.write_all(b"\n").map_err(|e| Error::io(output, e))?;
         }
         write_atomic(output, &buf)?;
-        Ok(lines.len())
+        Ok((lines.len(), truncated))
     }
 }
