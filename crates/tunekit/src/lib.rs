@@ -42,6 +42,7 @@ pub mod index;
 pub mod infer;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod prep;
 pub mod report;
 pub mod robustness;

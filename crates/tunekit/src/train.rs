@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
 use burn::optim::{
-    AdamConfig, AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, RmsPropConfig,
-    SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
+    AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, RmsPropConfig, SgdConfig,
+    decay::WeightDecayConfig, momentum::MomentumConfig,
 };
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor};
@@ -30,6 +30,7 @@ use crate::model::weights::{
     ClassifierSpec, DropoutOverride, LoadReport, load_classifier, param_id, save_classifier,
 };
 use crate::model::{ModelDir, SequenceClassifier, TUNEKIT_META};
+use crate::optim::FusedAdamW;
 use crate::prep::{DataReport, PreparedData};
 use crate::schedule::{Schedule, warmup_steps};
 use crate::tokenize::{TextTokenizer, Tokens};
@@ -463,60 +464,52 @@ pub fn build_optimizer(config: &RunConfig, model: &SequenceClassifier) -> (Modul
     let no_decay = ParamGroup::from_ids(visitor.ids);
     let (eps, b1, b2) = (t.epsilon as f32, t.beta1 as f32, t.beta2 as f32);
     let wd = t.weight_decay as f32;
-    let optim = match t.optimizer {
-        OptimizerKind::Adamw => {
-            let make = |wd: f32| {
-                AdamWConfig::new()
-                    .with_beta_1(b1)
-                    .with_beta_2(b2)
-                    .with_epsilon(eps)
-                    .with_weight_decay(wd)
-            };
-            make(wd)
-                .init()
-                .with_group(no_decay, make(0.0).build(), None)
-        }
-        OptimizerKind::Adam => {
-            let make = |wd: f32| {
-                AdamConfig::new()
-                    .with_beta_1(b1)
-                    .with_beta_2(b2)
-                    .with_epsilon(eps)
-                    .with_weight_decay((wd > 0.0).then(|| WeightDecayConfig::new(wd)))
-            };
-            make(wd)
-                .init()
-                .with_group(no_decay, make(0.0).build(), None)
-        }
-        OptimizerKind::Sgd => {
-            let momentum = (t.momentum > 0.0).then(|| {
-                MomentumConfig::new()
-                    .with_momentum(t.momentum)
-                    .with_dampening(0.0)
-                    .with_nesterov(t.nesterov)
-            });
-            let make = |wd: f32| {
-                SgdConfig::new()
-                    .with_momentum(momentum.clone())
-                    .with_weight_decay((wd > 0.0).then(|| WeightDecayConfig::new(wd)))
-            };
-            make(wd)
-                .init()
-                .with_group(no_decay, make(0.0).build(), None)
-        }
-        OptimizerKind::Rmsprop => {
-            let make = |wd: f32| {
-                RmsPropConfig::new()
-                    .with_alpha(t.rmsprop_alpha as f32)
-                    .with_momentum(t.momentum as f32)
-                    .with_epsilon(eps)
-                    .with_weight_decay((wd > 0.0).then(|| WeightDecayConfig::new(wd)))
-            };
-            make(wd)
-                .init()
-                .with_group(no_decay, make(0.0).build(), None)
-        }
-    };
+    let optim =
+        match t.optimizer {
+            // burn's AdamW arithmetic in one fused pass per parameter (`crate::optim`).
+            OptimizerKind::Adamw => ModuleOptimizer::from(FusedAdamW::new(b1, b2, eps, wd))
+                .with_group(no_decay, FusedAdamW::new(b1, b2, eps, 0.0), None),
+            OptimizerKind::Adam => {
+                let make = |wd: f32| {
+                    AdamConfig::new()
+                        .with_beta_1(b1)
+                        .with_beta_2(b2)
+                        .with_epsilon(eps)
+                        .with_weight_decay((wd > 0.0).then(|| WeightDecayConfig::new(wd)))
+                };
+                make(wd)
+                    .init()
+                    .with_group(no_decay, make(0.0).build(), None)
+            }
+            OptimizerKind::Sgd => {
+                let momentum = (t.momentum > 0.0).then(|| {
+                    MomentumConfig::new()
+                        .with_momentum(t.momentum)
+                        .with_dampening(0.0)
+                        .with_nesterov(t.nesterov)
+                });
+                let make = |wd: f32| {
+                    SgdConfig::new()
+                        .with_momentum(momentum.clone())
+                        .with_weight_decay((wd > 0.0).then(|| WeightDecayConfig::new(wd)))
+                };
+                make(wd)
+                    .init()
+                    .with_group(no_decay, make(0.0).build(), None)
+            }
+            OptimizerKind::Rmsprop => {
+                let make = |wd: f32| {
+                    RmsPropConfig::new()
+                        .with_alpha(t.rmsprop_alpha as f32)
+                        .with_momentum(t.momentum as f32)
+                        .with_epsilon(eps)
+                        .with_weight_decay((wd > 0.0).then(|| WeightDecayConfig::new(wd)))
+                };
+                make(wd)
+                    .init()
+                    .with_group(no_decay, make(0.0).build(), None)
+            }
+        };
     (optim, visitor.all)
 }
 

@@ -7,11 +7,12 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
+use burn::tensor::activation::{gelu_approximate, relu};
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::config::BertConfig;
+use super::fused;
 use super::quant::QuantLinear;
 
 /// Token ids, segment ids and padding mask of one padded batch, already on the device.
@@ -47,7 +48,7 @@ impl Activation {
 
     fn apply(self, x: Tensor<3>) -> Tensor<3> {
         match self {
-            Activation::Gelu => gelu(x),
+            Activation::Gelu => fused::gelu(x),
             Activation::GeluTanh => gelu_approximate(x),
             Activation::Relu => relu(x),
         }
@@ -70,7 +71,12 @@ pub struct Embeddings {
 }
 
 impl Embeddings {
-    fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+    fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        layer_norm_eps: f64,
+    ) -> Tensor<3> {
         let [_, seq] = input_ids.dims();
         let words = self.word_embeddings.forward(input_ids);
         let types = self.token_type_embeddings.forward(token_type_ids);
@@ -82,7 +88,8 @@ impl Embeddings {
             .narrow(0, 0, seq)
             .unsqueeze_dim::<3>(0);
         let x = words + types + positions;
-        self.dropout.forward(self.layer_norm.forward(x))
+        self.dropout
+            .forward(fused::layer_norm(&self.layer_norm, x, layer_norm_eps))
     }
 }
 
@@ -114,14 +121,9 @@ impl Attention {
             .swap_dims(1, 2)
     }
 
-    fn forward(
-        &self,
-        x: Tensor<3>,
-        mask_bias: Tensor<4>,
-        lora_dropout: f64,
-        int8: Option<&[QuantLinear; 6]>,
-    ) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, pass: &Pass, int8: Option<&[QuantLinear; 6]>) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
+        let lora_dropout = pass.lora_dropout;
         let q = |i: usize| int8.map(|l| &l[i]);
         // The projections' width: the hidden size, or less after head pruning.
         let width = self.query.weight.dims()[1];
@@ -132,14 +134,24 @@ impl Attention {
         let scores = query
             .matmul(k.swap_dims(2, 3))
             .div_scalar((head_dim as f64).sqrt())
-            + mask_bias;
-        let probs = self.attention_dropout.forward(softmax(scores, 3));
+            + pass.mask_bias.clone();
+        let probs = self.attention_dropout.forward(fused::softmax_last(scores));
         let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width]);
         let out = self
             .dropout
             .forward(project(&self.output, context, lora_dropout, q(3)));
-        self.layer_norm.forward(out + x)
+        fused::layer_norm(&self.layer_norm, out + x, pass.layer_norm_eps)
     }
+}
+
+/// What every layer's forward needs besides its input; the same for all layers of one pass.
+struct Pass {
+    /// Additive attention bias ([`attention_bias`]).
+    mask_bias: Tensor<4>,
+    /// PEFT's LoRA dropout ([`project`]).
+    lora_dropout: f64,
+    /// LayerNorm epsilon (burn's `LayerNorm` keeps its own private; the fused op needs it).
+    layer_norm_eps: f64,
 }
 
 /// One transformer layer: attention block then feed-forward block, each post-LayerNorm.
@@ -161,14 +173,9 @@ pub struct Layer {
 }
 
 impl Layer {
-    fn forward(
-        &self,
-        x: Tensor<3>,
-        mask_bias: Tensor<4>,
-        lora_dropout: f64,
-        int8: Option<&[QuantLinear; 6]>,
-    ) -> Tensor<3> {
-        let x = self.attention.forward(x, mask_bias, lora_dropout, int8);
+    fn forward(&self, x: Tensor<3>, pass: &Pass, int8: Option<&[QuantLinear; 6]>) -> Tensor<3> {
+        let lora_dropout = pass.lora_dropout;
+        let x = self.attention.forward(x, pass, int8);
         let q = |i: usize| int8.map(|l| &l[i]);
         let h = self
             .activation
@@ -176,7 +183,7 @@ impl Layer {
         let out = self
             .dropout
             .forward(project(&self.output, h, lora_dropout, q(5)));
-        self.layer_norm.forward(out + x)
+        fused::layer_norm(&self.layer_norm, out + x, pass.layer_norm_eps)
     }
 }
 
@@ -198,6 +205,9 @@ pub struct Bert {
     /// [`project`]); 0 without LoRA.
     #[module(skip)]
     pub lora_dropout: f64,
+    /// `layer_norm_eps` of the model's config, used by every LayerNorm.
+    #[module(skip)]
+    pub layer_norm_eps: f64,
     /// Int8 weights of the encoder's linear layers ([`super::quant`]); inference on a plain
     /// device uses them instead of the f32 weights.
     #[module(skip)]
@@ -232,7 +242,7 @@ pub fn project(
             &device,
         );
     }
-    let y = linear.forward(x.clone());
+    let y = linear_2d(linear, x.clone());
     if lora_dropout <= 0.0 || !x.device().is_autodiff() {
         return y;
     }
@@ -250,6 +260,20 @@ pub fn project(
     y + delta.reshape([b, t, d_out])
 }
 
+/// `linear(x)` on `[batch, seq, d_in]` as one `[batch·seq, d_in] × [d_in, d_out]` product.
+///
+/// burn's `linear` keeps a 3-D input as a batched matmul when `seq` is a multiple of 32 (a
+/// GPU-tiling rule), and on the CPU backend that is `batch` small products, each packing the
+/// whole weight again; folding the rows gives one large product that the GEMM parallelises
+/// itself, and so does its backward (`dx`, `dW`). Same arithmetic, same result. Measured in
+/// docs/benchmarks.md ("Linear layers as one product").
+pub fn linear_2d(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, t, d_in] = x.dims();
+    let y = fused::linear(linear, x.reshape([b * t, d_in]));
+    let d_out = y.dims()[1];
+    y.reshape([b, t, d_out])
+}
+
 /// Additive attention bias: 0 for real tokens, a large negative number for padding, shaped
 /// `[batch, 1, 1, seq]` to broadcast over heads and query positions (as `transformers` does).
 pub fn attention_bias(mask: Tensor<2>) -> Tensor<4> {
@@ -264,13 +288,19 @@ pub fn attention_bias(mask: Tensor<2>) -> Tensor<4> {
 impl Bert {
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward(&self, batch: &EncodedBatch) -> Tensor<3> {
-        let bias = attention_bias(batch.attention_mask.clone());
-        let mut x = self
-            .embeddings
-            .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
+        let pass = Pass {
+            mask_bias: attention_bias(batch.attention_mask.clone()),
+            lora_dropout: self.lora_dropout,
+            layer_norm_eps: self.layer_norm_eps,
+        };
+        let mut x = self.embeddings.forward(
+            batch.input_ids.clone(),
+            batch.token_type_ids.clone(),
+            self.layer_norm_eps,
+        );
         for (i, layer) in self.layers.iter().enumerate() {
             let int8 = self.int8.as_ref().and_then(|q| q.layers.get(i));
-            x = layer.forward(x, bias.clone(), self.lora_dropout, int8);
+            x = layer.forward(x, &pass, int8);
         }
         x
     }

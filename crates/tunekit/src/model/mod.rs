@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod config;
+pub mod fused;
 pub mod lora;
 pub mod prune;
 pub mod quant;

@@ -359,6 +359,7 @@ pub fn load_bert(
         embeddings,
         layers,
         lora_dropout: 0.0,
+        layer_norm_eps: eps,
         int8: None,
     })
 }

@@ -1,0 +1,1241 @@
+//! Fused CPU ops with their own backward pass: exact-erf GELU, softmax over the last axis and
+//! LayerNorm, for the Flex backend (plain and under autodiff).
+//!
+//! Why: on Flex these three are where a training step spent its time after the matrix products
+//! (docs/benchmarks.md, "Fused GELU, softmax and LayerNorm"). burn 0.22 computes GELU with a
+//! scalar libm `erf` per element (forward and backward), and under autodiff it decomposes
+//! softmax and LayerNorm into a chain of element-wise ops, each a separate pass over memory with
+//! its own recorded backward. Here each op is one pass forward and one pass backward, over
+//! contiguous rows, with a vectorisable `exp`/`erf` (compiled for AVX-512 or AVX2 when the CPU
+//! has them, chosen at run time) and split across rayon's threads.
+//!
+//! How: burn's backend-extension mechanism (`#[backend_extension]`). [`FusedOps`] is
+//! implemented for `Flex` (forward kernels) and for `Autodiff<Flex, C>` (forward kernels plus a
+//! recorded [`Backward`] step). The public functions ([`gelu`], [`softmax_last`],
+//! [`layer_norm`]) route to it only for f32 tensors on a Flex device, and to burn's own ops
+//! everywhere else (CUDA, other dtypes), so the model code has one call per op.
+//!
+//! Numerics: `exp` is a degree-7 polynomial after range reduction (≤ 2 ulp against libm on the
+//! tested range), `erf` is `1 − erfc` with the Chebyshev fit of Numerical Recipes' `erfcc`
+//! (|erf error| < 4e-7 over [−6, 6], tested), close to PyTorch's own vectorised CPU `erf`
+//! (Abramowitz–Stegun 7.1.26, 1.5e-7 absolute). Values and gradients are tested against burn's
+//! unfused ops (module tests) and the encoder against `transformers` (parity fixture).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension,
+};
+use burn::nn::LayerNorm;
+use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+/// Fused forward ops; see the module docs.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// Exact GELU, `x Φ(x)`.
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Softmax over the last axis.
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `x · weight + bias` for `x` `[rows, d_in]`, `weight` `[d_in, d_out]`, `bias` `[d_out]`.
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// LayerNorm over the last axis: `(x − mean) / sqrt(var + eps) · gamma + beta`.
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether `t` takes the fused paths: f32 on a Flex device (with or without autodiff).
+pub(crate) fn on_flex_f32<const D: usize>(t: &Tensor<D>) -> bool {
+    t.dtype() == DType::F32 && matches!(t.device().inner().as_dispatch(), DispatchDevice::Flex(_))
+}
+
+/// Exact (erf) GELU, HF `gelu`.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !on_flex_f32(&x) {
+        return burn::tensor::activation::gelu(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
+}
+
+/// Softmax over the last axis.
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !on_flex_f32(&x) {
+        return burn::tensor::activation::softmax(x, D - 1);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax(x.into_dispatch()))
+}
+
+/// `linear.forward(x)` for a 2-D `x`, as one GEMM call writing its output once (bias
+/// included) where [`on_flex_f32`]; burn's `linear` elsewhere and without a bias.
+pub fn linear(linear: &burn::nn::Linear, x: Tensor<2>) -> Tensor<2> {
+    let Some(bias) = linear.bias.as_ref() else {
+        return linear.forward(x);
+    };
+    if !on_flex_f32(&x) {
+        return linear.forward(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_linear(
+        x.into_dispatch(),
+        linear.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+    ))
+}
+
+/// `norm.forward(x)`, fused where [`on_flex_f32`] (a LayerNorm without bias uses burn's).
+/// `epsilon` must be the one `norm` was built with: burn keeps that field private.
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, x: Tensor<D>, epsilon: f64) -> Tensor<D> {
+    let Some(beta) = norm.beta.as_ref() else {
+        return norm.forward(x);
+    };
+    if !on_flex_f32(&x) {
+        return norm.forward(x);
+    }
+    let gamma = norm.gamma.val();
+    let beta = beta.val();
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_layer_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flex: forward kernels.
+// ---------------------------------------------------------------------------------------------
+
+impl FusedOps for Flex {
+    fn fused_gelu(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu(x);
+        }
+        map_elements(&x, kernels::gelu_block)
+    }
+
+    fn fused_softmax(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            let dim = x.layout().shape().num_dims() - 1;
+            return <Flex as burn::backend::ops::ActivationOps<Flex>>::softmax(x, dim);
+        }
+        let (shape, xs) = contiguous(&x);
+        let n = last_dim(&shape);
+        let mut out = vec![0.0f32; xs.len()];
+        for_row_blocks(&mut out, n, |first, y| {
+            kernels::softmax_block(&xs[first * n..][..y.len()], y, n)
+        });
+        from_vec(out, shape)
+    }
+
+    fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let f32s = [&x, &weight, &bias].iter().all(|t| t.dtype() == DType::F32);
+        if !f32s || x.layout().shape().num_dims() != 2 {
+            return <Flex as burn::backend::ops::ModuleOps<Flex>>::linear(x, weight, Some(bias));
+        }
+        let (xs_shape, xs) = contiguous(&x);
+        let (w_shape, w) = contiguous(&weight);
+        let (_, b) = contiguous(&bias);
+        let (rows, d_in, d_out) = (xs_shape[0], xs_shape[1], w_shape[1]);
+        from_vec(
+            gemm::linear_forward(&xs, &w, &b, rows, d_in, d_out),
+            Shape::new([rows, d_out]),
+        )
+    }
+
+    fn fused_layer_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        eps: f64,
+    ) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return <Flex as burn::backend::ops::ModuleOps<Flex>>::layer_norm(
+                x,
+                gamma,
+                Some(beta),
+                eps,
+            );
+        }
+        layer_norm_forward(&x, &gamma, &beta, eps as f32)
+    }
+}
+
+fn last_dim(shape: &Shape) -> usize {
+    let r = shape.num_dims();
+    if r == 0 { 1 } else { shape[r - 1].max(1) }
+}
+
+/// The tensor's shape and its f32 values in row-major order (a copy only if it is strided).
+fn contiguous(t: &FlexTensor) -> (Shape, std::borrow::Cow<'_, [f32]>) {
+    let shape = t.layout().shape().clone();
+    match t.as_slice::<f32>() {
+        Some(s) => (shape, std::borrow::Cow::Borrowed(s)),
+        None => {
+            let c = t.to_contiguous();
+            let v = c.as_slice::<f32>().map(<[f32]>::to_vec).unwrap_or_default();
+            (shape, std::borrow::Cow::Owned(v))
+        }
+    }
+}
+
+fn from_vec(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Elements per rayon task: large enough that scheduling is noise, small enough that both
+/// cores get work on a batch-1 activation.
+const CHUNK: usize = 16 * 1024;
+
+fn map_elements(x: &FlexTensor, f: impl Fn(&[f32], &mut [f32]) + Sync) -> FlexTensor {
+    let (shape, xs) = contiguous(x);
+    let mut out = vec![0.0f32; xs.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK))
+        .for_each(|(o, i)| f(i, o));
+    from_vec(out, shape)
+}
+
+fn zip_elements(
+    a: &FlexTensor,
+    b: &FlexTensor,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> FlexTensor {
+    let (shape, xs) = contiguous(a);
+    let (_, gs) = contiguous(b);
+    let mut out = vec![0.0f32; xs.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)))
+        .for_each(|(o, (i, g))| f(i, g, o));
+    from_vec(out, shape)
+}
+
+/// Runs `f(first_row, block)` over blocks of whole rows (of length `n`) of `out`, in parallel.
+fn for_row_blocks(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows_per_task = (CHUNK / n).max(1);
+    out.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each(|(task, block)| f(task * rows_per_task, block));
+}
+
+fn layer_norm_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    eps: f32,
+) -> FlexTensor {
+    let (shape, xs) = contiguous(x);
+    let (_, g) = contiguous(gamma);
+    let (_, b) = contiguous(beta);
+    let n = last_dim(&shape);
+    let mut out = vec![0.0f32; xs.len()];
+    for_row_blocks(&mut out, n, |first, y| {
+        kernels::layer_norm_block(&xs[first * n..][..y.len()], &g, &b, eps, y, n);
+    });
+    from_vec(out, shape)
+}
+
+/// LayerNorm backward: `(dx, dgamma, dbeta)`.
+fn layer_norm_backward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    grad: &FlexTensor,
+    eps: f32,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (shape, xs) = contiguous(x);
+    let (_, g) = contiguous(gamma);
+    let (_, dy) = contiguous(grad);
+    let n = last_dim(&shape);
+    let mut dx = vec![0.0f32; xs.len()];
+    let rows_per_task = (CHUNK / n).max(1);
+    // Each task sums its rows' dgamma/dbeta; the partial sums are added at the end.
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .map(|(task, block)| {
+            let mut dg = vec![0.0f32; n];
+            let mut db = vec![0.0f32; n];
+            let r = task * rows_per_task * n;
+            let len = block.len();
+            kernels::layer_norm_backward_block(
+                &xs[r..r + len],
+                &g,
+                &dy[r..r + len],
+                eps,
+                block,
+                &mut dg,
+                &mut db,
+                n,
+            );
+            (dg, db)
+        })
+        .collect();
+    let mut dgamma = vec![0.0f32; n];
+    let mut dbeta = vec![0.0f32; n];
+    for (dg, db) in partials {
+        for j in 0..n {
+            dgamma[j] += dg[j];
+            dbeta[j] += db[j];
+        }
+    }
+    (
+        from_vec(dx, shape),
+        from_vec(dgamma, Shape::new([n])),
+        from_vec(dbeta, Shape::new([n])),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autodiff<Flex>: forward kernels plus recorded backward steps.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    /// The input.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = parent {
+            grads.register::<Flex>(
+                node.id,
+                zip_elements(&ops.state, &grad, kernels::gelu_backward_block),
+            );
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl Backward<Flex, 1> for SoftmaxBackward {
+    /// The output.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = parent {
+            let (shape, ys) = contiguous(&ops.state);
+            let (_, gs) = contiguous(&grad);
+            let n = last_dim(&shape);
+            let mut dx = vec![0.0f32; ys.len()];
+            for_row_blocks(&mut dx, n, |first, out| {
+                let r = first * n;
+                let len = out.len();
+                kernels::softmax_backward_block(&ys[r..r + len], &gs[r..r + len], out, n);
+            });
+            grads.register::<Flex>(node.id, from_vec(dx, shape));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    /// Input `[rows, d_in]` and weight `[d_in, d_out]`.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw, pb] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, w) = &ops.state;
+        let (x_shape, xs) = contiguous(x);
+        let (w_shape, ws) = contiguous(w);
+        let (_, dy) = contiguous(&grad);
+        let (rows, d_in, d_out) = (x_shape[0], x_shape[1], w_shape[1]);
+        if let Some(node) = px {
+            let dx = gemm::input_grad(&dy, &ws, rows, d_in, d_out);
+            grads.register::<Flex>(node.id, from_vec(dx, Shape::new([rows, d_in])));
+        }
+        if let Some(node) = pw {
+            let dw = gemm::weight_grad(&xs, &dy, rows, d_in, d_out);
+            grads.register::<Flex>(node.id, from_vec(dw, Shape::new([d_in, d_out])));
+        }
+        if let Some(node) = pb {
+            let db = gemm::column_sums(&dy, rows, d_out);
+            grads.register::<Flex>(node.id, from_vec(db, Shape::new([d_out])));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Flex, 3> for LayerNormBackward {
+    /// Input, gamma, epsilon.
+    type State = (FlexTensor, FlexTensor, f32);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pg, pb] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, gamma, eps) = &ops.state;
+        let (dx, dgamma, dbeta) = layer_norm_backward(x, gamma, &grad, *eps);
+        if let Some(node) = px {
+            grads.register::<Flex>(node.id, dx);
+        }
+        if let Some(node) = pg {
+            grads.register::<Flex>(node.id, dgamma);
+        }
+        if let Some(node) = pb {
+            grads.register::<Flex>(node.id, dbeta);
+        }
+    }
+}
+
+type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn fused_gelu(x: AdTensor<C>) -> AdTensor<C> {
+        let node = x.node();
+        let inner = Autodiff::<Flex, C>::inner(x);
+        if inner.dtype() != DType::F32 {
+            return <Self as burn::backend::ops::ActivationOps<Self>>::gelu(
+                Autodiff::<Flex, C>::from_inner(inner),
+            );
+        }
+        let y = map_elements(&inner, kernels::gelu_block);
+        match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(inner, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_softmax(x: AdTensor<C>) -> AdTensor<C> {
+        let node = x.node();
+        let inner = Autodiff::<Flex, C>::inner(x);
+        let y = <Flex as FusedOps>::fused_softmax(inner);
+        match SoftmaxBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_linear(x: AdTensor<C>, weight: AdTensor<C>, bias: AdTensor<C>) -> AdTensor<C> {
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let x = Autodiff::<Flex, C>::inner(x);
+        let weight = Autodiff::<Flex, C>::inner(weight);
+        let bias = Autodiff::<Flex, C>::inner(bias);
+        let y = <Flex as FusedOps>::fused_linear(x.clone(), weight.clone(), bias);
+        match LinearBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, weight), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_layer_norm(
+        x: AdTensor<C>,
+        gamma: AdTensor<C>,
+        beta: AdTensor<C>,
+        epsilon: f64,
+    ) -> AdTensor<C> {
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let x = Autodiff::<Flex, C>::inner(x);
+        let gamma = Autodiff::<Flex, C>::inner(gamma);
+        let beta = Autodiff::<Flex, C>::inner(beta);
+        let y = <Flex as FusedOps>::fused_layer_norm(x.clone(), gamma.clone(), beta, epsilon);
+        match LayerNormBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, gamma, epsilon as f32), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// Matrix products through the `gemm` crate (the one Flex uses, with its AVX-512 kernels), on
+/// row-major slices, each writing a fresh output once: Flex's own matmul zero-fills its output
+/// and then copies it into an aligned buffer before the product (two extra passes per call).
+mod gemm {
+    use rayon::prelude::*;
+
+    /// Below this many multiply-adds one thread is faster (burn-flex's threshold).
+    const PARALLEL_MACS: usize = 192 * 192 * 192;
+
+    /// `dst = lhs · rhs` (or `dst += …` with `accumulate`), sizes `m×k · k×n`, strides given
+    /// as (row stride, column stride) of each operand; `dst` is row-major `m×n`.
+    ///
+    /// # Safety
+    /// The pointers must cover the strided extents; `dst` must be writable for `m·n` values and
+    /// initialised when `accumulate`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn product(
+        m: usize,
+        n: usize,
+        k: usize,
+        dst: *mut f32,
+        accumulate: bool,
+        lhs: *const f32,
+        lhs_strides: (isize, isize),
+        rhs: *const f32,
+        rhs_strides: (isize, isize),
+    ) {
+        let parallelism = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MACS {
+            ::gemm::Parallelism::Rayon(0)
+        } else {
+            ::gemm::Parallelism::None
+        };
+        // SAFETY: forwarded from the caller; gemm's argument order is (dst, dst_cs, dst_rs, …)
+        // and it computes `dst = 1·dst + 1·lhs·rhs` (dst not read unless `accumulate`).
+        unsafe {
+            ::gemm::gemm(
+                m,
+                n,
+                k,
+                dst,
+                1,
+                n as isize,
+                accumulate,
+                lhs,
+                lhs_strides.1,
+                lhs_strides.0,
+                rhs,
+                rhs_strides.1,
+                rhs_strides.0,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
+    }
+
+    /// A fresh `m×n` product `lhs · rhs`.
+    fn fresh_product(
+        m: usize,
+        n: usize,
+        k: usize,
+        lhs: &[f32],
+        lhs_strides: (isize, isize),
+        rhs: &[f32],
+        rhs_strides: (isize, isize),
+    ) -> Vec<f32> {
+        let len = m * n;
+        if k == 0 || len == 0 {
+            return vec![0.0; len];
+        }
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        // SAFETY: the callers pass slices that hold the strided `m×k` / `k×n` operands (sizes
+        // asserted); with `accumulate = false` gemm writes every one of the `len` outputs
+        // without reading them, so they are initialised when the length is set.
+        unsafe {
+            product(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                false,
+                lhs.as_ptr(),
+                lhs_strides,
+                rhs.as_ptr(),
+                rhs_strides,
+            );
+            out.set_len(len);
+        }
+        out
+    }
+
+    /// `x · w + b`: the output starts as the bias rows and the product is added to it.
+    pub fn linear_forward(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        rows: usize,
+        d_in: usize,
+        d_out: usize,
+    ) -> Vec<f32> {
+        assert_sizes(x.len() == rows * d_in && w.len() == d_in * d_out && b.len() == d_out);
+        let mut out = vec![0.0f32; rows * d_out];
+        if d_out == 0 {
+            return out;
+        }
+        out.par_chunks_mut(d_out * 256).for_each(|block| {
+            block
+                .chunks_exact_mut(d_out)
+                .for_each(|r| r.copy_from_slice(b))
+        });
+        if d_in > 0 && rows > 0 {
+            // SAFETY: sizes asserted above; `out` is initialised (bias rows).
+            unsafe {
+                product(
+                    rows,
+                    d_out,
+                    d_in,
+                    out.as_mut_ptr(),
+                    true,
+                    x.as_ptr(),
+                    (d_in as isize, 1),
+                    w.as_ptr(),
+                    (d_out as isize, 1),
+                );
+            }
+        }
+        out
+    }
+
+    /// `dx = dy · wᵀ`, `[rows, d_in]`.
+    pub fn input_grad(dy: &[f32], w: &[f32], rows: usize, d_in: usize, d_out: usize) -> Vec<f32> {
+        assert_sizes(dy.len() == rows * d_out && w.len() == d_in * d_out);
+        // wᵀ[o, i] = w[i, o]: row stride 1, column stride d_out.
+        fresh_product(
+            rows,
+            d_in,
+            d_out,
+            dy,
+            (d_out as isize, 1),
+            w,
+            (1, d_out as isize),
+        )
+    }
+
+    /// `dw = xᵀ · dy`, `[d_in, d_out]`.
+    pub fn weight_grad(x: &[f32], dy: &[f32], rows: usize, d_in: usize, d_out: usize) -> Vec<f32> {
+        assert_sizes(x.len() == rows * d_in && dy.len() == rows * d_out);
+        // xᵀ[i, r] = x[r, i]: row stride 1, column stride d_in.
+        fresh_product(
+            d_in,
+            d_out,
+            rows,
+            x,
+            (1, d_in as isize),
+            dy,
+            (d_out as isize, 1),
+        )
+    }
+
+    /// `db = Σ_rows dy`, `[d_out]`.
+    pub fn column_sums(dy: &[f32], rows: usize, d_out: usize) -> Vec<f32> {
+        assert_sizes(dy.len() == rows * d_out);
+        if d_out == 0 {
+            return Vec::new();
+        }
+        dy.par_chunks(256 * d_out)
+            .map(|block| {
+                let mut acc = vec![0.0f32; d_out];
+                for r in block.chunks_exact(d_out) {
+                    for (a, v) in acc.iter_mut().zip(r) {
+                        *a += v;
+                    }
+                }
+                acc
+            })
+            .reduce(
+                || vec![0.0f32; d_out],
+                |mut a, b| {
+                    for (x, y) in a.iter_mut().zip(&b) {
+                        *x += y;
+                    }
+                    a
+                },
+            )
+    }
+
+    /// The shapes come from tensors burn has already checked (`linear`'s contract); a
+    /// mismatch here is a bug in this module, so it stops before any out-of-bounds product.
+    fn assert_sizes(ok: bool) {
+        assert!(ok, "fused linear: operand sizes do not match their shapes");
+    }
+}
+
+/// Defines `pub fn $name(args)` that runs `$body` compiled for AVX-512 or AVX2+FMA when
+/// the CPU has them (checked at run time, cached by std), portable code otherwise. The row
+/// kernels are `inline(always)`, so each copy is vectorised for its target.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($a:ident: $t:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name($($a: $t),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn imp($($a: $t),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v4($($a: $t),*) {
+                    imp($($a),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v3($($a: $t),*) {
+                    imp($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                {
+                    // SAFETY: the CPU has the features `v4` is compiled for.
+                    return unsafe { v4($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above, for `v3`.
+                    return unsafe { v3($($a),*) };
+                }
+            }
+            imp($($a),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// The per-slice and per-row arithmetic, written so that the compiler vectorises it: no
+/// branches inside element loops (selects instead), sums over 16 independent lanes.
+pub(crate) mod kernels {
+    const LANES: usize = 16;
+
+    multiversion! {
+        /// GELU of each element.
+        fn gelu_block(x: &[f32], y: &mut [f32]) {
+            gelu(x, y)
+        }
+    }
+
+    multiversion! {
+        /// GELU's input gradient, element-wise.
+        fn gelu_backward_block(x: &[f32], g: &[f32], dx: &mut [f32]) {
+            gelu_backward(x, g, dx)
+        }
+    }
+
+    multiversion! {
+        /// Softmax of each row of length `n`.
+        fn softmax_block(x: &[f32], y: &mut [f32], n: usize) {
+            for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+                softmax_row(xr, yr);
+            }
+        }
+    }
+
+    multiversion! {
+        /// Softmax's input gradient for each row of length `n`, from its output `y`.
+        fn softmax_backward_block(y: &[f32], g: &[f32], dx: &mut [f32], n: usize) {
+            for ((yr, gr), dr) in y.chunks_exact(n).zip(g.chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
+                softmax_backward_row(yr, gr, dr);
+            }
+        }
+    }
+
+    multiversion! {
+        /// LayerNorm of each row of length `n`.
+        fn layer_norm_block(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32], n: usize) {
+            for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+                layer_norm_row(xr, gamma, beta, eps, yr);
+            }
+        }
+    }
+
+    multiversion! {
+        /// LayerNorm's backward for each row of length `n`: writes `dx`, adds to `dgamma`
+        /// and `dbeta`.
+        fn layer_norm_backward_block(
+            x: &[f32],
+            gamma: &[f32],
+            dy: &[f32],
+            eps: f32,
+            dx: &mut [f32],
+            dgamma: &mut [f32],
+            dbeta: &mut [f32],
+            n: usize,
+        ) {
+            for ((xr, dyr), dxr) in x.chunks_exact(n).zip(dy.chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
+                layer_norm_backward_row(xr, gamma, dyr, eps, dxr, dgamma, dbeta);
+            }
+        }
+    }
+
+    /// `e^x` for f32: `2^n · p(r)` with `x = n ln2 + r`, `|r| ≤ ln2/2`, `p` degree 7; 0 below
+    /// −87.3 (where f32 `exp` underflows), saturated above 88.7.
+    #[inline(always)]
+    pub fn exp(x: f32) -> f32 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
+        const MAGIC: f32 = 12_582_912.0;
+        let xc = x.clamp(-87.3, 88.7);
+        let t = xc * LOG2E + MAGIC;
+        let n = t - MAGIC;
+        let r = xc - n * LN2_HI - n * LN2_LO;
+        let p = 1.0
+            + r * (1.0
+                + r * (0.5
+                    + r * (1.0 / 6.0
+                        + r * (1.0 / 24.0
+                            + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+        let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+        let scale = f32::from_bits(((ni + 127) << 23) as u32);
+        if x < -87.3 { 0.0 } else { p * scale }
+    }
+
+    /// `erf(x) = ±(1 − erfc(|x|))`, `erfc` from Numerical Recipes' Chebyshev fit.
+    #[inline(always)]
+    pub fn erf(x: f32) -> f32 {
+        let z = x.abs();
+        let t = 1.0 / (1.0 + 0.5 * z);
+        let poly = -z * z - 1.265_512_2
+            + t * (1.000_023_7
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_204
+                                    + t * (1.488_515_9
+                                        + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+        let erfc = t * exp(poly);
+        let e = 1.0 - erfc;
+        if x < 0.0 { -e } else { e }
+    }
+
+    const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    /// 1/√(2π).
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+    #[inline(always)]
+    fn gelu(x: &[f32], y: &mut [f32]) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2));
+        }
+    }
+
+    /// `dL/dx = g · (Φ(x) + x φ(x))`.
+    #[inline(always)]
+    fn gelu_backward(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        for ((o, &v), &gv) in dx.iter_mut().zip(x).zip(g) {
+            let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * exp(-0.5 * v * v);
+            *o = gv * (cdf + v * pdf);
+        }
+    }
+
+    #[inline(always)]
+    fn sum(x: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                acc[l] += c[l];
+            }
+        }
+        acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+    }
+
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let ca = a.chunks_exact(LANES);
+        let cb = b.chunks_exact(LANES);
+        let rest: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in ca.zip(cb) {
+            for l in 0..LANES {
+                acc[l] += x[l] * y[l];
+            }
+        }
+        acc.iter().sum::<f32>() + rest
+    }
+
+    #[inline(always)]
+    fn max(x: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                acc[l] = acc[l].max(c[l]);
+            }
+        }
+        acc.iter()
+            .chain(rest)
+            .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+    }
+
+    #[inline(always)]
+    fn softmax_row(x: &[f32], y: &mut [f32]) {
+        let m = max(x);
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = exp(v - m);
+        }
+        let inv = 1.0 / sum(y);
+        for o in y.iter_mut() {
+            *o *= inv;
+        }
+    }
+
+    /// `dx = y ⊙ (g − Σ g⊙y)`.
+    #[inline(always)]
+    fn softmax_backward_row(y: &[f32], g: &[f32], dx: &mut [f32]) {
+        let s = dot(y, g);
+        for ((o, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
+            *o = yv * (gv - s);
+        }
+    }
+
+    /// Mean and `1/sqrt(biased var + eps)` of a row, two passes (as PyTorch).
+    #[inline(always)]
+    fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+        let n = x.len() as f32;
+        let mean = sum(x) / n;
+        let mut acc = [0.0f32; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let rest: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum();
+        for c in chunks {
+            for l in 0..LANES {
+                let d = c[l] - mean;
+                acc[l] += d * d;
+            }
+        }
+        let var = (acc.iter().sum::<f32>() + rest) / n;
+        (mean, 1.0 / (var + eps).sqrt())
+    }
+
+    #[inline(always)]
+    fn layer_norm_row(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) {
+        let (mean, rstd) = moments(x, eps);
+        for (((o, &v), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+            *o = (v - mean) * rstd * g + b;
+        }
+    }
+
+    /// One row of LayerNorm's backward: writes `dx`, adds to `dgamma` and `dbeta`.
+    /// With `x̂ = (x − mean)·rstd` and `h = dy ⊙ gamma`:
+    /// `dx = rstd · (h − mean(h) − x̂ · mean(h ⊙ x̂))`.
+    #[inline(always)]
+    fn layer_norm_backward_row(
+        x: &[f32],
+        gamma: &[f32],
+        dy: &[f32],
+        eps: f32,
+        dx: &mut [f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        let n = x.len() as f32;
+        let (mean, rstd) = moments(x, eps);
+        // dx first holds h = dy ⊙ gamma.
+        for ((o, &d), &g) in dx.iter_mut().zip(dy).zip(gamma) {
+            *o = d * g;
+        }
+        let mut acc = [0.0f32; LANES];
+        let mut rest = 0.0f32;
+        let full = x.len() / LANES * LANES;
+        for (xc, hc) in x[..full]
+            .chunks_exact(LANES)
+            .zip(dx[..full].chunks_exact(LANES))
+        {
+            for l in 0..LANES {
+                acc[l] += hc[l] * (xc[l] - mean) * rstd;
+            }
+        }
+        for j in full..x.len() {
+            rest += dx[j] * (x[j] - mean) * rstd;
+        }
+        let mean_hx = (acc.iter().sum::<f32>() + rest) / n;
+        let mean_h = sum(dx) / n;
+        for (((o, &v), &d), (dg, db)) in dx
+            .iter_mut()
+            .zip(x)
+            .zip(dy)
+            .zip(dgamma.iter_mut().zip(dbeta.iter_mut()))
+        {
+            let xhat = (v - mean) * rstd;
+            *dg += d * xhat;
+            *db += d;
+            *o = rstd * (*o - mean_h - xhat * mean_hx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LayerNormConfig;
+    use burn::tensor::{Device, Distribution};
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        crate::model::weights::to_vec(t).unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn exp_matches_libm_within_two_ulp() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (kernels::exp(x), x.exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 2.5e-7, "max relative error {worst}");
+        assert_eq!(kernels::exp(-1e9), 0.0);
+        assert_eq!(kernels::exp(-100.0), 0.0);
+        assert!(kernels::exp(0.0) == 1.0);
+    }
+
+    #[test]
+    fn erf_matches_an_f64_reference_within_4e_7() {
+        let mut worst = 0.0f32;
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            worst = worst.max((kernels::erf(x) - libm_erf(x)).abs());
+            x += 0.000_73;
+        }
+        assert!(worst < 4e-7, "max |erf error| {worst}");
+        assert_eq!(kernels::erf(10.0), 1.0);
+        assert_eq!(kernels::erf(-10.0), -1.0);
+    }
+
+    fn libm_erf(x: f32) -> f32 {
+        // f64 erf via the same series the test does not depend on: Rust has no std erf, so
+        // use burn's (libm) GELU identity erf(x) = 2·gelu(√2 x)/(√2 x) − 1 would be circular;
+        // integrate instead: erf(x) = 2/√π ∫0^x e^{-t²} dt by Simpson's rule in f64.
+        let n = 2000;
+        let h = x as f64 / n as f64;
+        let f = |t: f64| (-t * t).exp();
+        let mut s = f(0.0) + f(x as f64);
+        for i in 1..n {
+            s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        (s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()) as f32
+    }
+
+    /// Runs `op` and `reference` on the same input under autodiff, with the same upstream
+    /// gradient, and compares outputs and input gradients.
+    fn same_values_and_grads<const D: usize>(
+        shape: [usize; D],
+        op: impl Fn(Tensor<D>) -> Tensor<D>,
+        reference: impl Fn(Tensor<D>) -> Tensor<D>,
+        tol: f32,
+    ) {
+        let device = Device::flex().autodiff();
+        let x0 = Tensor::<D>::random(shape, Distribution::Normal(0.0, 2.0), &device);
+        let w = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let run = |f: &dyn Fn(Tensor<D>) -> Tensor<D>| {
+            let x = x0.clone().detach().require_grad();
+            let y = f(x.clone());
+            let out = values(y.clone());
+            let grads = (y * w.clone()).sum().backward();
+            let g = x.grad(&grads).expect("input gradient");
+            (out, crate::model::weights::to_vec(g).unwrap())
+        };
+        let (y1, g1) = run(&op);
+        let (y2, g2) = run(&reference);
+        let dy = max_diff(&y1, &y2);
+        let dg = max_diff(&g1, &g2);
+        assert!(dy < tol, "max |value diff| {dy}");
+        assert!(dg < tol, "max |grad diff| {dg}");
+    }
+
+    #[test]
+    fn fused_gelu_equals_burns_gelu_in_value_and_gradient() {
+        same_values_and_grads([7, 33, 50], gelu, burn::tensor::activation::gelu, 2e-6);
+    }
+
+    #[test]
+    fn fused_softmax_equals_burns_softmax_in_value_and_gradient() {
+        // 64 and a ragged 37 (remainder lanes), with a masked column as the encoder has.
+        same_values_and_grads(
+            [3, 4, 5, 64],
+            softmax_last,
+            |x| burn::tensor::activation::softmax(x, 3),
+            1e-6,
+        );
+        same_values_and_grads(
+            [2, 9, 37],
+            |x| softmax_last(x.clone() + mask_like(&x)),
+            |x| burn::tensor::activation::softmax(x.clone() + mask_like(&x), 2),
+            1e-6,
+        );
+    }
+
+    fn mask_like(x: &Tensor<3>) -> Tensor<3> {
+        let [a, b, c] = x.dims();
+        let mut m = vec![0.0f32; a * b * c];
+        for (i, v) in m.iter_mut().enumerate() {
+            if i % c == c - 1 {
+                *v = -1e9;
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [a, b, c]), &x.device())
+    }
+
+    #[test]
+    fn fused_layer_norm_equals_burns_in_value_and_all_gradients() {
+        let device = Device::flex().autodiff();
+        for width in [384, 21] {
+            let mut norm = LayerNormConfig::new(width)
+                .with_epsilon(1e-12)
+                .init(&device);
+            // Non-trivial gamma/beta.
+            norm.gamma = norm
+                .gamma
+                .map(|g| g.random_like(Distribution::Normal(1.0, 0.5)).require_grad());
+            norm.beta = norm
+                .beta
+                .map(|b| b.map(|t| t.random_like(Distribution::Normal(0.0, 0.5)).require_grad()));
+            let x0 = Tensor::<3>::random([4, 50, width], Distribution::Normal(0.3, 2.0), &device);
+            let w = Tensor::<3>::random([4, 50, width], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let x = x0.clone().detach().require_grad();
+                let y = if fused {
+                    layer_norm(&norm, x.clone(), 1e-12)
+                } else {
+                    norm.forward(x.clone())
+                };
+                let out = values(y.clone());
+                let grads = (y * w.clone()).sum().backward();
+                let gx = values(x.grad(&grads).unwrap());
+                let gg = values(norm.gamma.val().grad(&grads).unwrap());
+                let gb = values(norm.beta.as_ref().unwrap().val().grad(&grads).unwrap());
+                (out, gx, gg, gb)
+            };
+            let a = run(true);
+            let b = run(false);
+            assert!(
+                max_diff(&a.0, &b.0) < 1e-5,
+                "value {}",
+                max_diff(&a.0, &b.0)
+            );
+            assert!(max_diff(&a.1, &b.1) < 1e-5, "dx {}", max_diff(&a.1, &b.1));
+            // dgamma/dbeta sum 200 rows: relative tolerance.
+            assert!(
+                max_diff(&a.2, &b.2) < 1e-3,
+                "dgamma {}",
+                max_diff(&a.2, &b.2)
+            );
+            assert!(
+                max_diff(&a.3, &b.3) < 1e-3,
+                "dbeta {}",
+                max_diff(&a.3, &b.3)
+            );
+        }
+    }
+
+    #[test]
+    fn fused_linear_equals_burns_in_value_and_all_gradients() {
+        use burn::nn::LinearConfig;
+        let device = Device::flex().autodiff();
+        device.seed(4);
+        // A small product (one thread) and one above the parallel threshold.
+        for (rows, d_in, d_out) in [(7, 13, 5), (300, 384, 96)] {
+            let mut lin = LinearConfig::new(d_in, d_out).init(&device);
+            lin.bias = lin
+                .bias
+                .map(|b| b.map(|t| t.random_like(Distribution::Normal(0.0, 1.0)).require_grad()));
+            let x0 = Tensor::<2>::random([rows, d_in], Distribution::Normal(0.0, 1.0), &device);
+            let w = Tensor::<2>::random([rows, d_out], Distribution::Normal(0.0, 1.0), &device);
+            let run = |fused: bool| {
+                let x = x0.clone().detach().require_grad();
+                let y = if fused {
+                    linear(&lin, x.clone())
+                } else {
+                    lin.forward(x.clone())
+                };
+                let out = values(y.clone());
+                let grads = (y * w.clone()).sum().backward();
+                let gx = values(x.grad(&grads).unwrap());
+                let gw = values(lin.weight.val().grad(&grads).unwrap());
+                let gb = values(lin.bias.as_ref().unwrap().val().grad(&grads).unwrap());
+                (out, gx, gw, gb)
+            };
+            let (a, b) = (run(true), run(false));
+            let tol = 1e-4;
+            assert!(max_diff(&a.0, &b.0) < tol, "value {}", max_diff(&a.0, &b.0));
+            assert!(max_diff(&a.1, &b.1) < tol, "dx {}", max_diff(&a.1, &b.1));
+            assert!(max_diff(&a.2, &b.2) < tol, "dw {}", max_diff(&a.2, &b.2));
+            assert!(max_diff(&a.3, &b.3) < tol, "db {}", max_diff(&a.3, &b.3));
+        }
+    }
+
+    #[test]
+    fn fused_linear_with_a_frozen_weight_gives_only_the_input_gradient() {
+        use burn::module::Module;
+        use burn::nn::LinearConfig;
+        let device = Device::flex().autodiff();
+        let lin = LinearConfig::new(6, 4).init(&device).no_grad();
+        let x = Tensor::<2>::random([3, 6], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let grads = linear(&lin, x.clone()).sum().backward();
+        assert!(lin.weight.val().grad(&grads).is_none());
+        // d(sum(x·W + b))/dx = row sums of W, for every row of x.
+        let gx = values(x.grad(&grads).unwrap());
+        let w = values(lin.weight.val());
+        for r in 0..3 {
+            for i in 0..6 {
+                let want: f32 = w[i * 4..i * 4 + 4].iter().sum();
+                assert!((gx[r * 6 + i] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn fused_ops_without_autodiff_equal_burns() {
+        let device = Device::flex();
+        let x = Tensor::<3>::random([2, 5, 130], Distribution::Normal(0.0, 3.0), &device);
+        let d = max_diff(
+            &values(gelu(x.clone())),
+            &values(burn::tensor::activation::gelu(x.clone())),
+        );
+        assert!(d < 2e-6, "gelu {d}");
+        let d = max_diff(
+            &values(softmax_last(x.clone())),
+            &values(burn::tensor::activation::softmax(x.clone(), 2)),
+        );
+        assert!(d < 1e-6, "softmax {d}");
+        let norm = LayerNormConfig::new(130).init(&device);
+        let d = max_diff(
+            &values(layer_norm(&norm, x.clone(), 1e-5)),
+            &values(norm.forward(x.clone())),
+        );
+        assert!(d < 1e-5, "layer norm {d}");
+        // A strided (transposed) input takes the copy path and still agrees.
+        let t = x.swap_dims(1, 2);
+        let d = max_diff(
+            &values(gelu(t.clone())),
+            &values(burn::tensor::activation::gelu(t)),
+        );
+        assert!(d < 2e-6, "strided gelu {d}");
+    }
+}
