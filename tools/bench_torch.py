@@ -46,12 +46,14 @@ def main():
     ap.add_argument("--steps", type=int, default=18)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dropout", type=float, default=0.0,
+                    help="hidden and attention dropout of the step (MR recipe: 0.1)")
     ap.add_argument("--int8", action="store_true",
                     help="infer: dynamic int8 linear layers (torch.ao.quantization.quantize_dynamic)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    enc = AutoModel.from_pretrained(args.model, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    enc = AutoModel.from_pretrained(args.model, hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
     head = torch.nn.Linear(enc.config.hidden_size, 2)
     ids = tokens(args.batch, args.seq)
     mask = torch.ones_like(ids)
@@ -62,7 +64,7 @@ def main():
         m = mask.unsqueeze(-1).float()
         return head((h * m).sum(1) / m.sum(1))
 
-    out = {"workload": f"{args.what}, batch {args.batch} x {args.seq} tokens", "threads": args.threads,
+    out = {"workload": f"{args.what}, batch {args.batch} x {args.seq} tokens, dropout {args.dropout}", "threads": args.threads,
            "torch_version": torch.__version__}
     if args.what == "step":
         enc.train()

@@ -88,8 +88,10 @@ impl Embeddings {
             .narrow(0, 0, seq)
             .unsqueeze_dim::<3>(0);
         let x = words + types + positions;
-        self.dropout
-            .forward(fused::layer_norm(&self.layer_norm, x, layer_norm_eps))
+        fused::dropout(
+            &self.dropout,
+            fused::layer_norm(&self.layer_norm, x, layer_norm_eps),
+        )
     }
 }
 
@@ -135,11 +137,12 @@ impl Attention {
             .matmul(k.swap_dims(2, 3))
             .div_scalar((head_dim as f64).sqrt())
             + pass.mask_bias.clone();
-        let probs = self.attention_dropout.forward(fused::softmax_last(scores));
+        let probs = fused::dropout(&self.attention_dropout, fused::softmax_last(scores));
         let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width]);
-        let out = self
-            .dropout
-            .forward(project(&self.output, context, lora_dropout, q(3)));
+        let out = fused::dropout(
+            &self.dropout,
+            project(&self.output, context, lora_dropout, q(3)),
+        );
         fused::layer_norm(&self.layer_norm, out + x, pass.layer_norm_eps)
     }
 }
@@ -180,9 +183,7 @@ impl Layer {
         let h = self
             .activation
             .apply(project(&self.intermediate, x.clone(), lora_dropout, q(4)));
-        let out = self
-            .dropout
-            .forward(project(&self.output, h, lora_dropout, q(5)));
+        let out = fused::dropout(&self.dropout, project(&self.output, h, lora_dropout, q(5)));
         fused::layer_norm(&self.layer_norm, out + x, pass.layer_norm_eps)
     }
 }

@@ -41,6 +41,10 @@ pub trait FusedOps: Backend {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Softmax over the last axis.
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Inverted dropout with drop probability `prob`: each element is kept (and scaled by
+    /// `1 / (1 − prob)`) or zeroed by a counter-based hash of `seed` and its index, so the
+    /// backward pass recomputes the same mask instead of storing it.
+    fn fused_dropout(x: FloatTensor<Self>, prob: f64, seed: u64) -> FloatTensor<Self>;
     /// `x · weight + bias` for `x` `[rows, d_in]`, `weight` `[d_in, d_out]`, `bias` `[d_out]`.
     fn fused_linear(
         x: FloatTensor<Self>,
@@ -75,6 +79,39 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return burn::tensor::activation::softmax(x, D - 1);
     }
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax(x.into_dispatch()))
+}
+
+/// `module.forward(x)`: burn's dropout (same conditions: only when training on an autodiff
+/// device, and not in a subtree whose training flag is off), fused where [`on_flex_f32`].
+///
+/// burn draws a Bernoulli tensor element by element and multiplies twice (each product with
+/// its own backward); this draws one 48-bit seed from the device's RNG (so `Device::seed`
+/// still makes runs reproducible) and derives the mask from it in one pass.
+pub fn dropout<const D: usize>(module: &burn::nn::Dropout, x: Tensor<D>) -> Tensor<D> {
+    if !module.training.is_enabled() || !x.device().is_autodiff() || module.prob == 0.0 {
+        return x;
+    }
+    if !on_flex_f32(&x) {
+        return module.forward(x);
+    }
+    let seed = draw_seed(&x.device());
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_dropout(
+        x.into_dispatch(),
+        module.prob,
+        seed,
+    ))
+}
+
+/// 48 random bits from the device's RNG (two draws of 24 bits, exact in f32).
+fn draw_seed(device: &burn::tensor::Device) -> u64 {
+    let draws = Tensor::<1>::random(
+        [2],
+        burn::tensor::Distribution::Uniform(0.0, 16_777_216.0),
+        &device.clone().inner(),
+    );
+    let v = draws.into_data().try_to_vec::<f32>().unwrap_or_default();
+    let part = |i: usize| v.get(i).copied().unwrap_or(0.0).max(0.0) as u64 & 0xFF_FFFF;
+    (part(0) << 24) | part(1)
 }
 
 /// `linear.forward(x)` for a 2-D `x`, as one GEMM call writing its output once (bias
@@ -136,6 +173,14 @@ impl FusedOps for Flex {
             kernels::softmax_block(&xs[first * n..][..y.len()], y, n)
         });
         from_vec(out, shape)
+    }
+
+    fn fused_dropout(x: FlexTensor, prob: f64, seed: u64) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            // Not reached: `dropout` routes only f32 here.
+            return x;
+        }
+        apply_dropout(&x, prob, seed)
     }
 
     fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
@@ -203,6 +248,25 @@ fn map_elements(x: &FlexTensor, f: impl Fn(&[f32], &mut [f32]) + Sync) -> FlexTe
     out.par_chunks_mut(CHUNK)
         .zip(xs.par_chunks(CHUNK))
         .for_each(|(o, i)| f(i, o));
+    from_vec(out, shape)
+}
+
+/// `x ⊙ mask / (1 − prob)` with the mask of `seed`; also dropout's backward (the same linear
+/// map applied to the gradient).
+fn apply_dropout(x: &FlexTensor, prob: f64, seed: u64) -> FlexTensor {
+    let (shape, xs) = contiguous(x);
+    let keep = 1.0 - prob;
+    let mask = kernels::DropoutMask {
+        seed,
+        // Kept when 24 hash bits fall below keep · 2^24.
+        threshold: (keep * 16_777_216.0).round() as u32,
+        scale: (1.0 / keep) as f32,
+    };
+    let mut out = vec![0.0f32; xs.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(xs.par_chunks(CHUNK))
+        .enumerate()
+        .for_each(|(task, (o, i))| kernels::dropout_block(i, o, (task * CHUNK) as u64, &mask));
     from_vec(out, shape)
 }
 
@@ -344,6 +408,23 @@ impl Backward<Flex, 1> for SoftmaxBackward {
 }
 
 #[derive(Debug)]
+struct DropoutBackward;
+
+impl Backward<Flex, 1> for DropoutBackward {
+    /// Drop probability and mask seed.
+    type State = (f64, u64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = parent {
+            let (prob, seed) = ops.state;
+            grads.register::<Flex>(node.id, apply_dropout(&grad, prob, seed));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct LinearBackward;
 
 impl Backward<Flex, 3> for LinearBackward {
@@ -425,6 +506,20 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_dropout(x: AdTensor<C>, prob: f64, seed: u64) -> AdTensor<C> {
+        let node = x.node();
+        let inner = Autodiff::<Flex, C>::inner(x);
+        let y = <Flex as FusedOps>::fused_dropout(inner, prob, seed);
+        match DropoutBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((prob, seed), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -710,6 +805,32 @@ pub(crate) use multiversion;
 /// branches inside element loops (selects instead), sums over 16 independent lanes.
 pub(crate) mod kernels {
     const LANES: usize = 16;
+
+    /// Dropout's mask: element `i` is kept when 24 bits of `splitmix64(seed, i)` are below
+    /// `threshold`; kept elements are multiplied by `scale`.
+    pub struct DropoutMask {
+        pub seed: u64,
+        pub threshold: u32,
+        pub scale: f32,
+    }
+
+    #[inline(always)]
+    fn splitmix64(seed: u64, i: u64) -> u64 {
+        let mut z = seed.wrapping_add(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    multiversion! {
+        /// Dropout of a block whose first element has global index `offset`.
+        fn dropout_block(x: &[f32], y: &mut [f32], offset: u64, mask: &DropoutMask) {
+            for (j, (o, &v)) in y.iter_mut().zip(x).enumerate() {
+                let bits = (splitmix64(mask.seed, offset + j as u64) >> 40) as u32;
+                *o = if bits < mask.threshold { v * mask.scale } else { 0.0 };
+            }
+        }
+    }
 
     multiversion! {
         /// GELU of each element.
@@ -1208,6 +1329,45 @@ mod tests {
                 assert!((gx[r * 6 + i] - want).abs() < 1e-5);
             }
         }
+    }
+
+    #[test]
+    fn fused_dropout_keeps_the_right_share_scales_it_and_masks_the_gradient_alike() {
+        let device = Device::flex().autodiff();
+        device.seed(8);
+        let module = burn::nn::DropoutConfig::new(0.1).init();
+        let x =
+            Tensor::<2>::random([300, 384], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let g = Tensor::<2>::random([300, 384], Distribution::Normal(0.0, 1.0), &device);
+        let y = dropout(&module, x.clone());
+        let grads = (y.clone() * g.clone()).sum().backward();
+        let (xs, ys, gs) = (values(x.clone()), values(y), values(g));
+        let dx = values(x.grad(&grads).unwrap());
+        let scale = 1.0 / 0.9f32;
+        let mut kept = 0usize;
+        for i in 0..xs.len() {
+            if ys[i] == 0.0 {
+                assert_eq!(dx[i], 0.0, "dropped element {i} got a gradient");
+            } else {
+                kept += 1;
+                assert!((ys[i] - xs[i] * scale).abs() < 1e-6);
+                assert!((dx[i] - gs[i] * scale).abs() < 1e-6);
+            }
+        }
+        let share = kept as f64 / xs.len() as f64;
+        // 115 200 draws: the kept share is 0.9 within a few standard deviations (σ ≈ 0.0009).
+        assert!((share - 0.9).abs() < 0.005, "kept share {share}");
+        // Seeding the device reproduces the mask; another draw gives another mask.
+        let run = || {
+            device.seed(21);
+            values(dropout(&module, x.clone()))
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a, b);
+        assert_ne!(a, values(dropout(&module, x.clone())));
+        // Outside autodiff and with training off it is the identity, as burn's.
+        let plain = Tensor::<2>::ones([4, 4], &Device::flex());
+        assert_eq!(values(dropout(&module, plain.clone())), values(plain));
     }
 
     #[test]
