@@ -24,7 +24,7 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, DispatchDevice, Flex, backend_extension,
@@ -371,14 +371,10 @@ impl Backward<Flex, 1> for GeluBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = parent {
-            grads.register::<Flex>(
-                node.id,
-                zip_elements(&ops.state, &grad, kernels::gelu_backward_block),
-            );
-        }
+        let x = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+            zip_elements(&x, &g, kernels::gelu_backward_block)
+        });
     }
 }
 
@@ -390,21 +386,23 @@ impl Backward<Flex, 1> for SoftmaxBackward {
     type State = FlexTensor;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = parent {
-            let (shape, ys) = contiguous(&ops.state);
-            let (_, gs) = contiguous(&grad);
-            let n = last_dim(&shape);
-            let mut dx = vec![0.0f32; ys.len()];
-            for_row_blocks(&mut dx, n, |first, out| {
-                let r = first * n;
-                let len = out.len();
-                kernels::softmax_backward_block(&ys[r..r + len], &gs[r..r + len], out, n);
-            });
-            grads.register::<Flex>(node.id, from_vec(dx, shape));
-        }
+        let y = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |g| softmax_backward(&y, &g));
     }
+}
+
+/// Softmax's input gradient from its output `y` and upstream gradient `g`, row by row.
+fn softmax_backward(y: &FlexTensor, g: &FlexTensor) -> FlexTensor {
+    let (shape, ys) = contiguous(y);
+    let (_, gs) = contiguous(g);
+    let n = last_dim(&shape);
+    let mut dx = vec![0.0f32; ys.len()];
+    for_row_blocks(&mut dx, n, |first, out| {
+        let r = first * n;
+        let len = out.len();
+        kernels::softmax_backward_block(&ys[r..r + len], &gs[r..r + len], out, n);
+    });
+    from_vec(dx, shape)
 }
 
 #[derive(Debug)]
@@ -415,12 +413,10 @@ impl Backward<Flex, 1> for DropoutBackward {
     type State = (f64, u64);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [parent] = ops.parents;
-        let grad = grads.consume::<Flex>(&ops.node);
-        if let Some(node) = parent {
-            let (prob, seed) = ops.state;
-            grads.register::<Flex>(node.id, apply_dropout(&grad, prob, seed));
-        }
+        let (prob, seed) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+            apply_dropout(&g, prob, seed)
+        });
     }
 }
 
