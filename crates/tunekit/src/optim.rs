@@ -5,7 +5,7 @@
 //! parameter (moments, bias corrections, square root, decay, update), each a full pass over
 //! memory with a fresh buffer. For all-MiniLM-L6-v2 (22.7 M parameters) that was 123 ms of a
 //! 919 ms training step, against 55 ms for PyTorch's whole optimiser step
-//! (docs/benchmarks.md, "Fused AdamW"). [`FusedAdamW`] does the same element-wise arithmetic,
+//! (docs/benchmarks.md, "CPU engine"). [`FusedAdamW`] does the same element-wise arithmetic,
 //! in the same order, in one parallel pass that updates the parameter and both moments in
 //! place when their buffers are not shared.
 //!

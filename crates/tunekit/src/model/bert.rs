@@ -267,7 +267,7 @@ pub fn project(
 /// GPU-tiling rule), and on the CPU backend that is `batch` small products, each packing the
 /// whole weight again; folding the rows gives one large product that the GEMM parallelises
 /// itself, and so does its backward (`dx`, `dW`). Same arithmetic, same result. Measured in
-/// docs/benchmarks.md ("Linear layers as one product").
+/// docs/benchmarks.md ("CPU engine").
 pub fn linear_2d(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d_in] = x.dims();
     let y = fused::linear(linear, x.reshape([b * t, d_in]));

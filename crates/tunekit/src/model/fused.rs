@@ -1,18 +1,19 @@
-//! Fused CPU ops with their own backward pass: exact-erf GELU, softmax over the last axis and
-//! LayerNorm, for the Flex backend (plain and under autodiff).
+//! Fused CPU ops with their own backward pass — linear, exact-erf GELU, softmax over the last
+//! axis, LayerNorm and dropout — for the Flex backend (plain and under autodiff).
 //!
-//! Why: on Flex these three are where a training step spent its time after the matrix products
-//! (docs/benchmarks.md, "Fused GELU, softmax and LayerNorm"). burn 0.22 computes GELU with a
-//! scalar libm `erf` per element (forward and backward), and under autodiff it decomposes
-//! softmax and LayerNorm into a chain of element-wise ops, each a separate pass over memory with
-//! its own recorded backward. Here each op is one pass forward and one pass backward, over
-//! contiguous rows, with a vectorisable `exp`/`erf` (compiled for AVX-512 or AVX2 when the CPU
-//! has them, chosen at run time) and split across rayon's threads.
+//! Why: these were where a training step spent its time (docs/benchmarks.md, "CPU engine").
+//! burn 0.22 computes GELU with a scalar libm `erf` per element (forward and backward); under
+//! autodiff it decomposes softmax and LayerNorm into chains of element-wise ops, each a
+//! separate pass over memory with its own recorded backward; its dropout draws a Bernoulli
+//! tensor element by element; and Flex's matmul zero-fills and re-copies every output. Here
+//! each op is one pass forward and one backward over contiguous rows (the products one `gemm`
+//! call each), with a vectorisable `exp`/`erf` compiled for AVX-512 or AVX2 when the CPU has
+//! them (chosen at run time), split across rayon's threads.
 //!
 //! How: burn's backend-extension mechanism (`#[backend_extension]`). [`FusedOps`] is
 //! implemented for `Flex` (forward kernels) and for `Autodiff<Flex, C>` (forward kernels plus a
-//! recorded [`Backward`] step). The public functions ([`gelu`], [`softmax_last`],
-//! [`layer_norm`]) route to it only for f32 tensors on a Flex device, and to burn's own ops
+//! recorded [`Backward`] step). The public functions ([`linear`], [`gelu`], [`softmax_last`],
+//! [`layer_norm`], [`dropout`]) route to it only for f32 tensors on a Flex device, and to burn's own ops
 //! everywhere else (CUDA, other dtypes), so the model code has one call per op.
 //!
 //! Numerics: `exp` is a degree-7 polynomial after range reduction (≤ 2 ulp against libm on the
