@@ -133,11 +133,10 @@ impl Attention {
         let query = self.split_heads(project(&self.query, x.clone(), lora_dropout, q(0)));
         let k = self.split_heads(project(&self.key, x.clone(), lora_dropout, q(1)));
         let v = self.split_heads(project(&self.value, x.clone(), lora_dropout, q(2)));
-        let scores = query
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt())
-            + pass.mask_bias.clone();
-        let probs = fused::dropout(&self.attention_dropout, fused::softmax_last(scores));
+        let scores = query.matmul(k.swap_dims(2, 3));
+        let probs =
+            fused::attention_softmax(scores, pass.mask_bias.clone(), (head_dim as f64).sqrt());
+        let probs = fused::dropout(&self.attention_dropout, probs);
         let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width]);
         let out = fused::dropout(
             &self.dropout,

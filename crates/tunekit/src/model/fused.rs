@@ -42,6 +42,13 @@ pub trait FusedOps: Backend {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Softmax over the last axis.
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Attention probabilities: softmax over the last axis of `scores / divisor + bias`, for
+    /// `scores` `[batch, …, keys]` and an additive `bias` `[batch, keys]` treated as a constant.
+    fn fused_attention_softmax(
+        scores: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        divisor: f64,
+    ) -> FloatTensor<Self>;
     /// Inverted dropout with drop probability `prob`: each element is kept (and scaled by
     /// `1 / (1 − prob)`) or zeroed by a counter-based hash of `seed` and its index, so the
     /// backward pass recomputes the same mask instead of storing it.
@@ -72,6 +79,23 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return burn::tensor::activation::gelu(x);
     }
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
+}
+
+/// `softmax(scores / divisor + bias)` over the last axis: BERT's attention probabilities, with
+/// the scaling and the padding mask folded into the softmax pass (`bias` `[batch, 1, 1, keys]`,
+/// a constant: the fused path is taken only when it needs no gradient).
+pub fn attention_softmax(scores: Tensor<4>, bias: Tensor<4>, divisor: f64) -> Tensor<4> {
+    let [batch, _, _, keys] = bias.dims();
+    let fits = bias.dims()[1] == 1 && bias.dims()[2] == 1 && scores.dims()[0] == batch;
+    if !on_flex_f32(&scores) || !on_flex_f32(&bias) || bias.is_require_grad() || !fits {
+        return softmax_last(scores.div_scalar(divisor) + bias);
+    }
+    let bias = bias.reshape([batch, keys]);
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_attention_softmax(
+        scores.into_dispatch(),
+        bias.into_dispatch(),
+        divisor,
+    ))
 }
 
 /// Softmax over the last axis.
@@ -160,6 +184,27 @@ impl FusedOps for Flex {
             return <Flex as burn::backend::ops::ActivationOps<Flex>>::gelu(x);
         }
         map_elements(&x, kernels::gelu_block)
+    }
+
+    fn fused_attention_softmax(scores: FlexTensor, bias: FlexTensor, divisor: f64) -> FlexTensor {
+        let (shape, xs) = contiguous(&scores);
+        let (bias_shape, bs) = contiguous(&bias);
+        let n = last_dim(&shape);
+        let batch = bias_shape[0].max(1);
+        let rows_per_batch = (xs.len() / n) / batch;
+        let mut out = vec![0.0f32; xs.len()];
+        for_row_blocks(&mut out, n, |first, y| {
+            kernels::attention_softmax_block(
+                &xs[first * n..][..y.len()],
+                y,
+                n,
+                &bs,
+                first,
+                rows_per_batch,
+                divisor as f32,
+            )
+        });
+        from_vec(out, shape)
     }
 
     fn fused_softmax(x: FlexTensor) -> FlexTensor {
@@ -392,6 +437,23 @@ impl Backward<Flex, 1> for SoftmaxBackward {
     }
 }
 
+#[derive(Debug)]
+struct AttentionSoftmaxBackward;
+
+impl Backward<Flex, 1> for AttentionSoftmaxBackward {
+    /// The output and the divisor.
+    type State = (FlexTensor, f64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (y, divisor) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+            let dx = softmax_backward(&y, &g);
+            let inv = (1.0 / divisor) as f32;
+            map_elements(&dx, |a, b| kernels::scale_block(a, b, inv))
+        });
+    }
+}
+
 /// Softmax's input gradient from its output `y` and upstream gradient `g`, row by row.
 fn softmax_backward(y: &FlexTensor, g: &FlexTensor) -> FlexTensor {
     let (shape, ys) = contiguous(y);
@@ -489,6 +551,26 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let y = map_elements(&inner, kernels::gelu_block);
         match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(inner, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn fused_attention_softmax(
+        scores: AdTensor<C>,
+        bias: AdTensor<C>,
+        divisor: f64,
+    ) -> AdTensor<C> {
+        let node = scores.node();
+        let inner = Autodiff::<Flex, C>::inner(scores);
+        // The bias is a constant (`attention_softmax` checks it needs no gradient).
+        let bias = Autodiff::<Flex, C>::inner(bias);
+        let y = <Flex as FusedOps>::fused_attention_softmax(inner, bias, divisor);
+        match AttentionSoftmaxBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((y.clone(), divisor), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -853,6 +935,38 @@ pub(crate) mod kernels {
     }
 
     multiversion! {
+        /// Attention softmax of each row of length `n` (row `first + i` of a tensor whose
+        /// batch item `b` has `rows_per_batch` rows and bias `bias[b·n..(b+1)·n]`).
+        fn attention_softmax_block(
+            x: &[f32],
+            y: &mut [f32],
+            n: usize,
+            bias: &[f32],
+            first: usize,
+            rows_per_batch: usize,
+            divisor: f32,
+        ) {
+            for (i, (xr, yr)) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).enumerate() {
+                let b = (first + i) / rows_per_batch.max(1);
+                let br = &bias[b * n..(b + 1) * n];
+                for ((o, &v), &m) in yr.iter_mut().zip(xr).zip(br) {
+                    *o = v / divisor + m;
+                }
+                softmax_in_place(yr);
+            }
+        }
+    }
+
+    multiversion! {
+        /// `y = x · s`.
+        fn scale_block(x: &[f32], y: &mut [f32], s: f32) {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = v * s;
+            }
+        }
+    }
+
+    multiversion! {
         /// Softmax's input gradient for each row of length `n`, from its output `y`.
         fn softmax_backward_block(y: &[f32], g: &[f32], dx: &mut [f32], n: usize) {
             for ((yr, gr), dr) in y.chunks_exact(n).zip(g.chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
@@ -998,6 +1112,19 @@ pub(crate) mod kernels {
         acc.iter()
             .chain(rest)
             .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+    }
+
+    /// Softmax of a row in place.
+    #[inline(always)]
+    fn softmax_in_place(y: &mut [f32]) {
+        let m = max(y);
+        for o in y.iter_mut() {
+            *o = exp(*o - m);
+        }
+        let inv = 1.0 / sum(y);
+        for o in y.iter_mut() {
+            *o *= inv;
+        }
     }
 
     #[inline(always)]
@@ -1205,6 +1332,27 @@ mod tests {
             [2, 9, 37],
             |x| softmax_last(x.clone() + mask_like(&x)),
             |x| burn::tensor::activation::softmax(x.clone() + mask_like(&x), 2),
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn fused_attention_softmax_equals_scaled_masked_softmax_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        // A different padding length per batch item: the bias row must follow the batch.
+        let (batch, keys) = (3, 37);
+        let mut bias = vec![0.0f32; batch * keys];
+        for b in 0..batch {
+            for k in keys - 5 * b..keys {
+                bias[b * keys + k] = -1e9;
+            }
+        }
+        let bias = Tensor::<4>::from_data(TensorData::new(bias, [batch, 1, 1, keys]), &device);
+        let divisor = 8f64.sqrt();
+        same_values_and_grads(
+            [batch, 4, 6, keys],
+            |x| attention_softmax(x, bias.clone(), divisor),
+            |x| burn::tensor::activation::softmax(x.div_scalar(divisor) + bias.clone(), 3),
             1e-6,
         );
     }
