@@ -223,8 +223,17 @@ impl FusedOps for Flex {
 
     fn fused_dropout(x: FlexTensor, prob: f64, seed: u64) -> FlexTensor {
         if x.dtype() != DType::F32 {
-            // Not reached: `dropout` routes only f32 here.
-            return x;
+            // `dropout` routes only f32 here; any other float dtype still gets the dropout,
+            // through an f32 copy.
+            let dtype = burn::tensor::FloatDType::from(x.dtype());
+            let as_f32 = <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_cast(
+                x,
+                burn::tensor::FloatDType::F32,
+            );
+            return <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_cast(
+                apply_dropout(&as_f32, prob, seed),
+                dtype,
+            );
         }
         apply_dropout(&x, prob, seed)
     }
@@ -433,7 +442,9 @@ impl Backward<Flex, 1> for SoftmaxBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let y = ops.state;
-        unary::<Flex, _>(ops.parents, ops.node, grads, |g| softmax_backward(&y, &g));
+        unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
+            softmax_backward(&y, &g, 1.0)
+        });
     }
 }
 
@@ -446,16 +457,16 @@ impl Backward<Flex, 1> for AttentionSoftmaxBackward {
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (y, divisor) = ops.state;
+        let scale = (1.0 / divisor) as f32;
         unary::<Flex, _>(ops.parents, ops.node, grads, |g| {
-            let dx = softmax_backward(&y, &g);
-            let inv = (1.0 / divisor) as f32;
-            map_elements(&dx, |a, b| kernels::scale_block(a, b, inv))
+            softmax_backward(&y, &g, scale)
         });
     }
 }
 
-/// Softmax's input gradient from its output `y` and upstream gradient `g`, row by row.
-fn softmax_backward(y: &FlexTensor, g: &FlexTensor) -> FlexTensor {
+/// Softmax's input gradient from its output `y` and upstream gradient `g`, row by row, times
+/// `scale` (the chain rule of an input scaled before the softmax).
+fn softmax_backward(y: &FlexTensor, g: &FlexTensor, scale: f32) -> FlexTensor {
     let (shape, ys) = contiguous(y);
     let (_, gs) = contiguous(g);
     let n = last_dim(&shape);
@@ -463,7 +474,7 @@ fn softmax_backward(y: &FlexTensor, g: &FlexTensor) -> FlexTensor {
     for_row_blocks(&mut dx, n, |first, out| {
         let r = first * n;
         let len = out.len();
-        kernels::softmax_backward_block(&ys[r..r + len], &gs[r..r + len], out, n);
+        kernels::softmax_backward_block(&ys[r..r + len], &gs[r..r + len], out, n, scale);
     });
     from_vec(dx, shape)
 }
@@ -539,6 +550,21 @@ impl Backward<Flex, 3> for LayerNormBackward {
 
 type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
 
+/// Records a one-input op on the autodiff graph: `forward` gets the input's inner tensor and
+/// returns the output and the state `backward` keeps (dropped when nothing needs a gradient).
+fn record_unary<C: CheckpointStrategy, BO: Backward<Flex, 1>>(
+    backward: BO,
+    node: burn::backend::autodiff::ops::NodeGuard,
+    x: FlexTensor,
+    forward: impl FnOnce(FlexTensor) -> (FlexTensor, BO::State),
+) -> AdTensor<C> {
+    let (y, state) = forward(x);
+    match backward.prepare::<C>([node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
     fn fused_gelu(x: AdTensor<C>) -> AdTensor<C> {
         let node = x.node();
@@ -548,11 +574,9 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 Autodiff::<Flex, C>::from_inner(inner),
             );
         }
-        let y = map_elements(&inner, kernels::gelu_block);
-        match GeluBackward.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(inner, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        record_unary::<C, _>(GeluBackward, node, inner, |x| {
+            (map_elements(&x, kernels::gelu_block), x)
+        })
     }
 
     fn fused_attention_softmax(
@@ -564,43 +588,28 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let inner = Autodiff::<Flex, C>::inner(scores);
         // The bias is a constant (`attention_softmax` checks it needs no gradient).
         let bias = Autodiff::<Flex, C>::inner(bias);
-        let y = <Flex as FusedOps>::fused_attention_softmax(inner, bias, divisor);
-        match AttentionSoftmaxBackward
-            .prepare::<C>([node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((y.clone(), divisor), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        record_unary::<C, _>(AttentionSoftmaxBackward, node, inner, |x| {
+            let y = <Flex as FusedOps>::fused_attention_softmax(x, bias, divisor);
+            (y.clone(), (y, divisor))
+        })
     }
 
     fn fused_softmax(x: AdTensor<C>) -> AdTensor<C> {
         let node = x.node();
-        let inner = Autodiff::<Flex, C>::inner(x);
-        let y = <Flex as FusedOps>::fused_softmax(inner);
-        match SoftmaxBackward
-            .prepare::<C>([node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        record_unary::<C, _>(SoftmaxBackward, node, Autodiff::<Flex, C>::inner(x), |x| {
+            let y = <Flex as FusedOps>::fused_softmax(x);
+            (y.clone(), y)
+        })
     }
 
     fn fused_dropout(x: AdTensor<C>, prob: f64, seed: u64) -> AdTensor<C> {
         let node = x.node();
-        let inner = Autodiff::<Flex, C>::inner(x);
-        let y = <Flex as FusedOps>::fused_dropout(inner, prob, seed);
-        match DropoutBackward
-            .prepare::<C>([node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((prob, seed), y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        }
+        record_unary::<C, _>(DropoutBackward, node, Autodiff::<Flex, C>::inner(x), |x| {
+            (
+                <Flex as FusedOps>::fused_dropout(x, prob, seed),
+                (prob, seed),
+            )
+        })
     }
 
     fn fused_linear(x: AdTensor<C>, weight: AdTensor<C>, bias: AdTensor<C>) -> AdTensor<C> {
@@ -958,19 +967,10 @@ pub(crate) mod kernels {
     }
 
     multiversion! {
-        /// `y = x · s`.
-        fn scale_block(x: &[f32], y: &mut [f32], s: f32) {
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o = v * s;
-            }
-        }
-    }
-
-    multiversion! {
         /// Softmax's input gradient for each row of length `n`, from its output `y`.
-        fn softmax_backward_block(y: &[f32], g: &[f32], dx: &mut [f32], n: usize) {
+        fn softmax_backward_block(y: &[f32], g: &[f32], dx: &mut [f32], n: usize, scale: f32) {
             for ((yr, gr), dr) in y.chunks_exact(n).zip(g.chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
-                softmax_backward_row(yr, gr, dr);
+                softmax_backward_row(yr, gr, dr, scale);
             }
         }
     }
@@ -1141,10 +1141,10 @@ pub(crate) mod kernels {
 
     /// `dx = y ⊙ (g − Σ g⊙y)`.
     #[inline(always)]
-    fn softmax_backward_row(y: &[f32], g: &[f32], dx: &mut [f32]) {
+    fn softmax_backward_row(y: &[f32], g: &[f32], dx: &mut [f32], scale: f32) {
         let s = dot(y, g);
         for ((o, &yv), &gv) in dx.iter_mut().zip(y).zip(g) {
-            *o = yv * (gv - s);
+            *o = yv * (gv - s) * scale;
         }
     }
 
