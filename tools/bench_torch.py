@@ -7,6 +7,7 @@ pooling + linear head, cross-entropy, AdamW (weight decay 0.01), dropout off; me
 
     python3 tools/bench_torch.py step --threads 2
     python3 tools/bench_torch.py infer --batch 32 --threads 2
+    python3 tools/bench_torch.py step --precision bf16   # CPU autocast to bf16 (oneDNN, AMX)
 """
 import argparse
 import json
@@ -50,6 +51,9 @@ def main():
                     help="hidden and attention dropout of the step (MR recipe: 0.1)")
     ap.add_argument("--int8", action="store_true",
                     help="infer: dynamic int8 linear layers (torch.ao.quantization.quantize_dynamic)")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                    help="bf16: forward under torch.autocast('cpu', torch.bfloat16), the "
+                         "Trainer's bf16=True on CPU (f32 master weights)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -60,11 +64,12 @@ def main():
     labels = torch.arange(args.batch) % 2
 
     def logits():
-        h = enc(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).float()
-        return head((h * m).sum(1) / m.sum(1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            h = enc(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).float()
+            return head((h * m).sum(1) / m.sum(1)).float()
 
-    out = {"workload": f"{args.what}, batch {args.batch} x {args.seq} tokens, dropout {args.dropout}", "threads": args.threads,
+    out = {"workload": f"{args.what}, batch {args.batch} x {args.seq} tokens, dropout {args.dropout}, {args.precision}", "threads": args.threads,
            "torch_version": torch.__version__}
     if args.what == "step":
         enc.train()

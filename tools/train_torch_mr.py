@@ -71,6 +71,8 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="use only the first N rows of each split")
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--output", default=None)
+    ap.add_argument("--bf16", action="store_true",
+                    help="Trainer bf16=True: CPU autocast to bf16 (tunekit's train.precision = \"bf16\")")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -116,6 +118,7 @@ def main():
         logging_strategy="epoch",
         report_to="none",
         use_cpu=True,
+        bf16=args.bf16,
         seed=args.seed,
         disable_tqdm=True,
         dataloader_num_workers=0,

@@ -20,7 +20,7 @@ use tunekit::batch::{collate, label_tensor};
 use tunekit::config::RunConfig;
 use tunekit::model::ModelDir;
 use tunekit::model::weights::{ClassifierSpec, DropoutOverride, load_classifier, to_vec};
-use tunekit::model::{Pooling, SequenceClassifier};
+use tunekit::model::{Pooling, Precision, SequenceClassifier};
 use tunekit::tokenize::Tokens;
 use tunekit::train::{build_optimizer, cross_entropy_sum};
 
@@ -50,6 +50,9 @@ struct Cli {
     /// Inference with the encoder quantised to int8 (`tunekit quantize`'s scheme).
     #[arg(long)]
     int8: bool,
+    /// Number format of the encoder's linear-layer products (`train.precision`): f32 or bf16.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
     #[command(subcommand)]
     what: What,
 }
@@ -125,6 +128,23 @@ fn load(model: &str, dropout: f64, device: &burn::tensor::Device) -> Result<Sequ
     Ok(load_classifier(&dir.weights_path(), &dir.config, &spec, device)?.0)
 }
 
+/// Whether bf16 products ran on AMX or were emulated at f32 speed.
+fn amx_note(p: Precision) -> &'static str {
+    match (p, tunekit::model::bf16::amx_available()) {
+        (Precision::F32, _) => "",
+        (Precision::Bf16, true) => " (AMX)",
+        (Precision::Bf16, false) => " (emulated: no AMX)",
+    }
+}
+
+fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
+    match s {
+        "f32" => Ok(Precision::F32),
+        "bf16" => Ok(Precision::Bf16),
+        other => Err(format!("unknown precision `{other}` (f32, bf16)")),
+    }
+}
+
 fn main() -> Result<()> {
     allocator::keep_freed_memory();
     let cli = Cli::parse();
@@ -136,6 +156,7 @@ fn main() -> Result<()> {
         What::Step => {
             let ad = plain.clone().autodiff();
             let mut model = load(&cli.model, cli.dropout, &ad)?;
+            model.bert.precision = cli.precision;
             let config = RunConfig::parse(
                 &format!(
                     "[model]\npath = {:?}\n[data]\ntrain = \"unused.tsv\"\n[train]\nweight_decay = 0.01\n",
@@ -170,7 +191,7 @@ fn main() -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "workload": format!("train step, batch {} x {} tokens, mean pooling, AdamW, dropout {}", cli.batch, cli.seq, cli.dropout),
+                    "workload": format!("train step, batch {} x {} tokens, mean pooling, AdamW, dropout {}, {} products{}", cli.batch, cli.seq, cli.dropout, cli.precision, amx_note(cli.precision)),
                     "steps": cli.steps,
                     "step_ms_median": median(total),
                     "forward_ms_median": median(fwd),
@@ -182,6 +203,7 @@ fn main() -> Result<()> {
         }
         What::Infer => {
             let mut model = load(&cli.model, 0.0, &plain)?.valid();
+            model.bert.precision = cli.precision;
             if cli.int8 {
                 let (encoder, _) = tunekit::model::quant::quantize_encoder(&model)?;
                 model.bert.int8 = Some(std::sync::Arc::new(encoder));
@@ -201,7 +223,7 @@ fn main() -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "workload": format!("inference{}, batch {} x {} tokens", if cli.int8 { " (int8)" } else { "" }, cli.batch, cli.seq),
+                    "workload": format!("inference{}, batch {} x {} tokens, {} products{}", if cli.int8 { " (int8)" } else { "" }, cli.batch, cli.seq, cli.precision, amx_note(cli.precision)),
                     "iterations": cli.steps,
                     "latency_ms_median": median(times),
                     "latency_ms_p99": p99,

@@ -282,3 +282,96 @@ fn resume_after_kill_reaches_the_same_result() {
     ]);
     assert_bad_input(&out, &["differs"]);
 }
+
+/// `train.precision = "bf16"` trains through the bf16 products: the run completes, says so,
+/// and its weights differ from the f32 run's by bf16 rounding only (same seed, no dropout).
+#[test]
+fn bf16_precision_trains_close_to_f32_and_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(&tmp.path().join("tiny-model"));
+    let cfg = tiny_config(
+        tmp.path(),
+        &model,
+        "length_bucketing = false\nepochs = 1\nmax_steps = 6\n",
+    );
+    let run = |name: &str, precision: &str| {
+        let (name_set, precision_set) = (
+            format!("run.name={name}"),
+            format!("train.precision={precision}"),
+        );
+        let out = tunekit_env(
+            &[
+                "train",
+                cfg.to_str().unwrap(),
+                "--set",
+                "model.hidden_dropout=0.0",
+                "--set",
+                "model.attention_dropout=0.0",
+                "--set",
+                name_set.as_str(),
+                "--set",
+                precision_set.as_str(),
+            ],
+            &[("RUST_LOG", "info")],
+        );
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        (tmp.path().join("runs").join(name), stderr(&out))
+    };
+    let (f32_run, _) = run("f32", "f32");
+    let (bf16_run, log) = run("bf16", "bf16");
+    assert!(
+        log.contains("bf16"),
+        "the log must say the products are bf16: {log}"
+    );
+    let load = |dir: &Path| std::fs::read(dir.join("best/model.safetensors")).unwrap();
+    let (a, b) = (load(&f32_run), load(&bf16_run));
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let floats = |t: safetensors::tensor::TensorView<'_>| -> Vec<f32> {
+        t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let base_bytes = std::fs::read(model.join("model.safetensors")).unwrap();
+    let base = safetensors::SafeTensors::deserialize(&base_bytes).unwrap();
+    // Mean |bf16 − f32| against mean |f32 − pretrained| over the encoder's weights.
+    let (mut diff, mut moved, mut n) = (0f64, 0f64, 0usize);
+    for (name, ta) in a.tensors() {
+        let tb = b.tensor(&name).unwrap();
+        assert_eq!(
+            tb.dtype(),
+            safetensors::Dtype::F32,
+            "{name}: saved weights stay f32"
+        );
+        let Ok(t0) = base.tensor(name.trim_start_matches("bert.")) else {
+            continue; // the new head
+        };
+        let (fa, fb, f0) = (floats(ta), floats(tb), floats(t0));
+        for ((x, y), z) in fa.iter().zip(&fb).zip(&f0) {
+            diff += f64::from((x - y).abs());
+            moved += f64::from((x - z).abs());
+            n += 1;
+        }
+    }
+    let (diff, moved) = (diff / n as f64, moved / n as f64);
+    eprintln!("mean |bf16 - f32| {diff:e}, mean |f32 - pretrained| {moved:e}");
+    assert!(diff > 0.0, "bf16 run equals the f32 run bit for bit");
+    // bf16 rounding perturbs the gradients slightly: the two runs take nearly the same steps.
+    assert!(
+        diff < 0.1 * moved,
+        "bf16 vs f32: {diff:e} against a training move of {moved:e}"
+    );
+    let la = json(&f32_run.join("metrics.json"))["validation"]["loss"]
+        .as_f64()
+        .unwrap();
+    let lb = json(&bf16_run.join("metrics.json"))["validation"]["loss"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (la - lb).abs() < 0.05 * la.abs().max(1e-3),
+        "validation loss {la} vs {lb}"
+    );
+}

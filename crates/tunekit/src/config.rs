@@ -327,6 +327,10 @@ pub struct TrainSection {
     pub focal_gamma: f64,
     /// L1 penalty coefficient on the trainable weight matrices (0 = off), beside weight decay.
     pub l1: f64,
+    /// Number format of the encoder's linear-layer products in training and in-run
+    /// evaluation: `f32` (default) or `bf16` (bf16 operands, f32 sums, f32 master weights;
+    /// AMX where the CPU has it, see `model::bf16`). The saved model is f32 either way.
+    pub precision: crate::model::Precision,
 }
 
 /// Classification losses.
@@ -373,6 +377,7 @@ impl Default for TrainSection {
             focal_gamma: 2.0,
             l1: 0.0,
             class_weights: ClassWeights::None,
+            precision: crate::model::Precision::F32,
         }
     }
 }
@@ -731,6 +736,27 @@ mod tests {
         assert!(err.contains("x.toml") && err.contains("epochz"), "{err}");
         let err = RunConfig::parse(&format!("{MINIMAL}[model]\n"), "x.toml", &[]).unwrap_err();
         assert!(err.to_string().contains("x.toml"), "{err}");
+    }
+
+    #[test]
+    fn precision_is_f32_unless_asked_and_unknown_formats_are_named() {
+        let c = RunConfig::parse(MINIMAL, "x.toml", &[]).unwrap();
+        assert_eq!(c.train.precision, crate::model::Precision::F32);
+        let c = RunConfig::parse(
+            &format!("{MINIMAL}[train]\nprecision = \"bf16\"\n"),
+            "x.toml",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.train.precision, crate::model::Precision::Bf16);
+        let err = RunConfig::parse(
+            &format!("{MINIMAL}[train]\nprecision = \"fp8\"\n"),
+            "x.toml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("precision") && err.contains("fp8"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use burn::tensor::activation::{gelu_approximate, relu};
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::bf16::Precision;
 use super::config::BertConfig;
 use super::fused;
 use super::quant::QuantLinear;
@@ -117,30 +118,22 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
-        let [batch, seq, width] = x.dims();
-        x.reshape([batch, seq, self.num_heads, width / self.num_heads])
-            .swap_dims(1, 2)
-    }
-
     fn forward(&self, x: Tensor<3>, pass: &Pass, int8: Option<&[QuantLinear; 6]>) -> Tensor<3> {
-        let [batch, seq, _] = x.dims();
-        let lora_dropout = pass.lora_dropout;
         let q = |i: usize| int8.map(|l| &l[i]);
-        // The projections' width: the hidden size, or less after head pruning.
-        let width = self.query.weight.dims()[1];
-        let head_dim = width / self.num_heads;
-        let query = self.split_heads(project(&self.query, x.clone(), lora_dropout, q(0)));
-        let k = self.split_heads(project(&self.key, x.clone(), lora_dropout, q(1)));
-        let v = self.split_heads(project(&self.value, x.clone(), lora_dropout, q(2)));
-        let scores = query.matmul(k.swap_dims(2, 3));
-        let probs =
-            fused::attention_softmax(scores, pass.mask_bias.clone(), (head_dim as f64).sqrt());
-        let probs = fused::dropout(&self.attention_dropout, probs);
-        let context = probs.matmul(v).swap_dims(1, 2).reshape([batch, seq, width]);
+        let query = project(&self.query, x.clone(), pass.projection(q(0)));
+        let key = project(&self.key, x.clone(), pass.projection(q(1)));
+        let value = project(&self.value, x.clone(), pass.projection(q(2)));
+        let context = super::attention::attention(
+            query,
+            key,
+            value,
+            pass.mask_bias.clone(),
+            self.num_heads,
+            &self.attention_dropout,
+        );
         let out = fused::dropout(
             &self.dropout,
-            project(&self.output, context, lora_dropout, q(3)),
+            project(&self.output, context, pass.projection(q(3))),
         );
         fused::layer_norm(&self.layer_norm, out + x, pass.layer_norm_eps)
     }
@@ -154,6 +147,18 @@ struct Pass {
     lora_dropout: f64,
     /// LayerNorm epsilon (burn's `LayerNorm` keeps its own private; the fused op needs it).
     layer_norm_eps: f64,
+    /// Number format of the linear layers' products.
+    precision: Precision,
+}
+
+impl Pass {
+    fn projection<'a>(&self, int8: Option<&'a QuantLinear>) -> Projection<'a> {
+        Projection {
+            lora_dropout: self.lora_dropout,
+            int8,
+            precision: self.precision,
+        }
+    }
 }
 
 /// One transformer layer: attention block then feed-forward block, each post-LayerNorm.
@@ -176,13 +181,17 @@ pub struct Layer {
 
 impl Layer {
     fn forward(&self, x: Tensor<3>, pass: &Pass, int8: Option<&[QuantLinear; 6]>) -> Tensor<3> {
-        let lora_dropout = pass.lora_dropout;
         let x = self.attention.forward(x, pass, int8);
         let q = |i: usize| int8.map(|l| &l[i]);
-        let h = self
-            .activation
-            .apply(project(&self.intermediate, x.clone(), lora_dropout, q(4)));
-        let out = fused::dropout(&self.dropout, project(&self.output, h, lora_dropout, q(5)));
+        let h = self.activation.apply(project(
+            &self.intermediate,
+            x.clone(),
+            pass.projection(q(4)),
+        ));
+        let out = fused::dropout(
+            &self.dropout,
+            project(&self.output, h, pass.projection(q(5))),
+        );
         fused::layer_norm(&self.layer_norm, out + x, pass.layer_norm_eps)
     }
 }
@@ -208,10 +217,25 @@ pub struct Bert {
     /// `layer_norm_eps` of the model's config, used by every LayerNorm.
     #[module(skip)]
     pub layer_norm_eps: f64,
+    /// Number format of the encoder's linear-layer products (`train.precision`); f32 unless a
+    /// run asks for bf16.
+    #[module(skip)]
+    pub precision: Precision,
     /// Int8 weights of the encoder's linear layers ([`super::quant`]); inference on a plain
     /// device uses them instead of the f32 weights.
     #[module(skip)]
     pub int8: Option<std::sync::Arc<super::quant::Int8Encoder>>,
+}
+
+/// How [`project`] computes one linear layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Projection<'a> {
+    /// PEFT's LoRA dropout (0: none).
+    pub lora_dropout: f64,
+    /// The layer's int8 weights, used outside autodiff.
+    pub int8: Option<&'a QuantLinear>,
+    /// Number format of the product.
+    pub precision: Precision,
 }
 
 /// `linear(x)`, with PEFT's LoRA dropout when the weight carries a LoRA adapter.
@@ -223,12 +247,12 @@ pub struct Bert {
 ///
 /// With int8 weights (`int8`) and no autodiff, the product is the int8 one of
 /// [`QuantLinear::forward`], on the tensor's values.
-pub fn project(
-    linear: &Linear,
-    x: Tensor<3>,
-    lora_dropout: f64,
-    int8: Option<&QuantLinear>,
-) -> Tensor<3> {
+pub fn project(linear: &Linear, x: Tensor<3>, how: Projection) -> Tensor<3> {
+    let Projection {
+        lora_dropout,
+        int8,
+        precision,
+    } = how;
     if let Some(q) = int8
         && !x.device().is_autodiff()
     {
@@ -242,7 +266,7 @@ pub fn project(
             &device,
         );
     }
-    let y = linear_2d(linear, x.clone());
+    let y = linear_2d(linear, x.clone(), precision);
     if lora_dropout <= 0.0 || !x.device().is_autodiff() {
         return y;
     }
@@ -267,9 +291,9 @@ pub fn project(
 /// whole weight again; folding the rows gives one large product that the GEMM parallelises
 /// itself, and so does its backward (`dx`, `dW`). Same arithmetic, same result. Measured in
 /// docs/benchmarks.md ("CPU engine").
-pub fn linear_2d(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+pub fn linear_2d(linear: &Linear, x: Tensor<3>, precision: Precision) -> Tensor<3> {
     let [b, t, d_in] = x.dims();
-    let y = fused::linear(linear, x.reshape([b * t, d_in]));
+    let y = fused::linear(linear, x.reshape([b * t, d_in]), precision);
     let d_out = y.dims()[1];
     y.reshape([b, t, d_out])
 }
@@ -292,6 +316,7 @@ impl Bert {
             mask_bias: attention_bias(batch.attention_mask.clone()),
             lora_dropout: self.lora_dropout,
             layer_norm_eps: self.layer_norm_eps,
+            precision: self.precision,
         };
         let mut x = self.embeddings.forward(
             batch.input_ids.clone(),
@@ -439,7 +464,15 @@ mod tests {
         // PEFT: base(x) + B(A(dropout(x))) · scale, with the same dropout mask.
         // Random draws happen when a tensor is read, so each side is read right after seeding.
         ad.seed(11);
-        let g = crate::model::weights::to_vec(project(&linear, x.clone(), p, None)).unwrap();
+        let g = crate::model::weights::to_vec(project(
+            &linear,
+            x.clone(),
+            Projection {
+                lora_dropout: p,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
         ad.seed(11);
         let dropped = dropout(p).forward(x.clone());
         let dropped = Tensor::<3>::from_data(
@@ -478,7 +511,15 @@ mod tests {
             TensorData::new(crate::model::weights::to_vec(x).unwrap(), [2, 3, 6]),
             &Device::flex(),
         );
-        let a = crate::model::weights::to_vec(project(&valid, xv.clone(), p, None)).unwrap();
+        let a = crate::model::weights::to_vec(project(
+            &valid,
+            xv.clone(),
+            Projection {
+                lora_dropout: p,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
         let b = crate::model::weights::to_vec(valid.forward(xv)).unwrap();
         assert_eq!(a, b);
     }

@@ -1,7 +1,9 @@
 //! *What* is trained: BERT-family encoders and their heads, loaded from and saved to the
 //! Hugging Face directory layout. Where it runs is [`crate::device`]'s concern.
 
+pub mod attention;
 pub mod bert;
+pub mod bf16;
 pub mod config;
 pub mod fused;
 pub mod lora;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use bert::{EncodedBatch, Pooling, SequenceClassifier};
+pub use bf16::Precision;
 pub use config::BertConfig;
 
 use crate::error::{Error, Result};

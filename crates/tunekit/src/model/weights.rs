@@ -360,6 +360,7 @@ pub fn load_bert(
         layers,
         lora_dropout: 0.0,
         layer_norm_eps: eps,
+        precision: super::bf16::Precision::F32,
         int8: None,
     })
 }
