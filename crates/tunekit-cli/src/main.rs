@@ -372,6 +372,10 @@ struct EvalArgs {
     /// report accuracy and prediction flips for each.
     #[arg(long)]
     robustness: bool,
+    /// Number format of the encoder's linear-layer products: f32, or bf16 (bf16 operands,
+    /// f32 sums; on AMX where the CPU has it — faster, results within bf16 rounding).
+    #[arg(long, default_value = "f32")]
+    precision: tunekit::model::Precision,
 }
 
 #[derive(Args)]
@@ -393,6 +397,10 @@ struct PredictArgs {
     /// Max length in tokens (default: the one the model was trained with).
     #[arg(long)]
     max_length: Option<usize>,
+    /// Number format of the encoder's linear-layer products: f32, or bf16 (bf16 operands,
+    /// f32 sums; on AMX where the CPU has it — faster, results within bf16 rounding).
+    #[arg(long, default_value = "f32")]
+    precision: tunekit::model::Precision,
 }
 
 #[derive(Args)]
@@ -448,6 +456,10 @@ struct ServeArgs {
     /// Predictions in the drift window.
     #[arg(long, default_value_t = 1000)]
     drift_window: usize,
+    /// Number format of the encoder's linear-layer products: f32, or bf16 (bf16 operands,
+    /// f32 sums; on AMX where the CPU has it — faster, results within bf16 rounding).
+    #[arg(long, default_value = "f32")]
+    precision: tunekit::model::Precision,
 }
 
 /// `tunekit train` / `tunekit distill`: one run, or `--cv K` runs, and the summary.
@@ -927,6 +939,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(tm) =
                 tunekit::task::predict::TaskModel::load(&args.model, args.max_length, &device)?
             {
+                let tm = tm.with_precision(args.precision)?;
                 let spec = match tm.meta.kind {
                     tunekit::task::TaskKind::TokenClassification => None,
                     // Pairs are their own targets: no label column.
@@ -952,7 +965,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     &serde_json::to_string_pretty(&report)?,
                 );
             }
-            let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;
+            let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?
+                .with_precision(args.precision)?;
             let spec = args.data_args.spec(args.data, Some(args.label_column))?;
             let report = clf.evaluate_file(&spec, args.batch_size, args.robustness)?;
             if let Some(r) = &report.robustness {
@@ -988,6 +1002,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(tm) =
                 tunekit::task::predict::TaskModel::load(&args.model, args.max_length, &device)?
             {
+                let tm = tm.with_precision(args.precision)?;
                 let spec = match tm.meta.kind {
                     tunekit::task::TaskKind::TokenClassification => None,
                     _ => Some(args.data_args.spec(args.input.clone(), None)?),
@@ -1001,7 +1016,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?;
+            let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?
+                .with_precision(args.precision)?;
             let spec = args.data_args.spec(args.input, None)?;
             let bar = if progress {
                 indicatif::ProgressBar::new_spinner()
@@ -1061,6 +1077,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 truncate: !a.no_truncate,
                 request_timeout: std::time::Duration::from_millis(a.request_timeout_ms),
                 drift_window: a.drift_window,
+                precision: a.precision,
             };
             let state = tunekit_serve::load(&a.model, config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -114,6 +114,18 @@ fn int8_model_is_smaller_runs_int8_and_predicts_like_f32() {
         "int8 vs dequantised f32 logits: {diff}"
     );
 
+    // bf16 products do not apply to an int8 model: refused, not silently ignored.
+    let o = tunekit(&[
+        "eval",
+        "--model",
+        q.to_str().unwrap(),
+        "--data",
+        input.to_str().unwrap(),
+        "--precision",
+        "bf16",
+    ]);
+    assert_bad_input(&o, &["int8", "bf16"]);
+
     // eval runs it; quantising twice is refused.
     let o = tunekit(&[
         "eval",

@@ -375,3 +375,72 @@ fn bf16_precision_trains_close_to_f32_and_is_reported() {
         "validation loss {la} vs {lb}"
     );
 }
+
+/// `predict` and `eval` with `--precision bf16` run the f32 model's linear layers with bf16
+/// operands: the same labels as f32 and probabilities within bf16 rounding, not identical;
+/// an unknown precision is a clear error.
+#[test]
+fn bf16_inference_predicts_like_f32_within_rounding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = trained_tiny(tmp.path(), 2);
+    let input = tmp.path().join("validation.tsv");
+    let f32_rows = predict_rows(&model, &input, &tmp.path().join("p32.jsonl"));
+    let out = tmp.path().join("p16.jsonl");
+    let o = tunekit(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--precision",
+        "bf16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bf16_rows = read_jsonl(&out);
+    assert_eq!(bf16_rows.len(), f32_rows.len());
+    let same = f32_rows
+        .iter()
+        .zip(&bf16_rows)
+        .filter(|(a, b)| a["label"] == b["label"])
+        .count();
+    assert!(
+        same + 1 >= f32_rows.len(),
+        "{same} of {} labels agree",
+        f32_rows.len()
+    );
+    let diffs: Vec<f64> = f32_rows
+        .iter()
+        .zip(&bf16_rows)
+        .map(|(a, b)| (a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs())
+        .collect();
+    let worst = diffs.iter().copied().fold(0.0, f64::max);
+    assert!(worst < 0.02, "largest probability change {worst}");
+    assert!(worst > 0.0, "bf16 gave the f32 probabilities bit for bit");
+
+    let o = tunekit(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        input.to_str().unwrap(),
+        "--precision",
+        "bf16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["metrics"]["accuracy"].as_f64().is_some(), "{report}");
+
+    let o = tunekit(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        input.to_str().unwrap(),
+        "--precision",
+        "fp8",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("fp8"), "{}", stderr(&o));
+}

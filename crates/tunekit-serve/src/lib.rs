@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Predictions in the sliding window used for drift.
     pub drift_window: usize,
+    /// Number format of the encoder's linear-layer products (bf16: faster on AMX CPUs).
+    pub precision: tunekit::model::Precision,
 }
 
 impl Default for ServeConfig {
@@ -63,6 +65,7 @@ impl Default for ServeConfig {
             truncate: true,
             request_timeout: Duration::from_secs(30),
             drift_window: 1000,
+            precision: tunekit::model::Precision::F32,
         }
     }
 }
@@ -128,7 +131,7 @@ pub struct AppState {
 /// Load `model` and build the server state (the worker thread starts here).
 pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeError> {
     let device = burn::tensor::Device::flex();
-    let classifier = Classifier::load(model, None, &device)?;
+    let classifier = Classifier::load(model, None, &device)?.with_precision(config.precision)?;
     let reference_path = classifier.dir.join(tunekit::drift::REFERENCE_FILE);
     let reference: Option<ReferenceStats> = if reference_path.is_file() {
         Some(tunekit::fsutil::read_json(&reference_path)?)

@@ -163,6 +163,24 @@ pub fn label_ids(examples: &[Example], label_names: &[String], file: &Path) -> R
         .collect()
 }
 
+/// `model` with its linear layers in `precision`, checked for `device` and int8 weights.
+pub(crate) fn with_precision(
+    mut model: SequenceClassifier,
+    precision: crate::model::Precision,
+    device: &Device,
+    dir: &Path,
+) -> Result<SequenceClassifier> {
+    if precision == crate::model::Precision::Bf16 && model.bert.int8.is_some() {
+        return Err(Error::Config(format!(
+            "{}: an int8 model (`tunekit quantize`) runs int8 products; precision bf16 applies \
+             to f32 models",
+            dir.display()
+        )));
+    }
+    model.bert.precision = crate::model::bf16::for_device(precision, device)?;
+    Ok(model)
+}
+
 /// A fine-tuned classifier loaded for inference on a plain (non-autodiff) device.
 pub struct Classifier {
     /// The model in inference mode.
@@ -264,6 +282,13 @@ impl Classifier {
             dir: resolved,
             preprocess: meta.and_then(|m| m.preprocess),
         })
+    }
+
+    /// Runs the encoder's linear layers in `precision` (bf16: bf16 operands, f32 sums, see
+    /// [`crate::model::bf16`]); an int8 model has its own product, so bf16 is refused there.
+    pub fn with_precision(mut self, precision: crate::model::Precision) -> Result<Self> {
+        self.model = with_precision(self.model, precision, &self.device, &self.dir)?;
+        Ok(self)
     }
 
     /// Whether this model is LoRA adapters on a base model (not yet merged).

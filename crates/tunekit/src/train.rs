@@ -29,7 +29,7 @@ use crate::metrics::ClassificationMetrics;
 use crate::model::weights::{
     ClassifierSpec, DropoutOverride, LoadReport, load_classifier, param_id, save_classifier,
 };
-use crate::model::{ModelDir, Precision, SequenceClassifier, TUNEKIT_META};
+use crate::model::{ModelDir, SequenceClassifier, TUNEKIT_META};
 use crate::optim::FusedAdamW;
 use crate::prep::{DataReport, PreparedData};
 use crate::schedule::{Schedule, warmup_steps};
@@ -193,29 +193,6 @@ pub(crate) fn restore<R: serde::de::DeserializeOwned>(
     Ok((optim, state))
 }
 
-/// `train.precision` where the device can run it: bf16 products are the CPU backend's fused
-/// linear op ([`crate::model::bf16`]); reported once, with whether they run on AMX.
-fn check_precision(precision: Precision, device: &Device) -> Result<Precision> {
-    if precision == Precision::Bf16 {
-        if !crate::model::fused::is_flex(device) {
-            return Err(Error::Config(
-                "train.precision = \"bf16\" is implemented for the CPU backend only; use \
-                 precision = \"f32\" on CUDA"
-                    .into(),
-            ));
-        }
-        if crate::model::bf16::amx_available() {
-            tracing::info!("linear-layer products in bf16 on AMX (f32 sums, f32 master weights)");
-        } else {
-            tracing::warn!(
-                "train.precision = \"bf16\": this CPU (or OS) has no AMX; bf16 products are \
-                 emulated at f32 speed (same rounding)"
-            );
-        }
-    }
-    Ok(precision)
-}
-
 /// The model a run trains: weights from the pretrained model (or the checkpoint being
 /// resumed), LoRA adapters when configured, the strategy's frozen tensors frozen. Returns it
 /// with its load report and the frozen parameter count.
@@ -233,7 +210,7 @@ pub(crate) fn trainable_model(
         _ => model_dir.weights_path(),
     };
     let (mut model, report) = load_classifier(&weights, &model_dir.config, spec, ad)?;
-    model.bert.precision = check_precision(config.train.precision, ad)?;
+    model.bert.precision = crate::model::bf16::for_device(config.train.precision, ad)?;
     if let Some(opts) = lora {
         // A's initial values come from the device RNG: seeded, so runs repeat.
         ad.seed(spec.seed);

@@ -62,6 +62,8 @@ pub fn attention(
 ) -> Tensor<3> {
     let [batch, seq, width] = q.dims();
     let fits = heads > 0
+        && batch > 0
+        && seq > 0
         && width.is_multiple_of(heads)
         && k.dims() == q.dims()
         && v.dims() == q.dims()
@@ -165,6 +167,22 @@ impl Out {
     }
 }
 
+/// One head's product `dst = lhs · rhs`, sizes `(m, n, k)`, each operand a pointer with its
+/// (row, column) strides and `dst` with its row stride; single-threaded, since the heads are
+/// the parallel loop.
+///
+/// # Safety
+/// As [`gemm::strided`]: the pointers cover the strided extents, `dst` is writable.
+unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, isize),
+    lhs: (*const f32, (isize, isize)),
+    rhs: (*const f32, (isize, isize)),
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { gemm::strided(m, n, k, dst, false, lhs, rhs, ::gemm::Parallelism::None) }
+}
+
 /// A buffer of `len` values that the caller writes in full before reading.
 fn uninit(len: usize) -> Box<[std::mem::MaybeUninit<f32>]> {
     Box::new_uninit_slice(len)
@@ -184,22 +202,17 @@ fn forward(
     let divisor = (dh as f32).sqrt();
     let mut ctx = uninit(q.len());
     let out = Out(ctx.as_mut_ptr().cast());
-    let none = ::gemm::Parallelism::None;
     let head = |bh: usize, probs: &mut [f32]| {
         let (b, off) = (bh / d.heads, d.offset(bh));
         let mut scores = vec![0f32; tt];
         // SAFETY: Q and K of this head: rows t of stride w from `off`, dh columns, inside the
         // checked `[batch, seq, width]` buffers; `scores` holds t·t values.
         unsafe {
-            gemm::strided(
-                t,
-                t,
-                dh,
+            mm(
+                (t, t, dh),
                 (scores.as_mut_ptr(), t as isize),
-                false,
                 (q.as_ptr().add(off), (w as isize, 1)),
                 (k.as_ptr().add(off), (1, w as isize)),
-                none,
             )
         };
         let keys = &bias[b * t..(b + 1) * t];
@@ -217,15 +230,11 @@ fn forward(
         // SAFETY: this task alone writes rows b·t.. of columns off.. (one head's band) of
         // the context; P is t×t, V rows of stride w as above.
         unsafe {
-            gemm::strided(
-                t,
-                dh,
-                t,
+            mm(
+                (t, dh, t),
                 (out.at(off), w as isize),
-                false,
                 (p.as_ptr(), (t as isize, 1)),
                 (v.as_ptr().add(off), (w as isize, 1)),
-                none,
             )
         };
     };
@@ -270,7 +279,6 @@ fn backward(
         Out(dk.as_mut_ptr().cast()),
         Out(dv.as_mut_ptr().cast()),
     );
-    let none = ::gemm::Parallelism::None;
     let tasks = d.batch * d.heads;
     (0..tasks).into_par_iter().for_each(|bh| {
         let off = d.offset(bh);
@@ -282,15 +290,11 @@ fn backward(
         // head's bands of dQ, dK, dV, written by this task alone.
         unsafe {
             // d(dropped P) = dC · Vᵀ
-            gemm::strided(
-                t,
-                t,
-                dh,
+            mm(
+                (t, t, dh),
                 (dp.as_mut_ptr(), t as isize),
-                false,
                 (g.as_ptr().add(off), band),
                 (v.as_ptr().add(off), (1, rows)),
-                none,
             )
         };
         let (dp, pd) = match mask {
@@ -304,41 +308,29 @@ fn backward(
         };
         unsafe {
             // dV = (dropped P)ᵀ · dC
-            gemm::strided(
-                t,
-                dh,
-                t,
+            mm(
+                (t, dh, t),
                 (ov.at(off), rows),
-                false,
                 (pd.as_ptr(), (1, t as isize)),
                 (g.as_ptr().add(off), band),
-                none,
             )
         };
         let mut ds = vec![0f32; tt];
         kernels::softmax_backward_block(p, &dp, &mut ds, t, scale);
         unsafe {
             // dQ = dS · K
-            gemm::strided(
-                t,
-                dh,
-                t,
+            mm(
+                (t, dh, t),
                 (oq.at(off), rows),
-                false,
                 (ds.as_ptr(), (t as isize, 1)),
                 (k.as_ptr().add(off), band),
-                none,
             );
             // dK = dSᵀ · Q
-            gemm::strided(
-                t,
-                dh,
-                t,
+            mm(
+                (t, dh, t),
                 (ok.at(off), rows),
-                false,
                 (ds.as_ptr(), (1, t as isize)),
                 (q.as_ptr().add(off), band),
-                none,
             );
         }
     });

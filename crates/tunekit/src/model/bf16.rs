@@ -41,6 +41,44 @@ impl std::fmt::Display for Precision {
     }
 }
 
+impl std::str::FromStr for Precision {
+    type Err = crate::error::Error;
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(crate::error::Error::Config(format!(
+                "unknown precision `{other}` (f32, bf16)"
+            ))),
+        }
+    }
+}
+
+/// `precision` where `device` can run it: bf16 products belong to the CPU backend's fused
+/// linear op, so bf16 on another backend is an error rather than a silent f32 run. Says once
+/// in the log whether they run on AMX or are emulated.
+pub fn for_device(
+    precision: Precision,
+    device: &burn::tensor::Device,
+) -> crate::error::Result<Precision> {
+    if precision == Precision::Bf16 {
+        if !super::fused::is_flex(device) {
+            return Err(crate::error::Error::Config(
+                "precision bf16 is implemented for the CPU backend only; use f32 on CUDA".into(),
+            ));
+        }
+        if amx_available() {
+            tracing::info!("linear-layer products in bf16 on AMX (f32 sums, f32 master weights)");
+        } else {
+            tracing::warn!(
+                "precision bf16: this CPU (or OS) has no AMX; bf16 products are emulated at \
+                 f32 speed (same rounding)"
+            );
+        }
+    }
+    Ok(precision)
+}
+
 /// A strided f32 matrix: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Matrix<'a> {
@@ -199,7 +237,10 @@ mod amx {
                 let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
                 (edx >> 22) & 1 == 1 && (edx >> 24) & 1 == 1
             };
-            if !has || !std::arch::is_x86_feature_detected!("avx512bf16") {
+            // The packing kernels use AVX-512 F/BW/BF16 (every AMX CPU has them).
+            let packing = std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512bf16");
+            if !has || !packing {
                 return false;
             }
             const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;

@@ -441,6 +441,12 @@ pub struct TaskEvalReport {
 }
 
 impl TaskModel {
+    /// Runs the encoder's linear layers in `precision` ([`crate::infer::Classifier::with_precision`]).
+    pub fn with_precision(mut self, precision: crate::model::Precision) -> Result<Self> {
+        self.model = crate::infer::with_precision(self.model, precision, &self.device, &self.dir)?;
+        Ok(self)
+    }
+
     /// Load the model at `spec` if `tunekit.json` names a non-classification task; `None`
     /// for a classifier (or a model tunekit did not train).
     pub fn load(spec: &str, max_length: Option<usize>, device: &Device) -> Result<Option<Self>> {
