@@ -258,7 +258,12 @@ pub fn project(linear: &Linear, x: Tensor<3>, how: Projection) -> Tensor<3> {
     {
         let [b, t, d_in] = x.dims();
         let device = x.device();
-        let values: Vec<f32> = x.into_data().iter::<f32>().collect();
+        let data = x.into_data();
+        // The f32 values as they are (a per-element conversion only for another dtype).
+        let values: Vec<f32> = match data.as_slice::<f32>() {
+            Ok(v) => v.to_vec(),
+            Err(_) => data.iter::<f32>().collect(),
+        };
         let y = q.forward(&values, b * t);
         debug_assert_eq!(d_in, q.in_features);
         return Tensor::from_data(

@@ -1,6 +1,8 @@
 //! *What* is trained: BERT-family encoders and their heads, loaded from and saved to the
 //! Hugging Face directory layout. Where it runs is [`crate::device`]'s concern.
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub(crate) mod amx;
 pub mod attention;
 pub mod bert;
 pub mod bf16;

@@ -37,6 +37,8 @@ pub const WORD_EMBEDDINGS: &str = "bert.embeddings.word_embeddings.weight";
 const LANES: usize = 16;
 /// Inputs per `vpdpbusd` group.
 const GROUP: usize = 4;
+/// Inputs per AMX tile row (64 bytes).
+const AMX_K: usize = 64;
 
 /// One linear layer with int8 weights.
 #[derive(Debug, Clone)]
@@ -120,8 +122,10 @@ impl QuantLinear {
         in_features: usize,
         out_features: usize,
     ) -> Self {
-        let k_pad = in_features.div_ceil(GROUP) * GROUP;
-        let blocks = out_features.div_ceil(LANES);
+        // Padded for the AMX kernel too (it reads whole 64-byte rows and pairs of 16-output
+        // blocks); the padding is zero weights, so it adds nothing to any sum.
+        let k_pad = in_features.div_ceil(AMX_K) * AMX_K;
+        let blocks = out_features.div_ceil(2 * LANES) * 2;
         let mut packed = vec![0i8; blocks * LANES * k_pad];
         let groups = k_pad / GROUP;
         for o in 0..out_features {
@@ -177,6 +181,20 @@ impl QuantLinear {
     /// `y = x·Wᵀ + b` for `rows` rows of `x` (`[rows][in]`), with int8 arithmetic.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let (xq, xs) = self.quantize_input(x, rows);
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        if super::amx::int8_available() {
+            return super::amx::int8_forward(&super::amx::Int8Operands {
+                xq: &xq,
+                xs: &xs,
+                rows,
+                k_pad: self.k_pad,
+                packed: &self.packed,
+                out_features: self.out_features,
+                col_sum: &self.col_sum,
+                scale: &self.scale,
+                bias: &self.bias,
+            });
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512vnni")
@@ -198,24 +216,17 @@ impl QuantLinear {
     }
 
     /// Per-row symmetric int8 activations shifted to u8 (+128; padding encodes 0), and the
-    /// row scales.
+    /// row scales; rows padded to a multiple of 32 for the AMX kernel.
     fn quantize_input(&self, x: &[f32], rows: usize) -> (Vec<u8>, Vec<f32>) {
         let (k, kp) = (self.in_features, self.k_pad);
-        let mut xq = vec![128u8; rows * kp];
+        let mut xq = vec![128u8; rows.div_ceil(32) * 32 * kp];
         let mut xs = vec![0.0f32; rows];
         xq.par_chunks_mut(kp.max(1))
             .zip(xs.par_iter_mut())
             .enumerate()
             .for_each(|(m, (dst, scale))| {
                 let row = &x[m * k..(m + 1) * k];
-                let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-                *scale = s;
-                let inv = 1.0 / s;
-                for (d, &v) in dst[..k].iter_mut().zip(row) {
-                    // |v · inv| ≤ 127 by construction; round half away from zero.
-                    *d = ((v * inv).round() as i32 + 128) as u8;
-                }
+                *scale = quantize_row(row, &mut dst[..k]);
             });
         (xq, xs)
     }
@@ -370,6 +381,39 @@ impl QuantLinear {
                     _mm512_mask_storeu_ps(out.0.add((m + i) * n + o), mask, yv);
                 }
             }
+        }
+    }
+}
+
+/// Symmetric int8 of one activation row shifted to u8 (`+128`), returning its scale
+/// (`max|row| / 127`, 1 for a zero row). Compiled for AVX-512/AVX2 where the CPU has them
+/// (`round` is then one instruction rather than a libm call).
+fn quantize_row(row: &[f32], dst: &mut [u8]) -> f32 {
+    let mut scale = 1.0f32;
+    quantize_row_into(row, dst, &mut scale);
+    scale
+}
+
+super::fused::multiversion! {
+    fn quantize_row_into(row: &[f32], dst: &mut [u8], scale: &mut f32) {
+        let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        *scale = s;
+        let inv = 1.0 / s;
+        for (d, &v) in dst.iter_mut().zip(row) {
+            // |v · inv| ≤ 127 by construction; round half away from zero, written as
+            // truncation plus a select (`f32::round` is a libm call per element; `trunc` is
+            // one vector instruction and `r − t` is exact).
+            let r = v * inv;
+            let t = r.trunc();
+            let q = if (r - t).abs() >= 0.5 { t + 1.0f32.copysign(r) } else { t };
+            // Clamped (NaN → −127) so the unchecked conversion is in range: `as i32`
+            // saturates lane by lane in scalar code.
+            // (`clamp` would keep a NaN, which the unchecked conversion must not see.)
+            #[allow(clippy::manual_clamp)]
+            let q = q.max(-127.0).min(127.0);
+            // SAFETY: q is finite and within i32 (clamped above).
+            *d = (unsafe { q.to_int_unchecked::<i32>() } + 128) as u8;
         }
     }
 }
@@ -601,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn vnni_and_portable_products_agree_on_ragged_shapes() {
+    fn amx_vnni_and_portable_int8_products_agree_on_ragged_shapes() {
         // Inputs not a multiple of 4, outputs not a multiple of 16 or 64, rows not of 4, and
         // both work splits (few rows: by outputs; many rows: by rows).
         for (k, n, rows) in [
@@ -622,13 +666,23 @@ mod tests {
                     (v as f32 * xs[m]).mul_add(q.scale[o], q.bias[o])
                 })
                 .collect();
-            let got = q.forward(&x, rows);
-            assert_eq!(got.len(), want.len());
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() <= 1e-5 * w.abs().max(1.0),
-                    "k {k} n {n} rows {rows}: {g} vs {w}"
-                );
+            // The dispatching product (AMX tiles where the CPU has AMX-INT8) and the VNNI
+            // kernel (where the CPU has VNNI) against the portable sums.
+            let mut runs = vec![("dispatch", q.forward(&x, rows))];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("avx512f")
+            {
+                runs.push(("vnni", q.forward_vnni(&xq, &xs, rows)));
+            }
+            for (name, got) in runs {
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                        "{name}: k {k} n {n} rows {rows}: {g} vs {w}"
+                    );
+                }
             }
         }
     }
