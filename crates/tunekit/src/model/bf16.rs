@@ -10,10 +10,11 @@
 //! Why AMX and not AVX-512 BF16 dot products: on this project's Xeon (docs/benchmarks.md,
 //! "bf16 mixed precision") `vdpbf16ps` runs 105 GFLOP/s per core, half of f32 FMA (212), so a
 //! GEMM built on it would be slower than the f32 one; AMX's `tdpbf16ps` ran 2037 GFLOP/s per
-//! core. The `gemm` crate has neither, hence this kernel: operands packed into bf16 tiles (A:
-//! 16 rows × 32 k; B: 16 k-pairs × 16 columns, each pair adjacent — AMX's "VNNI" layout), one
-//! 32×32 f32 output block per kernel call held in four tile registers, blocks split over
-//! rayon's threads. Rust has no stable AMX intrinsics, so the kernel is inline assembly.
+//! core. The `gemm` crate has neither, hence our kernel ([`super::amx`]): operands packed into
+//! bf16 tiles (A: 16 rows × 32 k; B: 16 k-pairs × 16 columns, each pair adjacent — AMX's
+//! "VNNI" layout), one 32×32 f32 output block per kernel call held in four tile registers,
+//! blocks split over rayon's threads. Rust has no stable AMX intrinsics, so the kernel is
+//! inline assembly.
 //!
 //! Without AMX (another CPU, or an OS that refuses the tile state) the same rounding is applied
 //! to f32 copies of the operands and the f32 GEMM sums them: the same values up to summation
