@@ -246,24 +246,30 @@ mod simd {
 /// Packs `a` (`m × k`) into A tiles `[m/16][k/32]`, zero-padded: tile row `r` of tile
 /// `(mt, kt)` holds `a[mt·16 + r, kt·32 .. kt·32 + 32]`.
 fn pack_a(a: &Matrix, kt: usize) -> Box<[u16]> {
-    let mt = a.rows.div_ceil(32) * 2;
-    let mut packed = Box::<[u16]>::new_uninit_slice(mt * kt * TILE);
+    // SAFETY: `available()` checked AVX-512 BF16; the operand covers its extent (checked by
+    // `product`'s caller), so every read is inside `a.data`; `out` covers kt tiles.
+    pack(a.rows, kt, |t, out| unsafe { pack_a_tiles(a, t, kt, out) })
+}
+
+/// The packing both operands share: `groups` real 16-wide groups (rows of A, columns of B)
+/// rounded up to an even count of `kt`-tile chunks, filled in parallel by `fill(group, out)`,
+/// which must write all `kt` tiles at `out`; padding groups are zeros.
+fn pack(real: usize, kt: usize, fill: impl Fn(usize, *mut u16) + Sync) -> Box<[u16]> {
+    let groups = real.div_ceil(32) * 2;
+    let mut packed = Box::<[u16]>::new_uninit_slice(groups * kt * TILE);
     packed
         .par_chunks_mut(kt * TILE)
         .enumerate()
         .for_each(|(t, tiles)| {
             let out = tiles.as_mut_ptr().cast::<u16>();
-            if t * 16 >= a.rows {
+            if t * 16 >= real {
                 // SAFETY: `out` covers the chunk's kt·TILE values.
-                unsafe { std::ptr::write_bytes(out, 0, kt * TILE) }; // padding tiles
-                return;
+                unsafe { std::ptr::write_bytes(out, 0, kt * TILE) };
+            } else {
+                fill(t, out);
             }
-            // SAFETY: `available()` checked AVX-512 BF16; the operand covers its extent
-            // (checked by `product`'s caller), so every read is inside `a.data`; `out`
-            // covers kt tiles.
-            unsafe { pack_a_tiles(a, t, kt, out) }
         });
-    // SAFETY: every chunk was written in full (tiles, or zeros for padding).
+    // SAFETY: every chunk was written in full (by `fill`, or zeros for padding).
     unsafe { packed.assume_init() }
 }
 
@@ -321,23 +327,8 @@ unsafe fn pack_a_tiles(a: &Matrix, t: usize, kt: usize, out: *mut u16) {
 /// `(nt, kt)` holds, for each of 16 columns `j`, the pair `b[kt·32 + 2p, j]`,
 /// `b[kt·32 + 2p + 1, j]`.
 fn pack_b(b: &Matrix, kt: usize) -> Box<[u16]> {
-    let nt = b.cols.div_ceil(32) * 2;
-    let mut packed = Box::<[u16]>::new_uninit_slice(nt * kt * TILE);
-    packed
-        .par_chunks_mut(kt * TILE)
-        .enumerate()
-        .for_each(|(t, tiles)| {
-            let out = tiles.as_mut_ptr().cast::<u16>();
-            if t * 16 >= b.cols {
-                // SAFETY: `out` covers the chunk's kt·TILE values.
-                unsafe { std::ptr::write_bytes(out, 0, kt * TILE) }; // padding tiles
-                return;
-            }
-            // SAFETY: as in `pack_a`.
-            unsafe { pack_b_tiles(b, t, kt, out) }
-        });
-    // SAFETY: every chunk was written in full (tiles, or zeros for padding).
-    unsafe { packed.assume_init() }
+    // SAFETY: as in `pack_a`.
+    pack(b.cols, kt, |t, out| unsafe { pack_b_tiles(b, t, kt, out) })
 }
 
 /// Writes the `kt` B tiles of 16-column group `t` at `out`, every value of them.
@@ -576,6 +567,14 @@ pub fn int8_forward(op: &Int8Operands) -> Vec<f32> {
         return unsafe { y.assume_init() }.into_vec();
     }
     let kt = kp / 64;
+    if kt == 0 {
+        // No inputs: every sum is 0 and each output is its bias.
+        let mut y = Vec::with_capacity(rows * n);
+        for _ in 0..rows {
+            y.extend_from_slice(&op.bias[..n]);
+        }
+        return y;
+    }
     let (mb, nb) = (rows_padded / 32, blocks / 2);
     let threads = rayon::current_num_threads().max(1);
     let splits = (4 * threads).div_ceil(mb).clamp(1, nb);
@@ -584,7 +583,7 @@ pub fn int8_forward(op: &Int8Operands) -> Vec<f32> {
     (0..mb * splits).into_par_iter().for_each(|task| {
         let (ib, s) = (task / splits, task % splits);
         let col_blocks = (s * per)..((s + 1) * per).min(nb);
-        if col_blocks.is_empty() || kt == 0 {
+        if col_blocks.is_empty() {
             return;
         }
         let _tiles = Tiles::configure();

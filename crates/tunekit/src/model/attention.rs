@@ -139,12 +139,10 @@ impl Dims {
         b * self.seq * self.width + h * self.head_dim()
     }
     /// The shapes come from tensors [`attention`] checked; anything else is a bug here.
-    fn check(&self, lens: [usize; 4]) {
+    fn check(&self, lens: &[usize]) {
         let n = self.batch * self.seq * self.width;
         assert!(
-            self.heads > 0
-                && self.width.is_multiple_of(self.heads)
-                && lens == [n, n, n, self.batch * self.seq],
+            self.heads > 0 && self.width.is_multiple_of(self.heads) && lens.iter().all(|&l| l == n),
             "fused attention: operand sizes do not match their shapes"
         );
     }
@@ -196,7 +194,8 @@ fn forward(
     mask: Option<&kernels::DropoutMask>,
     keep: bool,
 ) -> (Vec<f32>, Vec<f32>) {
-    d.check([q.len(), k.len(), v.len(), bias.len()]);
+    d.check(&[q.len(), k.len(), v.len()]);
+    assert_eq!(bias.len(), d.batch * d.seq, "fused attention: mask size");
     let (t, w, dh) = (d.seq, d.width, d.head_dim());
     let tt = t * t;
     let divisor = (dh as f32).sqrt();
@@ -268,8 +267,12 @@ fn backward(
     d: Dims,
     mask: Option<&kernels::DropoutMask>,
 ) -> [Vec<f32>; 3] {
-    d.check([q.len(), k.len(), v.len(), d.batch * d.seq]);
-    assert!(g.len() == q.len() && probs.len() == d.batch * d.heads * d.seq * d.seq);
+    d.check(&[q.len(), k.len(), v.len(), g.len()]);
+    assert_eq!(
+        probs.len(),
+        d.batch * d.heads * d.seq * d.seq,
+        "fused attention: probabilities"
+    );
     let (t, w, dh) = (d.seq, d.width, d.head_dim());
     let tt = t * t;
     let scale = 1.0 / (dh as f32).sqrt();

@@ -687,6 +687,13 @@ mod tests {
         }
     }
 
+    /// Guards the AMX path's empty sum (no tile step to run): every output is the bias.
+    #[test]
+    fn a_layer_without_inputs_outputs_its_bias() {
+        let q = QuantLinear::quantize(&[], vec![0.5, -1.0, 2.0], 0, 3);
+        assert_eq!(q.forward(&[], 2), vec![0.5, -1.0, 2.0, 0.5, -1.0, 2.0]);
+    }
+
     #[test]
     fn int8_product_is_close_to_f32() {
         let (k, n, rows) = (384, 96, 9);
