@@ -307,6 +307,9 @@ struct DataArgs {
     /// Field delimiter (one character).
     #[arg(long)]
     delimiter: Option<char>,
+    /// Quotes in CSV/TSV: auto (RFC 4180 for CSV, none for TSV), rfc4180 or none.
+    #[arg(long, default_value = "auto", value_parser = parse_quoting)]
+    quoting: tunekit::data::Quoting,
 }
 
 impl DataArgs {
@@ -330,6 +333,7 @@ impl DataArgs {
             path,
             format,
             delimiter,
+            quoting: self.quoting,
             has_header: !self.no_header,
             text_column: self.text_column.clone(),
             text_pair_column: self.text_pair_column.clone(),
@@ -339,6 +343,11 @@ impl DataArgs {
             fill_label: None,
         })
     }
+}
+
+fn parse_quoting(s: &str) -> Result<tunekit::data::Quoting, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|_| format!("unknown quoting `{s}`: expected auto, rfc4180 or none"))
 }
 
 fn parse_encoding(s: &str) -> Result<tunekit::data::TextEncoding, String> {
@@ -709,7 +718,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_message(&err));
             // Bad input (config, data, model files, labels) is exit code 2; engine failures 1.
             let code = match (
                 err.downcast_ref::<tunekit::Error>(),
@@ -722,6 +731,24 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes joined with `: `, each cause once: a cause whose text the message
+/// already includes (a library error that names its OS error and also returns it as its
+/// source) is not repeated.
+fn error_message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn prune_command(
@@ -1046,13 +1073,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     examples.into_iter().map(|e| e.text).collect()
                 }
                 None => {
-                    let mut s = String::new();
-                    std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                        .context("reading stdin")?;
-                    s.lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .map(str::to_string)
-                        .collect()
+                    // One text per line, read with the file readers' rules (BOM, CRLF,
+                    // encoding, errors naming the line).
+                    let (examples, _) = tunekit::data::read_lines(
+                        std::io::stdin().lock(),
+                        std::path::Path::new("<stdin>"),
+                        args.data_args.encoding,
+                        args.data_args.replace_invalid,
+                    )?;
+                    examples.into_iter().map(|e| e.text).collect()
                 }
             };
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataSpec, Format, TextEncoding};
+use crate::data::{DataSpec, Format, Quoting, TextEncoding};
 use crate::error::{Error, Result};
 use crate::model::Pooling;
 use crate::prep::augment::AugmentOptions;
@@ -170,6 +170,10 @@ pub struct DataSection {
     /// Field delimiter for CSV/TSV (one character).
     #[serde(default)]
     pub delimiter: Option<String>,
+    /// Quotes in CSV/TSV files: `auto` (default: RFC 4180 for CSV, none for TSV), `rfc4180`
+    /// or `none`.
+    #[serde(default)]
+    pub quoting: Quoting,
     /// Whether CSV/TSV files start with a header row.
     #[serde(default = "default_true")]
     pub has_header: bool,
@@ -668,6 +672,7 @@ impl RunConfig {
             path: path.to_path_buf(),
             format: self.data.format.as_deref().and_then(parse_format),
             delimiter: self.data.delimiter.as_ref().map(|d| d.as_bytes()[0]),
+            quoting: self.data.quoting,
             has_header: self.data.has_header,
             text_column: self.data.text_column.clone(),
             text_pair_column: self.data.text_pair_column.clone(),

@@ -4,19 +4,16 @@
 //! dropped (empty text, empty label) are counted in [`ReadReport`], never skipped silently.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 /// File formats the readers understand, so a file's layout can be named or guessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// Comma-separated values (RFC 4180 quoting).
+    /// Comma-separated values (RFC 4180 quoting by default, see [`Quoting`]).
     Csv,
-    /// Tab-separated values (same quoting rules as CSV).
+    /// Tab-separated values (no quoting by default, as IANA's `text/tab-separated-values`).
     Tsv,
     /// One JSON object per line.
     Jsonl,
@@ -37,6 +34,36 @@ pub enum TextEncoding {
     /// Windows-1252 (as the WHATWG encoding standard defines it).
     #[serde(rename = "windows-1252", alias = "cp1252")]
     Windows1252,
+}
+
+/// How double quotes in CSV/TSV files are read (`data.quoting`), so a stray quote can
+/// never silently merge rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quoting {
+    /// The format's own convention: RFC 4180 for CSV (whatever the delimiter), none for TSV
+    /// (IANA `text/tab-separated-values` has no quoting: fields cannot hold tabs or line
+    /// breaks).
+    #[default]
+    Auto,
+    /// RFC 4180: a field that starts with `"` runs to the closing `"` (`""` inside is one
+    /// quote) and may hold delimiters and line breaks; the closing quote must be followed by
+    /// the delimiter or the end of the line, and a quote left open at the end of the file is an
+    /// error. A `"` inside an unquoted field is an ordinary character.
+    Rfc4180,
+    /// Quotes are ordinary characters; every line break ends a record.
+    None,
+}
+
+impl Quoting {
+    /// Whether quotes are syntax for a file of `format`.
+    pub fn quotes(self, format: Format) -> bool {
+        match self {
+            Quoting::Auto => format == Format::Csv,
+            Quoting::Rfc4180 => true,
+            Quoting::None => false,
+        }
+    }
 }
 
 impl Format {
@@ -73,6 +100,8 @@ pub struct DataSpec {
     pub format: Option<Format>,
     /// Field delimiter overriding the format's default (`,` for CSV, tab for TSV).
     pub delimiter: Option<u8>,
+    /// How quotes in CSV/TSV files are read.
+    pub quoting: Quoting,
     /// Whether CSV/TSV files start with a header row (otherwise columns are `0`, `1`, ...).
     pub has_header: bool,
     /// Column (or JSON field) with the text.
@@ -97,6 +126,7 @@ impl DataSpec {
             path: path.into(),
             format: None,
             delimiter: None,
+            quoting: Quoting::Auto,
             has_header: true,
             text_column: "text".to_string(),
             text_pair_column: None,
@@ -117,7 +147,8 @@ pub struct Example {
     pub text_pair: Option<String>,
     /// The label (trimmed), when the spec names a label column.
     pub label: Option<String>,
-    /// 1-based line where the record starts.
+    /// 1-based line where the record starts, counted as editors and `grep -n` count (for
+    /// Parquet, the 1-based row number).
     pub line: usize,
 }
 
@@ -142,10 +173,20 @@ pub struct ReadReport {
 /// to the user as they are.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// The file could not be opened or read.
+    /// The file could not be opened or read. The message includes the OS error, which is also
+    /// the error's source; the CLI prints each cause once.
     #[error("{file}: cannot read the data file: {source}")]
     Io {
         /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file could not be opened; for a relative path the message says which directory it
+    /// was resolved against (the working directory).
+    #[error("{file}: cannot open the data file{}: {source}", resolved_against(file))]
+    Open {
+        /// The file, as given.
         file: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -167,33 +208,62 @@ pub enum DataError {
         available: Vec<String>,
     },
     /// A row has a different number of fields than the header (or the first row).
-    #[error("{file} line {line}: expected {expected} fields ({columns}), found {found}")]
+    #[error("{file} {}: expected {expected} fields ({columns}), found {found}{hint}", place(*line, *record))]
     FieldCount {
         /// The file.
         file: PathBuf,
         /// The line where the row starts.
         line: usize,
+        /// The 1-based data record (header not counted).
+        record: usize,
         /// Fields in the header.
         expected: usize,
         /// Header names, joined with `, `.
         columns: String,
         /// Fields found.
         found: usize,
+        /// What may have caused it (empty, or starting with `; `).
+        hint: String,
     },
     /// Bytes that are not UTF-8.
     #[error(
-        "{file} line {line}: invalid UTF-8 (byte offset {offset} in the field); set data.encoding (\"latin-1\", \"windows-1252\") if the file is in another encoding, or data.on_decode_error = \"replace\""
+        "{file} {}: invalid UTF-8 (byte offset {offset} in the field); set data.encoding (\"latin-1\", \"windows-1252\") if the file is in another encoding, or data.on_decode_error = \"replace\"", place(*line, *record)
     )]
     Encoding {
         /// The file.
         file: PathBuf,
         /// The line where the record starts.
         line: usize,
+        /// The 1-based data record (0 for the header).
+        record: usize,
         /// Offset of the first bad byte within the field (within the line for JSONL).
         offset: usize,
     },
-    /// A malformed record (bad JSON, missing or mistyped JSON field, unreadable CSV record).
-    #[error("{file} line {line}: {message}")]
+    /// A record that cannot be read (an unbalanced quote, bad JSON, a missing or mistyped JSON
+    /// field), with its line and record number.
+    #[error("{file} {}: {message}", place(*line, *record))]
+    Record {
+        /// The file.
+        file: PathBuf,
+        /// The line where the record starts.
+        line: usize,
+        /// The 1-based data record (header not counted).
+        record: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A Parquet row that cannot be used.
+    #[error("{file} row {row}: {message}")]
+    Row {
+        /// The file.
+        file: PathBuf,
+        /// The 1-based row.
+        row: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A malformed file or split (an unreadable Parquet file, nothing left after preparation).
+    #[error("{file}{}: {message}", if *line == 0 { String::new() } else { format!(" line {line}") })]
     Malformed {
         /// The file.
         file: PathBuf,
@@ -210,6 +280,25 @@ pub enum DataError {
         /// The file.
         file: PathBuf,
     },
+}
+
+/// `line L (record R)`, or `line L (header)` for record 0.
+fn place(line: usize, record: usize) -> String {
+    match record {
+        0 => format!("line {line} (header)"),
+        r => format!("line {line} (record {r})"),
+    }
+}
+
+/// For a relative path, ` (relative to the working directory DIR)`.
+fn resolved_against(file: &Path) -> String {
+    if file.is_absolute() {
+        return String::new();
+    }
+    match std::env::current_dir() {
+        Ok(dir) => format!(" (relative to the working directory {})", dir.display()),
+        Err(_) => " (relative to the working directory, which cannot be read)".to_string(),
+    }
 }
 
 /// The `(...)` part of a missing-column message: the columns there are, plus a hint when the
@@ -245,7 +334,7 @@ pub fn example_iter(spec: &DataSpec) -> Result<ExampleIter, DataError> {
         .ok_or_else(|| DataError::UnknownFormat {
             file: spec.path.clone(),
         })?;
-    let file = File::open(&spec.path).map_err(|e| DataError::Io {
+    let file = File::open(&spec.path).map_err(|e| DataError::Open {
         file: spec.path.clone(),
         source: e,
     })?;
@@ -262,9 +351,10 @@ pub fn example_iter(spec: &DataSpec) -> Result<ExampleIter, DataError> {
         None => Source::Jsonl {
             reader: BufReader::new(input),
             line: 0,
+            record: 0,
             buf: Vec::new(),
         },
-        Some(default) => delimited(spec, input, spec.delimiter.unwrap_or(default))?,
+        Some(default) => delimited(spec, input, format, spec.delimiter.unwrap_or(default))?,
     };
     Ok(ExampleIter {
         spec: spec.clone(),
@@ -272,6 +362,69 @@ pub fn example_iter(spec: &DataSpec) -> Result<ExampleIter, DataError> {
         report: ReadReport::default(),
         done: false,
     })
+}
+
+/// Read one text per line from a stream (standard input), with the rules of the file
+/// readers: a UTF-8 byte-order mark is skipped, lines end at `\n` or `\r\n` and are numbered
+/// as `grep -n` numbers them, undecodable bytes are an error naming the line unless
+/// `replace_invalid`. Empty lines are not records; a line of only whitespace is a record
+/// dropped as empty text (counted in the report). `name` stands for the stream in messages
+/// (e.g. `<stdin>`); no records at all is [`DataError::Empty`].
+pub fn read_lines(
+    input: impl Read,
+    name: &Path,
+    encoding: TextEncoding,
+    replace_invalid: bool,
+) -> Result<(Vec<Example>, ReadReport), DataError> {
+    let spec = DataSpec {
+        encoding,
+        replace_invalid,
+        ..DataSpec::new(name)
+    };
+    let mut reader = BufReader::new(BomStripper::new(input));
+    let mut report = ReadReport::default();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    let mut line = 0;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| DataError::Io {
+                file: name.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        line += 1;
+        let bytes = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        if bytes.is_empty() {
+            continue;
+        }
+        report.rows_read += 1;
+        let (text, replaced) = decode(&spec, line, report.rows_read, bytes)?;
+        if text.trim().is_empty() {
+            report.empty_text_dropped += 1;
+            continue;
+        }
+        if replaced {
+            report.decode_replaced += 1;
+        }
+        out.push(Example {
+            text: text.into_owned(),
+            text_pair: None,
+            label: None,
+            line,
+        });
+    }
+    if report.rows_read == 0 {
+        return Err(DataError::Empty {
+            file: name.to_path_buf(),
+        });
+    }
+    Ok((out, report))
 }
 
 /// Sorted unique labels, the label map of a training set.
@@ -339,7 +492,12 @@ impl ExampleIter {
     fn next_row(&mut self) -> Option<Result<Option<Example>, DataError>> {
         let row = match &mut self.source {
             Source::Delimited(d) => d.next_row(&self.spec),
-            Source::Jsonl { reader, line, buf } => next_json_row(&self.spec, reader, line, buf),
+            Source::Jsonl {
+                reader,
+                line,
+                record,
+                buf,
+            } => next_json_row(&self.spec, reader, line, record, buf),
             Source::Parquet(p) => p.next_row(&self.spec),
         };
         Some(match row? {
@@ -391,73 +549,322 @@ enum Source {
         reader: BufReader<BomStripper<File>>,
         /// Lines consumed so far.
         line: usize,
+        /// Records (non-blank lines) read so far.
+        record: usize,
         buf: Vec<u8>,
     },
     Parquet(Box<ParquetRows>),
 }
 
-/// CSV/TSV state: the reader, its line index and the resolved columns.
+/// CSV/TSV state: the record splitter and the resolved columns.
 struct Delimited {
-    reader: csv::Reader<LineIndex<BomStripper<File>>>,
-    lines: Rc<RefCell<LineState>>,
+    records: Records<BufReader<BomStripper<File>>>,
     /// Column names (header, or `0..n` without one).
     names: Vec<String>,
     text: usize,
     pair: Option<usize>,
     label: Option<usize>,
-    record: csv::ByteRecord,
-    /// Line where `record` starts.
-    line: usize,
+    record: RawRecord,
     /// Without a header, the first record is read early to count columns; it is kept here
     /// (in `record`) and this is set.
     pending: bool,
+    /// Records before the first data record (1 with a header), so errors give data record
+    /// numbers.
+    header_records: usize,
+    /// Quotes are read as RFC 4180 quoting (for the hints in errors).
+    quotes: bool,
+    /// Without quoting: records with a field that starts and ends with `"`, as a quoting
+    /// writer would make it (warned about at the end of the file).
+    looks_quoted: usize,
 }
 
-/// Read the next record into `record`; the line where it starts, or `None` at the end.
-fn read_record(
-    reader: &mut csv::Reader<LineIndex<BomStripper<File>>>,
-    lines: &RefCell<LineState>,
-    record: &mut csv::ByteRecord,
-    path: &Path,
-) -> Result<Option<usize>, DataError> {
-    if !reader
-        .read_byte_record(record)
-        .map_err(|e| csv_error(path, e))?
-    {
-        return Ok(None);
+/// Which record syntax [`Records`] splits: the delimiter and whether quotes are syntax.
+#[derive(Debug, Clone, Copy)]
+struct Syntax {
+    delimiter: u8,
+    quotes: bool,
+}
+
+/// One record as split from the file: its fields' bytes and where it lies.
+#[derive(Debug, Default)]
+struct RawRecord {
+    /// All fields' bytes, back to back.
+    data: Vec<u8>,
+    /// End offset of each field in `data`.
+    ends: Vec<usize>,
+    /// 1-based line where the record starts.
+    line: usize,
+    /// 1-based line where it ends (later than `line` when a quoted field holds line breaks).
+    end_line: usize,
+    /// 1-based number of the record in the file, header included.
+    number: usize,
+}
+
+impl RawRecord {
+    fn len(&self) -> usize {
+        self.ends.len()
     }
-    Ok(Some(record_line(lines, reader.position().byte(), record)))
+
+    /// Field `i`'s bytes (empty when out of range).
+    fn get(&self, i: usize) -> &[u8] {
+        let start = match i {
+            0 => 0,
+            _ => self.ends.get(i - 1).copied().unwrap_or(0),
+        };
+        let end = self.ends.get(i).copied().unwrap_or(start);
+        self.data.get(start..end).unwrap_or_default()
+    }
+
+    fn fields(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+}
+
+/// Why a record could not be split.
+#[derive(Debug)]
+enum SplitError {
+    Io(std::io::Error),
+    /// A quoted field still open at the end of the file.
+    Unterminated {
+        /// Line where the record starts.
+        line: usize,
+        /// Line where the quote opens.
+        open: usize,
+        number: usize,
+    },
+    /// A closing quote followed by something other than a delimiter, quote or line end.
+    AfterQuote {
+        line: usize,
+        open: usize,
+        /// Line of the closing quote.
+        close: usize,
+        byte: u8,
+        number: usize,
+    },
+}
+
+/// Splits a byte stream into CSV/TSV records, counting lines as editors and `grep -n` do.
+///
+/// Records end at `\n`, `\r\n` or a lone `\r` outside quoted fields (each one line break);
+/// empty lines are skipped. With `quotes`, a field that starts with `"` runs to the closing
+/// `"` (`""` inside is one quote) and may hold delimiters and line breaks, of which only `\n`
+/// and `\r\n` count as lines (a lone `\r` inside is text); the closing quote must be followed
+/// by the delimiter or the end of the line, and a quote still open at the end of the file is
+/// an error: both are how an unbalanced quote shows, and reading on would merge rows.
+/// Without `quotes`, `"` is an ordinary character (IANA TSV).
+struct Records<R> {
+    input: R,
+    syntax: Syntax,
+    /// Line of the next byte.
+    line: usize,
+    /// Records split so far.
+    count: usize,
+}
+
+impl<R: BufRead> Records<R> {
+    fn new(input: R, syntax: Syntax) -> Self {
+        Records {
+            input,
+            syntax,
+            line: 1,
+            count: 0,
+        }
+    }
+
+    fn peek(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            match self.input.fill_buf() {
+                Ok(buf) => return Ok(buf.first().copied()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn next_byte(&mut self) -> std::io::Result<Option<u8>> {
+        let b = self.peek()?;
+        if b.is_some() {
+            self.input.consume(1);
+        }
+        Ok(b)
+    }
+
+    /// Consume a line break that starts with `first` (`\n`, or `\r` with an optional `\n`).
+    fn line_break(&mut self, first: u8) -> std::io::Result<()> {
+        self.line += 1;
+        if first == b'\r' && self.peek()? == Some(b'\n') {
+            self.input.consume(1);
+        }
+        Ok(())
+    }
+
+    /// Split the next record into `out`; `false` at the end of the input.
+    fn next_record(&mut self, out: &mut RawRecord) -> Result<bool, SplitError> {
+        #[derive(Clone, Copy)]
+        enum State {
+            FieldStart,
+            Plain,
+            Quoted { open: usize },
+            AfterQuote { open: usize },
+        }
+        out.data.clear();
+        out.ends.clear();
+        // Empty lines are not records.
+        loop {
+            match self.peek().map_err(SplitError::Io)? {
+                None => return Ok(false),
+                Some(b @ (b'\n' | b'\r')) => {
+                    self.input.consume(1);
+                    self.line_break(b).map_err(SplitError::Io)?;
+                }
+                Some(_) => break,
+            }
+        }
+        self.count += 1;
+        out.line = self.line;
+        out.number = self.count;
+        let Syntax { delimiter, quotes } = self.syntax;
+        let mut state = State::FieldStart;
+        loop {
+            let Some(b) = self.next_byte().map_err(SplitError::Io)? else {
+                if let State::Quoted { open } = state {
+                    return Err(SplitError::Unterminated {
+                        line: out.line,
+                        open,
+                        number: out.number,
+                    });
+                }
+                out.end_line = self.line;
+                out.ends.push(out.data.len());
+                return Ok(true);
+            };
+            match state {
+                State::FieldStart if quotes && b == b'"' => {
+                    state = State::Quoted { open: self.line }
+                }
+                State::FieldStart | State::Plain | State::AfterQuote { .. }
+                    if b == b'\n' || b == b'\r' =>
+                {
+                    out.end_line = self.line;
+                    out.ends.push(out.data.len());
+                    self.line_break(b).map_err(SplitError::Io)?;
+                    return Ok(true);
+                }
+                State::FieldStart | State::Plain | State::AfterQuote { .. } if b == delimiter => {
+                    out.ends.push(out.data.len());
+                    state = State::FieldStart;
+                }
+                State::FieldStart | State::Plain => {
+                    out.data.push(b);
+                    state = State::Plain;
+                }
+                State::Quoted { open } => {
+                    if b == b'"' {
+                        state = State::AfterQuote { open };
+                    } else {
+                        if b == b'\n' {
+                            self.line += 1;
+                        }
+                        out.data.push(b);
+                    }
+                }
+                State::AfterQuote { open } if b == b'"' => {
+                    out.data.push(b'"');
+                    state = State::Quoted { open };
+                }
+                State::AfterQuote { open } => {
+                    return Err(SplitError::AfterQuote {
+                        line: out.line,
+                        open,
+                        close: self.line,
+                        byte: b,
+                        number: out.number,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A byte for a message: printable ASCII as itself, anything else as `\xNN`.
+fn show_byte(b: u8) -> String {
+    if b.is_ascii_graphic() || b == b' ' {
+        format!("`{}`", char::from(b))
+    } else {
+        format!("`\\x{b:02X}`")
+    }
+}
+
+/// A delimiter for a message.
+fn show_delimiter(d: u8) -> String {
+    match d {
+        b'\t' => "a tab".to_string(),
+        _ => show_byte(d),
+    }
+}
+
+fn split_error(path: &Path, syntax: Syntax, header_records: usize, e: SplitError) -> DataError {
+    const NONE_HINT: &str =
+        "if quotes are ordinary text in this file, set data.quoting = \"none\"";
+    let record = |number: usize| number.saturating_sub(header_records);
+    match e {
+        SplitError::Io(source) => DataError::Io {
+            file: path.to_path_buf(),
+            source,
+        },
+        SplitError::Unterminated { line, open, number } => DataError::Record {
+            file: path.to_path_buf(),
+            line,
+            record: record(number),
+            message: format!(
+                "the quoted field opened on line {open} is never closed (no closing `\"` up to the end of the file); {NONE_HINT}"
+            ),
+        },
+        SplitError::AfterQuote {
+            line,
+            open,
+            close,
+            byte,
+            number,
+        } => DataError::Record {
+            file: path.to_path_buf(),
+            line,
+            record: record(number),
+            message: format!(
+                "the quoted field opened on line {open} closes on line {close} followed by {}, not by {} or a line end: an unbalanced quote (reading on would merge rows); write a quote inside a quoted field as `\"\"`, or {NONE_HINT}",
+                show_byte(byte),
+                show_delimiter(syntax.delimiter)
+            ),
+        },
+    }
 }
 
 fn delimited(
     spec: &DataSpec,
     input: BomStripper<File>,
+    format: Format,
     delimiter: u8,
 ) -> Result<Source, DataError> {
     let path = &spec.path;
-    let lines = Rc::new(RefCell::new(LineState::default()));
-    // `flexible(true)`: field counts are checked here, to report them with the line and the
-    // column names rather than as the csv crate's error.
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(LineIndex {
-            inner: input,
-            offset: 0,
-            cr: None,
-            state: lines.clone(),
-        });
-    let mut first = csv::ByteRecord::new();
-    let Some(line) = read_record(&mut reader, &lines, &mut first, path)? else {
-        return Err(DataError::Empty { file: path.clone() });
+    let syntax = Syntax {
+        delimiter,
+        quotes: spec.quoting.quotes(format),
     };
+    let header_records = usize::from(spec.has_header);
+    let mut records = Records::new(BufReader::new(input), syntax);
+    let mut first = RawRecord::default();
+    if !records
+        .next_record(&mut first)
+        .map_err(|e| split_error(path, syntax, header_records, e))?
+    {
+        return Err(DataError::Empty { file: path.clone() });
+    }
     let (names, pending) = if spec.has_header {
         let names = first
-            .iter()
+            .fields()
             .enumerate()
             .map(|(i, f)| {
-                let name = decode(spec, line, f)?.0.trim().to_string();
+                let name = decode(spec, first.line, 0, f)?.0.trim().to_string();
                 Ok(if name.is_empty() { i.to_string() } else { name })
             })
             .collect::<Result<Vec<_>, DataError>>()?;
@@ -479,50 +886,89 @@ fn delimited(
     let pair = spec.text_pair_column.as_deref().map(find).transpose()?;
     let label = spec.label_column.as_deref().map(find).transpose()?;
     Ok(Source::Delimited(Box::new(Delimited {
-        reader,
-        lines,
+        records,
         names,
         text,
         pair,
         label,
         record: first,
-        line,
         pending,
+        header_records,
+        quotes: syntax.quotes,
+        looks_quoted: 0,
     })))
 }
 
 impl Delimited {
     fn next_row(&mut self, spec: &DataSpec) -> Option<Result<Row, DataError>> {
-        let path = &spec.path;
         if self.pending {
             self.pending = false;
         } else {
-            match read_record(&mut self.reader, &self.lines, &mut self.record, path) {
-                Ok(Some(line)) => self.line = line,
-                Ok(None) => return None,
-                Err(e) => return Some(Err(e)),
+            match self.records.next_record(&mut self.record) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self.looks_quoted > 0 {
+                        tracing::warn!(
+                            "{}: {} records have a field in double quotes, kept as text: quotes are ordinary characters in this file (data.quoting = \"none\", the TSV default); set data.quoting = \"rfc4180\" if the file quotes fields",
+                            spec.path.display(),
+                            self.looks_quoted
+                        );
+                        self.looks_quoted = 0;
+                    }
+                    return None;
+                }
+                Err(e) => {
+                    return Some(Err(split_error(
+                        &spec.path,
+                        self.records.syntax,
+                        self.header_records,
+                        e,
+                    )));
+                }
             }
+        }
+        if !self.quotes
+            && self
+                .record
+                .fields()
+                .any(|f| f.len() >= 2 && f.starts_with(b"\"") && f.ends_with(b"\""))
+        {
+            self.looks_quoted += 1;
         }
         Some(self.row(spec))
     }
 
     fn row(&self, spec: &DataSpec) -> Result<Row, DataError> {
         let path = &spec.path;
-        let (record, line) = (&self.record, self.line);
-        // Blank lines are not records for the csv crate, so they are neither read nor counted.
+        let record = &self.record;
+        let (line, number) = (
+            record.line,
+            record.number.saturating_sub(self.header_records),
+        );
         if record.len() != self.names.len() {
+            let hint = if record.end_line > record.line {
+                format!(
+                    "; the record runs from line {} to line {} because a quoted field holds line breaks: is a quote unbalanced?",
+                    record.line, record.end_line
+                )
+            } else if !self.quotes && record.data.contains(&b'"') {
+                "; quotes are ordinary text here (data.quoting = \"none\"): set data.quoting = \"rfc4180\" if the file quotes fields that hold delimiters".to_string()
+            } else {
+                String::new()
+            };
             return Err(DataError::FieldCount {
                 file: path.to_path_buf(),
                 line,
+                record: number,
                 expected: self.names.len(),
                 columns: self.names.join(", "),
                 found: record.len(),
+                hint,
             });
         }
-        // In range: the field count was checked above.
         let replaced = std::cell::Cell::new(false);
         let field = |i: usize| {
-            decode(spec, line, record.get(i).unwrap_or_default()).map(|(s, r)| {
+            decode(spec, line, number, record.get(i)).map(|(s, r)| {
                 replaced.set(replaced.get() | r);
                 s.into_owned()
             })
@@ -539,9 +985,11 @@ impl Delimited {
 
 /// Decode one field (or JSONL line) in the spec's encoding; the flag says whether
 /// undecodable bytes were replaced (only with `replace_invalid`, otherwise they are an error).
-fn decode<'a>(
+/// `record` is only for the error message.
+pub(crate) fn decode<'a>(
     spec: &DataSpec,
     line: usize,
+    record: usize,
     bytes: &'a [u8],
 ) -> Result<(Cow<'a, str>, bool), DataError> {
     match spec.encoding {
@@ -551,6 +999,7 @@ fn decode<'a>(
             Err(e) => Err(DataError::Encoding {
                 file: spec.path.clone(),
                 line,
+                record,
                 offset: e.valid_up_to(),
             }),
         },
@@ -567,91 +1016,6 @@ fn decode<'a>(
             let (text, had_errors) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
             Ok((text, had_errors))
         }
-    }
-}
-
-fn csv_error(path: &Path, e: csv::Error) -> DataError {
-    let line = e.position().map_or(0, |p| p.line() as usize);
-    match e.into_kind() {
-        csv::ErrorKind::Io(source) => DataError::Io {
-            file: path.to_path_buf(),
-            source,
-        },
-        other => DataError::Malformed {
-            file: path.to_path_buf(),
-            line,
-            message: format!("unreadable record: {other:?}"),
-        },
-    }
-}
-
-/// Line breaks seen by [`LineIndex`] and not yet attributed to a record.
-#[derive(Default)]
-struct LineState {
-    /// Line breaks before the last record looked up.
-    passed: usize,
-    /// Offsets of the line breaks read since.
-    pending: VecDeque<u64>,
-}
-
-/// Line where a record starts, given the reader's position just past it (`end`).
-///
-/// The csv crate's own start positions are unusable: a record "starts" where the previous
-/// one's terminator ended, so after blank lines or a CRLF terminator they point lines too
-/// early. A record's end is exact, though: its last byte is its terminator (or its last byte
-/// at the end of the file), which is on the record's last line. The start line is that line
-/// minus the line breaks inside quoted fields. Records come in order, so line breaks before
-/// this one are folded into a count and memory stays bounded by the csv reader's read-ahead.
-fn record_line(state: &RefCell<LineState>, end: u64, record: &csv::ByteRecord) -> usize {
-    let last = end.saturating_sub(1);
-    let mut state = state.borrow_mut();
-    while state.pending.front().is_some_and(|&o| o < last) {
-        state.pending.pop_front();
-        state.passed += 1;
-    }
-    let inside: usize = record.iter().map(line_breaks).sum();
-    (1 + state.passed).saturating_sub(inside).max(1)
-}
-
-/// Line breaks in `bytes`: `\n`, `\r\n` or a lone `\r` (as the csv crate accepts them).
-fn line_breaks(bytes: &[u8]) -> usize {
-    let lone_cr = bytes
-        .iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
-        .count();
-    lone_cr + bytes.iter().filter(|&&b| b == b'\n').count()
-}
-
-/// Records the byte offset of every line break it passes through, for [`record_line`]: that
-/// of each `\n`, and of each `\r` not followed by `\n`.
-struct LineIndex<R> {
-    inner: R,
-    offset: u64,
-    /// A `\r` at the end of the last read, not yet known to be lone.
-    cr: Option<u64>,
-    state: Rc<RefCell<LineState>>,
-}
-
-impl<R: Read> Read for LineIndex<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut state = self.state.borrow_mut();
-        for (i, &b) in buf.iter().take(n).enumerate() {
-            let at = self.offset + i as u64;
-            if let Some(cr) = self.cr.take()
-                && b != b'\n'
-            {
-                state.pending.push_back(cr);
-            }
-            match b {
-                b'\n' => state.pending.push_back(at),
-                b'\r' => self.cr = Some(at),
-                _ => {}
-            }
-        }
-        self.offset += n as u64;
-        Ok(n)
     }
 }
 
@@ -699,6 +1063,7 @@ fn next_json_row(
     spec: &DataSpec,
     reader: &mut impl BufRead,
     line: &mut usize,
+    record: &mut usize,
     buf: &mut Vec<u8>,
 ) -> Option<Result<Row, DataError>> {
     let path = &spec.path;
@@ -716,21 +1081,23 @@ fn next_json_row(
         }
         *line += 1;
         let at = *line;
-        let (raw, replaced) = match decode(spec, at, buf) {
+        let (raw, replaced) = match decode(spec, at, *record + 1, buf) {
             Ok(s) => s,
             Err(e) => return Some(Err(e)),
         };
         if raw.trim().is_empty() {
             continue;
         }
-        return Some(json_row(spec, &raw, at).map(|row| Row { replaced, ..row }));
+        *record += 1;
+        return Some(json_row(spec, &raw, at, *record).map(|row| Row { replaced, ..row }));
     }
 }
 
-fn json_row(spec: &DataSpec, raw: &str, line: usize) -> Result<Row, DataError> {
-    let malformed = |message: String| DataError::Malformed {
+fn json_row(spec: &DataSpec, raw: &str, line: usize, record: usize) -> Result<Row, DataError> {
+    let malformed = |message: String| DataError::Record {
         file: spec.path.clone(),
         line,
+        record,
         message,
     };
     let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
@@ -864,9 +1231,9 @@ impl ParquetRows {
         let row = match self.rows.next()? {
             Ok(r) => r,
             Err(e) => {
-                return Some(Err(DataError::Malformed {
+                return Some(Err(DataError::Row {
                     file: spec.path.clone(),
-                    line: self.row + 1,
+                    row: self.row + 1,
                     message: format!("unreadable Parquet row: {e}"),
                 }));
             }
@@ -894,11 +1261,11 @@ impl ParquetRows {
                 {
                     Ok(field.to_string())
                 }
-                other => Err(DataError::Malformed {
+                other => Err(DataError::Row {
                     file: spec.path.clone(),
-                    line,
+                    row: line,
                     message: format!(
-                        "row {line}: column `{name}` must be a string{}, found {other}",
+                        "column `{name}` must be a string{}, found {other}",
                         if scalars { ", integer or bool" } else { "" }
                     ),
                 }),
@@ -1061,7 +1428,7 @@ mod tests {
     fn short_row_names_the_line() {
         let msg = err(&spec("short_row.tsv"));
         assert!(
-            msg.contains("short_row.tsv line 4: expected 2 fields (text, label), found 1"),
+            msg.contains("short_row.tsv line 4 (record 3): expected 2 fields (text, label), found 1"),
             "{msg}"
         );
     }
@@ -1072,7 +1439,7 @@ mod tests {
         let s = temp(&dir, "long.csv", b"text,label\na,b\nc,d,e\n");
         let msg = err(&s);
         assert!(
-            msg.contains("long.csv line 3: expected 2 fields (text, label), found 3"),
+            msg.contains("long.csv line 3 (record 2): expected 2 fields (text, label), found 3"),
             "{msg}"
         );
     }
@@ -1098,7 +1465,7 @@ mod tests {
     #[test]
     fn missing_file_names_the_path() {
         let e = read_examples(&spec("no_such_file.tsv")).unwrap_err();
-        assert!(matches!(e, DataError::Io { .. }), "{e:?}");
+        assert!(matches!(e, DataError::Open { .. }), "{e:?}");
         assert!(e.to_string().contains("no_such_file.tsv"), "{e}");
     }
 
@@ -1215,20 +1582,23 @@ mod tests {
         let cases: [(&[u8], &str); 7] = [
             (
                 b"{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\",\n",
-                "line 2: invalid JSON",
+                "line 2 (record 2): invalid JSON",
             ),
             (
                 b"{\"text\": \"a\", \"label\": \"x\"}\n\n{\"label\": \"x\"}\n",
-                "line 3: missing field `text` (fields: label)",
+                "line 3 (record 2): missing field `text` (fields: label)",
             ),
-            (b"{\"text\": \"a\"}\n", "line 1: missing field `label`"),
+            (
+                b"{\"text\": \"a\"}\n",
+                "line 1 (record 1): missing field `label`",
+            ),
             (
                 b"[1, 2]\n",
-                "line 1: expected a JSON object, found an array",
+                "line 1 (record 1): expected a JSON object, found an array",
             ),
             (
                 b"{\"text\": 5, \"label\": \"x\"}\n",
-                "line 1: field `text` must be a string, found a number",
+                "line 1 (record 1): field `text` must be a string, found a number",
             ),
             (
                 b"{\"text\": \"a\", \"label\": [\"x\"]}\n",
@@ -1236,7 +1606,7 @@ mod tests {
             ),
             (
                 b"{\"text\": \"caf\xE9\", \"label\": \"x\"}\r\n",
-                "line 1: invalid UTF-8",
+                "line 1 (record 1): invalid UTF-8",
             ),
         ];
         for (contents, want) in cases {
@@ -1319,7 +1689,12 @@ mod tests {
             ),
         ];
         for (contents, want) in cases {
-            let (ex, report) = read_examples(&temp(&dir, "lines.tsv", contents)).unwrap();
+            // These TSV files quote a field with line breaks, so they ask for RFC 4180.
+            let s = DataSpec {
+                quoting: Quoting::Rfc4180,
+                ..temp(&dir, "lines.tsv", contents)
+            };
+            let (ex, report) = read_examples(&s).unwrap();
             assert_eq!(report.rows_read, 3);
             assert_eq!(
                 ex.iter().map(|e| e.line).collect::<Vec<_>>(),
@@ -1473,5 +1848,140 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = err(&temp(&dir, "fake.parquet", b"text,label\n"));
         assert!(e.contains("fake.parquet") && e.contains("Parquet"), "{e}");
+    }
+
+    /// The ten-row TSV of the report: line 3 opens a quote that never closes.
+    const WOW_TSV: &[u8] = b"text\tlabel\nA fine film\tpositive\n\"Wow, what a mess\tnegative\nHe said \"great\" twice\tpositive\nDull\tnegative\nLovely\tpositive\nBoring\tnegative\nSuperb\tpositive\nAwful\tnegative\nGood\tpositive\nBad\tnegative\n";
+
+    #[test]
+    fn reader_never_merges_rows_on_unterminated_quote() {
+        let dir = tempfile::tempdir().unwrap();
+        // TSV (IANA): quotes are text by default, so all ten rows come back, in place.
+        let (ex, report) = read_examples(&temp(&dir, "wow.tsv", WOW_TSV)).unwrap();
+        assert_eq!((ex.len(), report.rows_read), (10, 10));
+        assert_eq!(ex[1].text, "\"Wow, what a mess");
+        assert_eq!(ex[1].label.as_deref(), Some("negative"));
+        assert_eq!(ex[2].text, "He said \"great\" twice");
+        assert_eq!(ex.iter().map(|e| e.line).collect::<Vec<_>>(), (2..12).collect::<Vec<_>>());
+        // Asking for RFC 4180 quoting: the quote is unbalanced, an error naming line 3.
+        let strict = DataSpec {
+            quoting: Quoting::Rfc4180,
+            ..temp(&dir, "wow.tsv", WOW_TSV)
+        };
+        let msg = err(&strict);
+        assert!(
+            msg.contains("wow.tsv line 3 (record 2)")
+                && msg.contains("opened on line 3 closes on line 4"),
+            "{msg}"
+        );
+        // The same rows as CSV (RFC 4180 by default).
+        let csv: Vec<u8> = String::from_utf8(WOW_TSV.to_vec())
+            .unwrap()
+            .replace('\t', ",")
+            .into_bytes();
+        let msg = err(&temp(&dir, "wow.csv", &csv));
+        assert!(msg.contains("wow.csv line 3 (record 2)"), "{msg}");
+        // A quote left open to the end of the file is an error naming where it opened.
+        let msg = err(&temp(&dir, "open.csv", b"text,label\na,b\n\"never closed,x\nc,d\n"));
+        assert!(
+            msg.contains("open.csv line 3 (record 2)") && msg.contains("never closed"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn quoting_modes_are_explicit() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = b"text\tlabel\n\"a\tb\"\tx\n";
+        // RFC 4180: the quoted field holds the tab.
+        let rfc = DataSpec {
+            quoting: Quoting::Rfc4180,
+            ..temp(&dir, "q.tsv", body)
+        };
+        assert_eq!(read_examples(&rfc).unwrap().0[0].text, "a\tb");
+        // None (the TSV default): three fields where the header has two, with a hint.
+        let msg = err(&temp(&dir, "q.tsv", body));
+        assert!(
+            msg.contains("q.tsv line 2 (record 1): expected 2 fields (text, label), found 3")
+                && msg.contains("data.quoting = \"rfc4180\""),
+            "{msg}"
+        );
+        // CSV with quoting off reads quotes as text.
+        let none = DataSpec {
+            quoting: Quoting::None,
+            ..temp(&dir, "q.csv", b"text,label\n\"hi\",x\n")
+        };
+        assert_eq!(read_examples(&none).unwrap().0[0].text, "\"hi\"");
+        // `""` is one quote inside a quoted field; a quote inside an unquoted field is text.
+        let (ex, _) =
+            read_examples(&temp(&dir, "e.csv", b"text,label\n\"say \"\"hi\"\"\",x\n5\" screen,y\n"))
+                .unwrap();
+        assert_eq!(ex[0].text, "say \"hi\"");
+        assert_eq!(ex[1].text, "5\" screen");
+    }
+
+    #[test]
+    fn line_numbers_match_grep_with_lone_cr_in_quoted_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        // Line 2 holds a quoted field with a lone CR (not a line break for grep or editors);
+        // the record after it is on line 3, and the bad record on line 4.
+        let s = temp(
+            &dir,
+            "cr.csv",
+            b"text,label\n\"one\rtwo\",x\nthree,y\nfour\n",
+        );
+        let mut it = example_iter(&s).unwrap();
+        let first = it.next().unwrap().unwrap();
+        assert_eq!((first.text.as_str(), first.line), ("one\rtwo", 2));
+        assert_eq!(it.next().unwrap().unwrap().line, 3);
+        let msg = it.next().unwrap().unwrap_err().to_string();
+        assert!(
+            msg.contains("cr.csv line 4 (record 3): expected 2 fields"),
+            "{msg}"
+        );
+        // A record whose quoted field spans lines says so when its field count is wrong.
+        let msg = err(&temp(&dir, "span.csv", b"text,label\n\"a\nb\",x,y\n"));
+        assert!(
+            msg.contains("line 2 (record 1)") && msg.contains("from line 2 to line 3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn stdin_lines_follow_the_file_rules() {
+        let input: &[u8] = b"\xEF\xBB\xBFfirst\r\n\n  \nsecond\n";
+        let (ex, report) =
+            read_lines(input, Path::new("<stdin>"), TextEncoding::Utf8, false).unwrap();
+        assert_eq!(
+            ex.iter().map(|e| (e.text.as_str(), e.line)).collect::<Vec<_>>(),
+            [("first", 1), ("second", 4)]
+        );
+        assert_eq!((report.rows_read, report.empty_text_dropped), (3, 1));
+        let bad: &[u8] = b"ok\ncaf\xE9\n";
+        let msg = read_lines(bad, Path::new("<stdin>"), TextEncoding::Utf8, false)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("<stdin> line 2 (record 2): invalid UTF-8"), "{msg}");
+        let (ex, _) = read_lines(bad, Path::new("<stdin>"), TextEncoding::Latin1, false).unwrap();
+        assert_eq!(ex[1].text, "caf\u{E9}");
+        assert!(matches!(
+            read_lines(&b""[..], Path::new("<stdin>"), TextEncoding::Utf8, false),
+            Err(DataError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_relative_path_says_what_it_was_resolved_against() {
+        let e = read_examples(&DataSpec::new("no/such/dir/train.tsv")).unwrap_err();
+        let msg = e.to_string();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            msg.contains("no/such/dir/train.tsv")
+                && msg.contains(&format!("relative to the working directory {}", cwd.display())),
+            "{msg}"
+        );
+        // The OS error is in the message once (and is the error's source).
+        let os = std::error::Error::source(&e).unwrap().to_string();
+        assert_eq!(msg.matches(&os).count(), 1, "{msg}");
     }
 }

@@ -17,6 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::TagScheme;
+use crate::data::{DataSpec, TextEncoding};
 use crate::error::{Error, Result};
 use crate::tokenize::WordTokens;
 
@@ -45,10 +46,37 @@ pub struct ConllReport {
     pub docstart_lines: usize,
 }
 
-/// Read a CoNLL column file: one word per line, columns separated by tabs or spaces, the word
-/// first and the tag last (when `labelled`); sentences separated by blank lines.
+/// Read a CoNLL column file: one word per line, columns separated by tabs (or, on a line
+/// without a tab, by spaces), the word first and the tag last (when `labelled`); sentences
+/// separated by blank lines. UTF-8; see [`read_conll_with`] for other encodings.
 pub fn read_conll(path: &Path, labelled: bool) -> Result<(Vec<Sentence>, ConllReport)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    read_conll_with(path, labelled, TextEncoding::Utf8, false)
+}
+
+/// [`read_conll`] in a given encoding, with the rules of the table readers: a UTF-8
+/// byte-order mark is skipped, lines end at `\n` or `\r\n` (numbered as `grep -n` numbers
+/// them), undecodable bytes are an error naming the line unless `replace_invalid`, and every
+/// word line must have as many columns as the first one (a word with a space in a
+/// space-separated file would otherwise lose its tail silently). Errors name the file, the
+/// line and the sentence.
+pub fn read_conll_with(
+    path: &Path,
+    labelled: bool,
+    encoding: TextEncoding,
+    replace_invalid: bool,
+) -> Result<(Vec<Sentence>, ConllReport)> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::Data(crate::data::DataError::Open {
+            file: path.to_path_buf(),
+            source: e,
+        })
+    })?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let spec = DataSpec {
+        encoding,
+        replace_invalid,
+        ..DataSpec::new(path)
+    };
     let mut out = Vec::new();
     let mut report = ConllReport::default();
     let mut cur = Sentence {
@@ -70,39 +98,64 @@ pub fn read_conll(path: &Path, labelled: bool) -> Result<(Vec<Sentence>, ConllRe
             cur.line = next_line;
         }
     };
-    for (i, raw) in text.lines().enumerate() {
+    // Columns of the first word line, and that line.
+    let mut columns: Option<(usize, usize)> = None;
+    // A final line break does not start another line (as `str::lines`).
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    for (i, raw) in body.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;
-        let trimmed = raw.trim();
+        let sentence = out.len() + 1;
+        let at = || format!("{} line {line} (sentence {sentence})", path.display());
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let (decoded, _) = crate::data::decode(&spec, line, sentence, raw)?;
+        let trimmed = decoded.trim();
         if trimmed.is_empty() {
             flush(&mut cur, &mut out, line + 1);
             continue;
         }
-        let cols: Vec<&str> = trimmed
-            .split(['\t', ' '])
-            .filter(|c| !c.is_empty())
-            .collect();
-        if cols[0] == "-DOCSTART-" {
+        let cols: Vec<&str> = if trimmed.contains('\t') {
+            trimmed
+                .split('\t')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        } else {
+            trimmed.split(' ').filter(|c| !c.is_empty()).collect()
+        };
+        let (Some(&word), Some(&tag)) = (cols.first(), cols.last()) else {
+            continue;
+        };
+        if word == "-DOCSTART-" {
             report.docstart_lines += 1;
             flush(&mut cur, &mut out, line + 1);
             continue;
         }
+        match columns {
+            None => columns = Some((cols.len(), line)),
+            Some((n, first)) if n != cols.len() => {
+                return Err(Error::Input(format!(
+                    "{}: expected {n} columns (as on line {first}), found {}: {trimmed:?}",
+                    at(),
+                    cols.len()
+                )));
+            }
+            Some(_) => {}
+        }
         if labelled {
             if cols.len() < 2 {
                 return Err(Error::Input(format!(
-                    "{}:{line}: expected a word and a tag separated by a tab or space, found {trimmed:?}",
-                    path.display()
+                    "{}: expected a word and a tag separated by a tab or space, found {trimmed:?}",
+                    at()
                 )));
             }
-            let tag = cols[cols.len() - 1];
-            parse_tag(tag).map_err(|m| {
-                Error::Input(format!("{}:{line}: tag {tag:?}: {m}", path.display()))
-            })?;
+            parse_tag(tag)
+                .map_err(|m| Error::Input(format!("{}: tag {tag:?}: {m}", at())))?;
             cur.tags.push(tag.to_string());
         }
         if cur.words.is_empty() {
             cur.line = line;
         }
-        cur.words.push(cols[0].to_string());
+        cur.words.push(word.to_string());
     }
     flush(&mut cur, &mut out, 0);
     report.sentences = out.len();
@@ -414,10 +467,47 @@ mod tests {
         let bad = dir.path().join("b.conll");
         std::fs::write(&bad, "John B-PER\nlives X-FOO\n").unwrap();
         let e = read_conll(&bad, true).unwrap_err().to_string();
-        assert!(e.contains("b.conll:2") && e.contains("X-FOO"), "{e}");
+        assert!(
+            e.contains("b.conll line 2 (sentence 1)") && e.contains("X-FOO"),
+            "{e}"
+        );
         let short = dir.path().join("c.conll");
         std::fs::write(&short, "John\n").unwrap();
         let e = read_conll(&short, true).unwrap_err().to_string();
-        assert!(e.contains("c.conll:1"), "{e}");
+        assert!(e.contains("c.conll line 1 (sentence 1)"), "{e}");
+    }
+
+    #[test]
+    fn conll_reader_follows_the_table_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        // BOM and CRLF: the first word is `John`, not `\u{feff}John`; tags lose their `\r`.
+        let f = dir.path().join("bom.conll");
+        std::fs::write(&f, b"\xEF\xBB\xBFJohn\tB-PER\r\nlives\tO\r\n\r\nParis\tB-LOC\r\n").unwrap();
+        let (s, r) = read_conll(&f, true).unwrap();
+        assert_eq!(s[0].words, ["John", "lives"]);
+        assert_eq!(s[0].tags, ["B-PER", "O"]);
+        assert_eq!((s[1].line, r.sentences, r.words), (4, 2, 3));
+        // A word with a space in a tab-separated file stays whole.
+        let f = dir.path().join("tab.conll");
+        std::fs::write(&f, "New York\tB-LOC\nis\tO\n").unwrap();
+        assert_eq!(read_conll(&f, true).unwrap().0[0].words, ["New York", "is"]);
+        // In a space-separated file it would lose its tail: an error naming the line.
+        let f = dir.path().join("space.conll");
+        std::fs::write(&f, "I O\nlove O\n\nNew York B-LOC\n").unwrap();
+        let e = read_conll(&f, true).unwrap_err().to_string();
+        assert!(
+            e.contains("space.conll line 4 (sentence 2): expected 2 columns (as on line 1), found 3"),
+            "{e}"
+        );
+        // Bytes that are not UTF-8 name the line; the encoding setting reads them.
+        let f = dir.path().join("latin.conll");
+        std::fs::write(&f, b"caf\xE9 O\n").unwrap();
+        let e = read_conll(&f, true).unwrap_err().to_string();
+        assert!(e.contains("latin.conll line 1") && e.contains("UTF-8"), "{e}");
+        let (s, _) = read_conll_with(&f, true, TextEncoding::Latin1, false).unwrap();
+        assert_eq!(s[0].words, ["caf\u{e9}"]);
+        // A missing relative path says where it was looked for.
+        let e = read_conll(Path::new("no/such.conll"), true).unwrap_err().to_string();
+        assert!(e.contains("relative to the working directory"), "{e}");
     }
 }

@@ -276,7 +276,8 @@ fn prepare_conll(
     tokenizer: TextTokenizer,
 ) -> Result<TaskData> {
     let d = &config.data;
-    let (train_sents, train_read) = ner::read_conll(&d.train, true)?;
+    let replace = d.on_decode_error == crate::config::DecodeErrorPolicy::Replace;
+    let (train_sents, train_read) = ner::read_conll_with(&d.train, true, d.encoding, replace)?;
     let mut parts: Vec<(String, PathBuf, Vec<Sentence>, ner::ConllReport, bool)> = vec![(
         "train".into(),
         d.train.clone(),
@@ -286,7 +287,7 @@ fn prepare_conll(
     )];
     for (name, file) in [("validation", &d.validation), ("test", &d.test)] {
         if let Some(f) = file {
-            let (s, r) = ner::read_conll(f, true)?;
+            let (s, r) = ner::read_conll_with(f, true, d.encoding, replace)?;
             parts.push((name.into(), f.clone(), s, r, false));
         }
     }
