@@ -726,6 +726,8 @@ fn main() -> ExitCode {
             ) {
                 (Some(tunekit::Error::Engine(_)), _) => 1,
                 (Some(_), _) | (_, Some(tunekit_serve::ServeError::Model(_))) => 2,
+                // A reader's error passed on without the library's wrapper is bad input too.
+                _ if err.downcast_ref::<tunekit::data::DataError>().is_some() => 2,
                 _ => 1,
             };
             ExitCode::from(code)

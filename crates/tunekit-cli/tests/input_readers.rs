@@ -64,8 +64,11 @@ fn reader_never_merges_rows_on_unterminated_quote() {
     std::fs::write(&csv, WOW_TSV.replace('\t', ",")).unwrap();
     let cfg = config(tmp.path(), csv.to_str().unwrap());
     assert_bad_input(&data_check(&cfg, &[]), &["wow.csv line 3 (record 2)"]);
-    // ... and with quoting off it reads all ten.
-    assert_eq!(train_rows(&data_check(&cfg, &["data.quoting=\"none\""])), 10);
+    // With quoting off, the comma inside the text gives line 3 a third field: an error too.
+    assert_bad_input(
+        &data_check(&cfg, &["data.quoting=\"none\""]),
+        &["wow.csv line 3 (record 2): expected 2 fields (text, label), found 3"],
+    );
     // An unknown mode is a config error naming the choices.
     assert_bad_input(
         &data_check(&cfg, &["data.quoting=\"smart\""]),

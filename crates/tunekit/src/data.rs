@@ -1150,6 +1150,38 @@ fn json_row(spec: &DataSpec, raw: &str, line: usize, record: usize) -> Result<Ro
     })
 }
 
+thread_local! {
+    /// Set while [`guard_decoder`] runs: a panic then is reported as an error, not printed.
+    static IN_DECODER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run the Parquet decoder, turning a panic inside it into an error message. The `parquet`
+/// crate panics (an `unwrap` in its Thrift footer decoder) on some corrupt files, found by the
+/// property tests in `tests/readers_prop.rs`; a bad file must be an error naming it, never a
+/// crash. The panic hook is wrapped once so that such a panic is not printed; panics anywhere
+/// else are printed by the previous hook as before.
+fn guard_decoder<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_DECODER.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    IN_DECODER.with(|d| d.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_DECODER.with(|d| d.set(false));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
+}
+
 /// Parquet rows, projected on the needed columns. Text columns must be strings; labels may be
 /// strings, integers or booleans. The "line" of a row is its 1-based row number.
 struct ParquetRows {
@@ -1163,6 +1195,17 @@ struct ParquetRows {
 
 impl ParquetRows {
     fn open(spec: &DataSpec, file: File) -> Result<Self, DataError> {
+        match guard_decoder(|| Self::open_unguarded(spec, file)) {
+            Ok(result) => result,
+            Err(panic) => Err(DataError::Malformed {
+                file: spec.path.clone(),
+                line: 0,
+                message: format!("not a readable Parquet file (the decoder failed: {panic})"),
+            }),
+        }
+    }
+
+    fn open_unguarded(spec: &DataSpec, file: File) -> Result<Self, DataError> {
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let path = &spec.path;
         let bad = |e: parquet::errors::ParquetError| DataError::Malformed {
@@ -1228,7 +1271,17 @@ impl ParquetRows {
 
     fn next_row(&mut self, spec: &DataSpec) -> Option<Result<Row, DataError>> {
         use parquet::record::Field;
-        let row = match self.rows.next()? {
+        let next = match guard_decoder(|| self.rows.next()) {
+            Ok(next) => next,
+            Err(panic) => {
+                return Some(Err(DataError::Row {
+                    file: spec.path.clone(),
+                    row: self.row + 1,
+                    message: format!("unreadable Parquet row (the decoder failed: {panic})"),
+                }));
+            }
+        };
+        let row = match next? {
             Ok(r) => r,
             Err(e) => {
                 return Some(Err(DataError::Row {
