@@ -57,7 +57,11 @@ fn reader_never_merges_rows_on_unterminated_quote() {
     // With RFC 4180 quoting asked for, the unbalanced quote stops the run at its line.
     assert_bad_input(
         &data_check(&cfg, &["data.quoting=\"rfc4180\""]),
-        &["wow.tsv line 3 (record 2)", "opened on line 3", "data.quoting"],
+        &[
+            "wow.tsv line 3 (record 2)",
+            "opened on line 3",
+            "data.quoting",
+        ],
     );
     // The same rows as CSV, where quoting is on by default: an error, never 9 rows.
     let csv = tmp.path().join("wow.csv");

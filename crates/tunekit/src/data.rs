@@ -184,7 +184,10 @@ pub enum DataError {
     },
     /// The file could not be opened; for a relative path the message says which directory it
     /// was resolved against (the working directory).
-    #[error("{file}: cannot open the data file{}: {source}", resolved_against(file))]
+    #[error(
+        "{file}: cannot open the data file{}: {source}",
+        resolved_against(file)
+    )]
     Open {
         /// The file, as given.
         file: PathBuf,
@@ -804,8 +807,7 @@ fn show_delimiter(d: u8) -> String {
 }
 
 fn split_error(path: &Path, syntax: Syntax, header_records: usize, e: SplitError) -> DataError {
-    const NONE_HINT: &str =
-        "if quotes are ordinary text in this file, set data.quoting = \"none\"";
+    const NONE_HINT: &str = "if quotes are ordinary text in this file, set data.quoting = \"none\"";
     let record = |number: usize| number.saturating_sub(header_records);
     match e {
         SplitError::Io(source) => DataError::Io {
@@ -1481,7 +1483,9 @@ mod tests {
     fn short_row_names_the_line() {
         let msg = err(&spec("short_row.tsv"));
         assert!(
-            msg.contains("short_row.tsv line 4 (record 3): expected 2 fields (text, label), found 1"),
+            msg.contains(
+                "short_row.tsv line 4 (record 3): expected 2 fields (text, label), found 1"
+            ),
             "{msg}"
         );
     }
@@ -1915,7 +1919,10 @@ mod tests {
         assert_eq!(ex[1].text, "\"Wow, what a mess");
         assert_eq!(ex[1].label.as_deref(), Some("negative"));
         assert_eq!(ex[2].text, "He said \"great\" twice");
-        assert_eq!(ex.iter().map(|e| e.line).collect::<Vec<_>>(), (2..12).collect::<Vec<_>>());
+        assert_eq!(
+            ex.iter().map(|e| e.line).collect::<Vec<_>>(),
+            (2..12).collect::<Vec<_>>()
+        );
         // Asking for RFC 4180 quoting: the quote is unbalanced, an error naming line 3.
         let strict = DataSpec {
             quoting: Quoting::Rfc4180,
@@ -1935,7 +1942,11 @@ mod tests {
         let msg = err(&temp(&dir, "wow.csv", &csv));
         assert!(msg.contains("wow.csv line 3 (record 2)"), "{msg}");
         // A quote left open to the end of the file is an error naming where it opened.
-        let msg = err(&temp(&dir, "open.csv", b"text,label\na,b\n\"never closed,x\nc,d\n"));
+        let msg = err(&temp(
+            &dir,
+            "open.csv",
+            b"text,label\na,b\n\"never closed,x\nc,d\n",
+        ));
         assert!(
             msg.contains("open.csv line 3 (record 2)") && msg.contains("never closed"),
             "{msg}"
@@ -1966,9 +1977,12 @@ mod tests {
         };
         assert_eq!(read_examples(&none).unwrap().0[0].text, "\"hi\"");
         // `""` is one quote inside a quoted field; a quote inside an unquoted field is text.
-        let (ex, _) =
-            read_examples(&temp(&dir, "e.csv", b"text,label\n\"say \"\"hi\"\"\",x\n5\" screen,y\n"))
-                .unwrap();
+        let (ex, _) = read_examples(&temp(
+            &dir,
+            "e.csv",
+            b"text,label\n\"say \"\"hi\"\"\",x\n5\" screen,y\n",
+        ))
+        .unwrap();
         assert_eq!(ex[0].text, "say \"hi\"");
         assert_eq!(ex[1].text, "5\" screen");
     }
@@ -2006,7 +2020,9 @@ mod tests {
         let (ex, report) =
             read_lines(input, Path::new("<stdin>"), TextEncoding::Utf8, false).unwrap();
         assert_eq!(
-            ex.iter().map(|e| (e.text.as_str(), e.line)).collect::<Vec<_>>(),
+            ex.iter()
+                .map(|e| (e.text.as_str(), e.line))
+                .collect::<Vec<_>>(),
             [("first", 1), ("second", 4)]
         );
         assert_eq!((report.rows_read, report.empty_text_dropped), (3, 1));
@@ -2014,7 +2030,10 @@ mod tests {
         let msg = read_lines(bad, Path::new("<stdin>"), TextEncoding::Utf8, false)
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("<stdin> line 2 (record 2): invalid UTF-8"), "{msg}");
+        assert!(
+            msg.contains("<stdin> line 2 (record 2): invalid UTF-8"),
+            "{msg}"
+        );
         let (ex, _) = read_lines(bad, Path::new("<stdin>"), TextEncoding::Latin1, false).unwrap();
         assert_eq!(ex[1].text, "caf\u{E9}");
         assert!(matches!(
@@ -2030,7 +2049,10 @@ mod tests {
         let cwd = std::env::current_dir().unwrap();
         assert!(
             msg.contains("no/such/dir/train.tsv")
-                && msg.contains(&format!("relative to the working directory {}", cwd.display())),
+                && msg.contains(&format!(
+                    "relative to the working directory {}",
+                    cwd.display()
+                )),
             "{msg}"
         );
         // The OS error is in the message once (and is the error's source).

@@ -8,8 +8,8 @@
 //! byte soup checks the first and last point for input no generator anticipates.
 //!
 //! The number of cases per property is proptest's (256, or the `PROPTEST_CASES` environment
-//! variable); a long run: `PROPTEST_CASES=200000 cargo test --release -p tunekit --test
-//! readers_prop` (docs/benchmarks.md, "Reliability").
+//! variable): about 6 s in a release build. A long run, rounds with fresh seeds for a given
+//! time: `scripts/fuzz-readers.sh 600` (docs/benchmarks.md, "Reliability").
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -85,7 +85,9 @@ impl Writer {
         let d = char::from(self.delimiter);
         for &a in atoms {
             let a = match a {
-                Atom::Delim | Atom::Lf | Atom::Cr | Atom::CrLf if !self.quotes => Atom::Letter(b'q'),
+                Atom::Delim | Atom::Lf | Atom::Cr | Atom::CrLf if !self.quotes => {
+                    Atom::Letter(b'q')
+                }
                 Atom::Tab if !self.quotes && self.delimiter == b'\t' => Atom::Letter(b't'),
                 Atom::Delim if self.delimiter == b'\t' => Atom::Tab,
                 other => other,

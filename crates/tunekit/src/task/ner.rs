@@ -148,8 +148,7 @@ pub fn read_conll_with(
                     at()
                 )));
             }
-            parse_tag(tag)
-                .map_err(|m| Error::Input(format!("{}: tag {tag:?}: {m}", at())))?;
+            parse_tag(tag).map_err(|m| Error::Input(format!("{}: tag {tag:?}: {m}", at())))?;
             cur.tags.push(tag.to_string());
         }
         if cur.words.is_empty() {
@@ -482,7 +481,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // BOM and CRLF: the first word is `John`, not `\u{feff}John`; tags lose their `\r`.
         let f = dir.path().join("bom.conll");
-        std::fs::write(&f, b"\xEF\xBB\xBFJohn\tB-PER\r\nlives\tO\r\n\r\nParis\tB-LOC\r\n").unwrap();
+        std::fs::write(
+            &f,
+            b"\xEF\xBB\xBFJohn\tB-PER\r\nlives\tO\r\n\r\nParis\tB-LOC\r\n",
+        )
+        .unwrap();
         let (s, r) = read_conll(&f, true).unwrap();
         assert_eq!(s[0].words, ["John", "lives"]);
         assert_eq!(s[0].tags, ["B-PER", "O"]);
@@ -496,18 +499,25 @@ mod tests {
         std::fs::write(&f, "I O\nlove O\n\nNew York B-LOC\n").unwrap();
         let e = read_conll(&f, true).unwrap_err().to_string();
         assert!(
-            e.contains("space.conll line 4 (sentence 2): expected 2 columns (as on line 1), found 3"),
+            e.contains(
+                "space.conll line 4 (sentence 2): expected 2 columns (as on line 1), found 3"
+            ),
             "{e}"
         );
         // Bytes that are not UTF-8 name the line; the encoding setting reads them.
         let f = dir.path().join("latin.conll");
         std::fs::write(&f, b"caf\xE9 O\n").unwrap();
         let e = read_conll(&f, true).unwrap_err().to_string();
-        assert!(e.contains("latin.conll line 1") && e.contains("UTF-8"), "{e}");
+        assert!(
+            e.contains("latin.conll line 1") && e.contains("UTF-8"),
+            "{e}"
+        );
         let (s, _) = read_conll_with(&f, true, TextEncoding::Latin1, false).unwrap();
         assert_eq!(s[0].words, ["caf\u{e9}"]);
         // A missing relative path says where it was looked for.
-        let e = read_conll(Path::new("no/such.conll"), true).unwrap_err().to_string();
+        let e = read_conll(Path::new("no/such.conll"), true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("relative to the working directory"), "{e}");
     }
 }
