@@ -89,7 +89,12 @@ fn multilabel_empty_label_cell_is_the_empty_label_set() {
     ]);
     assert!(out.status.success(), "train: {}", stderr(&out));
     let report = json(&run.join("data_report.json"));
-    for (sp, n) in report["splits"].as_array().unwrap().iter().zip([60, 30, 30]) {
+    for (sp, n) in report["splits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([60, 30, 30])
+    {
         assert_eq!(sp["rows_read"], n, "{sp}");
         assert_eq!(sp["examples"], n, "every row kept: {sp}");
         assert!(
@@ -151,7 +156,10 @@ fn multilabel_empty_label_cell_is_the_empty_label_set() {
     let e = json(&eval_json);
     assert_eq!(e["examples"], 30, "{e}");
     let got = e["scores"]["micro_f1"].as_f64().unwrap();
-    assert!((got - reported).abs() < 1e-5, "eval {got} vs run {reported}");
+    assert!(
+        (got - reported).abs() < 1e-5,
+        "eval {got} vs run {reported}"
+    );
 }
 
 /// `n` classification rows `text<TAB>label` from MR sentences, labels cycling through `labels`.
@@ -233,11 +241,16 @@ fn data_check_reports_classes_too_small_for_a_split() {
         );
     }
     assert!(
-        warnings.iter().any(|w| w.contains("single row of class \"rare\"")),
+        warnings
+            .iter()
+            .any(|w| w.contains("single row of class \"rare\"")),
         "{warnings:?}"
     );
     let text = stdout(&tunekit(&["data", "check", cfg.to_str().unwrap()]));
-    assert!(text.contains("warning: validation has no row of class \"rare\""), "{text}");
+    assert!(
+        text.contains("warning: validation has no row of class \"rare\""),
+        "{text}"
+    );
 }
 
 /// Runs `data check` and `train` on one config: both must refuse with exit 2 and the same
@@ -310,7 +323,11 @@ fn data_check_is_a_dry_run_of_train_for_every_task() {
     );
     check_and_train_refuse_alike(&cfg, &d.join("r2"), &["ptest.tsv", "odd"]);
     // Multilabel: a validation label the training data never had.
-    let mtrain = write_tsv(&d.join("mtrain.tsv"), "text\tlabel", &multilabel_rows(12, 0));
+    let mtrain = write_tsv(
+        &d.join("mtrain.tsv"),
+        "text\tlabel",
+        &multilabel_rows(12, 0),
+    );
     let mval = write_tsv(
         &d.join("mval.tsv"),
         "text\tlabel",
@@ -328,7 +345,11 @@ fn data_check_is_a_dry_run_of_train_for_every_task() {
     let rtrain = write_tsv(
         &d.join("rtrain.tsv"),
         "text\tlabel",
-        &["one\t1.5".to_string(), "two\t2.5".into(), "three\tmany".into()],
+        &[
+            "one\t1.5".to_string(),
+            "two\t2.5".into(),
+            "three\tmany".into(),
+        ],
     );
     let cfg = config(
         d,
@@ -340,7 +361,11 @@ fn data_check_is_a_dry_run_of_train_for_every_task() {
     check_and_train_refuse_alike(&cfg, &d.join("r4"), &["rtrain.tsv", "many"]);
     // Token classification: a test tag the training data never had.
     let ntrain = d.join("ntrain.conll");
-    std::fs::write(&ntrain, "Maria\tB-PER\nworks\tO\n\nOslo\tB-LOC\nrains\tO\n\n").unwrap();
+    std::fs::write(
+        &ntrain,
+        "Maria\tB-PER\nworks\tO\n\nOslo\tB-LOC\nrains\tO\n\n",
+    )
+    .unwrap();
     let ntest = d.join("ntest.conll");
     std::fs::write(&ntest, "Acme\tB-ORG\nsells\tO\n\n").unwrap();
     let cfg = config(
@@ -414,9 +439,15 @@ fn unknown_token_rate_is_reported_per_split_with_a_warning() {
     let warnings = report["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     let w = warnings[0].as_str().unwrap();
-    assert!(w.starts_with("test: 100.0%") && w.contains("over 5%"), "{w}");
+    assert!(
+        w.starts_with("test: 100.0%") && w.contains("over 5%"),
+        "{w}"
+    );
     let text = stdout(&tunekit(&["data", "check", cfg.to_str().unwrap()]));
-    assert!(text.contains("unknown tokens: 40 of 40 word pieces"), "{text}");
+    assert!(
+        text.contains("unknown tokens: 40 of 40 word pieces"),
+        "{text}"
+    );
     assert!(text.contains("warning: test: 100.0%"), "{text}");
 }
 
@@ -477,12 +508,18 @@ fn collapsed_prediction_distribution_is_flagged_and_predictions_name_their_label
         "{warnings:?}"
     );
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert!(html.contains("id=\"warnings\""), "report.html has no warnings box");
+    assert!(
+        html.contains("id=\"warnings\""),
+        "report.html has no warnings box"
+    );
     assert!(html.contains("20 of 20 rows"));
     let card = std::fs::read_to_string(run.join("model/README.md")).unwrap();
     assert!(card.contains("## Warnings"), "{card}");
     assert!(card.contains("collapsed"), "{card}");
-    assert!(card.contains("unknown token"), "the data warning reaches the card: {card}");
+    assert!(
+        card.contains("unknown token"),
+        "the data warning reaches the card: {card}"
+    );
     // predictions/*.jsonl name the labels (and keep the ids the report reads).
     let preds = lines(&run.join("predictions/test.jsonl"));
     assert_eq!(preds.len(), 20);
@@ -558,7 +595,10 @@ fn carved_splits_count_decode_replacements_and_cleaning_in_their_own_split() {
             .count() as u64;
         assert_eq!(sp["decode_replaced"], with_fffd, "{name}: {sp}");
         assert!(with_fffd > 0, "{name} holds replaced rows");
-        assert!(sp["cleaning"]["whitespace_collapsed"].as_u64().unwrap() > 0, "{name}");
+        assert!(
+            sp["cleaning"]["whitespace_collapsed"].as_u64().unwrap() > 0,
+            "{name}"
+        );
         replaced += sp["decode_replaced"].as_u64().unwrap();
         spaces += sp["cleaning"]["whitespace_collapsed"].as_u64().unwrap();
     }
@@ -594,7 +634,10 @@ fn carved_splits_keep_duplicate_groups_whole_and_their_fractions() {
         report["dedup"]["leakage"]
     );
     let splits = report["splits"].as_array().unwrap();
-    let read: u64 = splits.iter().map(|s| s["rows_read"].as_u64().unwrap()).sum();
+    let read: u64 = splits
+        .iter()
+        .map(|s| s["rows_read"].as_u64().unwrap())
+        .sum();
     assert_eq!(read as usize, n);
     let kept: Vec<u64> = splits
         .iter()
@@ -612,7 +655,13 @@ fn near_duplicate_short_texts_do_not_leak_across_a_carved_split() {
     // Short texts with punctuation variants: one group each, never split apart.
     let mut rows = Vec::new();
     for (i, w) in sentences(60).iter().enumerate() {
-        let word: String = w.split_whitespace().next().unwrap().chars().take(6).collect();
+        let word: String = w
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .chars()
+            .take(6)
+            .collect();
         let word = format!("{word}{i}");
         let label = ["pos", "neg"][i % 2];
         rows.push(format!("{word}\t{label}"));

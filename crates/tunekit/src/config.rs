@@ -680,8 +680,7 @@ impl RunConfig {
             // Multilabel: an empty label cell is the empty label set ("none of these"), a
             // legitimate example that is kept, trained on and scored.
             fill_label: self.data.fill_missing_label.clone().or_else(|| {
-                (labelled && self.task.kind == crate::task::TaskKind::Multilabel)
-                    .then(String::new)
+                (labelled && self.task.kind == crate::task::TaskKind::Multilabel).then(String::new)
             }),
         }
     }

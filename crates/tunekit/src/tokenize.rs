@@ -243,9 +243,7 @@ mod tests {
     fn unknown_word_pieces_are_counted_without_special_tokens() {
         let t = minilm();
         // Ethiopic is not in MiniLM's (BERT uncased) vocabulary: one [UNK] per word.
-        let c = t
-            .token_counts(&["hello world", "ሰላም ለዓለም"], None)
-            .unwrap();
+        let c = t.token_counts(&["hello world", "ሰላም ለዓለም"], None).unwrap();
         assert_eq!(c.lengths, vec![4, 4]);
         assert_eq!((c.word_pieces, c.unknown), (4, 2));
         assert!(t.unk_id().is_some());

@@ -1205,7 +1205,11 @@ fn cv_data(config: &RunConfig, k: usize, tokenizer: &TextTokenizer) -> Result<Cv
             "--cv {k}: every class needs at least {k} rows (one per fold) after data preparation, but class {} ({}); use fewer folds or add rows of {}",
             named.join(", class "),
             config.data.train.display(),
-            if small.len() == 1 { "that class" } else { "those classes" }
+            if small.len() == 1 {
+                "that class"
+            } else {
+                "those classes"
+            }
         )));
     }
     let seed = config

@@ -718,10 +718,7 @@ mod tests {
         };
         let train = [("nice", "pos"), ("great fun", "pos"), ("bad", "neg")];
         let test = [("nice!", "pos"), ("great fun !!", "pos"), ("sad", "neg")];
-        let (keep, report) = dedup(
-            &[("train", items(&train)), ("test", items(&test))],
-            &opts,
-        );
+        let (keep, report) = dedup(&[("train", items(&train)), ("test", items(&test))], &opts);
         assert_eq!(kept(&keep[0]), [false, false, true]);
         assert_eq!(report.leakage[0].rows, 2);
         assert_eq!(jaccard(&shingle_set("nice"), &shingle_set("nice!")), 1.0);
@@ -737,10 +734,7 @@ mod tests {
             conflicts: ConflictPolicy::Keep,
             ..DedupOptions::default()
         };
-        let (_, report) = dedup(
-            &[("train", items(&train)), ("test", items(&test))],
-            &opts,
-        );
+        let (_, report) = dedup(&[("train", items(&train)), ("test", items(&test))], &opts);
         let quoted = &report.leakage[0].examples[0].1;
         assert!(quoted.chars().count() < EXAMPLE_CHARS + 40, "{quoted}");
         assert!(quoted.ends_with("(10000 characters)"), "{quoted}");

@@ -285,8 +285,8 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
     for (name, file) in files {
         let Some(file) = file else { continue };
         let (examples, replaced, read) = read_with_replacements(&config.data_spec(file, true))?;
-        let empty_sets = config.task.kind == crate::task::TaskKind::Multilabel
-            && d.fill_missing_label.is_none();
+        let empty_sets =
+            config.task.kind == crate::task::TaskKind::Multilabel && d.fill_missing_label.is_none();
         let meta = examples
             .iter()
             .zip(replaced)
@@ -319,7 +319,12 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
     }
 
     if let Some(opts) = &d.split {
-        carve(&mut work, opts, config.task.kind.is_classification(), &d.dedup)?;
+        carve(
+            &mut work,
+            opts,
+            config.task.kind.is_classification(),
+            &d.dedup,
+        )?;
     }
 
     let keys: Vec<Vec<String>> = work
@@ -539,7 +544,9 @@ fn clean_sub(a: &mut CleanCounts, b: &CleanCounts) {
     a.html_stripped = a.html_stripped.saturating_sub(b.html_stripped);
     a.unicode_normalized = a.unicode_normalized.saturating_sub(b.unicode_normalized);
     a.control_removed = a.control_removed.saturating_sub(b.control_removed);
-    a.whitespace_collapsed = a.whitespace_collapsed.saturating_sub(b.whitespace_collapsed);
+    a.whitespace_collapsed = a
+        .whitespace_collapsed
+        .saturating_sub(b.whitespace_collapsed);
     a.lowercased = a.lowercased.saturating_sub(b.lowercased);
 }
 

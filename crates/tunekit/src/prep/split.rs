@@ -220,7 +220,12 @@ mod tests {
         let part = stratified_group_split(&l, &w, &[0.1, 0.1], 3);
         let total: usize = w.iter().sum();
         for p in 1..3 {
-            let got: usize = part.iter().zip(&w).filter(|(q, _)| **q == p).map(|(_, w)| w).sum();
+            let got: usize = part
+                .iter()
+                .zip(&w)
+                .filter(|(q, _)| **q == p)
+                .map(|(_, w)| w)
+                .sum();
             let want = total / 10;
             assert!(got <= want && got + 5 > want, "part {p}: {got} of {total}");
         }

@@ -64,7 +64,11 @@ pub fn prediction_collapse(split: &str, m: &ClassificationMetrics) -> Option<Str
     if total < 10 {
         return None;
     }
-    let predicted = |c: usize| cm.iter().map(|row| row.get(c).copied().unwrap_or(0)).sum::<u64>();
+    let predicted = |c: usize| {
+        cm.iter()
+            .map(|row| row.get(c).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
     let (top, top_n) = (0..m.labels.len())
         .map(|c| (c, predicted(c)))
         .max_by_key(|&(c, n)| (n, std::cmp::Reverse(c)))?;
@@ -912,7 +916,12 @@ fn data_tables(h: &mut String, d: &DataReport) {
             None => ("—".into(), "—".into()),
         };
         let unknown = match &s.unknown_tokens {
-            Some(u) => format!("{} of {} ({:.2}%)", u.unknown, u.word_pieces, 100.0 * u.rate),
+            Some(u) => format!(
+                "{} of {} ({:.2}%)",
+                u.unknown,
+                u.word_pieces,
+                100.0 * u.rate
+            ),
             None => "—".into(),
         };
         let c = &s.cleaning;

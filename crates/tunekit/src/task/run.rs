@@ -151,8 +151,7 @@ pub fn prepare(config: &RunConfig, run_dir: Option<&Path>) -> Result<TaskData> {
     if let Some(dir) = run_dir {
         data.report.write(dir)?;
     }
-    let report =
-        serde_json::to_value(&data.report).map_err(|e| Error::Report(e.to_string()))?;
+    let report = serde_json::to_value(&data.report).map_err(|e| Error::Report(e.to_string()))?;
     let report_text = data.report.to_text();
     let kind = config.task.kind;
     let sep = config.task.label_separator.as_str();
