@@ -346,7 +346,7 @@ pub fn clip(text: &str) -> String {
 pub fn groups(keys: &[&str], near: Option<f64>) -> Vec<usize> {
     let mut uf = UnionFind::new(keys.len());
     let mut first: HashMap<&str, usize> = HashMap::new();
-    for (i, k) in keys.iter().enumerate() {
+    for (i, &k) in keys.iter().enumerate() {
         match first.get(k) {
             Some(&j) => uf.union(j, i),
             None => {
