@@ -268,6 +268,9 @@ enum DataCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also run the checks of `train --cv K` (every class needs at least K rows).
+        #[arg(long, value_name = "K")]
+        cv: Option<usize>,
     },
     /// Run the data pipeline and write the prepared splits (JSONL) and the report to a
     /// directory.
@@ -652,6 +655,16 @@ fn data_command(command: DataCommand) -> anyhow::Result<()> {
         }
     };
     let config = RunConfig::load(config, set)?;
+    if let DataCommand::Check { json, cv, .. } = command {
+        // A dry run of `train`: the same checks, by the same functions, before its first step.
+        let check = tunekit::train::check_data(&config, cv)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&check.report)?);
+        } else {
+            print!("{}", check.text);
+        }
+        return Ok(());
+    }
     let model = tunekit::model::ModelDir::open(&config.model.path)?;
     let tokenizer = tunekit::tokenize::TextTokenizer::from_file(
         &model.tokenizer_path(),
@@ -659,10 +672,7 @@ fn data_command(command: DataCommand) -> anyhow::Result<()> {
     )?;
     let data = tunekit::prep::prepare(&config, Some(&tokenizer))?;
     match command {
-        DataCommand::Check { json: true, .. } => {
-            println!("{}", serde_json::to_string_pretty(&data.report)?);
-        }
-        DataCommand::Check { .. } => print!("{}", data.report.to_text()),
+        DataCommand::Check { .. } => {}
         DataCommand::Prepare { out, .. } => {
             std::fs::create_dir_all(&out)
                 .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", out.display()))?;

@@ -139,6 +139,15 @@ pub fn render(
         metrics.train_examples_per_s
     );
 
+    let warnings: Vec<&String> = metrics.warnings.iter().chain(&data.warnings).collect();
+    if !warnings.is_empty() {
+        s.push_str("## Warnings\n\n");
+        for w in warnings {
+            let _ = writeln!(s, "- {w}");
+        }
+        s.push('\n');
+    }
+
     s.push_str("## Data\n\n| split | file | rows read | kept | dropped | labels |\n|---|---|---|---|---|---|\n");
     for sp in &data.splits {
         let dropped: Vec<String> = sp.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();

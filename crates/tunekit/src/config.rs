@@ -193,7 +193,8 @@ pub struct DataSection {
     /// counted in the data report).
     #[serde(default)]
     pub on_decode_error: DecodeErrorPolicy,
-    /// Label for rows whose label is empty; by default such rows are dropped (and counted).
+    /// Label for rows whose label is empty; by default such rows are dropped (and counted),
+    /// except in a multilabel task, where an empty label is the empty label set and is kept.
     #[serde(default)]
     pub fill_missing_label: Option<String>,
     /// Text cleaning (`[data.clean]`).
@@ -681,7 +682,11 @@ impl RunConfig {
                 .then(|| self.data.label_column.clone()),
             encoding: self.data.encoding,
             replace_invalid: self.data.on_decode_error == DecodeErrorPolicy::Replace,
-            fill_label: self.data.fill_missing_label.clone(),
+            // Multilabel: an empty label cell is the empty label set ("none of these"), a
+            // legitimate example that is kept, trained on and scored.
+            fill_label: self.data.fill_missing_label.clone().or_else(|| {
+                (labelled && self.task.kind == crate::task::TaskKind::Multilabel).then(String::new)
+            }),
         }
     }
 

@@ -9,6 +9,17 @@ use tokenizers::{
 
 use crate::error::{Error, Result};
 
+/// What [`TextTokenizer::token_counts`] counted over a set of texts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenCounts {
+    /// Full token count per text (special tokens included, no truncation).
+    pub lengths: Vec<usize>,
+    /// Word pieces over all texts, special tokens excluded.
+    pub word_pieces: usize,
+    /// Of those, pieces that are the unknown token (text the vocabulary cannot spell).
+    pub unknown: usize,
+}
+
 /// One tokenised example, unpadded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tokens {
@@ -68,21 +79,47 @@ impl TextTokenizer {
     /// Full token counts (special tokens included, no truncation), for length statistics
     /// and for counting what `max_length` would cut.
     pub fn token_lengths(&self, texts: &[&str], pairs: Option<&[&str]>) -> Result<Vec<usize>> {
+        Ok(self.token_counts(texts, pairs)?.lengths)
+    }
+
+    /// Id of the unknown token (`[UNK]`, `<unk>`), when the vocabulary has one.
+    pub fn unk_id(&self) -> Option<u32> {
+        self.inner
+            .token_to_id("[UNK]")
+            .or_else(|| self.inner.token_to_id("<unk>"))
+    }
+
+    /// [`TextTokenizer::token_lengths`] plus the word pieces (special tokens excluded) and
+    /// how many of them are the unknown token, all from one pass over the texts.
+    pub fn token_counts(&self, texts: &[&str], pairs: Option<&[&str]>) -> Result<TokenCounts> {
+        let unk = self.unk_id();
         let mut full = self.inner.clone();
         full.with_truncation(None)
             .map_err(|e| Error::Tokenizer(format!("{e}")))?;
         // In chunks: full encodings (offsets, masks, words) are far bigger than the lengths
         // kept, so memory stays bounded by the chunk, not the dataset.
         const CHUNK: usize = 2048;
-        let mut lengths = Vec::with_capacity(texts.len());
+        let mut counts = TokenCounts {
+            lengths: Vec::with_capacity(texts.len()),
+            word_pieces: 0,
+            unknown: 0,
+        };
         for (i, chunk) in texts.chunks(CHUNK).enumerate() {
             let pairs = pairs.map(|p| &p[i * CHUNK..(i * CHUNK + chunk.len()).min(p.len())]);
             let encodings = full
                 .encode_batch(encode_inputs(chunk, pairs), true)
                 .map_err(|e| Error::Tokenizer(format!("tokenisation failed: {e}")))?;
-            lengths.extend(encodings.iter().map(|e| e.get_ids().len()));
+            for e in &encodings {
+                counts.lengths.push(e.get_ids().len());
+                for (&id, &special) in e.get_ids().iter().zip(e.get_special_tokens_mask()) {
+                    if special == 0 {
+                        counts.word_pieces += 1;
+                        counts.unknown += usize::from(Some(id) == unk);
+                    }
+                }
+            }
         }
-        Ok(lengths)
+        Ok(counts)
     }
 
     /// Tokenise texts (with optional pairs) in parallel.
@@ -200,5 +237,15 @@ mod tests {
             assert_eq!(l, 3 + (1 + i % 40) + (1 + i % 3), "row {i}");
         }
         assert!(lengths.iter().any(|&l| l > t.max_length()));
+    }
+
+    #[test]
+    fn unknown_word_pieces_are_counted_without_special_tokens() {
+        let t = minilm();
+        // Ethiopic is not in MiniLM's (BERT uncased) vocabulary: one [UNK] per word.
+        let c = t.token_counts(&["hello world", "ሰላም ለዓለም"], None).unwrap();
+        assert_eq!(c.lengths, vec![4, 4]);
+        assert_eq!((c.word_pieces, c.unknown), (4, 2));
+        assert!(t.unk_id().is_some());
     }
 }

@@ -329,6 +329,10 @@ pub struct RunMetrics {
     /// Other tasks: the exported model's test scores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_scores: Option<crate::task::Scores>,
+    /// What a practitioner must look at, e.g. a collapsed prediction distribution
+    /// ([`crate::report::prediction_collapse`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn is_classification(kind: &crate::task::TaskKind) -> bool {
@@ -1115,17 +1119,7 @@ pub fn cross_validate(
     k: usize,
     device: &Device,
 ) -> Result<CvMetrics> {
-    if k < 2 {
-        return Err(Error::Config(format!(
-            "--cv needs at least 2 folds, got {k}"
-        )));
-    }
-    if !config.task.kind.is_classification() {
-        return Err(Error::Config(format!(
-            "--cv is for classification; task.type = \"{}\" trains with train/validation/test splits",
-            crate::task::kind_name(config.task.kind)
-        )));
-    }
+    check_cv_options(config, k)?;
     let run_dir = run_dir_for(config, options);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let index = index_start(config, &run_dir, "cv");
@@ -1152,22 +1146,43 @@ pub fn cross_validate(
     result
 }
 
-fn cross_validate_in(
-    config: &RunConfig,
-    options: &TrainOptions,
-    k: usize,
-    device: &Device,
-    run_dir: &Path,
-) -> Result<CvMetrics> {
-    let model_dir = ModelDir::open(&config.model.path)?;
-    let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), config.model.max_length)?;
+/// The options of `--cv K` that need no data: at least two folds, a classification task.
+fn check_cv_options(config: &RunConfig, k: usize) -> Result<()> {
+    if k < 2 {
+        return Err(Error::Config(format!(
+            "--cv needs at least 2 folds, got {k}"
+        )));
+    }
+    if !config.task.kind.is_classification() {
+        return Err(Error::Config(format!(
+            "--cv is for classification; task.type = \"{}\" trains with train/validation/test splits",
+            crate::task::kind_name(config.task.kind)
+        )));
+    }
+    Ok(())
+}
+
+/// What the folds of cross-validation are drawn from.
+struct CvData {
+    /// The data report of the pipeline run (no validation carved: folds validate).
+    report: DataReport,
+    /// Prepared training rows plus the validation file's, if any.
+    pool: Vec<Example>,
+    /// The test split, evaluated by every fold.
+    test: Option<crate::prep::PreparedSplit>,
+    /// Fold of each pool row.
+    fold_of: Vec<usize>,
+}
+
+/// Prepare the data of `--cv k` and assign the folds; a class with fewer than `k` rows is
+/// refused here, before any fold trains (see [`crate::prep::split::classes_below`]).
+fn cv_data(config: &RunConfig, k: usize, tokenizer: &TextTokenizer) -> Result<CvData> {
     // Validation comes from the folds, so none is carved out of train.
     let mut prep_config = config.clone();
     if let Some(split) = prep_config.data.split.as_mut() {
         split.validation = 0.0;
     }
-    let data = crate::prep::prepare(&prep_config, Some(&tokenizer))?;
-    data.report.write(run_dir)?;
+    let data = crate::prep::prepare(&prep_config, Some(tokenizer))?;
     let mut pool: Vec<Example> = Vec::new();
     let mut test = None;
     for split in data.splits {
@@ -1180,38 +1195,82 @@ fn cross_validate_in(
         .iter()
         .map(|e| e.label.as_deref().unwrap_or(""))
         .collect();
+    let small = crate::prep::split::classes_below(&labels, k);
+    if !small.is_empty() {
+        let named: Vec<String> = small
+            .iter()
+            .map(|(l, n)| format!("{l:?} has {n} row{}", if *n == 1 { "" } else { "s" }))
+            .collect();
+        return Err(Error::Labels(format!(
+            "--cv {k}: every class needs at least {k} rows (one per fold) after data preparation, but class {} ({}); use fewer folds or add rows of {}",
+            named.join(", class "),
+            config.data.train.display(),
+            if small.len() == 1 {
+                "that class"
+            } else {
+                "those classes"
+            }
+        )));
+    }
     let seed = config
         .data
         .split
         .as_ref()
         .map_or(config.train.seed, |s| s.seed);
     let fold_of = crate::prep::split::stratified_folds(&labels, k, seed);
+    Ok(CvData {
+        report: data.report,
+        pool,
+        test,
+        fold_of,
+    })
+}
+
+/// The prepared data of one fold: the other folds train, this one validates.
+fn cv_fold(config: &RunConfig, cv: &CvData, fold: usize) -> PreparedData {
+    let (mut train, mut held) = (Vec::new(), Vec::new());
+    for (e, &f) in cv.pool.iter().zip(&cv.fold_of) {
+        if f == fold {
+            held.push(e.clone());
+        } else {
+            train.push(e.clone());
+        }
+    }
+    let file = config.data.train.clone();
+    let mut splits = vec![
+        crate::prep::PreparedSplit {
+            name: "train".into(),
+            file: file.clone(),
+            examples: train,
+            token_lengths: None,
+        },
+        crate::prep::PreparedSplit {
+            name: "validation".into(),
+            file,
+            examples: held,
+            token_lengths: None,
+        },
+    ];
+    splits.extend(cv.test.clone());
+    PreparedData {
+        splits,
+        report: cv.report.clone(),
+    }
+}
+
+fn cross_validate_in(
+    config: &RunConfig,
+    options: &TrainOptions,
+    k: usize,
+    device: &Device,
+    run_dir: &Path,
+) -> Result<CvMetrics> {
+    let model_dir = ModelDir::open(&config.model.path)?;
+    let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), config.model.max_length)?;
+    let cv = cv_data(config, k, &tokenizer)?;
+    cv.report.write(run_dir)?;
     let mut per_fold = Vec::with_capacity(k);
     for fold in 0..k {
-        let (mut train, mut held) = (Vec::new(), Vec::new());
-        for (e, &f) in pool.iter().zip(&fold_of) {
-            if f == fold {
-                held.push(e.clone());
-            } else {
-                train.push(e.clone());
-            }
-        }
-        let file = config.data.train.clone();
-        let mut splits = vec![
-            crate::prep::PreparedSplit {
-                name: "train".into(),
-                file: file.clone(),
-                examples: train,
-                token_lengths: None,
-            },
-            crate::prep::PreparedSplit {
-                name: "validation".into(),
-                file,
-                examples: held,
-                token_lengths: None,
-            },
-        ];
-        splits.extend(test.clone());
         tracing::info!("cross-validation: fold {} of {k}", fold + 1);
         let fold_options = TrainOptions {
             run_dir: Some(run_dir.join(format!("fold-{}", fold + 1))),
@@ -1221,10 +1280,7 @@ fn cross_validate_in(
             config,
             &fold_options,
             device,
-            Some(PreparedData {
-                splits,
-                report: data.report.clone(),
-            }),
+            Some(cv_fold(config, &cv, fold)),
         )?;
         per_fold.push(metrics);
     }
@@ -1242,6 +1298,62 @@ fn cross_validate_in(
     };
     write_json(&run_dir.join("metrics.json"), &cv)?;
     Ok(cv)
+}
+
+/// What `tunekit data check` shows: the data report `train` would write, produced by the
+/// very functions `train` (and `train --cv`) run before their first step, so a file that
+/// passes the check is not refused by `train` for its data.
+#[derive(Debug, Clone)]
+pub struct DataCheck {
+    /// The data report as `data_report.json` holds it.
+    pub report: serde_json::Value,
+    /// The same report as text.
+    pub text: String,
+    /// What the head would be trained to output: classes, multilabel labels or NER tags
+    /// (the target column for regression; empty for embedding).
+    pub labels: Vec<String>,
+}
+
+/// Run every data validation `train` runs before its first step, for every task: the
+/// model's position limit and tokenizer, reading, cleaning, splitting and de-duplication,
+/// the label set (at least two classes; no unknown label in an evaluation split), targets
+/// (multilabel labels, regression values, CoNLL tags), and with `cv = Some(k)` the checks of
+/// `train --cv k` (class sizes against the folds). Errors are the ones `train` would give.
+/// Not checked here: the pretrained weights themselves and a distillation teacher (both are
+/// loaded, not validated, by `train`).
+pub fn check_data(config: &RunConfig, cv: Option<usize>) -> Result<DataCheck> {
+    if let Some(k) = cv {
+        check_cv_options(config, k)?;
+    }
+    if !config.task.kind.is_classification() {
+        let p = crate::task::run::prepare(config, None)?;
+        return Ok(DataCheck {
+            report: p.report,
+            text: p.report_text,
+            labels: p.labels,
+        });
+    }
+    let (report, p) = match cv {
+        None => {
+            let p = prepare(config, None)?;
+            (p.report.clone(), p)
+        }
+        Some(k) => {
+            let model_dir = ModelDir::open(&config.model.path)?;
+            let tokenizer =
+                TextTokenizer::from_file(&model_dir.tokenizer_path(), config.model.max_length)?;
+            let cv = cv_data(config, k, &tokenizer)?;
+            // Every class has a row in every fold, so the folds share one label set: the
+            // first fold's checks are every fold's.
+            let p = prepare(config, Some(cv_fold(config, &cv, 0)))?;
+            (cv.report, p)
+        }
+    };
+    Ok(DataCheck {
+        report: serde_json::to_value(&report).map_err(|e| Error::Report(e.to_string()))?,
+        text: report.to_text(),
+        labels: p.labels,
+    })
 }
 
 /// Record a run's start in the experiment index of its parent directory; a failure is a
@@ -1377,6 +1489,9 @@ fn train_in(
     let p = prepare(config, data)?;
     for line in p.report.to_text().lines() {
         tracing::info!("{line}");
+    }
+    for w in &p.report.warnings {
+        tracing::warn!("{w}");
     }
     p.report.write(run_dir)?;
 
@@ -1805,11 +1920,17 @@ fn train_in(
             .iter()
             .zip(&s.labels)
             .zip(&s.examples)
-            .map(|((pr, &label), ex)| crate::report::PredictionRow {
-                text: ex.text.clone(),
-                label,
-                predicted: crate::infer::argmax(pr),
-                probabilities: pr.clone(),
+            .map(|((pr, &label), ex)| {
+                let predicted = crate::infer::argmax(pr);
+                let name = |c: usize| p.labels.get(c).cloned().unwrap_or_default();
+                crate::report::PredictionRow {
+                    text: ex.text.clone(),
+                    label,
+                    predicted,
+                    label_name: name(label),
+                    predicted_name: name(predicted),
+                    probabilities: pr.clone(),
+                }
             })
             .collect();
         crate::report::write_predictions(run_dir, &s.name, &rows)?;
@@ -1851,7 +1972,15 @@ fn train_in(
         task: config.task.kind,
         validation_scores: None,
         test_scores: None,
+        warnings: Vec::new(),
     };
+    let metrics = RunMetrics {
+        warnings: crate::report::collapse_warnings(&metrics),
+        ..metrics
+    };
+    for w in &metrics.warnings {
+        tracing::warn!("{w}");
+    }
     crate::card::write(&export_dir, config, &metrics, &p.report, lora.is_some())?;
     write_json(&run_dir.join("metrics.json"), &metrics)?;
     // The report is derived from the files above; if it cannot be drawn the run is still

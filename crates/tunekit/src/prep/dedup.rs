@@ -216,7 +216,7 @@ pub fn dedup(
                 if report.conflict_examples.len() < 10 {
                     report.conflict_examples.push(ConflictExample {
                         split: name.to_string(),
-                        text: rows[members[0]].text.to_string(),
+                        text: clip(rows[members[0]].text),
                         labels: labels.iter().map(|(l, n)| (l.to_string(), *n)).collect(),
                         lines: members.iter().map(|&i| rows[i].line).collect(),
                     });
@@ -313,7 +313,7 @@ pub fn dedup(
                 examples: leaked
                     .iter()
                     .take(5)
-                    .map(|&i| (splits[s].1[i].line, splits[s].1[i].text.to_string()))
+                    .map(|&i| (splits[s].1[i].line, clip(splits[s].1[i].text)))
                     .collect(),
             });
             if dropped {
@@ -324,6 +324,59 @@ pub fn dedup(
         }
     }
     (keep, report)
+}
+
+/// Longest example text the report quotes, in characters; longer texts are clipped with `…`
+/// and their full length, so one 10,000-character row does not flood the report.
+pub const EXAMPLE_CHARS: usize = 160;
+
+/// A text as the report quotes it (see [`EXAMPLE_CHARS`]).
+pub fn clip(text: &str) -> String {
+    let n = text.chars().count();
+    if n <= EXAMPLE_CHARS {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(EXAMPLE_CHARS).collect();
+    format!("{head}… ({n} characters)")
+}
+
+/// Group rows that de-duplication would treat as one text: the same exact key, or (with
+/// `near = Some(threshold)`) near-duplicates. Returns each row's group, numbered in order of
+/// first appearance, so a split can keep every group whole.
+pub fn groups(keys: &[&str], near: Option<f64>) -> Vec<usize> {
+    let mut uf = UnionFind::new(keys.len());
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, &k) in keys.iter().enumerate() {
+        match first.get(k) {
+            Some(&j) => uf.union(j, i),
+            None => {
+                first.insert(k, i);
+            }
+        }
+    }
+    if let Some(threshold) = near {
+        let items: Vec<Item<'_>> = keys
+            .iter()
+            .map(|k| Item {
+                key: k,
+                label: None,
+                line: 0,
+                text: k,
+            })
+            .collect();
+        let index = NearIndex::new(&[("", items)], threshold);
+        for (a, b) in index.pairs_within(0) {
+            uf.union(a, b);
+        }
+    }
+    let mut number: HashMap<usize, usize> = HashMap::new();
+    (0..keys.len())
+        .map(|i| {
+            let root = uf.find(i);
+            let next = number.len();
+            *number.entry(root).or_insert(next)
+        })
+        .collect()
 }
 
 struct UnionFind(Vec<usize>);
@@ -453,10 +506,20 @@ fn hash<T: Hash + ?Sized>(x: &T) -> u64 {
     h.finish()
 }
 
-/// Sorted, unique hashes of the character 5-grams (the whole text when shorter).
+/// Texts with at most this many letters and digits are short: too short for 5-grams to
+/// tell a near copy (`nice` / `nice!` share no 5-gram), so they are compared on their
+/// letters and digits alone.
+const SHORT_TEXT: usize = 2 * SHINGLE;
+
+/// Sorted, unique hashes of the character 5-grams; a short text (see [`SHORT_TEXT`]) is one
+/// element, its letters and digits, so copies differing only in punctuation, symbols or
+/// spacing match exactly (`nice`, `nice!`, `n.i.c.e`).
 fn shingle_set(key: &str) -> Vec<u64> {
+    let alnum: String = key.chars().filter(|c| c.is_alphanumeric()).collect();
     let chars: Vec<char> = key.chars().collect();
-    let mut set: Vec<u64> = if chars.len() <= SHINGLE {
+    let mut set: Vec<u64> = if !alnum.is_empty() && alnum.chars().count() <= SHORT_TEXT {
+        vec![hash(&("short", alnum.as_str()))]
+    } else if chars.len() <= SHINGLE {
         vec![hash(key)]
     } else {
         chars.windows(SHINGLE).map(hash).collect()
@@ -644,6 +707,46 @@ mod tests {
             &DedupOptions::default(),
         );
         assert_eq!(kept(&keep[0]), [true]);
+    }
+
+    #[test]
+    fn near_duplicate_short_texts_match_across_splits() {
+        // Shorter than one 5-gram plus one: before, `nice` and `nice!` could never match.
+        let opts = DedupOptions {
+            near: true,
+            ..DedupOptions::default()
+        };
+        let train = [("nice", "pos"), ("great fun", "pos"), ("bad", "neg")];
+        let test = [("nice!", "pos"), ("great fun !!", "pos"), ("sad", "neg")];
+        let (keep, report) = dedup(&[("train", items(&train)), ("test", items(&test))], &opts);
+        assert_eq!(kept(&keep[0]), [false, false, true]);
+        assert_eq!(report.leakage[0].rows, 2);
+        assert_eq!(jaccard(&shingle_set("nice"), &shingle_set("nice!")), 1.0);
+        assert!(jaccard(&shingle_set("bad"), &shingle_set("sad")) < 0.8);
+    }
+
+    #[test]
+    fn leakage_and_conflict_examples_are_clipped() {
+        let long = "word ".repeat(2000);
+        let train = [(long.as_str(), "pos"), (long.as_str(), "neg")];
+        let test = [(long.as_str(), "pos")];
+        let opts = DedupOptions {
+            conflicts: ConflictPolicy::Keep,
+            ..DedupOptions::default()
+        };
+        let (_, report) = dedup(&[("train", items(&train)), ("test", items(&test))], &opts);
+        let quoted = &report.leakage[0].examples[0].1;
+        assert!(quoted.chars().count() < EXAMPLE_CHARS + 40, "{quoted}");
+        assert!(quoted.ends_with("(10000 characters)"), "{quoted}");
+        assert!(report.conflict_examples[0].text.chars().count() < EXAMPLE_CHARS + 40);
+        assert_eq!(clip("short"), "short");
+    }
+
+    #[test]
+    fn groups_join_exact_and_near_copies() {
+        let keys = ["a fine film", "nice", "a fine film", "nice!", "other"];
+        assert_eq!(groups(&keys, None), [0, 1, 0, 2, 3]);
+        assert_eq!(groups(&keys, Some(0.8)), [0, 1, 0, 1, 2]);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RunConfig;
-use crate::data::{Example, ReadReport, read_examples};
+use crate::data::{Example, ReadReport};
 use crate::error::{Error, Result};
 use crate::tokenize::TextTokenizer;
 
@@ -144,6 +144,10 @@ pub struct SplitSummary {
     pub dropped: BTreeMap<String, usize>,
     /// Rows whose empty label was filled (`data.fill_missing_label`).
     pub labels_filled: usize,
+    /// Multilabel: rows kept with an empty label cell, i.e. the empty label set ("none of
+    /// these"), which is a legitimate example, not a missing label.
+    #[serde(default)]
+    pub empty_label_sets: usize,
     /// Rows with undecodable bytes replaced (`data.on_decode_error = "replace"`).
     pub decode_replaced: usize,
     /// Rows each cleaning step changed.
@@ -157,6 +161,25 @@ pub struct SplitSummary {
     /// Token lengths of the kept rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens: Option<LengthStats>,
+    /// Word pieces of the kept rows the tokenizer mapped to its unknown token (`[UNK]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_tokens: Option<UnknownTokens>,
+}
+
+/// Share of word pieces that are the tokenizer's unknown token (`[UNK]`) above which the
+/// data report warns: the model's vocabulary does not cover the data (another script or
+/// language), and what it cannot spell it cannot learn from.
+pub const UNKNOWN_TOKEN_WARN_RATE: f64 = 0.05;
+
+/// Unknown-token count of a split (special tokens excluded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownTokens {
+    /// Word pieces of the kept rows (texts and pairs).
+    pub word_pieces: usize,
+    /// Of those, pieces that are the unknown token.
+    pub unknown: usize,
+    /// `unknown / word_pieces` (0 without pieces).
+    pub rate: f64,
 }
 
 /// The data report: per split accounting plus de-duplication findings.
@@ -166,7 +189,14 @@ pub struct DataReport {
     pub splits: Vec<SplitSummary>,
     /// Duplicates, conflicts and leakage.
     pub dedup: DedupReport,
+    /// What a practitioner should look at before training (unknown-token rates past
+    /// [`UNKNOWN_TOKEN_WARN_RATE`], classes too small for the splits, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
+
+/// The `label_counts` key of multilabel rows with the empty label set.
+pub const NO_LABELS: &str = "(no labels)";
 
 /// Prepared splits and their report.
 #[derive(Debug, Clone)]
@@ -194,6 +224,23 @@ struct Working {
     dropped: BTreeMap<String, usize>,
     cleaning: CleanCounts,
     pii: PiiCounts,
+    empty_label_sets: usize,
+    /// What reading and cleaning did to each row of `examples` (kept in step with it until
+    /// the splits are carved), so carved splits count their own rows.
+    meta: Vec<RowMeta>,
+}
+
+/// Per-row bookkeeping of reading and cleaning.
+#[derive(Debug, Clone, Default)]
+struct RowMeta {
+    /// Undecodable bytes were replaced.
+    replaced: bool,
+    /// Multilabel row with the empty label set.
+    empty_label_set: bool,
+    /// Cleaning steps that changed the row.
+    cleaning: CleanCounts,
+    /// Personal data replaced in the row.
+    pii: PiiCounts,
 }
 
 impl Working {
@@ -202,6 +249,22 @@ impl Working {
             *self.dropped.entry(reason.to_string()).or_default() += n;
         }
     }
+}
+
+/// Read a file's examples with, per kept row, whether undecodable bytes were replaced in it.
+fn read_with_replacements(
+    spec: &crate::data::DataSpec,
+) -> Result<(Vec<Example>, Vec<bool>, ReadReport)> {
+    let mut iter = crate::data::example_iter(spec)?;
+    let (mut examples, mut replaced) = (Vec::new(), Vec::new());
+    let mut before = 0;
+    while let Some(e) = iter.next() {
+        examples.push(e?);
+        let now = iter.report().decode_replaced;
+        replaced.push(now > before);
+        before = now;
+    }
+    Ok((examples, replaced, iter.report().clone()))
 }
 
 /// Run the pipeline for a run's `[data]` section. With a tokenizer, token lengths are
@@ -221,7 +284,18 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
     ];
     for (name, file) in files {
         let Some(file) = file else { continue };
-        let (examples, read) = read_examples(&config.data_spec(file, true))?;
+        let (examples, replaced, read) = read_with_replacements(&config.data_spec(file, true))?;
+        let empty_sets =
+            config.task.kind == crate::task::TaskKind::Multilabel && d.fill_missing_label.is_none();
+        let meta = examples
+            .iter()
+            .zip(replaced)
+            .map(|(e, replaced)| RowMeta {
+                replaced,
+                empty_label_set: empty_sets && e.label.as_deref() == Some(""),
+                ..RowMeta::default()
+            })
+            .collect();
         let mut w = Working {
             name,
             file: file.clone(),
@@ -230,8 +304,14 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
             dropped: BTreeMap::new(),
             cleaning: CleanCounts::default(),
             pii: PiiCounts::new(),
+            empty_label_sets: 0,
+            meta,
             read,
         };
+        if empty_sets {
+            // The reader "filled" empty labels with the empty set (see `data_spec`).
+            w.empty_label_sets = std::mem::take(&mut w.read.empty_label_filled);
+        }
         w.drop_count("empty_text", w.read.empty_text_dropped);
         w.drop_count("empty_label", w.read.empty_label_dropped);
         clean_split(&mut w, config);
@@ -239,7 +319,12 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
     }
 
     if let Some(opts) = &d.split {
-        carve(&mut work, opts, config.task.kind.is_classification())?;
+        carve(
+            &mut work,
+            opts,
+            config.task.kind.is_classification(),
+            &d.dedup,
+        )?;
     }
 
     let keys: Vec<Vec<String>> = work
@@ -280,26 +365,56 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
 
     let mut out = Vec::new();
     let mut summaries = Vec::new();
+    let mut warnings = Vec::new();
     for mut w in work {
+        let mut unknown_tokens = None;
         let lengths = match tokenizer {
             Some(t) => {
                 let texts: Vec<&str> = w.examples.iter().map(|e| e.text.as_str()).collect();
                 let pairs: Option<Vec<&str>> =
                     w.examples.iter().map(|e| e.text_pair.as_deref()).collect();
-                let mut lengths = t.token_lengths(&texts, pairs.as_deref())?;
+                let counts = t.token_counts(&texts, pairs.as_deref())?;
+                let mut lengths = counts.lengths;
                 if w.name == "train" {
                     let removed = drop_outliers(&mut w.examples, &mut lengths, &d.outliers);
                     w.drop_count("length_outlier", removed);
+                }
+                if t.unk_id().is_some() {
+                    unknown_tokens = Some(UnknownTokens {
+                        word_pieces: counts.word_pieces,
+                        unknown: counts.unknown,
+                        rate: counts.unknown as f64 / counts.word_pieces.max(1) as f64,
+                    });
                 }
                 Some(lengths)
             }
             None => None,
         };
+        if let Some(u) = &unknown_tokens
+            && u.rate > UNKNOWN_TOKEN_WARN_RATE
+        {
+            warnings.push(format!(
+                "{}: {:.1}% of the word pieces ({} of {}) are the tokenizer's unknown token (over {:.0}%): the model's vocabulary does not cover this data's language or script, and what it cannot spell it cannot learn from; use a model whose tokenizer covers it",
+                w.name,
+                100.0 * u.rate,
+                u.unknown,
+                u.word_pieces,
+                100.0 * UNKNOWN_TOKEN_WARN_RATE
+            ));
+        }
+        let multilabel = config.task.kind == crate::task::TaskKind::Multilabel;
         let mut label_counts = BTreeMap::new();
         for e in &w.examples {
-            *label_counts
-                .entry(e.label.clone().unwrap_or_default())
-                .or_insert(0) += 1;
+            let label = match e.label.clone().unwrap_or_default() {
+                l if multilabel
+                    && crate::task::multilabel::parse_labels(&l, &config.task.label_separator)
+                        .is_empty() =>
+                {
+                    NO_LABELS.to_string()
+                }
+                l => l,
+            };
+            *label_counts.entry(label).or_insert(0) += 1;
         }
         summaries.push(SplitSummary {
             split: w.name.to_string(),
@@ -308,6 +423,7 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
             rows_read: w.read.rows_read,
             dropped: w.dropped,
             labels_filled: w.read.empty_label_filled,
+            empty_label_sets: w.empty_label_sets,
             decode_replaced: w.read.decode_replaced,
             cleaning: w.cleaning,
             pii_replaced: w.pii,
@@ -316,6 +432,7 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
             tokens: lengths
                 .as_deref()
                 .map(|l| length_stats(l, config.model.max_length)),
+            unknown_tokens,
         });
         if w.examples.is_empty() {
             return Err(Error::Data(crate::data::DataError::Malformed {
@@ -334,13 +451,55 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
             token_lengths: lengths,
         });
     }
+    if config.task.kind.is_classification() {
+        warnings.extend(class_coverage_warnings(&summaries));
+    }
     Ok(PreparedData {
         splits: out,
         report: DataReport {
             splits: summaries,
             dedup: dedup_report,
+            warnings,
         },
     })
+}
+
+/// Classes of the training split with no row in an evaluation split (their recall there is
+/// undefined and their F1 counts as 0), and classes with a single training row.
+fn class_coverage_warnings(summaries: &[SplitSummary]) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(train) = summaries.iter().find(|s| s.split == "train") else {
+        return out;
+    };
+    for sp in summaries.iter().filter(|s| s.split != "train") {
+        let missing: Vec<String> = train
+            .label_counts
+            .iter()
+            .filter(|(l, _)| !sp.label_counts.contains_key(*l))
+            .map(|(l, n)| format!("{l:?} ({n} in train)"))
+            .collect();
+        if !missing.is_empty() {
+            out.push(format!(
+                "{} has no row of class {}: too few members for this split; its scores there cannot measure {}",
+                sp.split,
+                missing.join(", class "),
+                if missing.len() == 1 { "it" } else { "them" }
+            ));
+        }
+    }
+    let single: Vec<String> = train
+        .label_counts
+        .iter()
+        .filter(|(_, n)| **n == 1)
+        .map(|(l, _)| format!("{l:?}"))
+        .collect();
+    if !single.is_empty() {
+        out.push(format!(
+            "train has a single row of class {}: too few members to learn from (and to split; `--cv K` needs K rows per class)",
+            single.join(", class ")
+        ));
+    }
+    out
 }
 
 /// Exact-duplicate key of an example: its text, and its pair when it has one.
@@ -351,24 +510,56 @@ fn example_key(e: &Example) -> String {
     }
 }
 
-/// Clean and de-identify every text of a split; drop rows left empty.
+/// Clean and de-identify every text of a split; drop rows left empty. What each row went
+/// through is counted in the split and kept in the row's [`RowMeta`].
 fn clean_split(w: &mut Working, config: &RunConfig) {
     let steps = TextPreprocess::from_config(&config.data);
     let before = w.examples.len();
-    let (cleaning, pii) = (&mut w.cleaning, &mut w.pii);
-    w.examples.retain_mut(|e| {
-        e.text = steps.apply_counted(&e.text, cleaning, pii);
+    let mut kept = Vec::with_capacity(before);
+    let mut kept_meta = Vec::with_capacity(before);
+    let rows = std::mem::take(&mut w.examples);
+    let metas = std::mem::take(&mut w.meta);
+    for (mut e, mut m) in rows.into_iter().zip(metas) {
+        e.text = steps.apply_counted(&e.text, &mut m.cleaning, &mut m.pii);
         if let Some(p) = e.text_pair.as_mut() {
-            *p = steps.apply_counted(p, cleaning, pii);
+            *p = steps.apply_counted(p, &mut m.cleaning, &mut m.pii);
         }
-        !e.text.trim().is_empty()
-    });
+        w.cleaning.add(&m.cleaning);
+        for (k, n) in &m.pii {
+            *w.pii.entry(*k).or_default() += n;
+        }
+        if !e.text.trim().is_empty() {
+            kept.push(e);
+            kept_meta.push(m);
+        }
+    }
+    w.examples = kept;
+    w.meta = kept_meta;
     let emptied = before - w.examples.len();
     w.drop_count("empty_after_cleaning", emptied);
 }
 
-/// Carve validation/test out of train where they have no file.
-fn carve(work: &mut Vec<Working>, opts: &SplitOptions, stratify: bool) -> Result<()> {
+/// `a - b` of cleaning counts (moving carved rows' counts out of train).
+fn clean_sub(a: &mut CleanCounts, b: &CleanCounts) {
+    a.html_stripped = a.html_stripped.saturating_sub(b.html_stripped);
+    a.unicode_normalized = a.unicode_normalized.saturating_sub(b.unicode_normalized);
+    a.control_removed = a.control_removed.saturating_sub(b.control_removed);
+    a.whitespace_collapsed = a
+        .whitespace_collapsed
+        .saturating_sub(b.whitespace_collapsed);
+    a.lowercased = a.lowercased.saturating_sub(b.lowercased);
+}
+
+/// Carve validation/test out of train where they have no file. Identical and (with
+/// `dedup.near`) near-identical texts are grouped first and a group never straddles two
+/// splits, so the split itself creates no leakage and de-duplication does not shift the
+/// fractions; each row's read and cleaning counts move with it to its split.
+fn carve(
+    work: &mut Vec<Working>,
+    opts: &SplitOptions,
+    stratify: bool,
+    dedup_opts: &DedupOptions,
+) -> Result<()> {
     let missing: Vec<(&'static str, f64)> = [("validation", opts.validation), ("test", opts.test)]
         .into_iter()
         .filter(|(name, f)| *f > 0.0 && !work.iter().any(|w| w.name == *name))
@@ -384,27 +575,47 @@ fn carve(work: &mut Vec<Working>, opts: &SplitOptions, stratify: bool) -> Result
         return Ok(());
     }
     let train = &mut work[0];
-    // Stratify by class; regression values and label sets are (nearly) all distinct, so those
-    // tasks split uniformly at random instead.
-    let labels: Vec<&str> = train
-        .examples
-        .iter()
-        .map(|e| match &e.label {
-            Some(l) if stratify => l.as_str(),
-            _ => "",
-        })
-        .collect();
+    let keys: Vec<String> = train.examples.iter().map(example_key).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let group_of = dedup::groups(
+        &key_refs,
+        dedup_opts.near.then_some(dedup_opts.near_threshold),
+    );
+    let n_groups = group_of.iter().map(|g| g + 1).max().unwrap_or(0);
+    // Stratify by class (a group's class is its first row's); regression values and label
+    // sets are (nearly) all distinct, so those tasks split uniformly at random instead.
+    let mut strata: Vec<&str> = vec![""; n_groups];
+    let mut sizes = vec![0usize; n_groups];
+    for (e, &g) in train.examples.iter().zip(&group_of) {
+        if sizes[g] == 0 && stratify {
+            strata[g] = e.label.as_deref().unwrap_or("");
+        }
+        sizes[g] += 1;
+    }
+    // A group counts as one row when de-duplication will keep one row of it.
+    let weights: Vec<usize> = if dedup_opts.exact || dedup_opts.near {
+        vec![1; n_groups]
+    } else {
+        sizes
+    };
     let fractions: Vec<f64> = missing.iter().map(|(_, f)| *f).collect();
-    let part = split::stratified_split(&labels, &fractions, opts.seed);
-    let mut parts: Vec<Vec<Example>> = vec![Vec::new(); missing.len() + 1];
-    for (e, p) in std::mem::take(&mut train.examples).into_iter().zip(part) {
-        parts[p].push(e);
+    let group_part = split::stratified_group_split(&strata, &weights, &fractions, opts.seed);
+    drop(strata);
+    let mut parts: Vec<Vec<(Example, RowMeta)>> = vec![Vec::new(); missing.len() + 1];
+    let rows = std::mem::take(&mut train.examples);
+    let metas = std::mem::take(&mut train.meta);
+    for ((e, m), g) in rows.into_iter().zip(metas).zip(group_of) {
+        parts[group_part[g]].push((e, m));
     }
     let mut parts = parts.into_iter();
-    train.examples = parts.next().unwrap_or_default();
+    let (examples, meta) = parts.next().unwrap_or_default().into_iter().unzip();
+    train.examples = examples;
+    train.meta = meta;
     let file = train.file.clone();
-    for ((name, f), examples) in missing.into_iter().zip(parts) {
-        work.push(Working {
+    let mut carved = Vec::new();
+    for ((name, f), rows) in missing.into_iter().zip(parts) {
+        let (examples, meta): (Vec<Example>, Vec<RowMeta>) = rows.into_iter().unzip();
+        let mut w = Working {
             name,
             file: file.clone(),
             carved: Some(f),
@@ -416,13 +627,37 @@ fn carve(work: &mut Vec<Working>, opts: &SplitOptions, stratify: bool) -> Result
             dropped: BTreeMap::new(),
             cleaning: CleanCounts::default(),
             pii: PiiCounts::new(),
-        });
+            empty_label_sets: 0,
+            meta: Vec::new(),
+        };
+        for m in &meta {
+            w.read.decode_replaced += usize::from(m.replaced);
+            w.empty_label_sets += usize::from(m.empty_label_set);
+            w.cleaning.add(&m.cleaning);
+            for (k, n) in &m.pii {
+                *w.pii.entry(*k).or_default() += n;
+            }
+        }
+        w.meta = meta;
+        carved.push(w);
     }
-    work[0].read.rows_read -= work[1..]
-        .iter()
-        .filter(|w| w.carved.is_some())
-        .map(|w| w.read.rows_read)
-        .sum::<usize>();
+    let train = &mut work[0];
+    for w in &carved {
+        train.read.rows_read -= w.read.rows_read;
+        train.read.decode_replaced = train
+            .read
+            .decode_replaced
+            .saturating_sub(w.read.decode_replaced);
+        train.empty_label_sets = train.empty_label_sets.saturating_sub(w.empty_label_sets);
+        clean_sub(&mut train.cleaning, &w.cleaning);
+        for (k, n) in &w.pii {
+            if let Some(t) = train.pii.get_mut(k) {
+                *t = t.saturating_sub(*n);
+            }
+        }
+    }
+    train.pii.retain(|_, n| *n > 0);
+    work.extend(carved);
     work.sort_by_key(|w| {
         ["train", "validation", "test"]
             .iter()
@@ -539,6 +774,13 @@ impl DataReport {
             if sp.labels_filled > 0 {
                 let _ = writeln!(s, "  empty labels filled: {}", sp.labels_filled);
             }
+            if sp.empty_label_sets > 0 {
+                let _ = writeln!(
+                    s,
+                    "  empty label sets kept (multilabel \"none of these\"): {}",
+                    sp.empty_label_sets
+                );
+            }
             if sp.decode_replaced > 0 {
                 let _ = writeln!(
                     s,
@@ -581,6 +823,15 @@ impl DataReport {
                 })
                 .collect();
             let _ = writeln!(s, "  labels: {}", labels.join(", "));
+            if let Some(u) = &sp.unknown_tokens {
+                let _ = writeln!(
+                    s,
+                    "  unknown tokens: {} of {} word pieces ({:.2}%)",
+                    u.unknown,
+                    u.word_pieces,
+                    100.0 * u.rate
+                );
+            }
             if let Some(t) = &sp.tokens {
                 let _ = writeln!(
                     s,
@@ -633,6 +884,9 @@ impl DataReport {
             for (line, text) in l.examples.iter().take(3) {
                 let _ = writeln!(s, "  {} line {line}: {text:?}", l.split);
             }
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {w}");
         }
         s
     }

@@ -80,6 +80,55 @@ pub fn stratified_split(labels: &[&str], fractions: &[f64], seed: u64) -> Vec<us
     part
 }
 
+/// [`stratified_split`] over groups of rows that must stay together (scikit-learn's group
+/// splitters): identical and near-identical texts, so that no group straddles two splits and
+/// tunekit's own split creates no leakage. `strata[g]` is group g's label, `weights[g]` the
+/// rows it counts for (1 when de-duplication will keep one row of it). Within each label the
+/// groups are shuffled with the seed and each part is filled up to ⌊n·f⌉ of the label's
+/// weight n (at least one group when the label has groups to spare), the rest staying in
+/// train, which always keeps one group. With one row per group this is
+/// [`stratified_split`] exactly. Returns each group's part.
+pub fn stratified_group_split(
+    strata: &[&str],
+    weights: &[usize],
+    fractions: &[f64],
+    seed: u64,
+) -> Vec<usize> {
+    let mut part = vec![0usize; strata.len()];
+    for groups in shuffled_by_label(strata, seed) {
+        let n: usize = groups.iter().map(|&g| weights[g]).sum();
+        let targets: Vec<usize> = fractions
+            .iter()
+            .map(|&f| {
+                let take = (n as f64 * f).round() as usize;
+                if take == 0 && f > 0.0 && groups.len() > fractions.len() {
+                    1
+                } else {
+                    take
+                }
+            })
+            .collect();
+        let mut filled = vec![0usize; fractions.len()];
+        let mut train_has = false;
+        for (at, &g) in groups.iter().enumerate() {
+            let last = at + 1 == groups.len();
+            let room = (0..fractions.len()).find(|&p| {
+                filled[p] < targets[p] && (filled[p] + weights[g] <= targets[p] || filled[p] == 0)
+            });
+            match room {
+                Some(p) if train_has || !last => {
+                    // A group bigger than what is left of a target takes the part only when
+                    // the part is still empty (a rare label's single big group).
+                    filled[p] += weights[g];
+                    part[g] = p + 1;
+                }
+                _ => train_has = true,
+            }
+        }
+    }
+    part
+}
+
 /// Assign each row to one of `k` folds, stratified by label: fold sizes differ by at most
 /// one overall and each label is spread evenly.
 pub fn stratified_folds(labels: &[&str], k: usize, seed: u64) -> Vec<usize> {
@@ -92,6 +141,22 @@ pub fn stratified_folds(labels: &[&str], k: usize, seed: u64) -> Vec<usize> {
         }
     }
     fold
+}
+
+/// Classes with fewer than `k` rows, as (label, rows), in label order: each of `k` stratified
+/// folds must see every class in both its training and its held-out part, which is what
+/// scikit-learn's `StratifiedKFold` needs of `n_splits` (it warns below it; tunekit refuses,
+/// since a fold whose training part lacks a class cannot score its held-out rows).
+pub fn classes_below(labels: &[&str], k: usize) -> Vec<(String, usize)> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in labels {
+        *counts.entry(l).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n < k)
+        .map(|(l, n)| (l.to_string(), n))
+        .collect()
 }
 
 #[cfg(test)]
@@ -133,6 +198,48 @@ mod tests {
         }
         let one = labels(0, 1);
         assert_eq!(stratified_split(&one, &[0.5, 0.5], 1), [0]);
+    }
+
+    #[test]
+    fn group_split_with_single_rows_is_the_row_split() {
+        let l = labels(80, 23);
+        let w = vec![1; l.len()];
+        for seed in [1, 7, 42] {
+            assert_eq!(
+                stratified_group_split(&l, &w, &[0.1, 0.1], seed),
+                stratified_split(&l, &[0.1, 0.1], seed)
+            );
+        }
+    }
+
+    #[test]
+    fn group_split_keeps_fractions_of_weight() {
+        // 300 groups of one label, sizes 1..=5: fractions are met in weight, not in groups.
+        let l = vec!["x"; 300];
+        let w: Vec<usize> = (0..300).map(|i| 1 + i % 5).collect();
+        let part = stratified_group_split(&l, &w, &[0.1, 0.1], 3);
+        let total: usize = w.iter().sum();
+        for p in 1..3 {
+            let got: usize = part
+                .iter()
+                .zip(&w)
+                .filter(|(q, _)| **q == p)
+                .map(|(_, w)| w)
+                .sum();
+            let want = total / 10;
+            assert!(got <= want && got + 5 > want, "part {p}: {got} of {total}");
+        }
+    }
+
+    #[test]
+    fn classes_below_k_are_named_with_their_counts() {
+        let mut l = labels(10, 4);
+        l.push("rare");
+        assert_eq!(
+            classes_below(&l, 5),
+            vec![("neg".to_string(), 4), ("rare".to_string(), 1)]
+        );
+        assert!(classes_below(&l, 1).is_empty());
     }
 
     #[test]

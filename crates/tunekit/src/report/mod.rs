@@ -36,12 +36,62 @@ pub const PREDICTIONS_DIR: &str = "predictions";
 pub struct PredictionRow {
     /// The text as the model saw it (after the run's cleaning and de-identification).
     pub text: String,
-    /// True class id.
+    /// True class id (index into `metrics.json` → `labels`).
     pub label: usize,
     /// Predicted class id.
     pub predicted: usize,
+    /// True class name.
+    #[serde(default)]
+    pub label_name: String,
+    /// Predicted class name.
+    #[serde(default)]
+    pub predicted_name: String,
     /// Class probabilities in label order.
     pub probabilities: Vec<f32>,
+}
+
+/// Share of a split's predictions one class may reach before the prediction distribution
+/// counts as collapsed (when that class's true share is at least 10 points lower).
+pub const COLLAPSE_SHARE: f64 = 0.95;
+
+/// The warning for a collapsed prediction distribution on one split: one class gets at least
+/// [`COLLAPSE_SHARE`] of the predictions while its true share is at least 10 points lower
+/// (a model that learned (almost) nothing but the majority, or a vocabulary that does not
+/// cover the data). `None` for a healthy split or one with fewer than 10 rows.
+pub fn prediction_collapse(split: &str, m: &ClassificationMetrics) -> Option<String> {
+    let cm = &m.confusion_matrix;
+    let total: u64 = cm.iter().flatten().sum();
+    if total < 10 {
+        return None;
+    }
+    let predicted = |c: usize| {
+        cm.iter()
+            .map(|row| row.get(c).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let (top, top_n) = (0..m.labels.len())
+        .map(|c| (c, predicted(c)))
+        .max_by_key(|&(c, n)| (n, std::cmp::Reverse(c)))?;
+    let pred_share = top_n as f64 / total as f64;
+    let true_n: u64 = cm.get(top).map_or(0, |row| row.iter().sum());
+    let true_share = true_n as f64 / total as f64;
+    (pred_share >= COLLAPSE_SHARE && true_share <= pred_share - 0.10).then(|| {
+        format!(
+            "{split}: the model predicts {:?} for {top_n} of {total} rows ({:.1}%) while {:.1}% of the rows are {:?}: the prediction distribution has collapsed onto one class (check the data report's unknown-token rate, the learning rate and the class balance)",
+            m.labels[top],
+            100.0 * pred_share,
+            100.0 * true_share,
+            m.labels[top]
+        )
+    })
+}
+
+/// Collapse warnings of a run's validation and test metrics (see [`prediction_collapse`]).
+pub fn collapse_warnings(metrics: &RunMetrics) -> Vec<String> {
+    [("validation", &metrics.validation), ("test", &metrics.test)]
+        .into_iter()
+        .filter_map(|(name, m)| m.as_ref().and_then(|m| prediction_collapse(name, m)))
+        .collect()
 }
 
 /// Write `predictions/{split}.jsonl` atomically.
@@ -698,6 +748,17 @@ fn render(run: &RunFiles) -> Result<String> {
         esc(&run.name),
         esc(&narrative(run))
     );
+    let mut warnings = collapse_warnings(m);
+    if let Some(d) = &run.data {
+        warnings.extend(d.warnings.iter().cloned());
+    }
+    if !warnings.is_empty() {
+        h.push_str("<div class=\"warnings\" id=\"warnings\"><strong>Warnings</strong><ul>");
+        for w in &warnings {
+            let _ = write!(h, "<li>{}</li>", esc(w));
+        }
+        h.push_str("</ul></div>");
+    }
     let mut rows: Vec<(&str, &ClassificationMetrics)> = Vec::new();
     if let Some(v) = &m.validation {
         rows.push(("validation", v));
@@ -834,7 +895,7 @@ fn figure_html(h: &mut String, f: &Figure) {
 }
 
 fn data_tables(h: &mut String, d: &DataReport) {
-    h.push_str("<table><tr><th>split</th><th>file</th><th>rows read</th><th>dropped</th><th>examples</th><th>labels</th><th>tokens mean / max</th><th>truncated</th></tr>");
+    h.push_str("<table id=\"data-splits\"><tr><th>split</th><th>file</th><th>rows read</th><th>dropped</th><th>examples</th><th>labels</th><th>tokens mean / max</th><th>truncated</th><th>unknown tokens</th><th>undecodable bytes replaced (rows)</th><th>rows changed by cleaning</th></tr>");
     for s in &d.splits {
         let dropped: Vec<String> = s
             .dropped
@@ -854,9 +915,35 @@ fn data_tables(h: &mut String, d: &DataReport) {
             ),
             None => ("—".into(), "—".into()),
         };
+        let unknown = match &s.unknown_tokens {
+            Some(u) => format!(
+                "{} of {} ({:.2}%)",
+                u.unknown,
+                u.word_pieces,
+                100.0 * u.rate
+            ),
+            None => "—".into(),
+        };
+        let c = &s.cleaning;
+        let cleaning: Vec<String> = [
+            ("html", c.html_stripped),
+            ("unicode", c.unicode_normalized),
+            ("control chars", c.control_removed),
+            ("whitespace", c.whitespace_collapsed),
+            ("lowercased", c.lowercased),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+        let cleaning = if cleaning.is_empty() {
+            "0".to_string()
+        } else {
+            cleaning.join(", ")
+        };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{tokens}</td><td>{truncated}</td></tr>",
+            "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{tokens}</td><td>{truncated}</td><td>{unknown}</td><td>{}</td><td>{cleaning}</td></tr>",
             esc(&s.split),
             esc(&s.file.display().to_string()),
             s.rows_read,
@@ -866,7 +953,8 @@ fn data_tables(h: &mut String, d: &DataReport) {
                 esc(&dropped.join(", "))
             },
             s.examples,
-            counts.join("<br>")
+            counts.join("<br>"),
+            s.decode_replaced
         );
     }
     h.push_str("</table>");
@@ -895,7 +983,7 @@ figure.plot{margin:0;border:1px solid #e3e3e3;border-radius:6px;padding:8px;back
 figure.missing{background:#fafafa;color:#777}figcaption{font-size:.9em;color:#555;margin-top:4px}\
 table{border-collapse:collapse;margin:8px 0;font-size:.92em}th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top}\
 th{background:#f4f4f4}td.text{text-align:left;max-width:640px}tr.best{background:#fff4d6}\
-pre{background:#f7f7f7;padding:8px;overflow:auto}footer{margin-top:2em;color:#777;font-size:.85em}";
+pre{background:#f7f7f7;padding:8px;overflow:auto}div.warnings{background:#fff4d6;border:1px solid #e0b84c;border-radius:6px;padding:4px 12px}footer{margin-top:2em;color:#777;font-size:.85em}";
 
 #[cfg(test)]
 mod tests {
@@ -907,6 +995,8 @@ mod tests {
             text: format!("t{label}{predicted}{p1}"),
             label,
             predicted,
+            label_name: label.to_string(),
+            predicted_name: predicted.to_string(),
             probabilities: vec![1.0 - p1, p1],
         }
     }

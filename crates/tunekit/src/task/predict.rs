@@ -501,8 +501,13 @@ impl TaskModel {
                 let (sentences, _) = ner::read_conll(path, true)?;
                 super::run::conll_split(name, path, sentences, &self.labels, &self.tokenizer)?.0
             }
-            (_, Some(spec)) => {
-                let (mut examples, _) = read_examples(spec)?;
+            (kind, Some(spec)) => {
+                // Multilabel: an empty label cell is the empty label set, scored like any row.
+                let mut spec = spec.clone();
+                if kind == TaskKind::Multilabel && spec.label_column.is_some() {
+                    spec.fill_label.get_or_insert_with(String::new);
+                }
+                let (mut examples, _) = read_examples(&spec)?;
                 if let Some(p) = &self.preprocess {
                     for e in &mut examples {
                         e.text = p.apply(&e.text);

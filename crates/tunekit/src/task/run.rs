@@ -119,11 +119,16 @@ pub struct TaskData {
     pub tokenizer: TextTokenizer,
     /// Token classification: the tag scheme.
     pub scheme: Option<TagScheme>,
+    /// The data report (`data_report.json`).
+    pub report: serde_json::Value,
+    /// The data report as text.
+    pub report_text: String,
 }
 
-/// Read, prepare and tokenise the data of a task run; writes `data_report.json` (and
-/// `.txt`) to `run_dir`.
-pub fn prepare(config: &RunConfig, run_dir: &Path) -> Result<TaskData> {
+/// Read, prepare and tokenise the data of a task run, with every check that precedes the
+/// first step; writes `data_report.json` (and `.txt`) to `run_dir` when given (`None`:
+/// `tunekit data check`, through [`crate::train::check_data`]).
+pub fn prepare(config: &RunConfig, run_dir: Option<&Path>) -> Result<TaskData> {
     let model_dir = ModelDir::open(&config.model.path)?;
     let max_len = config.model.max_length;
     if max_len > model_dir.config.max_position_embeddings {
@@ -140,7 +145,14 @@ pub fn prepare(config: &RunConfig, run_dir: &Path) -> Result<TaskData> {
     for line in data.report.to_text().lines() {
         tracing::info!("{line}");
     }
-    data.report.write(run_dir)?;
+    for w in &data.report.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(dir) = run_dir {
+        data.report.write(dir)?;
+    }
+    let report = serde_json::to_value(&data.report).map_err(|e| Error::Report(e.to_string()))?;
+    let report_text = data.report.to_text();
     let kind = config.task.kind;
     let sep = config.task.label_separator.as_str();
     let labels = match kind {
@@ -193,6 +205,8 @@ pub fn prepare(config: &RunConfig, run_dir: &Path) -> Result<TaskData> {
         test,
         tokenizer,
         scheme: None,
+        report,
+        report_text,
     })
 }
 
@@ -271,7 +285,7 @@ struct ConllSplitReport {
 
 fn prepare_conll(
     config: &RunConfig,
-    run_dir: &Path,
+    run_dir: Option<&Path>,
     model_dir: ModelDir,
     tokenizer: TextTokenizer,
 ) -> Result<TaskData> {
@@ -375,10 +389,29 @@ fn prepare_conll(
             _ => test = Some(split),
         }
     }
-    write_json(
-        &run_dir.join("data_report.json"),
-        &serde_json::json!({ "task": "token_classification", "scheme": scheme, "tags": labels, "splits": reports }),
-    )?;
+    let report = serde_json::json!({ "task": "token_classification", "scheme": scheme, "tags": labels, "splits": reports });
+    if let Some(dir) = run_dir {
+        write_json(&dir.join("data_report.json"), &report)?;
+    }
+    let mut report_text = format!("token classification, tag scheme {scheme:?}\n");
+    for r in &reports {
+        report_text.push_str(&format!(
+            "{}: {}{}: {} sentences, {} words, {} entities; {} sentences truncated ({} words lost their tag)\n  tags: {}\n",
+            r.split,
+            r.file.display(),
+            if r.carved { " (carved from train)" } else { "" },
+            r.sentences,
+            r.words,
+            r.entities,
+            r.sentences_truncated,
+            r.words_without_tag_after_truncation,
+            r.tag_counts
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let train = train.ok_or_else(|| Error::Config("no training split".into()))?;
     Ok(TaskData {
         model_dir,
@@ -388,6 +421,8 @@ fn prepare_conll(
         test,
         tokenizer,
         scheme: Some(scheme),
+        report,
+        report_text,
     })
 }
 
@@ -640,7 +675,7 @@ pub fn train_in(
     crate::fsutil::write_atomic(&run_dir.join("config.toml"), config.to_toml()?.as_bytes())?;
     let t = &config.train;
     let kind = config.task.kind;
-    let p = prepare(config, run_dir)?;
+    let p = prepare(config, Some(run_dir))?;
     let ad = device.clone().autodiff();
     let spec = ClassifierSpec {
         // An embedding model has no head; a one-output head is built and never used.
@@ -943,12 +978,20 @@ pub fn train_in(
         task: kind,
         validation_scores: validation,
         test_scores: test,
+        warnings: Vec::new(),
     };
     let mut json = serde_json::to_value(&metrics).map_err(|e| Error::Engine(e.to_string()))?;
-    if kind == TaskKind::Multilabel
-        && let Some(obj) = json.as_object_mut()
-    {
-        obj.insert("thresholds".into(), serde_json::json!(thresholds));
+    if let Some(obj) = json.as_object_mut() {
+        if kind == TaskKind::Multilabel {
+            obj.insert("thresholds".into(), serde_json::json!(thresholds));
+        }
+        // How many examples each split's scores were computed over.
+        let evaluated: serde_json::Map<String, serde_json::Value> = [&p.validation, &p.test]
+            .into_iter()
+            .flatten()
+            .map(|s| (s.name.clone(), serde_json::json!(s.texts.len())))
+            .collect();
+        obj.insert("evaluated_examples".into(), evaluated.into());
     }
     write_json(&run_dir.join("metrics.json"), &json)?;
     tracing::info!(
