@@ -363,7 +363,7 @@ struct EvalArgs {
     #[arg(long)]
     output: Option<PathBuf>,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     batch_size: usize,
     /// Max length in tokens (default: the one the model was trained with).
     #[arg(long)]
@@ -392,7 +392,7 @@ struct PredictArgs {
     #[command(flatten)]
     data_args: DataArgs,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     batch_size: usize,
     /// Max length in tokens (default: the one the model was trained with).
     #[arg(long)]
@@ -644,9 +644,10 @@ fn data_command(command: DataCommand) -> anyhow::Result<()> {
     };
     let config = RunConfig::load(config, set)?;
     let model = tunekit::model::ModelDir::open(&config.model.path)?;
-    let tokenizer = tunekit::tokenize::TextTokenizer::from_file(
+    let tokenizer = tunekit::tokenize::TextTokenizer::for_model(
         &model.tokenizer_path(),
         config.model.max_length,
+        &model.config,
     )?;
     let data = tunekit::prep::prepare(&config, Some(&tokenizer))?;
     match command {
@@ -717,6 +718,8 @@ fn main() -> ExitCode {
             ) {
                 (Some(tunekit::Error::Engine(_)), _) => 1,
                 (Some(_), _) | (_, Some(tunekit_serve::ServeError::Model(_))) => 2,
+                // A reader's error reaching here unwrapped is bad input all the same.
+                _ if err.downcast_ref::<tunekit::data::DataError>().is_some() => 2,
                 _ => 1,
             };
             ExitCode::from(code)
@@ -809,6 +812,16 @@ fn prune_command(
         );
     }
     Ok(())
+}
+
+/// A count of at least 1 for a flag (clap reports anything else as a usage error naming the
+/// flag, exit code 2).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A TOML string literal (for `--set` values built from paths).
@@ -1042,17 +1055,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let texts: Vec<String> = match &args.input {
                 Some(path) => {
                     let spec = args.data_args.spec(path.clone(), None)?;
-                    let (examples, _) = tunekit::data::read_examples(&spec)?;
+                    let (examples, read) =
+                        tunekit::data::read_examples(&spec).map_err(tunekit::Error::from)?;
+                    tunekit::infer::require_input(examples.len(), &read, path)?;
                     examples.into_iter().map(|e| e.text).collect()
                 }
                 None => {
                     let mut s = String::new();
                     std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
                         .context("reading stdin")?;
-                    s.lines()
+                    let texts: Vec<String> = s
+                        .lines()
                         .filter(|l| !l.trim().is_empty())
                         .map(str::to_string)
-                        .collect()
+                        .collect();
+                    // The empty-input rule of every command (README, "Empty input").
+                    if texts.is_empty() {
+                        return Err(tunekit::Error::Input(
+                            "stdin: no input: expected one text per line, got no non-blank line"
+                                .into(),
+                        )
+                        .into());
+                    }
+                    texts
                 }
             };
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
