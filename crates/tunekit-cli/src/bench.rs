@@ -33,13 +33,13 @@ struct Cli {
     #[arg(long, default_value = "assets/models/all-MiniLM-L6-v2")]
     model: String,
     /// Batch size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = positive)]
     batch: usize,
-    /// Tokens per sequence.
+    /// Tokens per sequence (2 up to the model's max_position_embeddings).
     #[arg(long, default_value_t = 64)]
     seq: usize,
     /// Timed iterations.
-    #[arg(long, default_value_t = 18)]
+    #[arg(long, default_value_t = 18, value_parser = positive)]
     steps: usize,
     /// Untimed warm-up iterations.
     #[arg(long, default_value_t = 2)]
@@ -64,6 +64,15 @@ enum What {
     Step,
     /// Inference forward pass (no autodiff).
     Infer,
+}
+
+/// A count of at least 1 (clap reports anything else as a usage error, exit code 2).
+fn positive(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -138,9 +147,39 @@ fn amx_note(p: Precision) -> &'static str {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     allocator::keep_freed_memory();
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            // Bad input (model files, lengths) is exit code 2, as in `tunekit`.
+            let bad_input = err
+                .downcast_ref::<tunekit::Error>()
+                .is_some_and(|e| !matches!(e, tunekit::Error::Engine(_)));
+            std::process::ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // The sequence must fit the position table ([CLS] and [SEP] included).
+    let config = ModelDir::open(&cli.model)?.config;
+    tunekit::tokenize::check_max_length(cli.seq, &config, std::path::Path::new(&cli.model))?;
+    if config.vocab_size < 30_000 {
+        return Err(tunekit::Error::Config(format!(
+            "{}: vocab_size {}: the workload draws token ids up to 30000",
+            cli.model, config.vocab_size
+        ))
+        .into());
+    }
+    if cli.seq < 2 {
+        return Err(tunekit::Error::Config(format!(
+            "--seq {}: a sequence holds [CLS] and [SEP], so at least 2 tokens",
+            cli.seq
+        ))
+        .into());
+    }
     let toks = tokens(cli.batch, cli.seq);
     let refs: Vec<&Tokens> = toks.iter().collect();
     let labels: Vec<usize> = (0..cli.batch).map(|i| i % 2).collect();

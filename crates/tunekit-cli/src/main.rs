@@ -375,7 +375,7 @@ struct EvalArgs {
     #[arg(long)]
     output: Option<PathBuf>,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     batch_size: usize,
     /// Max length in tokens (default: the one the model was trained with).
     #[arg(long)]
@@ -404,7 +404,7 @@ struct PredictArgs {
     #[command(flatten)]
     data_args: DataArgs,
     /// Batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     batch_size: usize,
     /// Max length in tokens (default: the one the model was trained with).
     #[arg(long)]
@@ -666,9 +666,10 @@ fn data_command(command: DataCommand) -> anyhow::Result<()> {
         return Ok(());
     }
     let model = tunekit::model::ModelDir::open(&config.model.path)?;
-    let tokenizer = tunekit::tokenize::TextTokenizer::from_file(
+    let tokenizer = tunekit::tokenize::TextTokenizer::for_model(
         &model.tokenizer_path(),
         config.model.max_length,
+        &model.config,
     )?;
     let data = tunekit::prep::prepare(&config, Some(&tokenizer))?;
     match command {
@@ -848,6 +849,16 @@ fn prune_command(
         );
     }
     Ok(())
+}
+
+/// A count of at least 1 for a flag (clap reports anything else as a usage error naming the
+/// flag, exit code 2).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// A TOML string literal (for `--set` values built from paths).
@@ -1081,17 +1092,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let texts: Vec<String> = match &args.input {
                 Some(path) => {
                     let spec = args.data_args.spec(path.clone(), None)?;
-                    let (examples, _) = tunekit::data::read_examples(&spec)?;
+                    let (examples, read) =
+                        tunekit::data::read_examples(&spec).map_err(tunekit::Error::from)?;
+                    tunekit::infer::require_input(examples.len(), &read, path)?;
                     examples.into_iter().map(|e| e.text).collect()
                 }
                 None => {
                     // One text per line, read with the file readers' rules (BOM, CRLF,
                     // encoding, errors naming the line).
-                    let (examples, _) = tunekit::data::read_lines(
+                    let (examples, read) = tunekit::data::read_lines(
                         std::io::stdin().lock(),
                         std::path::Path::new("<stdin>"),
                         args.data_args.encoding,
                         args.data_args.replace_invalid,
+                    )
+                    .map_err(tunekit::Error::from)?;
+                    // The empty-input rule of every command (README, "Input limits").
+                    tunekit::infer::require_input(
+                        examples.len(),
+                        &read,
+                        std::path::Path::new("<stdin>"),
                     )?;
                     examples.into_iter().map(|e| e.text).collect()
                 }

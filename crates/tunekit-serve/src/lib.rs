@@ -142,10 +142,9 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
         );
         None
     };
-    let tokenizer = Arc::new(tunekit::tokenize::TextTokenizer::from_file(
-        &classifier.dir.join("tokenizer.json"),
-        classifier.tokenizer.max_length(),
-    )?);
+    // The classifier's own tokenizer: the model's limits (position table, token types) come
+    // with it.
+    let tokenizer = Arc::new(classifier.tokenizer.clone());
     let info = ModelInfo {
         model_dir: classifier.dir.display().to_string(),
         labels: classifier.labels.clone(),

@@ -66,6 +66,9 @@ pub fn epoch_batches(
     group_by_length: bool,
     seed: u64,
 ) -> Vec<Vec<usize>> {
+    // Batch sizes come validated (config, CLI flags); `max(1)` keeps `chunks` from panicking
+    // for a library caller passing 0.
+    let batch_size = batch_size.max(1);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.shuffle(&mut rng);
@@ -115,7 +118,11 @@ pub fn oversampled(labels: &[usize], num_labels: usize, seed: u64) -> Vec<usize>
 pub fn eval_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| lengths[i]);
-    order.chunks(batch_size).map(|c| c.to_vec()).collect()
+    // Validated upstream (config, CLI flags); `max(1)`: `chunks(0)` would panic.
+    order
+        .chunks(batch_size.max(1))
+        .map(|c| c.to_vec())
+        .collect()
 }
 
 #[cfg(test)]

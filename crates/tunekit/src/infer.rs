@@ -144,6 +144,29 @@ pub fn metrics_from_probs(
     acc.finish().with_probabilities(probs, labels)
 }
 
+/// The rule for empty input, the same in every command (`eval`, `predict`, `embed`, task
+/// models, `compress-report`, training data): an input with no rows to work on is an error
+/// naming the file (exit code 2), and no output is written. A file without data rows (empty,
+/// or a header only) is [`crate::data::DataError::Empty`]; one whose every row was dropped
+/// (empty text or label) says how many rows were read and why each was dropped.
+pub fn require_input(kept: usize, read: &crate::data::ReadReport, file: &Path) -> Result<()> {
+    if kept > 0 {
+        return Ok(());
+    }
+    if read.rows_read == 0 {
+        return Err(Error::Data(crate::data::DataError::Empty {
+            file: file.to_path_buf(),
+        }));
+    }
+    Err(Error::Input(format!(
+        "{}: no input rows left: all {} rows read were dropped ({} for an empty text, {} for an empty label)",
+        file.display(),
+        read.rows_read,
+        read.empty_text_dropped,
+        read.empty_label_dropped
+    )))
+}
+
 /// Map label strings to class ids; a label the model does not know is an error naming it, the
 /// file and the line.
 pub fn label_ids(examples: &[Example], label_names: &[String], file: &Path) -> Result<Vec<usize>> {
@@ -248,7 +271,8 @@ impl Classifier {
                 crate::task::kind_name(task.kind)
             )));
         }
-        let labels = config.labels().ok_or_else(|| {
+        // An empty id2label would leave predictions without a label to name.
+        let labels = config.labels().filter(|l| !l.is_empty()).ok_or_else(|| {
             Error::Model(format!(
                 "{}: config.json has no id2label: not a classification model (fine-tune it first)",
                 config_path.display()
@@ -273,7 +297,8 @@ impl Classifier {
             // An int8 model (`tunekit quantize`) runs the int8 product.
             crate::model::quant::attach(model, &weights)?
         };
-        let tokenizer = TextTokenizer::from_file(&resolved.join("tokenizer.json"), max_length)?;
+        let tokenizer =
+            TextTokenizer::for_model(&resolved.join("tokenizer.json"), max_length, &config)?;
         Ok(Classifier {
             model,
             tokenizer,
@@ -360,6 +385,7 @@ impl Classifier {
         robustness: bool,
     ) -> Result<EvalReport> {
         let (examples, read) = read_examples(spec)?;
+        require_input(examples.len(), &read, &spec.path)?;
         let ids = label_ids(&examples, &self.labels, &spec.path)?;
         let tokens = self.tokenize(&examples)?;
         let truncated = tokens.iter().filter(|t| t.truncated).count();
@@ -451,17 +477,14 @@ impl Classifier {
                 break;
             }
         }
+        // Empty input writes nothing (the temp file is removed when dropped).
+        require_input(summary.rows, iter.report(), &input.path)?;
         let tmp = w
             .into_inner()
             .map_err(|e| Error::io(output, e.into_error()))?;
         crate::fsutil::finish_temp(tmp.as_file(), output)?;
         tmp.persist(output)
             .map_err(|e| Error::io(output, e.error))?;
-        if summary.rows == 0 {
-            return Err(Error::Data(crate::data::DataError::Empty {
-                file: input.path.clone(),
-            }));
-        }
         Ok(summary)
     }
 }
@@ -497,6 +520,19 @@ pub struct PredictSummary {
     pub truncated: usize,
 }
 
+/// Report (at `info`, shown by default) how many of `tokens` `max_length` cut, when any: the
+/// commands without a summary of their own (embed, distillation's teacher, prune calibration,
+/// compress-report) say so this way.
+pub fn log_truncated(tokens: &[Tokens], max_length: usize, what: &str) {
+    let truncated = tokens.iter().filter(|t| t.truncated).count();
+    if truncated > 0 {
+        tracing::info!(
+            "{truncated} of {} {what} truncated to {max_length} tokens",
+            tokens.len()
+        );
+    }
+}
+
 /// Mean-pooled sentence embeddings from any BERT model directory (the base encoder; a
 /// classification head, if present, is ignored).
 pub fn embed_texts(
@@ -513,8 +549,9 @@ pub fn embed_texts(
         DropoutOverride::default(),
         device,
     )?;
-    let tokenizer = TextTokenizer::from_file(&dir.tokenizer_path(), max_length)?;
+    let tokenizer = TextTokenizer::for_model(&dir.tokenizer_path(), max_length, &dir.config)?;
     let tokens = tokenizer.encode_batch(texts, None)?;
+    log_truncated(&tokens, tokenizer.max_length(), "texts");
     let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
     let mut out = vec![Vec::new(); texts.len()];
     for idx in eval_batches(&lengths, 32) {

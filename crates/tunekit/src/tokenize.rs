@@ -8,6 +8,7 @@ use tokenizers::{
 };
 
 use crate::error::{Error, Result};
+use crate::model::BertConfig;
 
 /// What [`TextTokenizer::token_counts`] counted over a set of texts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,15 +33,55 @@ pub struct Tokens {
 }
 
 /// A tokenizer configured for one maximum length.
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     max_length: usize,
     pad_id: u32,
+    /// Rows of the model's token-type table (`type_vocab_size`), when known: segment ids at or
+    /// past it are written as 0 ([`TextTokenizer::for_model`]).
+    type_vocab_size: Option<u32>,
 }
 
 impl TextTokenizer {
-    /// Load `tokenizer.json`, truncating to `max_length` tokens (special tokens included).
+    /// The tokenizer of a model, limited to what the model can take, so that every command
+    /// that builds model inputs gets the same checks:
+    ///
+    /// - `max_length` must fit the position table (`max_position_embeddings` of `config`),
+    ///   else an error naming both numbers (longer inputs are then truncated to `max_length`
+    ///   and flagged in [`Tokens::truncated`], for the caller to count and report);
+    /// - segment ids stay inside the token-type table: a model with one token type
+    ///   (`type_vocab_size = 1`, RoBERTa-style configs) gets type id 0 everywhere, sentence
+    ///   pairs included, as transformers' tokenizers for such models do;
+    /// - every token id of the tokenizer's vocabulary must have a row in the word-embedding
+    ///   table (`vocab_size`), else an error naming both (a tokenizer from another model).
+    pub fn for_model(path: &Path, max_length: usize, config: &BertConfig) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        check_max_length(max_length, config, dir)?;
+        let mut t = Self::from_file(path, max_length)?;
+        if let Some((token, &id)) = t.inner.get_vocab(true).iter().max_by_key(|(_, id)| **id)
+            && id as usize >= config.vocab_size
+        {
+            return Err(Error::Model(format!(
+                "{}: token {token:?} has id {id}, but {} has vocab_size {} (word-embedding rows): the tokenizer does not belong to this model",
+                path.display(),
+                dir.join("config.json").display(),
+                config.vocab_size
+            )));
+        }
+        t.type_vocab_size = Some(u32::try_from(config.type_vocab_size).unwrap_or(u32::MAX));
+        Ok(t)
+    }
+
+    /// Load `tokenizer.json`, truncating to `max_length` tokens (special tokens included),
+    /// without a model's limits (see [`TextTokenizer::for_model`], which commands use).
     pub fn from_file(path: &Path, max_length: usize) -> Result<Self> {
+        if max_length == 0 {
+            return Err(Error::Config(format!(
+                "{}: max_length must be at least 1 token",
+                path.display()
+            )));
+        }
         let mut inner = Tokenizer::from_file(path).map_err(|e| {
             Error::Tokenizer(format!("{}: cannot load tokenizer: {e}", path.display()))
         })?;
@@ -63,6 +104,7 @@ impl TextTokenizer {
             inner,
             max_length,
             pad_id,
+            type_vocab_size: None,
         })
     }
 
@@ -129,19 +171,43 @@ impl TextTokenizer {
             .inner
             .encode_batch(inputs, true)
             .map_err(|e| Error::Tokenizer(format!("tokenisation failed: {e}")))?;
-        Ok(encodings.into_iter().map(|e| Tokens::of(&e)).collect())
+        Ok(encodings.iter().map(|e| self.tokens_of(e)).collect())
     }
-}
 
-impl Tokens {
-    /// The pieces of one encoding (truncated when the tokenizer cut something off).
-    fn of(e: &tokenizers::Encoding) -> Self {
+    /// The pieces of one encoding (truncated when the tokenizer cut something off), segment
+    /// ids limited to the model's token-type table.
+    fn tokens_of(&self, e: &tokenizers::Encoding) -> Tokens {
+        let type_ids = match self.type_vocab_size {
+            Some(n) => e
+                .get_type_ids()
+                .iter()
+                .map(|&t| if t < n { t } else { 0 })
+                .collect(),
+            None => e.get_type_ids().to_vec(),
+        };
         Tokens {
             truncated: !e.get_overflowing().is_empty(),
             ids: e.get_ids().to_vec(),
-            type_ids: e.get_type_ids().to_vec(),
+            type_ids,
         }
     }
+}
+
+/// `max_length` checked against the model's position table: an input longer than
+/// `max_position_embeddings` has no position embedding. The error names both numbers.
+pub fn check_max_length(max_length: usize, config: &BertConfig, model_dir: &Path) -> Result<()> {
+    if max_length == 0 {
+        return Err(Error::Config("max_length must be at least 1 token".into()));
+    }
+    if max_length > config.max_position_embeddings {
+        return Err(Error::Config(format!(
+            "max_length {max_length} exceeds the model's position limit: {} has max_position_embeddings {} (the longest input it can take); use a max length of at most {}",
+            model_dir.join("config.json").display(),
+            config.max_position_embeddings,
+            config.max_position_embeddings
+        )));
+    }
+    Ok(())
 }
 
 /// Word pieces of pre-split words, with the word each piece came from (`None` for special
@@ -170,7 +236,7 @@ impl TextTokenizer {
             .into_iter()
             .map(|e| WordTokens {
                 word_ids: e.get_word_ids().to_vec(),
-                tokens: Tokens::of(&e),
+                tokens: self.tokens_of(&e),
             })
             .collect())
     }
@@ -198,6 +264,64 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../assets/models/all-MiniLM-L6-v2/tokenizer.json");
         TextTokenizer::from_file(&p, 16).expect("assets missing: run scripts/fetch-assets.sh")
+    }
+
+    fn minilm_config() -> BertConfig {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../assets/models/all-MiniLM-L6-v2/config.json");
+        BertConfig::from_file(&p).expect("assets missing: run scripts/fetch-assets.sh")
+    }
+
+    fn minilm_tokenizer_path() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../assets/models/all-MiniLM-L6-v2/tokenizer.json")
+    }
+
+    #[test]
+    fn length_beyond_the_position_table_is_refused_naming_both_numbers() {
+        let config = minilm_config();
+        let err = TextTokenizer::for_model(&minilm_tokenizer_path(), 1024, &config)
+            .err()
+            .expect("1024 > 512 must be refused")
+            .to_string();
+        assert!(
+            err.contains("max_length 1024") && err.contains("max_position_embeddings 512"),
+            "{err}"
+        );
+        assert!(TextTokenizer::for_model(&minilm_tokenizer_path(), 0, &config).is_err());
+        let t = TextTokenizer::for_model(&minilm_tokenizer_path(), 512, &config).unwrap();
+        let long = "word ".repeat(600);
+        let out = t.encode_batch(&[long.as_str()], None).unwrap();
+        assert_eq!(out[0].ids.len(), 512);
+        assert!(out[0].truncated);
+    }
+
+    #[test]
+    fn pairs_on_a_one_row_token_type_table_get_type_id_zero() {
+        let mut config = minilm_config();
+        let two = TextTokenizer::for_model(&minilm_tokenizer_path(), 16, &config).unwrap();
+        let pair = two.encode_batch(&["a cat"], Some(&["a dog"])).unwrap();
+        assert_eq!(pair[0].type_ids, vec![0, 0, 0, 0, 1, 1, 1]);
+        config.type_vocab_size = 1;
+        let one = TextTokenizer::for_model(&minilm_tokenizer_path(), 16, &config).unwrap();
+        let pair = one.encode_batch(&["a cat"], Some(&["a dog"])).unwrap();
+        assert_eq!(pair[0].type_ids, vec![0; 7]);
+        // The same pieces otherwise.
+        assert_eq!(
+            pair[0].ids,
+            two.encode_batch(&["a cat"], Some(&["a dog"])).unwrap()[0].ids
+        );
+    }
+
+    #[test]
+    fn token_ids_past_the_word_embedding_table_are_refused() {
+        let mut config = minilm_config();
+        config.vocab_size = 1000;
+        let err = TextTokenizer::for_model(&minilm_tokenizer_path(), 16, &config)
+            .err()
+            .expect("a 30522-token vocabulary on 1000 rows must be refused")
+            .to_string();
+        assert!(err.contains("vocab_size 1000"), "{err}");
     }
 
     #[test]

@@ -722,6 +722,11 @@ fn teacher_logits(
         )));
     }
     let tokens = teacher.tokenize(&p.train.examples)?;
+    crate::infer::log_truncated(
+        &tokens,
+        teacher.tokenizer.max_length(),
+        "training examples (for the teacher)",
+    );
     let (values, classes) = crate::infer::logits(
         &teacher.model,
         &tokens,
@@ -971,12 +976,6 @@ struct Prepared {
 fn prepare(config: &RunConfig, data: Option<PreparedData>) -> Result<Prepared> {
     let mut model_dir = ModelDir::open(&config.model.path)?;
     let max_len = config.model.max_length;
-    if max_len > model_dir.config.max_position_embeddings {
-        return Err(Error::Config(format!(
-            "model.max_length {max_len} exceeds the model's max_position_embeddings {}",
-            model_dir.config.max_position_embeddings
-        )));
-    }
     if let Some(k) = config.distill.as_ref().and_then(|d| d.student_layers) {
         let layers = model_dir.config.num_hidden_layers;
         if k > layers {
@@ -988,7 +987,8 @@ fn prepare(config: &RunConfig, data: Option<PreparedData>) -> Result<Prepared> {
         // The student: the first k layers (and the embeddings, pooler and head) of model.path.
         model_dir.config.num_hidden_layers = k;
     }
-    let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), max_len)?;
+    let tokenizer =
+        TextTokenizer::for_model(&model_dir.tokenizer_path(), max_len, &model_dir.config)?;
     let data = match data {
         Some(d) => d,
         None => crate::prep::prepare(config, Some(&tokenizer))?,
@@ -1123,7 +1123,7 @@ pub fn cross_validate(
     let run_dir = run_dir_for(config, options);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
     let index = index_start(config, &run_dir, "cv");
-    let result = cross_validate_in(config, options, k, device, &run_dir);
+    let result = catch_panic(|| cross_validate_in(config, options, k, device, &run_dir));
     let outcome = match &result {
         Ok(cv) => Ok(crate::index::Outcome {
             train_time_s: Some(cv.per_fold.iter().map(|m| m.train_time_s).sum()),
@@ -1266,7 +1266,11 @@ fn cross_validate_in(
     run_dir: &Path,
 ) -> Result<CvMetrics> {
     let model_dir = ModelDir::open(&config.model.path)?;
-    let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), config.model.max_length)?;
+    let tokenizer = TextTokenizer::for_model(
+        &model_dir.tokenizer_path(),
+        config.model.max_length,
+        &model_dir.config,
+    )?;
     let cv = cv_data(config, k, &tokenizer)?;
     cv.report.write(run_dir)?;
     let mut per_fold = Vec::with_capacity(k);
@@ -1341,7 +1345,11 @@ pub fn check_data(config: &RunConfig, cv: Option<usize>) -> Result<DataCheck> {
         Some(k) => {
             let model_dir = ModelDir::open(&config.model.path)?;
             let tokenizer =
-                TextTokenizer::from_file(&model_dir.tokenizer_path(), config.model.max_length)?;
+                TextTokenizer::for_model(
+        &model_dir.tokenizer_path(),
+        config.model.max_length,
+        &model_dir.config,
+    )?;
             let cv = cv_data(config, k, &tokenizer)?;
             // Every class has a row in every fold, so the folds share one label set: the
             // first fold's checks are every fold's.
@@ -1403,6 +1411,29 @@ fn outcome_of(m: &RunMetrics, run_dir: &Path) -> crate::index::Outcome {
     }
 }
 
+/// Test hook, read only by the run driver: when this environment variable is set, the run
+/// panics right after it is marked `running`, so tests can check that a panic inside a run
+/// marks it `failed` (status.json and the experiment index). No user input triggers a panic
+/// there any more, hence the hook; never set it outside tests.
+pub const PANIC_TEST_HOOK: &str = "TUNEKIT_TEST_PANIC_IN_RUN";
+
+/// `body`, with a panic inside it turned into an [`Error::Engine`] carrying the panic's
+/// message, so that the run driver marks the run `failed` (status.json and the index row)
+/// instead of leaving it `running`. The panic itself is still printed by the panic hook (with
+/// its location), and the error exits with code 1: a panic is a bug, not bad input.
+pub(crate) fn catch_panic<T>(body: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        Err(Error::Engine(format!(
+            "internal error: panicked: {message}"
+        )))
+    })
+}
+
 /// [`train`] on already prepared data (`None`: run the data pipeline of `config`).
 fn train_with_data(
     config: &RunConfig,
@@ -1455,11 +1486,16 @@ fn train_with_data(
         "train"
     };
     let index = index_start(config, &run_dir, kind);
-    let result = if config.task.kind.is_classification() {
-        train_in(config, options, &run_dir, device, data)
-    } else {
-        crate::task::run::train_in(config, options, &run_dir, device)
-    };
+    let result = catch_panic(|| {
+        if std::env::var_os(PANIC_TEST_HOOK).is_some() {
+            panic!("{PANIC_TEST_HOOK} is set: a panic inside the run (test hook)");
+        }
+        if config.task.kind.is_classification() {
+            train_in(config, options, &run_dir, device, data)
+        } else {
+            crate::task::run::train_in(config, options, &run_dir, device)
+        }
+    });
     match &result {
         Ok(m) => {
             set_status(&run_dir, "complete", None)?;

@@ -66,9 +66,11 @@ pub fn measure(
     device: &Device,
 ) -> Result<CompressRow> {
     let clf = Classifier::load(model, None, device)?;
-    let (examples, _) = read_examples(spec)?;
+    let (examples, read) = read_examples(spec)?;
+    crate::infer::require_input(examples.len(), &read, &spec.path)?;
     let labels = label_ids(&examples, &clf.labels, &spec.path)?;
     let tokens = clf.tokenize(&examples)?;
+    crate::infer::log_truncated(&tokens, clf.tokenizer.max_length(), "rows");
     let pad = clf.tokenizer.pad_id();
     // Warm-up (allocator, thread pool), then batch-1 latency.
     let n = latency_inputs.min(tokens.len());

@@ -183,6 +183,7 @@ fn taylor_scores(
     let chosen: Vec<crate::data::Example> = examples.into_iter().step_by(step).collect();
     let labels = crate::infer::label_ids(&chosen, &clf.labels, &data.path)?;
     let tokens = clf.tokenize(&chosen)?;
+    crate::infer::log_truncated(&tokens, clf.tokenizer.max_length(), "calibration rows");
     // An autodiff copy of the model, dropout off: through a temporary weights file, so the
     // parameters are fresh leaves on the autodiff device.
     let tmp = tempfile::tempdir().map_err(|e| Error::io(Path::new("<temp dir>"), e))?;

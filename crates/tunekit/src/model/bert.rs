@@ -82,6 +82,11 @@ impl Embeddings {
         let words = self.word_embeddings.forward(input_ids);
         let types = self.token_type_embeddings.forward(token_type_ids);
         // Absolute positions 0..seq: the first `seq` rows of the table, broadcast over the batch.
+        // `seq` ≤ max_length ≤ max_position_embeddings (the table's rows, checked when the
+        // weights load): every command builds its inputs with `TextTokenizer::for_model`, which
+        // refuses a longer max_length and truncates to it; token and segment ids are bounded
+        // there too (vocab_size, type_vocab_size), so neither `narrow` nor the lookups below
+        // can go out of range on user input.
         let positions = self
             .position_embeddings
             .weight

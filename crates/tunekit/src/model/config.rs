@@ -115,6 +115,17 @@ impl BertConfig {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             return Err("hidden_size and num_attention_heads must be positive".into());
         }
+        // Tables that inputs index into: an empty one has no row for any input.
+        for (key, rows) in [
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+            ("intermediate_size", self.intermediate_size),
+        ] {
+            if rows == 0 {
+                return Err(format!("{key} must be positive"));
+            }
+        }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",

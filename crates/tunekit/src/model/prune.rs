@@ -254,7 +254,10 @@ pub fn prune(
     let head_dim = config.head_dim();
     let mut heads_removed = BTreeMap::new();
     let inter_before = config.intermediate_size;
-    let inter_keep = inter_before - (opts.ffn * inter_before as f64).round() as usize;
+    // At least one neuron stays (as one head does): a zero-width feed-forward layer is not a
+    // model config.json can describe (intermediate_size must be positive).
+    let inter_keep = inter_before
+        - ((opts.ffn * inter_before as f64).round() as usize).min(inter_before.saturating_sub(1));
     for (i, layer) in model.bert.layers.iter_mut().enumerate() {
         // Heads: scores over the heads still present, mapped back to original indices.
         let heads = layer.attention.num_heads;

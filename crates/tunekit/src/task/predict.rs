@@ -470,10 +470,14 @@ impl TaskModel {
             seed: 0,
             require_head: task.kind != TaskKind::Embedding,
         };
+        let config = if adapter {
+            crate::model::BertConfig::from_file(&resolved.join("config.json"))?
+        } else {
+            ModelDir::open(spec)?.config
+        };
         let model = if adapter {
             crate::model::lora::load_for_inference(&resolved, &spec_c, device)?.0
         } else {
-            let config = ModelDir::open(spec)?.config;
             load_classifier(
                 &resolved.join("model.safetensors"),
                 &config,
@@ -483,7 +487,8 @@ impl TaskModel {
             .0
         };
         let max_length = max_length.unwrap_or(meta.max_length);
-        let tokenizer = TextTokenizer::from_file(&resolved.join("tokenizer.json"), max_length)?;
+        let tokenizer =
+            TextTokenizer::for_model(&resolved.join("tokenizer.json"), max_length, &config)?;
         Ok(Some(TaskModel {
             model,
             tokenizer,
@@ -507,7 +512,8 @@ impl TaskModel {
                 if kind == TaskKind::Multilabel && spec.label_column.is_some() {
                     spec.fill_label.get_or_insert_with(String::new);
                 }
-                let (mut examples, _) = read_examples(&spec)?;
+                let (mut examples, read) = read_examples(&spec)?;
+                crate::infer::require_input(examples.len(), &read, &spec.path)?;
                 if let Some(p) = &self.preprocess {
                     for e in &mut examples {
                         e.text = p.apply(&e.text);
@@ -624,7 +630,8 @@ impl TaskModel {
             }
         } else {
             let spec = spec.ok_or_else(|| Error::Config("a data spec is needed".into()))?;
-            let (examples, _) = read_examples(spec)?;
+            let (examples, read) = read_examples(spec)?;
+            crate::infer::require_input(examples.len(), &read, &spec.path)?;
             let texts: Vec<String> = examples
                 .iter()
                 .map(|e| match &self.preprocess {

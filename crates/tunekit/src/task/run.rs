@@ -131,13 +131,8 @@ pub struct TaskData {
 pub fn prepare(config: &RunConfig, run_dir: Option<&Path>) -> Result<TaskData> {
     let model_dir = ModelDir::open(&config.model.path)?;
     let max_len = config.model.max_length;
-    if max_len > model_dir.config.max_position_embeddings {
-        return Err(Error::Config(format!(
-            "model.max_length {max_len} exceeds the model's max_position_embeddings {}",
-            model_dir.config.max_position_embeddings
-        )));
-    }
-    let tokenizer = TextTokenizer::from_file(&model_dir.tokenizer_path(), max_len)?;
+    let tokenizer =
+        TextTokenizer::for_model(&model_dir.tokenizer_path(), max_len, &model_dir.config)?;
     if config.task.kind == TaskKind::TokenClassification {
         return prepare_conll(config, run_dir, model_dir, tokenizer);
     }
