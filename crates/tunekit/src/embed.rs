@@ -130,13 +130,12 @@ struct StTransformer {
     max_seq_length: Option<usize>,
 }
 
-/// The sentence-transformers files of `dir`, if it has `modules.json`: pooling (when a
-/// `Pooling` module is listed), normalisation, max length (when `sentence_bert_config.json`
-/// gives one).
-fn sentence_transformers_config(
-    dir: &Path,
-    raw: bool,
-) -> Result<Option<(Option<EmbedPooling>, bool, Option<usize>)>> {
+/// What a directory's sentence-transformers files say: pooling (when a `Pooling` module is
+/// listed), normalisation, max length (when `sentence_bert_config.json` gives one).
+type StConfig = (Option<EmbedPooling>, bool, Option<usize>);
+
+/// The sentence-transformers files of `dir`, if it has `modules.json`.
+fn sentence_transformers_config(dir: &Path, raw: bool) -> Result<Option<StConfig>> {
     let modules_path = dir.join("modules.json");
     if !modules_path.is_file() {
         return Ok(None);
@@ -247,7 +246,7 @@ fn tokenizer_model_max_length(dir: &Path) -> Result<Option<usize>> {
     let v: serde_json::Value = crate::fsutil::read_json(&p)?;
     Ok(v.get("model_max_length")
         .and_then(serde_json::Value::as_f64)
-        .filter(|&x| x >= 1.0 && x < 1e9)
+        .filter(|x| (1.0..1e9).contains(x))
         .map(|x| x as usize))
 }
 
