@@ -42,7 +42,7 @@ enum Command {
     Eval(EvalArgs),
     /// Predict labels for every row of a file (JSONL output, streaming).
     Predict(PredictArgs),
-    /// Mean-pooled sentence embeddings (JSONL output).
+    /// Sentence embeddings as the model's sentence-transformers config makes them (JSONL output).
     Embed(EmbedArgs),
     /// Serve a fine-tuned model over HTTP (dynamic batching, metrics, drift).
     Serve(ServeArgs),
@@ -428,9 +428,18 @@ struct EmbedArgs {
     /// Output JSONL (default stdout).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Max length in tokens.
-    #[arg(long, default_value_t = 128)]
-    max_length: usize,
+    /// Max length in tokens (default: the model's sentence-transformers `max_seq_length`,
+    /// else its `tunekit.json`, else `min(model_max_length, max_position_embeddings)`).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Pooling: mean, cls, max, mean_sqrt_len or lasttoken (default: the model's
+    /// sentence-transformers pooling config, else mean).
+    #[arg(long)]
+    pooling: Option<tunekit::embed::EmbedPooling>,
+    /// Raw pooled vectors: no L2 normalisation even where the model has a Normalize module
+    /// (and modules tunekit does not run, e.g. Dense, are skipped instead of refused).
+    #[arg(long, visible_alias = "no-normalize")]
+    raw: bool,
 }
 
 #[derive(Args)]
@@ -1117,10 +1126,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let vectors =
-                tunekit::infer::embed_texts(&args.model, &refs, args.max_length, &device)?;
+            let options = tunekit::embed::EmbedOptions {
+                max_length: args.max_length,
+                pooling: args.pooling,
+                raw: args.raw,
+            };
+            let emb = tunekit::infer::embed_texts(&args.model, &refs, &options, &device)?;
+            eprintln!(
+                "{} texts embedded: {} pooling, {}, max length {} ({} truncated); {}",
+                emb.vectors.len(),
+                emb.config.pooling.name(),
+                if emb.config.normalize {
+                    "L2-normalised"
+                } else {
+                    "not normalised"
+                },
+                emb.config.max_length,
+                emb.truncated,
+                emb.config.source
+            );
             let mut out = String::new();
-            for (t, v) in texts.iter().zip(vectors) {
+            for (t, v) in texts.iter().zip(emb.vectors) {
                 out.push_str(&serde_json::json!({"text": t, "embedding": v}).to_string());
                 out.push('\n');
             }

@@ -32,6 +32,11 @@ fn embed_matches_transformers_mean_pooling() {
         input.to_str().unwrap(),
         "--output",
         output.to_str().unwrap(),
+        // The fixture holds transformers' raw masked mean at 128 tokens; the default follows
+        // the sentence-transformers config (input_embed_resume.rs tests that).
+        "--raw",
+        "--max-length",
+        "128",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let got: Vec<Vec<f64>> = std::fs::read_to_string(&output)

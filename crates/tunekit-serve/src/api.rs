@@ -44,13 +44,10 @@ struct EmbedRequest {
     inputs: Inputs,
     #[serde(default)]
     truncate: Option<bool>,
-    /// L2-normalise the embeddings (TEI default: true).
-    #[serde(default = "yes")]
-    normalize: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// L2-normalise the embeddings; default: as the model's sentence-transformers config
+    /// says (its `Normalize` module), as `tunekit embed` does.
+    #[serde(default)]
+    normalize: Option<bool>,
 }
 
 /// An error response: TEI's `{"error": ..., "error_type": ...}` body.
@@ -134,6 +131,7 @@ fn parse<T: serde::de::DeserializeOwned>(
 /// Validate and tokenise inputs; returns tokens and how many were truncated.
 fn prepare(
     state: &AppState,
+    tokenizer: &tunekit::tokenize::TextTokenizer,
     inputs: Inputs,
     truncate: Option<bool>,
 ) -> Result<(Vec<tunekit::tokenize::Tokens>, bool, usize), ApiError> {
@@ -175,8 +173,7 @@ fn prepare(
     } else {
         texts.iter().map(String::as_str).collect()
     };
-    let tokens = state
-        .tokenizer
+    let tokens = tokenizer
         .encode_batch(&refs, None)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Tokenizer", e.to_string()))?;
     let truncated = tokens.iter().filter(|t| t.truncated).count();
@@ -187,7 +184,7 @@ fn prepare(
             "Validation",
             format!(
                 "input {i} is longer than the maximum of {} tokens; send `truncate: true` or shorten it",
-                state.tokenizer.max_length()
+                tokenizer.max_length()
             ),
         ));
     }
@@ -253,7 +250,15 @@ async fn predict(
     let start = Instant::now();
     let result = async {
         let req: PredictRequest = parse(body)?;
-        let (tokens, single, truncated) = prepare(&state, req.inputs, req.truncate)?;
+        if state.info.labels.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "Validation",
+                "this model has no classification head (a sentence-embedding model): use /embed",
+            ));
+        }
+        let (tokens, single, truncated) =
+            prepare(&state, &state.tokenizer, req.inputs, req.truncate)?;
         let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
         let probs = run_job(&state, Kind::Predict, tokens).await?;
         let best: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
@@ -295,13 +300,13 @@ async fn embed(
     let start = Instant::now();
     let result = async {
         let req: EmbedRequest = parse(body)?;
-        let (tokens, _, truncated) = prepare(&state, req.inputs, req.truncate)?;
+        let (tokens, _, truncated) =
+            prepare(&state, &state.embed_tokenizer, req.inputs, req.truncate)?;
         let mut vectors = run_job(&state, Kind::Embed, tokens).await?;
-        if req.normalize {
-            for v in &mut vectors {
-                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                v.iter_mut().for_each(|x| *x /= n);
-            }
+        if req.normalize.unwrap_or(state.embedding.normalize) {
+            vectors
+                .iter_mut()
+                .for_each(|v| tunekit::embed::l2_normalize(v));
         }
         Ok::<_, ApiError>(with_truncation_header(
             axum::Json(vectors).into_response(),

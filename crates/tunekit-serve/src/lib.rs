@@ -100,6 +100,12 @@ pub struct ModelInfo {
     pub max_input_length: usize,
     /// Pooling of the classification head.
     pub pooling: String,
+    /// Pooling of /embed's sentence vectors.
+    pub embedding_pooling: String,
+    /// Whether /embed normalises by default (the model's `Normalize` module).
+    pub embedding_normalize: bool,
+    /// Max input length of /embed in tokens.
+    pub embedding_max_input_length: usize,
     /// tunekit version.
     pub version: String,
     /// Max inputs per request.
@@ -126,12 +132,40 @@ pub struct AppState {
     pub tokenizer: Arc<tunekit::tokenize::TextTokenizer>,
     /// The model's training-time text preprocessing (cleaning, de-identification).
     pub preprocess: Option<tunekit::prep::TextPreprocess>,
+    /// How /embed makes sentence vectors (the same as `tunekit embed`).
+    pub embedding: tunekit::embed::EmbeddingConfig,
+    /// Tokenizer at the embedding max length, for /embed.
+    pub embed_tokenizer: Arc<tunekit::tokenize::TextTokenizer>,
 }
 
 /// Load `model` and build the server state (the worker thread starts here).
 pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeError> {
     let device = burn::tensor::Device::flex();
-    let classifier = Classifier::load(model, None, &device)?.with_precision(config.precision)?;
+    let resolved = tunekit::hub::resolve_model(model).map_err(tunekit::Error::from)?;
+    // A sentence-embedding model (sentence-transformers files, no classification head) is
+    // served for /embed only.
+    let classifier = match Classifier::load(model, None, &device) {
+        Ok(c) => c,
+        Err(e) if resolved.join("modules.json").is_file() => {
+            tracing::info!("{e}: serving it as a sentence-embedding model (/embed only)");
+            encoder_only(model, &device)?
+        }
+        Err(e) => return Err(e.into()),
+    }
+    .with_precision(config.precision)?;
+    // /embed makes vectors as `tunekit embed` does (tunekit::embed): the model's pooling,
+    // normalisation and max length.
+    let bert_config = tunekit::model::BertConfig::from_file(&classifier.dir.join("config.json"))?;
+    let embedding = tunekit::embed::EmbeddingConfig::resolve(
+        &classifier.dir,
+        &bert_config,
+        &tunekit::embed::EmbedOptions::default(),
+    )?;
+    let embed_tokenizer = Arc::new(tunekit::tokenize::TextTokenizer::for_model(
+        &classifier.dir.join("tokenizer.json"),
+        embedding.max_length,
+        &bert_config,
+    )?);
     let reference_path = classifier.dir.join(tunekit::drift::REFERENCE_FILE);
     let reference: Option<ReferenceStats> = if reference_path.is_file() {
         Some(tunekit::fsutil::read_json(&reference_path)?)
@@ -150,6 +184,9 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
         labels: classifier.labels.clone(),
         max_input_length: classifier.tokenizer.max_length(),
         pooling: format!("{:?}", classifier.model.pooling).to_lowercase(),
+        embedding_pooling: embedding.pooling.name().to_string(),
+        embedding_normalize: embedding.normalize,
+        embedding_max_input_length: embedding.max_length,
         version: env!("CARGO_PKG_VERSION").to_string(),
         max_client_batch_size: config.max_inputs_per_request,
         max_batch_size: config.max_batch_size,
@@ -161,6 +198,7 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
     let preprocess = classifier.preprocess.clone();
     let worker = Worker::spawn(
         classifier,
+        embedding.pooling,
         &config,
         metrics.queue_depth.clone(),
         metrics.batch_size.clone(),
@@ -172,7 +210,42 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
         config,
         tokenizer,
         preprocess,
+        embedding,
+        embed_tokenizer,
     }))
+}
+
+/// The encoder of a model without a classification head (a sentence-embedding model),
+/// wrapped as a [`Classifier`] with no labels: /predict refuses, /embed serves it.
+fn encoder_only(model: &str, device: &burn::tensor::Device) -> Result<Classifier, ServeError> {
+    use tunekit::model::weights::{ClassifierSpec, DropoutOverride, load_classifier};
+    let dir = tunekit::model::ModelDir::open(model)?;
+    let spec = ClassifierSpec {
+        num_labels: 1,
+        pooling: tunekit::model::Pooling::Mean,
+        dropout: DropoutOverride::default(),
+        seed: 0,
+        require_head: false,
+    };
+    let model = load_classifier(&dir.weights_path(), &dir.config, &spec, device)?.0;
+    let embedding = tunekit::embed::EmbeddingConfig::resolve(
+        &dir.dir,
+        &dir.config,
+        &tunekit::embed::EmbedOptions::default(),
+    )?;
+    let tokenizer = tunekit::tokenize::TextTokenizer::for_model(
+        &dir.tokenizer_path(),
+        embedding.max_length,
+        &dir.config,
+    )?;
+    Ok(Classifier {
+        model,
+        tokenizer,
+        labels: Vec::new(),
+        device: device.clone(),
+        dir: dir.dir,
+        preprocess: None,
+    })
 }
 
 /// Serve until `shutdown` resolves; in-flight requests are finished first.

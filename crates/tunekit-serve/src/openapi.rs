@@ -29,10 +29,10 @@ pub fn spec() -> Value {
                     "400": err("Malformed JSON"), "413": err("Too many inputs, body too large, or input too long without truncation"),
                     "422": err("Empty input"), "503": err("Queue full (Retry-After set)"), "504": err("Timed out")}}},
             "/embed": {"post": {
-                "summary": "Mean-pooled encoder embeddings",
+                "summary": "Sentence embeddings, pooled and normalised as the model's sentence-transformers config says (as `tunekit embed`)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["inputs"],
-                    "properties": {"inputs": inputs, "truncate": {"type": "boolean"}, "normalize": {"type": "boolean", "default": true}}}}}},
+                    "properties": {"inputs": inputs, "truncate": {"type": "boolean"}, "normalize": {"type": "boolean", "description": "default: the model's Normalize module (unit vectors for models without sentence-transformers files)"}}}}}},
                 "responses": {
                     "200": {"description": "One vector per input", "content": {"application/json": {"schema": {
                         "type": "array", "items": {"type": "array", "items": {"type": "number"}}}}}},

@@ -5,10 +5,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, IntGauge};
 use tokio::sync::oneshot;
-use tunekit::batch::{collate, eval_batches};
 use tunekit::infer::{Classifier, predict_probs};
-use tunekit::model::bert::mean_pool;
-use tunekit::model::weights::to_vec;
 use tunekit::tokenize::Tokens;
 
 use crate::ServeConfig;
@@ -18,7 +15,7 @@ use crate::ServeConfig;
 pub enum Kind {
     /// Class probabilities.
     Predict,
-    /// Mean-pooled encoder embeddings.
+    /// Sentence embeddings (pooled as the model's configuration says; see `tunekit::embed`).
     Embed,
 }
 
@@ -52,6 +49,7 @@ impl Worker {
     /// Start the worker thread with `classifier`.
     pub fn spawn(
         classifier: Classifier,
+        pooling: tunekit::embed::EmbedPooling,
         config: &ServeConfig,
         queue_depth: IntGauge,
         batch_size: Histogram,
@@ -65,7 +63,7 @@ impl Worker {
         let depth = queue_depth.clone();
         let handle = std::thread::Builder::new()
             .name("tunekit-model".into())
-            .spawn(move || run(classifier, rx, limits, depth, batch_size))
+            .spawn(move || run(classifier, pooling, rx, limits, depth, batch_size))
             .map_err(|e| tracing::error!("cannot start the model worker: {e}"))
             .ok();
         Worker {
@@ -111,6 +109,7 @@ fn job_tokens(job: &Job) -> usize {
 
 fn run(
     classifier: Classifier,
+    pooling: tunekit::embed::EmbedPooling,
     rx: Receiver<Job>,
     limits: Limits,
     depth: IntGauge,
@@ -183,7 +182,15 @@ fn run(
                     &classifier.device,
                 )
                 .map(|(p, _)| p),
-                Kind::Embed => embed(&classifier, &all),
+                Kind::Embed => tunekit::embed::embed_tokens(
+                    &classifier.model.bert,
+                    &all,
+                    pooling,
+                    false,
+                    SUB_BATCH,
+                    classifier.tokenizer.pad_id(),
+                    &classifier.device,
+                ),
             };
             match result {
                 Ok(vectors) => {
@@ -201,23 +208,4 @@ fn run(
             }
         }
     }
-}
-
-fn embed(classifier: &Classifier, tokens: &[Tokens]) -> tunekit::Result<Vec<Vec<f32>>> {
-    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
-    let mut out = vec![Vec::new(); tokens.len()];
-    for idx in eval_batches(&lengths, SUB_BATCH) {
-        let refs: Vec<&Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
-        let batch = collate(&refs, classifier.tokenizer.pad_id(), &classifier.device);
-        let pooled = mean_pool(
-            classifier.model.bert.forward(&batch),
-            batch.attention_mask.clone(),
-        );
-        let [_, h] = pooled.dims();
-        let v = to_vec(pooled)?;
-        for (row, &i) in idx.iter().enumerate() {
-            out[i] = v[row * h..(row + 1) * h].to_vec();
-        }
-    }
-    Ok(out)
 }

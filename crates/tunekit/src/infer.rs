@@ -12,7 +12,6 @@ use crate::batch::{collate, eval_batches};
 use crate::data::{DataSpec, Example, example_iter, read_examples};
 use crate::error::{Error, Result};
 use crate::metrics::{ClassificationMetrics, ConfusionAccumulator};
-use crate::model::bert::mean_pool;
 use crate::model::weights::{ClassifierSpec, DropoutOverride, load_classifier, to_vec};
 use crate::model::{ModelDir, Pooling, SequenceClassifier, TUNEKIT_META};
 use crate::tokenize::{TextTokenizer, Tokens};
@@ -533,15 +532,28 @@ pub fn log_truncated(tokens: &[Tokens], max_length: usize, what: &str) {
     }
 }
 
-/// Mean-pooled sentence embeddings from any BERT model directory (the base encoder; a
-/// classification head, if present, is ignored).
+/// Sentence embeddings of `texts` and how they were made.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    /// One vector per text, in input order.
+    pub vectors: Vec<Vec<f32>>,
+    /// Pooling, normalisation and max length used ([`crate::embed::EmbeddingConfig`]).
+    pub config: crate::embed::EmbeddingConfig,
+    /// Texts longer than the max length (truncated).
+    pub truncated: usize,
+}
+
+/// Sentence embeddings from any BERT model directory (the base encoder; a classification
+/// head, if present, is ignored), made as the model's sentence-transformers configuration
+/// says ([`crate::embed`]) unless `options` override it.
 pub fn embed_texts(
     spec: &str,
     texts: &[&str],
-    max_length: usize,
+    options: &crate::embed::EmbedOptions,
     device: &Device,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<Embeddings> {
     let dir = ModelDir::open(spec)?;
+    let config = crate::embed::EmbeddingConfig::resolve(&dir.dir, &dir.config, options)?;
     let mut file = crate::model::weights::WeightFile::open(&dir.weights_path())?;
     let bert = crate::model::weights::load_bert(
         &mut file,
@@ -549,20 +561,22 @@ pub fn embed_texts(
         DropoutOverride::default(),
         device,
     )?;
-    let tokenizer = TextTokenizer::for_model(&dir.tokenizer_path(), max_length, &dir.config)?;
+    let tokenizer =
+        TextTokenizer::for_model(&dir.tokenizer_path(), config.max_length, &dir.config)?;
     let tokens = tokenizer.encode_batch(texts, None)?;
     log_truncated(&tokens, tokenizer.max_length(), "texts");
-    let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
-    let mut out = vec![Vec::new(); texts.len()];
-    for idx in eval_batches(&lengths, 32) {
-        let refs: Vec<&Tokens> = idx.iter().map(|&i| &tokens[i]).collect();
-        let batch = collate(&refs, tokenizer.pad_id(), device);
-        let pooled = mean_pool(bert.forward(&batch), batch.attention_mask.clone());
-        let [_, h] = pooled.dims();
-        let v = to_vec(pooled)?;
-        for (row, &i) in idx.iter().enumerate() {
-            out[i] = v[row * h..(row + 1) * h].to_vec();
-        }
-    }
-    Ok(out)
+    let vectors = crate::embed::embed_tokens(
+        &bert,
+        &tokens,
+        config.pooling,
+        config.normalize,
+        32,
+        tokenizer.pad_id(),
+        device,
+    )?;
+    Ok(Embeddings {
+        vectors,
+        truncated: tokens.iter().filter(|t| t.truncated).count(),
+        config,
+    })
 }

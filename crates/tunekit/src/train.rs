@@ -1469,16 +1469,10 @@ fn train_with_data(
         }
     }
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-    if options.resume {
-        let saved = run_dir.join("config.toml");
-        let previous = RunConfig::load(&saved, &[])?;
-        if previous != *config {
-            return Err(Error::Checkpoint(format!(
-                "--resume: the configuration differs from the one this run started with ({}); resume with the same config and --set values",
-                saved.display()
-            )));
-        }
-    }
+    // --resume: same config (differing keys named) and unchanged inputs (fingerprints);
+    // a start from the beginning records the fingerprints. Shared by every training loop.
+    let has_checkpoint = run_dir.join(CHECKPOINTS).join(LATEST).exists();
+    crate::resume::check_or_record(&run_dir, config, options.resume, has_checkpoint)?;
     set_status(&run_dir, "running", None)?;
     let kind = if config.distill.is_some() {
         "distill"
