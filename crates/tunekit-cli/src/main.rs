@@ -871,6 +871,15 @@ fn positive(s: &str) -> Result<usize, String> {
 }
 
 /// A TOML string literal (for `--set` values built from paths).
+/// `, N dropped for an empty text` when rows were read but not used (never silent).
+fn dropped_note(dropped: usize) -> String {
+    if dropped == 0 {
+        String::new()
+    } else {
+        format!(", {dropped} dropped for an empty text: no output line for them")
+    }
+}
+
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -1000,7 +1009,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             {
                 let tm = tm.with_precision(args.precision)?;
                 let spec = match tm.meta.kind {
-                    tunekit::task::TaskKind::TokenClassification => None,
+                    // CoNLL: the spec carries only the encoding options.
+                    tunekit::task::TaskKind::TokenClassification => {
+                        Some(args.data_args.spec(args.data.clone(), None)?)
+                    }
                     // Pairs are their own targets: no label column.
                     tunekit::task::TaskKind::Embedding => {
                         Some(args.data_args.spec(args.data.clone(), None)?)
@@ -1062,10 +1074,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tunekit::task::predict::TaskModel::load(&args.model, args.max_length, &device)?
             {
                 let tm = tm.with_precision(args.precision)?;
-                let spec = match tm.meta.kind {
-                    tunekit::task::TaskKind::TokenClassification => None,
-                    _ => Some(args.data_args.spec(args.input.clone(), None)?),
-                };
+                // For CoNLL input the spec carries only the encoding options.
+                let spec = Some(args.data_args.spec(args.input.clone(), None)?);
                 let (n, truncated) =
                     tm.predict(&args.input, spec.as_ref(), &args.output, args.batch_size)?;
                 eprintln!(
@@ -1089,21 +1099,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             bar.finish_and_clear();
             eprintln!(
-                "{} rows predicted -> {} ({} truncated to {} tokens)",
+                "{} rows predicted -> {} ({} truncated to {} tokens){}",
                 summary.rows,
                 args.output.display(),
                 summary.truncated,
-                clf.tokenizer.max_length()
+                clf.tokenizer.max_length(),
+                dropped_note(summary.dropped_empty_text)
             );
             Ok(())
         }
         Command::Embed(args) => {
+            // Rows (or stdin lines of only whitespace) with an empty text: no vector for them.
+            let dropped;
             let texts: Vec<String> = match &args.input {
                 Some(path) => {
                     let spec = args.data_args.spec(path.clone(), None)?;
                     let (examples, read) =
                         tunekit::data::read_examples(&spec).map_err(tunekit::Error::from)?;
                     tunekit::infer::require_input(examples.len(), &read, path)?;
+                    dropped = read.empty_text_dropped;
                     examples.into_iter().map(|e| e.text).collect()
                 }
                 None => {
@@ -1122,6 +1136,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         &read,
                         std::path::Path::new("<stdin>"),
                     )?;
+                    dropped = read.empty_text_dropped;
                     examples.into_iter().map(|e| e.text).collect()
                 }
             };
@@ -1133,7 +1148,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let emb = tunekit::infer::embed_texts(&args.model, &refs, &options, &device)?;
             eprintln!(
-                "{} texts embedded: {} pooling, {}, max length {} ({} truncated); {}",
+                "{} texts embedded: {} pooling, {}, max length {} ({} truncated{}); {}",
                 emb.vectors.len(),
                 emb.config.pooling.name(),
                 if emb.config.normalize {
@@ -1143,6 +1158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 emb.config.max_length,
                 emb.truncated,
+                dropped_note(dropped),
                 emb.config.source
             );
             let mut out = String::new();

@@ -9,11 +9,15 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-/// MR training sentences (text only), `n` of them spread over the file, at most 12 words.
+/// The first `n` of 400 MR training sentences (text only) spread over the file, at most 12
+/// words: one fixed pool, so `sentences(a + b)[a..]` never repeats a sentence of
+/// `sentences(a)` (rows of different splits never leak into each other by construction).
 fn sentences(n: usize) -> Vec<String> {
+    const POOL: usize = 400;
+    assert!(n <= POOL, "at most {POOL} sentences");
     let text = std::fs::read_to_string(mr("train")).unwrap();
     let all: Vec<&str> = text.lines().skip(1).collect();
-    let step = all.len() / n;
+    let step = all.len() / POOL;
     (0..n)
         .map(|i| {
             let t = all[i * step].split('\t').next().unwrap();
@@ -49,6 +53,7 @@ fn lines(path: &Path) -> Vec<serde_json::Value> {
 /// Rows of `n` sentences with a keyword label set; every third row has an empty label cell.
 fn multilabel_rows(n: usize, offset: usize) -> Vec<String> {
     let base = sentences(n + offset);
+    debug_assert_eq!(base.len(), n + offset);
     (0..n)
         .map(|i| {
             let text = &base[offset + i];

@@ -332,7 +332,7 @@ fn embedding_models_tunekit_trains_are_embedded_and_served_alike() {
     std::fs::write(
         &cfg,
         format!(
-            "[task]\ntype = \"embedding\"\n\n[model]\npath = {model:?}\npooling = \"cls\"\nmax_length = 48\n\n[data]\ntrain = {train:?}\nvalidation = {validation:?}\ntext_column = \"anchor\"\ntext_pair_column = \"positive\"\n\n[train]\nbatch_size = 16\nepochs = 1\nlearning_rate = 1e-3\nseed = 1\n\n[run]\nname = \"emb\"\ndir = {runs:?}\n",
+            "[task]\ntype = \"embedding\"\n\n[model]\npath = {model:?}\npooling = \"cls\"\nmax_length = 48\n\n[data]\ntrain = {train:?}\nvalidation = {validation:?}\ntext_column = \"anchor\"\ntext_pair_column = \"positive\"\n\n[data.privacy]\nenabled = true\n\n[train]\nbatch_size = 16\nepochs = 1\nlearning_rate = 1e-3\nseed = 1\n\n[run]\nname = \"emb\"\ndir = {runs:?}\n",
             runs = d.join("runs")
         ),
     )
@@ -348,7 +348,13 @@ fn embedding_models_tunekit_trains_are_embedded_and_served_alike() {
         json(&exported.join("sentence_bert_config.json"))["max_seq_length"],
         48
     );
-    let texts: Vec<String> = vec!["a quiet , moving film".into(), "word ".repeat(80)];
+    // The e-mail address is replaced by the training-time de-identification ([data.privacy]):
+    // `embed` must see the text as /embed and predict do.
+    let texts: Vec<String> = vec![
+        "a quiet , moving film".into(),
+        "word ".repeat(80),
+        "write to jane.doe@example.com about it".into(),
+    ];
     let (cli, err) = cli_embed(&exported, &texts, &[], d);
     assert!(
         err.contains("cls pooling, L2-normalised, max length 48"),

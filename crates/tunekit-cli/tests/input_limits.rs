@@ -633,3 +633,38 @@ fn token_ids_past_the_word_embedding_table_are_refused() {
     );
     assert_bad_input(&o, &["vocab_size 1000", "tokenizer does not belong"]);
 }
+
+/// Kind: a max length that leaves no room for text (at most the special tokens a pair gets)
+/// is refused up front, before the tokenizers crate's unchecked `max_length - special`
+/// wraps and truncates nothing (which let a long line reach the position table again).
+#[test]
+fn max_length_below_the_special_tokens_is_refused() {
+    let minilm = minilm();
+    for len in ["1", "2", "3"] {
+        let o = tunekit_stdin(
+            &[
+                "embed",
+                "--model",
+                minilm.to_str().unwrap(),
+                "--max-length",
+                len,
+            ],
+            &"word ".repeat(600),
+        );
+        assert_bad_input(
+            &o,
+            &["tokenizer.json", "leaves no room for text", "at least 4"],
+        );
+    }
+    let o = tunekit_stdin(
+        &[
+            "embed",
+            "--model",
+            minilm.to_str().unwrap(),
+            "--max-length",
+            "4",
+        ],
+        "a fine film\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -189,3 +189,48 @@ fn stdin_input_follows_the_file_rules() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("caf\u{e9} au lait"), "{}", stdout(&o));
 }
+
+/// Kind: no silently lost row in `predict` and `embed`. A row whose text is empty gets no
+/// output line; the summary says how many, so output lines + dropped = rows in the file.
+#[test]
+fn predict_and_embed_count_rows_dropped_for_an_empty_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let model = trained_tiny(d, 1);
+    let input = d.join("in.tsv");
+    // The blank line 3 is no record (as in pandas); line 5 is a record with an empty text.
+    std::fs::write(&input, "text\na fine film\n\nit drags\n \n").unwrap();
+    let out = d.join("pred.jsonl");
+    let o = tunekit(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_jsonl(&out).len(), 2);
+    assert!(
+        stderr(&o).contains("2 rows predicted")
+            && stderr(&o).contains("1 dropped for an empty text"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tunekit(&[
+        "embed",
+        "--model",
+        minilm().to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2);
+    assert!(
+        stderr(&o).contains("2 texts embedded")
+            && stderr(&o).contains("1 dropped for an empty text"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -144,9 +144,26 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
     let resolved = tunekit::hub::resolve_model(model).map_err(tunekit::Error::from)?;
     // A sentence-embedding model (sentence-transformers files, no classification head) is
     // served for /embed only.
+    // Only a model that is not a classifier falls back (no id2label, or a tunekit embedding
+    // model); any other load error (bad tunekit.json, a max length past the position table) is
+    // the user's to see, not hidden behind /embed.
+    let not_a_classifier = || -> Result<bool, ServeError> {
+        let meta_path = resolved.join(tunekit::model::TUNEKIT_META);
+        if meta_path.is_file() {
+            let meta: tunekit::infer::ModelMeta = tunekit::fsutil::read_json(&meta_path)?;
+            if meta
+                .task
+                .is_some_and(|t| t.kind == tunekit::task::TaskKind::Embedding)
+            {
+                return Ok(true);
+            }
+        }
+        let config = tunekit::model::BertConfig::from_file(&resolved.join("config.json"))?;
+        Ok(config.labels().is_none_or(|l| l.is_empty()))
+    };
     let classifier = match Classifier::load(model, None, &device) {
         Ok(c) => c,
-        Err(e) if resolved.join("modules.json").is_file() => {
+        Err(e) if resolved.join("modules.json").is_file() && not_a_classifier()? => {
             tracing::info!("{e}: serving it as a sentence-embedding model (/embed only)");
             encoder_only(model, &device)?
         }

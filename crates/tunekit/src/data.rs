@@ -807,7 +807,7 @@ fn show_delimiter(d: u8) -> String {
 }
 
 fn split_error(path: &Path, syntax: Syntax, header_records: usize, e: SplitError) -> DataError {
-    const NONE_HINT: &str = "if quotes are ordinary text in this file, set data.quoting = \"none\"";
+    const NONE_HINT: &str = "if quotes are ordinary text in this file, set data.quoting = \"none\" (--quoting none on the command line)";
     let record = |number: usize| number.saturating_sub(header_records);
     match e {
         SplitError::Io(source) => DataError::Io {
@@ -911,7 +911,7 @@ impl Delimited {
                 Ok(false) => {
                     if self.looks_quoted > 0 {
                         tracing::warn!(
-                            "{}: {} records have a field in double quotes, kept as text: quotes are ordinary characters in this file (data.quoting = \"none\", the TSV default); set data.quoting = \"rfc4180\" if the file quotes fields",
+                            "{}: {} records have a field in double quotes, kept as text: quotes are ordinary characters in this file (data.quoting = \"none\", the TSV default); set data.quoting = \"rfc4180\" (--quoting rfc4180) if the file quotes fields",
                             spec.path.display(),
                             self.looks_quoted
                         );
@@ -954,7 +954,7 @@ impl Delimited {
                     record.line, record.end_line
                 )
             } else if !self.quotes && record.data.contains(&b'"') {
-                "; quotes are ordinary text here (data.quoting = \"none\"): set data.quoting = \"rfc4180\" if the file quotes fields that hold delimiters".to_string()
+                "; quotes are ordinary text here (data.quoting = \"none\"): set data.quoting = \"rfc4180\" (--quoting rfc4180) if the file quotes fields that hold delimiters".to_string()
             } else {
                 String::new()
             };

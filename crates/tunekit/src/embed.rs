@@ -128,6 +128,9 @@ struct StPooling {
 struct StTransformer {
     #[serde(default)]
     max_seq_length: Option<usize>,
+    /// sentence-transformers lower-cases every text before tokenising when set.
+    #[serde(default)]
+    do_lower_case: bool,
 }
 
 /// What a directory's sentence-transformers files say: pooling (when a `Pooling` module is
@@ -150,6 +153,14 @@ fn sentence_transformers_config(dir: &Path, raw: bool) -> Result<Option<StConfig
                 let p = dir.join(&m.path).join("sentence_bert_config.json");
                 if p.is_file() {
                     let t: StTransformer = crate::fsutil::read_json(&p)?;
+                    // Not applied here: refused rather than embedding other text than
+                    // sentence-transformers would (never silently different vectors).
+                    if t.do_lower_case && !raw {
+                        return Err(Error::Model(format!(
+                            "{}: do_lower_case = true (sentence-transformers lower-cases texts before tokenising) is not supported yet; lower-case the input yourself and pass --raw with --pooling",
+                            p.display()
+                        )));
+                    }
                     max_length = t.max_seq_length;
                 }
             }
@@ -504,6 +515,20 @@ mod tests {
         .unwrap();
         let st = EmbeddingConfig::resolve(dir, &config, &EmbedOptions::default()).unwrap();
         assert_eq!(st.pooling, EmbedPooling::LastToken);
+        // A model that lower-cases its input is refused unless raw (never other vectors).
+        std::fs::write(
+            dir.join("sentence_bert_config.json"),
+            r#"{"max_seq_length": 256, "do_lower_case": true}"#,
+        )
+        .unwrap();
+        let e = EmbeddingConfig::resolve(dir, &config, &EmbedOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("do_lower_case"), "{e}");
+        assert!(EmbeddingConfig::resolve(dir, &config, &raw).is_ok());
+        std::fs::write(
+            dir.join("sentence_bert_config.json"),
+            r#"{"max_seq_length": 256}"#,
+        )
+        .unwrap();
         // Several modes on, and modules tunekit does not run, are refused by name.
         std::fs::write(
             dir.join("1_Pooling/config.json"),

@@ -478,6 +478,7 @@ impl Classifier {
         }
         // Empty input writes nothing (the temp file is removed when dropped).
         require_input(summary.rows, iter.report(), &input.path)?;
+        summary.dropped_empty_text = iter.report().empty_text_dropped;
         let tmp = w
             .into_inner()
             .map_err(|e| Error::io(output, e.into_error()))?;
@@ -517,6 +518,8 @@ pub struct PredictSummary {
     pub rows: usize,
     /// Rows truncated to `max_length`.
     pub truncated: usize,
+    /// Rows of the file not predicted because their text is empty (no output line for them).
+    pub dropped_empty_text: usize,
 }
 
 /// Report (at `info`, shown by default) how many of `tokens` `max_length` cut, when any: the
@@ -563,7 +566,23 @@ pub fn embed_texts(
     )?;
     let tokenizer =
         TextTokenizer::for_model(&dir.tokenizer_path(), config.max_length, &dir.config)?;
-    let tokens = tokenizer.encode_batch(texts, None)?;
+    // A model tunekit trained sees texts as in training (cleaned, de-identified), as `serve`'s
+    // /embed does; a model without tunekit.json gets the texts as they are.
+    let meta_path = dir.dir.join(TUNEKIT_META);
+    let preprocess = if meta_path.is_file() {
+        crate::fsutil::read_json::<ModelMeta>(&meta_path)?.preprocess
+    } else {
+        None
+    };
+    let prepared: Vec<std::borrow::Cow<'_, str>> = texts
+        .iter()
+        .map(|t| match &preprocess {
+            Some(p) => std::borrow::Cow::Owned(p.apply(t)),
+            None => std::borrow::Cow::Borrowed(*t),
+        })
+        .collect();
+    let texts: Vec<&str> = prepared.iter().map(|t| t.as_ref()).collect();
+    let tokens = tokenizer.encode_batch(&texts, None)?;
     log_truncated(&tokens, tokenizer.max_length(), "texts");
     let vectors = crate::embed::embed_tokens(
         &bert,

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use tokenizers::{
-    EncodeInput, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+    EncodeInput, PostProcessor, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
 };
 
 use crate::error::{Error, Result};
@@ -86,6 +87,19 @@ impl TextTokenizer {
             Error::Tokenizer(format!("{}: cannot load tokenizer: {e}", path.display()))
         })?;
         inner.with_padding(None);
+        // The tokenizers crate computes `max_length - special tokens` unchecked (an underflow
+        // that wraps in release builds and then truncates nothing), so a length that leaves no
+        // room for a text pair's words is refused here.
+        let special = inner
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true));
+        if max_length <= special {
+            return Err(Error::Config(format!(
+                "{}: max_length {max_length} leaves no room for text: the tokenizer adds {special} special tokens to a text pair; use a max length of at least {}",
+                path.display(),
+                special + 1
+            )));
+        }
         inner
             .with_truncation(Some(TruncationParams {
                 max_length,

@@ -1344,12 +1344,11 @@ pub fn check_data(config: &RunConfig, cv: Option<usize>) -> Result<DataCheck> {
         }
         Some(k) => {
             let model_dir = ModelDir::open(&config.model.path)?;
-            let tokenizer =
-                TextTokenizer::for_model(
-        &model_dir.tokenizer_path(),
-        config.model.max_length,
-        &model_dir.config,
-    )?;
+            let tokenizer = TextTokenizer::for_model(
+                &model_dir.tokenizer_path(),
+                config.model.max_length,
+                &model_dir.config,
+            )?;
             let cv = cv_data(config, k, &tokenizer)?;
             // Every class has a row in every fold, so the folds share one label set: the
             // first fold's checks are every fold's.

@@ -44,6 +44,9 @@ pub struct ConllReport {
     pub words: usize,
     /// `-DOCSTART-` lines skipped (document separators of CoNLL-2003).
     pub docstart_lines: usize,
+    /// Lines whose undecodable bytes were replaced by U+FFFD (`on_decode_error = "replace"`).
+    #[serde(default)]
+    pub decode_replaced: usize,
 }
 
 /// Read a CoNLL column file: one word per line, columns separated by tabs (or, on a line
@@ -107,7 +110,10 @@ pub fn read_conll_with(
         let sentence = out.len() + 1;
         let at = || format!("{} line {line} (sentence {sentence})", path.display());
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let (decoded, _) = crate::data::decode(&spec, line, sentence, raw)?;
+        let (decoded, replaced) = crate::data::decode(&spec, line, sentence, raw)?;
+        if replaced {
+            report.decode_replaced += 1;
+        }
         let trimmed = decoded.trim();
         if trimmed.is_empty() {
             flush(&mut cur, &mut out, line + 1);
@@ -514,6 +520,12 @@ mod tests {
         );
         let (s, _) = read_conll_with(&f, true, TextEncoding::Latin1, false).unwrap();
         assert_eq!(s[0].words, ["caf\u{e9}"]);
+        // Replaced bytes are counted, never a silent change of the words.
+        let (s, r) = read_conll_with(&f, true, TextEncoding::Utf8, true).unwrap();
+        assert_eq!(
+            (s[0].words.clone(), r.decode_replaced),
+            (vec!["caf\u{fffd}".to_string()], 1)
+        );
         // A missing relative path says where it was looked for.
         let e = read_conll(Path::new("no/such.conll"), true)
             .unwrap_err()

@@ -503,7 +503,11 @@ impl TaskModel {
     fn split(&self, name: &str, path: &Path, spec: Option<&DataSpec>) -> Result<TaskSplit> {
         let mut split = match (self.meta.kind, spec) {
             (TaskKind::TokenClassification, _) => {
-                let (sentences, _) = ner::read_conll(path, true)?;
+                // The encoding options of `--encoding`/`--on-decode-error`, as in training.
+                let (encoding, replace) = spec.map_or((Default::default(), false), |d| {
+                    (d.encoding, d.replace_invalid)
+                });
+                let (sentences, _) = ner::read_conll_with(path, true, encoding, replace)?;
                 super::run::conll_split(name, path, sentences, &self.labels, &self.tokenizer)?.0
             }
             (kind, Some(spec)) => {
@@ -596,7 +600,10 @@ impl TaskModel {
         let mut lines: Vec<serde_json::Value> = Vec::new();
         let truncated;
         if self.meta.kind == TaskKind::TokenClassification {
-            let (sentences, _) = ner::read_conll(input, false)?;
+            let (encoding, replace) = spec.map_or((Default::default(), false), |d| {
+                (d.encoding, d.replace_invalid)
+            });
+            let (sentences, _) = ner::read_conll_with(input, false, encoding, replace)?;
             let words: Vec<Vec<String>> = sentences.iter().map(|s| s.words.clone()).collect();
             let enc = self.tokenizer.encode_words(&words)?;
             let tokens: Vec<Tokens> = enc.iter().map(|e| e.tokens.clone()).collect();

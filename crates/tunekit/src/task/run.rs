@@ -273,6 +273,8 @@ struct ConllSplitReport {
     words: usize,
     entities: usize,
     docstart_lines: usize,
+    /// Lines whose undecodable bytes were replaced (a carved split's stay with train's file).
+    decode_replaced: usize,
     sentences_truncated: usize,
     words_without_tag_after_truncation: usize,
     tag_counts: std::collections::BTreeMap<String, usize>,
@@ -322,6 +324,7 @@ fn prepare_conll(
                     sentences: sents.len(),
                     words: sents.iter().map(|s| s.words.len()).sum(),
                     docstart_lines: 0,
+                    decode_replaced: 0,
                 };
                 parts.push(((*name).into(), file.clone(), sents, report, true));
             }
@@ -374,6 +377,7 @@ fn prepare_conll(
             words: read.words,
             entities,
             docstart_lines: read.docstart_lines,
+            decode_replaced: read.decode_replaced,
             sentences_truncated: truncated,
             words_without_tag_after_truncation: lost,
             tag_counts,
@@ -391,7 +395,7 @@ fn prepare_conll(
     let mut report_text = format!("token classification, tag scheme {scheme:?}\n");
     for r in &reports {
         report_text.push_str(&format!(
-            "{}: {}{}: {} sentences, {} words, {} entities; {} sentences truncated ({} words lost their tag)\n  tags: {}\n",
+            "{}: {}{}: {} sentences, {} words, {} entities; {} sentences truncated ({} words lost their tag){}\n  tags: {}\n",
             r.split,
             r.file.display(),
             if r.carved { " (carved from train)" } else { "" },
@@ -400,6 +404,11 @@ fn prepare_conll(
             r.entities,
             r.sentences_truncated,
             r.words_without_tag_after_truncation,
+            if r.decode_replaced > 0 {
+                format!("; {} lines had undecodable bytes replaced", r.decode_replaced)
+            } else {
+                String::new()
+            },
             r.tag_counts
                 .iter()
                 .map(|(t, n)| format!("{t} {n}"))
