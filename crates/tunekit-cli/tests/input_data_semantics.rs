@@ -696,3 +696,54 @@ fn near_duplicate_short_texts_do_not_leak_across_a_carved_split() {
         .sum();
     assert_eq!(near, 60, "every `word!` is a near copy of `word`");
 }
+
+/// Kind: `data check` is a dry run of `train` — also of `distill`'s teacher checks (labels and
+/// position table), made from the teacher's config without loading its weights.
+#[test]
+fn data_check_refuses_what_distill_refuses_of_its_teacher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let teacher = trained_tiny(d, 1);
+    let model = tiny_model(&d.join("student"));
+    let cfg = tiny_config(d, &model, "epochs = 1");
+    let with_teacher = |teacher: &Path| {
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let path = d.join("distill.toml");
+        std::fs::write(&path, format!("{text}\n[distill]\nteacher = {teacher:?}\n")).unwrap();
+        path
+    };
+    // The real teacher passes.
+    let ok = tunekit(&["data", "check", with_teacher(&teacher).to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    // A teacher with other labels: refused by data check as by distill.
+    let other = d.join("other-teacher");
+    std::fs::create_dir_all(&other).unwrap();
+    for f in std::fs::read_dir(&teacher).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            std::fs::copy(&f, other.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut config = json(&other.join("config.json"));
+    config["id2label"] = serde_json::json!({"0": "bad", "1": "good"});
+    config["label2id"] = serde_json::json!({"bad": 0, "good": 1});
+    std::fs::write(other.join("config.json"), config.to_string()).unwrap();
+    let cfg_other = with_teacher(&other);
+    let check = tunekit(&["data", "check", cfg_other.to_str().unwrap()]);
+    assert_bad_input(&check, &["distill.teacher", "differ"]);
+    let run = d.join("distilled");
+    let distill = tunekit(&[
+        "distill",
+        cfg_other.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    assert_bad_input(&distill, &["distill.teacher", "differ"]);
+    // A teacher whose position table is shorter than model.max_length (64).
+    config["id2label"] = serde_json::json!({"0": "negative", "1": "positive"});
+    config["label2id"] = serde_json::json!({"negative": 0, "positive": 1});
+    config["max_position_embeddings"] = serde_json::json!(32);
+    std::fs::write(other.join("config.json"), config.to_string()).unwrap();
+    let check = tunekit(&["data", "check", cfg_other.to_str().unwrap()]);
+    assert_bad_input(&check, &["max_position_embeddings 32", "64"]);
+}

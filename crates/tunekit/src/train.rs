@@ -1356,11 +1356,32 @@ pub fn check_data(config: &RunConfig, cv: Option<usize>) -> Result<DataCheck> {
             (cv.report, p)
         }
     };
+    check_teacher(config, &p.labels)?;
     Ok(DataCheck {
         report: serde_json::to_value(&report).map_err(|e| Error::Report(e.to_string()))?,
         text: report.to_text(),
         labels: p.labels,
     })
+}
+
+/// What `distill` checks of its teacher before the first step (its position table against
+/// `model.max_length`, its labels against the data's), from its config alone: `data check`
+/// makes the same refusals without loading the teacher's weights.
+fn check_teacher(config: &RunConfig, labels: &[String]) -> Result<()> {
+    let Some(d) = &config.distill else {
+        return Ok(());
+    };
+    let dir = crate::hub::resolve_model(&d.teacher)?;
+    let teacher = crate::model::BertConfig::from_file(&dir.join("config.json"))?;
+    crate::tokenize::check_max_length(config.model.max_length, &teacher, &dir)?;
+    let teacher_labels = teacher.labels().unwrap_or_default();
+    if teacher_labels != labels {
+        return Err(Error::Labels(format!(
+            "distill.teacher {}: its labels {teacher_labels:?} differ from the training data's {labels:?}",
+            d.teacher
+        )));
+    }
+    Ok(())
 }
 
 /// Record a run's start in the experiment index of its parent directory; a failure is a
