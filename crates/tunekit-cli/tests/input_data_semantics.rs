@@ -553,7 +553,8 @@ fn carved_splits_count_decode_replacements_and_cleaning_in_their_own_split() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let model = tiny_model(&d.join("tiny"));
-    // 120 distinct rows: every third has an undecodable byte, every fourth extra spaces.
+    // 120 distinct rows: every third has an undecodable byte, every fourth extra spaces, every
+    // fifth an empty label (filled with `fill_missing_label`, its text marked).
     let mut bytes = b"text\tlabel\n".to_vec();
     for (i, t) in sentences(120).iter().enumerate() {
         let mut text = t.clone().into_bytes();
@@ -562,6 +563,12 @@ fn carved_splits_count_decode_replacements_and_cleaning_in_their_own_split() {
         }
         if i % 4 == 0 {
             text.extend(b"   and so on");
+        }
+        if i % 5 == 0 {
+            text.extend(b" filledmark");
+            bytes.extend(text);
+            bytes.extend(b"\t\n");
+            continue;
         }
         bytes.extend(text);
         bytes.extend(format!("\t{}\n", ["pos", "neg"][i % 2]).as_bytes());
@@ -573,7 +580,7 @@ fn carved_splits_count_decode_replacements_and_cleaning_in_their_own_split() {
         &model,
         "",
         &format!(
-            "train = {train:?}\non_decode_error = \"replace\"\n[data.split]\nvalidation = 0.2\ntest = 0.2"
+            "train = {train:?}\non_decode_error = \"replace\"\nfill_missing_label = \"neg\"\n[data.split]\nvalidation = 0.2\ntest = 0.2"
         ),
         "",
     );
@@ -588,7 +595,7 @@ fn carved_splits_count_decode_replacements_and_cleaning_in_their_own_split() {
     assert!(out.status.success(), "{}", stderr(&out));
     let report = json(&out_dir.join("data_report.json"));
     let splits = report["splits"].as_array().unwrap();
-    let (mut replaced, mut spaces) = (0, 0);
+    let (mut replaced, mut spaces, mut filled_total) = (0, 0, 0);
     for sp in splits {
         let name = sp["split"].as_str().unwrap();
         let rows = lines(&out_dir.join(format!("{name}.jsonl")));
@@ -604,11 +611,19 @@ fn carved_splits_count_decode_replacements_and_cleaning_in_their_own_split() {
             sp["cleaning"]["whitespace_collapsed"].as_u64().unwrap() > 0,
             "{name}"
         );
+        let filled = rows
+            .iter()
+            .filter(|r| r["text"].as_str().unwrap().contains("filledmark"))
+            .count() as u64;
+        assert_eq!(sp["labels_filled"], filled, "{name}: {sp}");
+        assert!(filled > 0, "{name} holds filled rows");
+        filled_total += filled;
         replaced += sp["decode_replaced"].as_u64().unwrap();
         spaces += sp["cleaning"]["whitespace_collapsed"].as_u64().unwrap();
     }
     assert_eq!(replaced, 40);
     assert_eq!(spaces, 30);
+    assert_eq!(filled_total, 24);
 }
 
 #[test]

@@ -235,6 +235,8 @@ struct Working {
 struct RowMeta {
     /// Undecodable bytes were replaced.
     replaced: bool,
+    /// The empty label was filled with `data.fill_missing_label`.
+    filled: bool,
     /// Multilabel row with the empty label set.
     empty_label_set: bool,
     /// Cleaning steps that changed the row.
@@ -251,20 +253,25 @@ impl Working {
     }
 }
 
-/// Read a file's examples with, per kept row, whether undecodable bytes were replaced in it.
+/// Read a file's examples with, per kept row, whether undecodable bytes were replaced in it
+/// and whether its empty label was filled (so both are counted in the split the row ends up
+/// in when tunekit carves the splits).
 fn read_with_replacements(
     spec: &crate::data::DataSpec,
-) -> Result<(Vec<Example>, Vec<bool>, ReadReport)> {
+) -> Result<(Vec<Example>, Vec<(bool, bool)>, ReadReport)> {
     let mut iter = crate::data::example_iter(spec)?;
-    let (mut examples, mut replaced) = (Vec::new(), Vec::new());
-    let mut before = 0;
+    let (mut examples, mut flags) = (Vec::new(), Vec::new());
+    let (mut replaced_before, mut filled_before) = (0, 0);
     while let Some(e) = iter.next() {
         examples.push(e?);
-        let now = iter.report().decode_replaced;
-        replaced.push(now > before);
-        before = now;
+        let (replaced, filled) = (
+            iter.report().decode_replaced,
+            iter.report().empty_label_filled,
+        );
+        flags.push((replaced > replaced_before, filled > filled_before));
+        (replaced_before, filled_before) = (replaced, filled);
     }
-    Ok((examples, replaced, iter.report().clone()))
+    Ok((examples, flags, iter.report().clone()))
 }
 
 /// Run the pipeline for a run's `[data]` section. With a tokenizer, token lengths are
@@ -290,8 +297,10 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
         let meta = examples
             .iter()
             .zip(replaced)
-            .map(|(e, replaced)| RowMeta {
+            .map(|(e, (replaced, filled))| RowMeta {
                 replaced,
+                // Multilabel's empty sets are counted as such, not as filled labels.
+                filled: filled && !empty_sets,
                 empty_label_set: empty_sets && e.label.as_deref() == Some(""),
                 ..RowMeta::default()
             })
@@ -632,6 +641,7 @@ fn carve(
         };
         for m in &meta {
             w.read.decode_replaced += usize::from(m.replaced);
+            w.read.empty_label_filled += usize::from(m.filled);
             w.empty_label_sets += usize::from(m.empty_label_set);
             w.cleaning.add(&m.cleaning);
             for (k, n) in &m.pii {
@@ -648,6 +658,10 @@ fn carve(
             .read
             .decode_replaced
             .saturating_sub(w.read.decode_replaced);
+        train.read.empty_label_filled = train
+            .read
+            .empty_label_filled
+            .saturating_sub(w.read.empty_label_filled);
         train.empty_label_sets = train.empty_label_sets.saturating_sub(w.empty_label_sets);
         clean_sub(&mut train.cleaning, &w.cleaning);
         for (k, n) in &w.pii {
