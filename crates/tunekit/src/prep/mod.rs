@@ -253,12 +253,15 @@ impl Working {
     }
 }
 
+/// Per kept row: (undecodable bytes replaced, empty label filled).
+type RowFlags = Vec<(bool, bool)>;
+
 /// Read a file's examples with, per kept row, whether undecodable bytes were replaced in it
 /// and whether its empty label was filled (so both are counted in the split the row ends up
 /// in when tunekit carves the splits).
 fn read_with_replacements(
     spec: &crate::data::DataSpec,
-) -> Result<(Vec<Example>, Vec<(bool, bool)>, ReadReport)> {
+) -> Result<(Vec<Example>, RowFlags, ReadReport)> {
     let mut iter = crate::data::example_iter(spec)?;
     let (mut examples, mut flags) = (Vec::new(), Vec::new());
     let (mut replaced_before, mut filled_before) = (0, 0);
