@@ -370,6 +370,26 @@ fn embedding_models_tunekit_trains_are_embedded_and_served_alike() {
     let input = d.join("in.tsv");
     std::fs::write(&input, format!("text\n{}\n", texts.join("\n"))).unwrap();
     let predicted = predict_rows(&exported, &input, &d.join("pred.jsonl"));
+    // A row with an empty text gets no output line, and predict says so (never silent).
+    let with_empty = d.join("in-empty.tsv");
+    std::fs::write(&with_empty, "text\na fine film\n \nit drags\n").unwrap();
+    let out = d.join("pred-empty.jsonl");
+    let o = tunekit(&[
+        "predict",
+        "--model",
+        exported.to_str().unwrap(),
+        "--input",
+        with_empty.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_jsonl(&out).len(), 2);
+    assert!(
+        stderr(&o).contains("1 rows dropped for an empty text"),
+        "{}",
+        stderr(&o)
+    );
     for (i, c) in cli.iter().enumerate() {
         let s = floats(&body[i]);
         let p = floats(&predicted[i]["embedding"]);

@@ -639,6 +639,14 @@ impl TaskModel {
             let spec = spec.ok_or_else(|| Error::Config("a data spec is needed".into()))?;
             let (examples, read) = read_examples(spec)?;
             crate::infer::require_input(examples.len(), &read, &spec.path)?;
+            if read.empty_text_dropped > 0 {
+                // Never a silently lost row: output lines + this count = rows in the file.
+                tracing::warn!(
+                    "{}: {} rows dropped for an empty text: no output line for them",
+                    spec.path.display(),
+                    read.empty_text_dropped
+                );
+            }
             let texts: Vec<String> = examples
                 .iter()
                 .map(|e| match &self.preprocess {
