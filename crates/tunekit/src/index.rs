@@ -245,7 +245,7 @@ pub const SORT_KEYS: &[&str] = &[
 ];
 
 /// Flatten a TOML document to `section.key = value` pairs.
-fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+pub(crate) fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {

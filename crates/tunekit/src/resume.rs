@@ -7,6 +7,7 @@
 //! The fingerprints are written to `inputs.json` in the run directory when a run starts from
 //! the beginning; the run's checkpoints all belong to that start.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -167,41 +168,18 @@ pub fn config_differences(before: &RunConfig, now: &RunConfig) -> Result<Vec<Str
             .parse()
             .map_err(|e: toml::de::Error| Error::Config(format!("serialised config: {e}")))
     };
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    flatten("", &toml::Value::Table(table(before)?), &mut a);
-    flatten("", &toml::Value::Table(table(now)?), &mut b);
-    let mut keys: Vec<&String> = a.iter().chain(&b).map(|(k, _)| k).collect();
-    keys.sort();
-    keys.dedup();
-    let find = |v: &[(String, String)], k: &str| {
-        v.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| "absent".into())
-    };
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    crate::index::flatten("", &toml::Value::Table(table(before)?), &mut a);
+    crate::index::flatten("", &toml::Value::Table(table(now)?), &mut b);
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let absent = "absent".to_string();
     Ok(keys
         .into_iter()
         .filter_map(|k| {
-            let (x, y) = (find(&a, k), find(&b, k));
+            let (x, y) = (a.get(k).unwrap_or(&absent), b.get(k).unwrap_or(&absent));
             (x != y).then(|| format!("{k} ({x} → {y})"))
         })
         .collect())
-}
-
-fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
-    match value {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        v => out.push((prefix.to_string(), v.to_string())),
-    }
 }
 
 /// The resume checks of a run about to start in `run_dir`: with `resume` and a checkpoint

@@ -713,14 +713,10 @@ fn teacher_logits(
     ad: &Device,
 ) -> Result<Tensor<2>> {
     let started = Instant::now();
+    // The same refusals as `data check` (labels, position table), before the weights load.
+    check_teacher(config, &p.labels)?;
     let teacher =
         crate::infer::Classifier::load(&d.teacher, Some(config.model.max_length), device)?;
-    if teacher.labels != p.labels {
-        return Err(Error::Labels(format!(
-            "distill.teacher {}: its labels {:?} differ from the training data's {:?}",
-            d.teacher, teacher.labels, p.labels
-        )));
-    }
     let tokens = teacher.tokenize(&p.train.examples)?;
     crate::infer::log_truncated(
         &tokens,
@@ -1374,7 +1370,12 @@ fn check_teacher(config: &RunConfig, labels: &[String]) -> Result<()> {
     let dir = crate::hub::resolve_model(&d.teacher)?;
     let teacher = crate::model::BertConfig::from_file(&dir.join("config.json"))?;
     crate::tokenize::check_max_length(config.model.max_length, &teacher, &dir)?;
-    let teacher_labels = teacher.labels().unwrap_or_default();
+    let teacher_labels = teacher.labels().filter(|l| !l.is_empty()).ok_or_else(|| {
+        Error::Model(format!(
+            "distill.teacher {}: config.json has no id2label: not a classification model (fine-tune it first)",
+            d.teacher
+        ))
+    })?;
     if teacher_labels != labels {
         return Err(Error::Labels(format!(
             "distill.teacher {}: its labels {teacher_labels:?} differ from the training data's {labels:?}",
