@@ -11,6 +11,8 @@
 //!     cargo run --release --bin bench -- --batch 32 infer
 //!     cargo run --release --bin bench -- --int8 --batch 32 infer
 
+#![forbid(unsafe_code)]
+
 use std::time::Instant;
 
 use anyhow::Result;

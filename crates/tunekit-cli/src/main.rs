@@ -2,6 +2,8 @@
 //! place, and turned into validated library calls; every error is printed with its context and
 //! exits with code 2 (bad input) or 1 (anything else).
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

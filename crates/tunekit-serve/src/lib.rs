@@ -10,6 +10,8 @@
 //! Routes follow Hugging Face text-embeddings-inference where it has one (`/predict`,
 //! `/embed`, `/health`, `/info`, `/metrics`) plus `/ready` and `/openapi.json`.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod metrics;
 mod openapi;

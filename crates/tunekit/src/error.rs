@@ -80,3 +80,11 @@ impl Error {
         }
     }
 }
+
+impl From<tunekit_kernels::Error> for Error {
+    /// A kernel setting refused (unknown or unavailable precision): a configuration error,
+    /// with the kernel's message.
+    fn from(e: tunekit_kernels::Error) -> Self {
+        Error::Config(e.to_string())
+    }
+}

@@ -28,6 +28,8 @@
 //! - [`hub`]: offline resolution of model ids in the local HF cache;
 //! - [`fsutil`]: atomic file writes.
 
+#![forbid(unsafe_code)]
+
 pub mod batch;
 pub mod card;
 pub mod config;

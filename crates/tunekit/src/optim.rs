@@ -17,7 +17,8 @@ use burn::optim::{AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, Learnin
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::model::fused::{multiversion, on_flex_f32};
+use tunekit_kernels::adamw::{Coefficients, adamw_block};
+use tunekit_kernels::fused::on_flex_f32;
 
 /// AdamW (decoupled weight decay, PyTorch's and burn's formula) in one fused pass.
 #[derive(Clone)]
@@ -127,35 +128,6 @@ impl Optimizer for FusedAdamW {
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
         <AdamW as Optimizer>::to_device(state, device)
-    }
-}
-
-/// The step's scalars.
-pub(crate) struct Coefficients {
-    b1: f32,
-    b2: f32,
-    f1: f32,
-    f2: f32,
-    c1: f32,
-    c2: f32,
-    eps: f32,
-    decay: f32,
-    decays: bool,
-    lr: f32,
-}
-
-multiversion! {
-    /// One AdamW update of a block, in burn's operation order.
-    fn adamw_block(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &Coefficients) {
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            *m = *m * k.b1 + g * k.f1;
-            *v = *v * k.b2 + g * g * k.f2;
-            let m_hat = *m / k.c1;
-            let v_hat = *v / k.c2;
-            let delta = m_hat / (v_hat.sqrt() + k.eps);
-            let decayed = if k.decays { *p * k.decay } else { *p };
-            *p = decayed - delta * k.lr;
-        }
     }
 }
 

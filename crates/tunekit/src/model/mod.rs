@@ -1,13 +1,8 @@
 //! *What* is trained: BERT-family encoders and their heads, loaded from and saved to the
 //! Hugging Face directory layout. Where it runs is [`crate::device`]'s concern.
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub(crate) mod amx;
-pub mod attention;
 pub mod bert;
-pub mod bf16;
 pub mod config;
-pub mod fused;
 pub mod lora;
 pub mod prune;
 pub mod quant;
@@ -16,6 +11,10 @@ pub mod weights;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+// The CPU kernels live in the `tunekit-kernels` crate (with all of the low-level code);
+// re-exported under their old paths (`model::fused`, `model::attention`, `model::bf16`).
+pub use tunekit_kernels::{attention, bf16, fused};
 
 pub use bert::{EncodedBatch, Pooling, SequenceClassifier};
 pub use bf16::Precision;

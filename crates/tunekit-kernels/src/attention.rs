@@ -474,6 +474,16 @@ mod tests {
         t.into_data().iter::<f32>().collect()
     }
 
+    /// BERT's additive attention bias (as tunekit's `model::bert::attention_bias`): 0 for real
+    /// tokens, −1e9 for padding, `[batch, 1, 1, seq]`.
+    fn attention_bias(mask: Tensor<2>) -> Tensor<4> {
+        let [batch, seq] = mask.dims();
+        mask.neg()
+            .add_scalar(1.0)
+            .mul_scalar(-1e9)
+            .reshape([batch, 1, 1, seq])
+    }
+
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
@@ -505,7 +515,7 @@ mod tests {
             }
             let mask =
                 Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [batch, seq]), &device);
-            let bias = super::super::bert::attention_bias(mask);
+            let bias = attention_bias(mask);
             let module = burn::nn::DropoutConfig::new(prob).init();
             let run = |fused_route: bool| {
                 let (q, k, v) = (
@@ -573,7 +583,7 @@ mod tests {
         };
         let (q, k, v) = (x(0), x(1), x(2));
         let mask = Tensor::<2>::ones([batch, seq], &device);
-        let bias = super::super::bert::attention_bias(mask);
+        let bias = attention_bias(mask);
         let module = burn::nn::DropoutConfig::new(0.1).init();
         let a = values(attention(
             q.clone(),

@@ -43,14 +43,12 @@ impl std::fmt::Display for Precision {
 }
 
 impl std::str::FromStr for Precision {
-    type Err = crate::error::Error;
-    fn from_str(s: &str) -> crate::error::Result<Self> {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
         match s {
             "f32" => Ok(Precision::F32),
             "bf16" => Ok(Precision::Bf16),
-            other => Err(crate::error::Error::Config(format!(
-                "unknown precision `{other}` (f32, bf16)"
-            ))),
+            other => Err(crate::Error::UnknownPrecision(other.to_string())),
         }
     }
 }
@@ -58,15 +56,10 @@ impl std::str::FromStr for Precision {
 /// `precision` where `device` can run it: bf16 products belong to the CPU backend's fused
 /// linear op, so bf16 on another backend is an error rather than a silent f32 run. Says once
 /// in the log whether they run on AMX or are emulated.
-pub fn for_device(
-    precision: Precision,
-    device: &burn::tensor::Device,
-) -> crate::error::Result<Precision> {
+pub fn for_device(precision: Precision, device: &burn::tensor::Device) -> crate::Result<Precision> {
     if precision == Precision::Bf16 {
         if !super::fused::is_flex(device) {
-            return Err(crate::error::Error::Config(
-                "precision bf16 is implemented for the CPU backend only; use f32 on CUDA".into(),
-            ));
+            return Err(crate::Error::Bf16NeedsCpu);
         }
         if amx_available() {
             tracing::info!("linear-layer products in bf16 on AMX (f32 sums, f32 master weights)");

@@ -1,0 +1,15 @@
+//! The kernels' own errors (the callers convert them into theirs).
+
+/// What a kernel-level setting can refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A precision name other than `f32` or `bf16`.
+    #[error("unknown precision `{0}` (f32, bf16)")]
+    UnknownPrecision(String),
+    /// bf16 products asked for on a backend other than Flex (the CPU).
+    #[error("precision bf16 is implemented for the CPU backend only; use f32 on CUDA")]
+    Bf16NeedsCpu,
+}
+
+/// Result of the kernels' fallible settings.
+pub type Result<T> = std::result::Result<T, Error>;
