@@ -22,9 +22,9 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::weights::{
-    HfTensor, WeightFile, layer_prefix, param_id, to_vec, transpose, write_safetensors,
-};
+use super::backbone::{Backbone, LinearRole};
+use super::bert::names;
+use super::weights::{HfTensor, WeightFile, param_id, to_vec, transpose, write_safetensors};
 use super::{BertConfig, SequenceClassifier};
 use crate::error::{Error, Result};
 
@@ -50,14 +50,14 @@ pub enum LoraTarget {
 }
 
 impl LoraTarget {
-    /// HF module names (under `encoder.layer.{i}.`) this target covers.
-    fn modules(self) -> &'static [&'static str] {
+    /// The linear modules (by role, in every layer) this target covers.
+    fn roles(self) -> &'static [LinearRole] {
         match self {
-            LoraTarget::Query => &["attention.self.query"],
-            LoraTarget::Key => &["attention.self.key"],
-            LoraTarget::Value => &["attention.self.value"],
-            LoraTarget::Output => &["attention.output.dense", "output.dense"],
-            LoraTarget::Intermediate => &["intermediate.dense"],
+            LoraTarget::Query => &[LinearRole::Query],
+            LoraTarget::Key => &[LinearRole::Key],
+            LoraTarget::Value => &[LinearRole::Value],
+            LoraTarget::Output => &[LinearRole::AttentionOutput, LinearRole::Output],
+            LoraTarget::Intermediate => &[LinearRole::Intermediate],
         }
     }
 
@@ -125,13 +125,14 @@ impl LoraOptions {
         Ok(())
     }
 
-    /// HF names (without `bert.`) of the weight matrices that get adapters.
-    pub fn target_weights(&self, config: &BertConfig) -> Vec<String> {
+    /// HF names (without the base-model prefix, e.g. `bert.`) of the weight matrices of
+    /// `backbone` that get adapters.
+    pub fn target_weights(&self, backbone: &dyn Backbone) -> Vec<String> {
         let mut out = Vec::new();
-        for i in 0..config.num_hidden_layers {
+        for i in 0..backbone.num_layers() {
             for t in &self.targets {
-                for m in t.modules() {
-                    out.push(format!("{}.{m}.weight", layer_prefix(i)));
+                for &role in t.roles() {
+                    out.push(format!("{}.weight", backbone.linear_name(i, role)));
                 }
             }
         }
@@ -184,10 +185,10 @@ impl ModuleMapper for StableFactorIds {
 /// Parameter ids of the head (pooler and classifier), which LoRA training keeps trainable.
 pub fn head_ids() -> Vec<ParamId> {
     [
-        "pooler.dense.weight",
-        "pooler.dense.bias",
-        "classifier.weight",
-        "classifier.bias",
+        format!("{}.weight", names::POOLER),
+        format!("{}.bias", names::POOLER),
+        "classifier.weight".to_string(),
+        "classifier.bias".to_string(),
     ]
     .iter()
     .map(|n| param_id(n))
@@ -195,14 +196,15 @@ pub fn head_ids() -> Vec<ParamId> {
 }
 
 /// Attach adapters to the target weights of `model` (A ~ N(0, 1/r) from the device's RNG,
-/// B = 0, so the model is unchanged at first), freeze everything else except the head.
+/// B = 0, so the model is unchanged at first), freeze everything else except the head. The
+/// targets are found in the model's backbone (`_config` is kept for callers).
 pub fn apply(
     model: SequenceClassifier,
     opts: &LoraOptions,
-    config: &BertConfig,
+    _config: &BertConfig,
 ) -> SequenceClassifier {
     let targets: Vec<ParamId> = opts
-        .target_weights(config)
+        .target_weights(&model.bert)
         .iter()
         .map(|n| param_id(n))
         .collect();
@@ -215,20 +217,16 @@ pub fn apply(
         .unfreeze_group(ParamGroup::from_ids(head_ids()))
 }
 
-/// The `Linear` modules of a model by HF name (without `bert.`), for adapter I/O.
+/// The `Linear` modules of a model by full HF name (base-model prefix included, e.g.
+/// `bert.encoder.layer.0.attention.self.query`), for adapter I/O.
 fn linears(model: &SequenceClassifier) -> Vec<(String, &Linear)> {
-    let mut out = Vec::new();
-    for (i, layer) in model.bert.layers.iter().enumerate() {
-        let p = layer_prefix(i);
-        let a = &layer.attention;
-        out.push((format!("{p}.attention.self.query"), &a.query));
-        out.push((format!("{p}.attention.self.key"), &a.key));
-        out.push((format!("{p}.attention.self.value"), &a.value));
-        out.push((format!("{p}.attention.output.dense"), &a.output));
-        out.push((format!("{p}.intermediate.dense"), &layer.intermediate));
-        out.push((format!("{p}.output.dense"), &layer.output));
-    }
-    out
+    let prefix = model.bert.prefix();
+    model
+        .bert
+        .named_linears()
+        .into_iter()
+        .map(|(name, l)| (format!("{prefix}{name}"), l))
+        .collect()
 }
 
 const PEFT_PREFIX: &str = "base_model.model.";
@@ -245,12 +243,12 @@ pub fn adapter_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
             let a = to_vec(adapter.a.val().transpose())?;
             let b = to_vec(adapter.b.val().transpose())?;
             out.push((
-                format!("{PEFT_PREFIX}bert.{name}.lora_A.weight"),
+                format!("{PEFT_PREFIX}{name}.lora_A.weight"),
                 vec![r, d_in],
                 a,
             ));
             out.push((
-                format!("{PEFT_PREFIX}bert.{name}.lora_B.weight"),
+                format!("{PEFT_PREFIX}{name}.lora_B.weight"),
                 vec![d_out, r],
                 b,
             ));
@@ -308,14 +306,8 @@ pub fn load_adapter(
         };
         let [d_in, r] = adapter.a.val().dims();
         let [_, d_out] = adapter.b.val().dims();
-        let a = file.read(
-            &format!("{PEFT_PREFIX}bert.{name}.lora_A.weight"),
-            &[r, d_in],
-        )?;
-        let b = file.read(
-            &format!("{PEFT_PREFIX}bert.{name}.lora_B.weight"),
-            &[d_out, r],
-        )?;
+        let a = file.read(&format!("{PEFT_PREFIX}{name}.lora_A.weight"), &[r, d_in])?;
+        let b = file.read(&format!("{PEFT_PREFIX}{name}.lora_B.weight"), &[d_out, r])?;
         values.insert(adapter.a.id, (vec![d_in, r], transpose(&a, r, d_in)));
         values.insert(adapter.b.id, (vec![r, d_out], transpose(&b, d_out, r)));
         expected += 2;
@@ -326,7 +318,7 @@ pub fn load_adapter(
         let key = format!("{PEFT_PREFIX}{n}");
         // PEFT's default `modules_to_save` for classification is the classifier only: then
         // the base model's pooler stays as it is.
-        if n.starts_with("bert.pooler.") && !file.has(&key) {
+        if n.starts_with(&format!("{}{}.", names::PREFIX, names::POOLER)) && !file.has(&key) {
             continue;
         }
         let v = file.read(&key, &shape)?;

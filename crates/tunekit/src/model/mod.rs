@@ -1,6 +1,7 @@
 //! *What* is trained: BERT-family encoders and their heads, loaded from and saved to the
 //! Hugging Face directory layout. Where it runs is [`crate::device`]'s concern.
 
+pub mod backbone;
 pub mod bert;
 pub mod config;
 pub mod lora;
@@ -16,6 +17,7 @@ use serde::Serialize;
 // re-exported under their old paths (`model::fused`, `model::attention`, `model::bf16`).
 pub use tunekit_kernels::{attention, bf16, fused};
 
+pub use backbone::{Backbone, BackboneDims, LinearRole};
 pub use bert::{EncodedBatch, Pooling, SequenceClassifier};
 pub use bf16::Precision;
 pub use config::BertConfig;

@@ -29,6 +29,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
+use super::backbone::{Backbone, LinearRole};
 use super::weights::to_vec;
 use super::{BertConfig, SequenceClassifier};
 use crate::error::{Error, Result};
@@ -62,19 +63,12 @@ pub fn taylor_scores(
     model: &SequenceClassifier,
     batches: &[(super::EncodedBatch, Vec<usize>)],
 ) -> Result<TaylorScores> {
-    let layers = model.bert.layers.len();
+    let bert = &model.bert;
+    let layers = bert.num_layers();
     let mut out = TaylorScores {
-        heads: model
-            .bert
-            .layers
-            .iter()
-            .map(|l| vec![0.0; l.attention.num_heads])
-            .collect(),
-        neurons: model
-            .bert
-            .layers
-            .iter()
-            .map(|l| vec![0.0; l.intermediate.weight.dims()[1]])
+        heads: (0..layers).map(|i| vec![0.0; bert.num_heads(i)]).collect(),
+        neurons: (0..layers)
+            .map(|i| vec![0.0; bert.linear(i, LinearRole::Intermediate).weight.dims()[1]])
             .collect(),
         examples: 0,
     };
@@ -100,14 +94,13 @@ pub fn taylor_scores(
             crate::train::cross_entropy_sum(logits, crate::batch::label_tensor(labels, &device));
         let grads = burn::optim::GradientsParams::from_grads(loss.backward(), model);
         for i in 0..layers {
-            let layer = &model.bert.layers[i];
-            let heads = layer.attention.num_heads;
-            let rows = row_gate(&layer.attention.output, &grads)?;
+            let heads = bert.num_heads(i);
+            let rows = row_gate(bert.linear(i, LinearRole::AttentionOutput), &grads)?;
             let hd = rows.len() / heads.max(1);
             for (h, score) in out.heads[i].iter_mut().enumerate() {
                 *score += rows[h * hd..(h + 1) * hd].iter().sum::<f64>().abs();
             }
-            let rows = row_gate(&layer.output, &grads)?;
+            let rows = row_gate(bert.linear(i, LinearRole::Output), &grads)?;
             for (score, r) in out.neurons[i].iter_mut().zip(rows) {
                 *score += r.abs();
             }
@@ -258,16 +251,18 @@ pub fn prune(
     // model config.json can describe (intermediate_size must be positive).
     let inter_keep = inter_before
         - ((opts.ffn * inter_before as f64).round() as usize).min(inter_before.saturating_sub(1));
-    for (i, layer) in model.bert.layers.iter_mut().enumerate() {
+    let bert = &mut model.bert;
+    for i in 0..bert.num_layers() {
         // Heads: scores over the heads still present, mapped back to original indices.
-        let heads = layer.attention.num_heads;
+        let heads = bert.num_heads(i);
         let remove = ((opts.heads * heads as f64).round() as usize).min(heads - 1);
         if remove > 0 {
             let scores: Vec<f64> = match taylor {
                 Some(t) => t.heads[i].clone(),
                 None => {
-                    let (wv, _, vin, vout) = read_linear(&layer.attention.value)?;
-                    let (wo, _, oin, oout) = read_linear(&layer.attention.output)?;
+                    let (wv, _, vin, vout) = read_linear(bert.linear(i, LinearRole::Value))?;
+                    let (wo, _, oin, oout) =
+                        read_linear(bert.linear(i, LinearRole::AttentionOutput))?;
                     let v_cols = col_norms(&wv, vin, vout);
                     let o_rows = row_norms(&wo, oin, oout);
                     (0..heads)
@@ -284,12 +279,13 @@ pub fn prune(
                 .iter()
                 .flat_map(|&h| h * head_dim..(h + 1) * head_dim)
                 .collect();
-            let a = &mut layer.attention;
-            a.query = keep_outputs(&a.query, &cols, device)?;
-            a.key = keep_outputs(&a.key, &cols, device)?;
-            a.value = keep_outputs(&a.value, &cols, device)?;
-            a.output = keep_inputs(&a.output, &cols, device)?;
-            a.num_heads = kept.len();
+            for role in [LinearRole::Query, LinearRole::Key, LinearRole::Value] {
+                let l = bert.linear_mut(i, role);
+                *l = keep_outputs(l, &cols, device)?;
+            }
+            let l = bert.linear_mut(i, LinearRole::AttentionOutput);
+            *l = keep_inputs(l, &cols, device)?;
+            bert.set_num_heads(i, kept.len());
             // Local head index → original index (earlier passes may have removed some).
             let entry = config.pruned_heads.entry(i.to_string()).or_default();
             let original: Vec<usize> = (0..config.num_attention_heads)
@@ -308,16 +304,18 @@ pub fn prune(
             let scores: Vec<f64> = match taylor {
                 Some(t) => t.neurons[i].clone(),
                 None => {
-                    let (wi, _, iin, iout) = read_linear(&layer.intermediate)?;
-                    let (wo, _, oin, oout) = read_linear(&layer.output)?;
+                    let (wi, _, iin, iout) = read_linear(bert.linear(i, LinearRole::Intermediate))?;
+                    let (wo, _, oin, oout) = read_linear(bert.linear(i, LinearRole::Output))?;
                     let a = col_norms(&wi, iin, iout);
                     let b = row_norms(&wo, oin, oout);
                     a.iter().zip(&b).map(|(x, y)| (x * y).sqrt()).collect()
                 }
             };
             let kept = top(&scores, inter_keep);
-            layer.intermediate = keep_outputs(&layer.intermediate, &kept, device)?;
-            layer.output = keep_inputs(&layer.output, &kept, device)?;
+            let l = bert.linear_mut(i, LinearRole::Intermediate);
+            *l = keep_outputs(l, &kept, device)?;
+            let l = bert.linear_mut(i, LinearRole::Output);
+            *l = keep_inputs(l, &kept, device)?;
         }
     }
     config.intermediate_size = inter_keep;
@@ -341,18 +339,11 @@ pub fn prune(
     ))
 }
 
-fn linears_mut(model: &mut SequenceClassifier) -> Vec<&mut Linear> {
-    let mut out = Vec::new();
-    for l in &mut model.bert.layers {
-        let a = &mut l.attention;
-        out.push(&mut a.query);
-        out.push(&mut a.key);
-        out.push(&mut a.value);
-        out.push(&mut a.output);
-        out.push(&mut l.intermediate);
-        out.push(&mut l.output);
-    }
-    out
+/// Every (layer, role) of the encoder's linear modules, in [`LinearRole::ALL`] order.
+fn linear_slots(backbone: &dyn Backbone) -> Vec<(usize, LinearRole)> {
+    (0..backbone.num_layers())
+        .flat_map(|i| LinearRole::ALL.map(|r| (i, r)))
+        .collect()
 }
 
 /// Zero the smallest |w| of the encoder's linear weights (not biases, embeddings, LayerNorm or
@@ -363,9 +354,10 @@ fn magnitude(
     per_layer: bool,
     device: &Device,
 ) -> Result<()> {
+    let slots = linear_slots(&model.bert);
     let mut mats: Vec<(Vec<f32>, Vec<f32>, usize, usize)> = Vec::new();
-    for l in linears_mut(model) {
-        mats.push(read_linear(l)?);
+    for &(i, role) in &slots {
+        mats.push(read_linear(model.bert.linear(i, role))?);
     }
     let zero_smallest = |values: &mut [&mut f32], k: usize| {
         let mut order: Vec<usize> = (0..values.len()).collect();
@@ -386,8 +378,8 @@ fn magnitude(
         let mut refs: Vec<&mut f32> = mats.iter_mut().flat_map(|m| m.0.iter_mut()).collect();
         zero_smallest(&mut refs, k);
     }
-    for (l, (w, b, d_in, d_out)) in linears_mut(model).into_iter().zip(mats) {
-        *l = make_linear(w, b, d_in, d_out, device);
+    for (&(i, role), (w, b, d_in, d_out)) in slots.iter().zip(mats) {
+        *model.bert.linear_mut(i, role) = make_linear(w, b, d_in, d_out, device);
     }
     Ok(())
 }
@@ -401,18 +393,8 @@ pub fn sparsity(model: &SequenceClassifier) -> Result<f64> {
         total += v.len();
         Ok(())
     };
-    for l in &model.bert.layers {
-        let a = &l.attention;
-        for lin in [
-            &a.query,
-            &a.key,
-            &a.value,
-            &a.output,
-            &l.intermediate,
-            &l.output,
-        ] {
-            count(lin.weight.val())?;
-        }
+    for (i, role) in linear_slots(&model.bert) {
+        count(model.bert.linear(i, role).weight.val())?;
     }
     Ok(zeros as f64 / total.max(1) as f64)
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 pub use tunekit_kernels::int8::QuantLinear;
 
 use super::SequenceClassifier;
-use super::weights::{HfTensor, RawTensor, layer_prefix, to_vec, transpose};
+use super::backbone::{Backbone, LinearRole};
+use super::bert::names;
+use super::weights::{HfTensor, RawTensor, to_vec, transpose};
 use crate::error::{Error, Result};
 
 /// HF name of the vocabulary table, stored int8 by [`int8_tensors`].
@@ -29,30 +31,14 @@ pub struct Int8Encoder {
     pub layers: Vec<[QuantLinear; 6]>,
 }
 
-/// HF names (without `bert.`) of a layer's six linear layers, in [`Int8Encoder`] order.
+/// HF names (without `bert.`) of a BERT layer's six linear layers, in [`Int8Encoder`] order.
 pub fn layer_linears(i: usize) -> [String; 6] {
-    let p = layer_prefix(i);
-    [
-        format!("{p}.attention.self.query"),
-        format!("{p}.attention.self.key"),
-        format!("{p}.attention.self.value"),
-        format!("{p}.attention.output.dense"),
-        format!("{p}.intermediate.dense"),
-        format!("{p}.output.dense"),
-    ]
+    LinearRole::ALL.map(|role| names::linear(i, role))
 }
 
-/// A layer's six linear layers, in [`Int8Encoder`] order.
-fn linears(layer: &super::bert::Layer) -> [&burn::nn::Linear; 6] {
-    let a = &layer.attention;
-    [
-        &a.query,
-        &a.key,
-        &a.value,
-        &a.output,
-        &layer.intermediate,
-        &layer.output,
-    ]
+/// Layer `i`'s six linear layers, in [`Int8Encoder`] order.
+fn linears(backbone: &dyn Backbone, i: usize) -> [&burn::nn::Linear; 6] {
+    LinearRole::ALL.map(|role| backbone.linear(i, role))
 }
 
 /// Bias of a linear layer (zeros when it has none).
@@ -69,8 +55,8 @@ fn bias_of(l: &burn::nn::Linear, d_out: usize) -> Result<Vec<f32>> {
 pub fn quantize_encoder(model: &SequenceClassifier) -> Result<(Int8Encoder, f64)> {
     let mut layers = Vec::new();
     let mut worst = 0.0f64;
-    for layer in &model.bert.layers {
-        let lin = linears(layer);
+    for i in 0..model.bert.num_layers() {
+        let lin = linears(&model.bert, i);
         let mut q = Vec::with_capacity(6);
         for l in lin {
             if l.weight.adapter().is_some() {
@@ -106,7 +92,7 @@ pub fn int8_tensors(tensors: Vec<HfTensor>, int8: &Int8Encoder) -> Vec<RawTensor
     let mut quantized = std::collections::BTreeMap::new();
     for (i, layer) in int8.layers.iter().enumerate() {
         for (name, q) in layer_linears(i).iter().zip(layer) {
-            quantized.insert(format!("bert.{name}.weight"), q);
+            quantized.insert(format!("{}{name}.weight", names::PREFIX), q);
         }
     }
     let mut out = Vec::new();
@@ -182,8 +168,9 @@ fn header_has_i8(path: &Path, name: &str) -> Result<bool> {
 /// If the weights file at `path` holds int8 encoder weights, attach them to `model` so that
 /// inference runs the int8 product; otherwise return `model` unchanged.
 pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClassifier> {
-    let name = |n: &str| format!("bert.{n}.weight");
-    let first = name(&layer_linears(0)[0]);
+    let prefix = model.bert.prefix();
+    let name = |n: &str| format!("{prefix}{n}.weight");
+    let first = name(&model.bert.linear_name(0, LinearRole::ALL[0]));
     // Every model load passes here: decide from the file's header alone, so an f32 model's
     // weights (already read by the loader) are not read a second time.
     if !header_has_i8(path, &first)? {
@@ -196,11 +183,11 @@ pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClas
         message: e.to_string(),
     })?;
     let mut layers = Vec::new();
-    for (i, layer) in model.bert.layers.iter().enumerate() {
-        let lin = linears(layer);
+    for i in 0..model.bert.num_layers() {
         let mut q = Vec::with_capacity(6);
-        for (n, l) in layer_linears(i).iter().zip(lin) {
-            let wname = name(n);
+        for role in LinearRole::ALL {
+            let l = model.bert.linear(i, role);
+            let wname = name(&model.bert.linear_name(i, role));
             let weights = st.tensor(&wname).map_err(|_| Error::Weights {
                 file: path.to_path_buf(),
                 tensor: wname.clone(),
@@ -242,4 +229,21 @@ pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClas
     }
     model.bert.int8 = Some(Arc::new(Int8Encoder { layers }));
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_int8_vocabulary_name_is_berts_word_embedding_weight() {
+        assert_eq!(
+            WORD_EMBEDDINGS,
+            format!("{}{}.weight", names::PREFIX, names::WORD_EMBEDDINGS)
+        );
+        assert_eq!(
+            layer_linears(2)[3],
+            "encoder.layer.2.attention.output.dense"
+        );
+    }
 }

@@ -17,9 +17,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use safetensors::{Dtype, SafeTensors};
 
+use super::backbone::{Backbone, LinearRole};
+pub use super::bert::names::layer_prefix;
 use super::bert::{
     Attention, Bert, Embeddings, Layer, Pooler, Pooling, SequenceClassifier, activation_for,
-    dropout,
+    dropout, names,
 };
 use super::config::BertConfig;
 use crate::error::{Error, Result};
@@ -28,7 +30,7 @@ use crate::error::{Error, Result};
 /// `bert.` prefix is ignored, so a model loaded from a base encoder (no prefix) and from a
 /// tunekit checkpoint (HF classifier names, with prefix) gets the same ids.
 pub fn param_id(name: &str) -> ParamId {
-    let name = name.strip_prefix("bert.").unwrap_or(name);
+    let name = name.strip_prefix(names::PREFIX).unwrap_or(name);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
         h ^= u64::from(b);
@@ -66,9 +68,10 @@ impl WeightFile {
                 tensor: "<header>".into(),
                 message: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
             })?;
-            let names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
-            if names.iter().any(|n| n.starts_with("bert.embeddings.")) {
-                "bert.".to_string()
+            let tensor_names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+            let probe = format!("{}embeddings.", names::PREFIX);
+            if tensor_names.iter().any(|n| n.starts_with(&probe)) {
+                names::PREFIX.to_string()
             } else {
                 String::new()
             }
@@ -282,12 +285,6 @@ pub struct LoadReport {
     pub unused_tensors: Vec<String>,
 }
 
-/// Encoder tensor names relative to the model root (without `bert.`), in load order.
-/// `encoder.layer.{i}`: HF's prefix of layer `i`.
-pub fn layer_prefix(i: usize) -> String {
-    format!("encoder.layer.{i}")
-}
-
 /// Load the encoder from `file` (encoder tensors with or without the `bert.` prefix).
 pub fn load_bert(
     file: &mut WeightFile,
@@ -303,10 +300,10 @@ pub fn load_bert(
         .unwrap_or(config.attention_probs_dropout_prob);
     let p = |s: &str| file.encoder_name(s);
     let (we, pe, te, eln) = (
-        p("embeddings.word_embeddings"),
-        p("embeddings.position_embeddings"),
-        p("embeddings.token_type_embeddings"),
-        p("embeddings.LayerNorm"),
+        p(names::WORD_EMBEDDINGS),
+        p(names::POSITION_EMBEDDINGS),
+        p(names::TOKEN_TYPE_EMBEDDINGS),
+        p(names::EMBEDDINGS_LAYER_NORM),
     );
     let embeddings = Embeddings {
         word_embeddings: file.embedding(&we, config.vocab_size, h, device)?,
@@ -318,16 +315,17 @@ pub fn load_bert(
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
         let l = file.encoder_name(&layer_prefix(i));
+        let lin = |role| format!("{l}.{}", names::linear_module(role));
         // Width of the attention projections: smaller than `h` when heads were pruned.
         let heads = config.heads_in_layer(i);
         let a = heads * config.head_dim();
         let attention = Attention {
-            query: file.linear(&format!("{l}.attention.self.query"), h, a, device)?,
-            key: file.linear(&format!("{l}.attention.self.key"), h, a, device)?,
-            value: file.linear(&format!("{l}.attention.self.value"), h, a, device)?,
-            output: file.linear(&format!("{l}.attention.output.dense"), a, h, device)?,
+            query: file.linear(&lin(LinearRole::Query), h, a, device)?,
+            key: file.linear(&lin(LinearRole::Key), h, a, device)?,
+            value: file.linear(&lin(LinearRole::Value), h, a, device)?,
+            output: file.linear(&lin(LinearRole::AttentionOutput), a, h, device)?,
             layer_norm: file.layer_norm(
-                &format!("{l}.attention.output.LayerNorm"),
+                &format!("{l}.{}", names::ATTENTION_LAYER_NORM),
                 h,
                 eps,
                 device,
@@ -339,18 +337,23 @@ pub fn load_bert(
         layers.push(Layer {
             attention,
             intermediate: file.linear(
-                &format!("{l}.intermediate.dense"),
+                &lin(LinearRole::Intermediate),
                 h,
                 config.intermediate_size,
                 device,
             )?,
             output: file.linear(
-                &format!("{l}.output.dense"),
+                &lin(LinearRole::Output),
                 config.intermediate_size,
                 h,
                 device,
             )?,
-            layer_norm: file.layer_norm(&format!("{l}.output.LayerNorm"), h, eps, device)?,
+            layer_norm: file.layer_norm(
+                &format!("{l}.{}", names::OUTPUT_LAYER_NORM),
+                h,
+                eps,
+                device,
+            )?,
             dropout: dropout(hidden_p),
             activation: activation_for(config),
         });
@@ -423,7 +426,7 @@ pub fn load_classifier(
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut report = LoadReport::default();
 
-    let pooler_name = file.encoder_name("pooler.dense");
+    let pooler_name = file.encoder_name(names::POOLER);
     let pooler = if spec.pooling == Pooling::Cls {
         if file.has(&format!("{pooler_name}.weight")) {
             Some(Pooler {
@@ -432,7 +435,13 @@ pub fn load_classifier(
         } else {
             report.pooler_initialized = true;
             Some(Pooler {
-                dense: init_linear("bert.pooler.dense", h, h, &mut rng, device),
+                dense: init_linear(
+                    &format!("{}{}", names::PREFIX, names::POOLER),
+                    h,
+                    h,
+                    &mut rng,
+                    device,
+                ),
             })
         }
     } else {
@@ -530,44 +539,48 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 /// All tensors of the model with HF `BertForSequenceClassification` names, shapes and layouts.
 pub fn classifier_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
     let mut out = Vec::new();
-    let e = &model.bert.embeddings;
-    emb_to_hf(
+    let bert = &model.bert;
+    let p = bert.prefix();
+    let e = &bert.embeddings;
+    for (name, table) in [
+        (names::WORD_EMBEDDINGS, &e.word_embeddings),
+        (names::POSITION_EMBEDDINGS, &e.position_embeddings),
+        (names::TOKEN_TYPE_EMBEDDINGS, &e.token_type_embeddings),
+    ] {
+        emb_to_hf(&mut out, &format!("{p}{name}"), table)?;
+    }
+    ln_to_hf(
         &mut out,
-        "bert.embeddings.word_embeddings",
-        &e.word_embeddings,
+        &format!("{p}{}", names::EMBEDDINGS_LAYER_NORM),
+        &e.layer_norm,
     )?;
-    emb_to_hf(
-        &mut out,
-        "bert.embeddings.position_embeddings",
-        &e.position_embeddings,
-    )?;
-    emb_to_hf(
-        &mut out,
-        "bert.embeddings.token_type_embeddings",
-        &e.token_type_embeddings,
-    )?;
-    ln_to_hf(&mut out, "bert.embeddings.LayerNorm", &e.layer_norm)?;
-    for (i, layer) in model.bert.layers.iter().enumerate() {
-        let l = format!("bert.{}", layer_prefix(i));
-        let a = &layer.attention;
-        linear_to_hf(&mut out, &format!("{l}.attention.self.query"), &a.query)?;
-        linear_to_hf(&mut out, &format!("{l}.attention.self.key"), &a.key)?;
-        linear_to_hf(&mut out, &format!("{l}.attention.self.value"), &a.value)?;
-        linear_to_hf(&mut out, &format!("{l}.attention.output.dense"), &a.output)?;
-        ln_to_hf(
-            &mut out,
-            &format!("{l}.attention.output.LayerNorm"),
-            &a.layer_norm,
-        )?;
+    let linear = |out: &mut Vec<HfTensor>, i: usize, role: LinearRole| {
         linear_to_hf(
-            &mut out,
-            &format!("{l}.intermediate.dense"),
-            &layer.intermediate,
-        )?;
-        linear_to_hf(&mut out, &format!("{l}.output.dense"), &layer.output)?;
+            out,
+            &format!("{p}{}", bert.linear_name(i, role)),
+            bert.linear(i, role),
+        )
+    };
+    for (i, layer) in bert.layers.iter().enumerate() {
+        let l = format!("{p}{}", layer_prefix(i));
+        for role in [
+            LinearRole::Query,
+            LinearRole::Key,
+            LinearRole::Value,
+            LinearRole::AttentionOutput,
+        ] {
+            linear(&mut out, i, role)?;
+        }
         ln_to_hf(
             &mut out,
-            &format!("{l}.output.LayerNorm"),
+            &format!("{l}.{}", names::ATTENTION_LAYER_NORM),
+            &layer.attention.layer_norm,
+        )?;
+        linear(&mut out, i, LinearRole::Intermediate)?;
+        linear(&mut out, i, LinearRole::Output)?;
+        ln_to_hf(
+            &mut out,
+            &format!("{l}.{}", names::OUTPUT_LAYER_NORM),
             &layer.layer_norm,
         )?;
     }
@@ -578,7 +591,11 @@ pub fn classifier_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
 /// The head's tensors (pooler, if any, and classifier) with HF names and layouts.
 pub fn head_to_hf(out: &mut Vec<HfTensor>, model: &SequenceClassifier) -> Result<()> {
     if let Some(p) = &model.pooler {
-        linear_to_hf(out, "bert.pooler.dense", &p.dense)?;
+        linear_to_hf(
+            out,
+            &format!("{}{}", names::PREFIX, names::POOLER),
+            &p.dense,
+        )?;
     }
     linear_to_hf(out, "classifier", &model.classifier)
 }
@@ -629,42 +646,39 @@ pub fn write_safetensors_raw(tensors: Vec<RawTensor>, path: &Path) -> Result<()>
 /// Names and shapes (HF layout) of a BERT encoder's tensors, without the `bert.` prefix.
 pub fn encoder_shapes(config: &BertConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i) = (config.hidden_size, config.intermediate_size);
+    let w = |name: &str| format!("{name}.weight");
     let mut out = vec![
+        (w(names::WORD_EMBEDDINGS), vec![config.vocab_size, h]),
         (
-            "embeddings.word_embeddings.weight".to_string(),
-            vec![config.vocab_size, h],
-        ),
-        (
-            "embeddings.position_embeddings.weight".into(),
+            w(names::POSITION_EMBEDDINGS),
             vec![config.max_position_embeddings, h],
         ),
         (
-            "embeddings.token_type_embeddings.weight".into(),
+            w(names::TOKEN_TYPE_EMBEDDINGS),
             vec![config.type_vocab_size, h],
         ),
-        ("embeddings.LayerNorm.weight".into(), vec![h]),
-        ("embeddings.LayerNorm.bias".into(), vec![h]),
+        (w(names::EMBEDDINGS_LAYER_NORM), vec![h]),
+        (format!("{}.bias", names::EMBEDDINGS_LAYER_NORM), vec![h]),
     ];
     for l in 0..config.num_hidden_layers {
-        let p = layer_prefix(l);
-        for (name, shape) in [
-            ("attention.self.query", vec![h, h]),
-            ("attention.self.key", vec![h, h]),
-            ("attention.self.value", vec![h, h]),
-            ("attention.output.dense", vec![h, h]),
-            ("intermediate.dense", vec![i, h]),
-            ("output.dense", vec![h, i]),
-        ] {
-            out.push((format!("{p}.{name}.bias"), vec![shape[0]]));
-            out.push((format!("{p}.{name}.weight"), shape));
+        for role in LinearRole::ALL {
+            let shape = match role {
+                LinearRole::Intermediate => vec![i, h],
+                LinearRole::Output => vec![h, i],
+                _ => vec![h, h],
+            };
+            let name = names::linear(l, role);
+            out.push((format!("{name}.bias"), vec![shape[0]]));
+            out.push((format!("{name}.weight"), shape));
         }
-        for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
+        let p = layer_prefix(l);
+        for ln in [names::ATTENTION_LAYER_NORM, names::OUTPUT_LAYER_NORM] {
             out.push((format!("{p}.{ln}.weight"), vec![h]));
             out.push((format!("{p}.{ln}.bias"), vec![h]));
         }
     }
-    out.push(("pooler.dense.weight".into(), vec![h, h]));
-    out.push(("pooler.dense.bias".into(), vec![h]));
+    out.push((w(names::POOLER), vec![h, h]));
+    out.push((format!("{}.bias", names::POOLER), vec![h]));
     out
 }
 

@@ -1,7 +1,9 @@
-//! BERT encoder and the sequence-classification head, written with burn's `nn` modules.
+//! BERT encoder and the sequence-classification head, written with burn's `nn` modules: the
+//! first architecture behind the [`Backbone`] seam. This folder owns BERT's modules (here) and
+//! its Hugging Face tensor names ([`names`]).
 //!
 //! The module tree mirrors Hugging Face's `BertModel` so each parameter has one obvious HF
-//! tensor name (see [`super::weights`]); the forward pass follows `transformers`' eager BERT
+//! tensor name (see [`names`] and [`super::weights`]); the forward pass follows `transformers`' eager BERT
 //! operation by operation (post-LayerNorm residual blocks, exact-erf GELU, additive attention
 //! mask), which is what the parity fixture checks.
 
@@ -11,6 +13,9 @@ use burn::tensor::activation::{gelu_approximate, relu};
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+pub mod names;
+
+use super::backbone::{Backbone, BackboneDims, LinearRole};
 use super::bf16::Precision;
 use super::config::BertConfig;
 use super::fused;
@@ -338,6 +343,75 @@ impl Bert {
             x = layer.forward(x, &pass, int8);
         }
         x
+    }
+}
+
+impl Backbone for Bert {
+    fn model_type(&self) -> &'static str {
+        "bert"
+    }
+
+    fn hidden_states(&self, batch: &EncodedBatch) -> Tensor<3> {
+        self.forward(batch)
+    }
+
+    fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn dims(&self) -> BackboneDims {
+        let [vocab_size, hidden_size] = self.embeddings.word_embeddings.weight.dims();
+        let [max_position_embeddings, _] = self.embeddings.position_embeddings.weight.dims();
+        BackboneDims {
+            hidden_size,
+            num_hidden_layers: self.layers.len(),
+            intermediate_size: self
+                .layers
+                .first()
+                .map_or(0, |l| l.intermediate.weight.dims()[1]),
+            max_position_embeddings,
+            vocab_size,
+        }
+    }
+
+    fn num_heads(&self, layer: usize) -> usize {
+        self.layers[layer].attention.num_heads
+    }
+
+    fn set_num_heads(&mut self, layer: usize, heads: usize) {
+        self.layers[layer].attention.num_heads = heads;
+    }
+
+    fn linear(&self, layer: usize, role: LinearRole) -> &Linear {
+        let l = &self.layers[layer];
+        match role {
+            LinearRole::Query => &l.attention.query,
+            LinearRole::Key => &l.attention.key,
+            LinearRole::Value => &l.attention.value,
+            LinearRole::AttentionOutput => &l.attention.output,
+            LinearRole::Intermediate => &l.intermediate,
+            LinearRole::Output => &l.output,
+        }
+    }
+
+    fn linear_mut(&mut self, layer: usize, role: LinearRole) -> &mut Linear {
+        let l = &mut self.layers[layer];
+        match role {
+            LinearRole::Query => &mut l.attention.query,
+            LinearRole::Key => &mut l.attention.key,
+            LinearRole::Value => &mut l.attention.value,
+            LinearRole::AttentionOutput => &mut l.attention.output,
+            LinearRole::Intermediate => &mut l.intermediate,
+            LinearRole::Output => &mut l.output,
+        }
+    }
+
+    fn linear_name(&self, layer: usize, role: LinearRole) -> String {
+        names::linear(layer, role)
+    }
+
+    fn prefix(&self) -> &'static str {
+        names::PREFIX
     }
 }
 
