@@ -306,6 +306,7 @@ unsafe fn pack_a_tiles(a: &Matrix, t: usize, kt: usize, out: *mut u16) {
         let n = rows.len();
         for kk in (0..a.cols).step_by(2) {
             let (q, p) = (kk / 32, (kk % 32) / 2);
+            // SAFETY: as in "SAFETY (all blocks)" above.
             unsafe {
                 let r0 = base.add(kk * a.col_stride + rows.start);
                 let r1 = (kk + 1 < a.cols).then(|| base.add((kk + 1) * a.col_stride + rows.start));
@@ -365,6 +366,7 @@ unsafe fn pack_b_tiles(b: &Matrix, t: usize, kt: usize, out: *mut u16) {
         for (jj, j) in cols.enumerate() {
             for q in 0..kt {
                 let n = (b.rows - q * 32).min(32);
+                // SAFETY: as in "SAFETY (all blocks)" above.
                 unsafe {
                     let v = simd::run32(base.add(j * b.col_stride + q * 32), n);
                     simd::store_column(out.add(q * TILE + 2 * jj), v);

@@ -309,6 +309,7 @@ fn backward(
             }
             None => (dp, std::borrow::Cow::Borrowed(p)),
         };
+        // SAFETY: as stated for every product of this function above.
         unsafe {
             // dV = (dropped P)ᵀ · dC
             mm(
@@ -320,6 +321,7 @@ fn backward(
         };
         let mut ds = vec![0f32; tt];
         kernels::softmax_backward_block(p, &dp, &mut ds, t, scale);
+        // SAFETY: as stated for every product of this function above.
         unsafe {
             // dQ = dS · K
             mm(
