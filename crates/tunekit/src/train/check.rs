@@ -4,9 +4,7 @@
 use super::cv::{check_cv_options, cv_data, cv_fold};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::model::ModelDir;
 use crate::task::classification::prepare;
-use crate::tokenize::TextTokenizer;
 
 /// What `tunekit data check` shows: the data report `train` would write, produced by the
 /// very functions `train` (and `train --cv`) run before their first step, so a file that
@@ -47,13 +45,7 @@ pub fn check_data(config: &RunConfig, cv: Option<usize>) -> Result<DataCheck> {
             (p.report.clone(), p)
         }
         Some(k) => {
-            let model_dir = ModelDir::open(&config.model.path)?;
-            let tokenizer = TextTokenizer::for_model(
-                &model_dir.tokenizer_path(),
-                config.model.max_length,
-                &model_dir.config,
-            )?;
-            let cv = cv_data(config, k, &tokenizer)?;
+            let cv = cv_data(config, k)?;
             // Every class has a row in every fold, so the folds share one label set: the
             // first fold's checks are every fold's.
             let p = prepare(config, Some(cv_fold(config, &cv, 0)))?;

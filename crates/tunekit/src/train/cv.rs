@@ -130,13 +130,19 @@ pub(crate) struct CvData {
 
 /// Prepare the data of `--cv k` and assign the folds; a class with fewer than `k` rows is
 /// refused here, before any fold trains (see [`crate::prep::split::classes_below`]).
-pub(crate) fn cv_data(config: &RunConfig, k: usize, tokenizer: &TextTokenizer) -> Result<CvData> {
+pub(crate) fn cv_data(config: &RunConfig, k: usize) -> Result<CvData> {
+    let model_dir = ModelDir::open(&config.model.path)?;
+    let tokenizer = TextTokenizer::for_model(
+        &model_dir.tokenizer_path(),
+        config.model.max_length,
+        &model_dir.config,
+    )?;
     // Validation comes from the folds, so none is carved out of train.
     let mut prep_config = config.clone();
     if let Some(split) = prep_config.data.split.as_mut() {
         split.validation = 0.0;
     }
-    let data = crate::prep::prepare(&prep_config, Some(tokenizer))?;
+    let data = crate::prep::prepare(&prep_config, Some(&tokenizer))?;
     let mut pool: Vec<Example> = Vec::new();
     let mut test = None;
     for split in data.splits {
@@ -219,13 +225,7 @@ fn cross_validate_in(
     device: &Device,
     run_dir: &Path,
 ) -> Result<CvMetrics> {
-    let model_dir = ModelDir::open(&config.model.path)?;
-    let tokenizer = TextTokenizer::for_model(
-        &model_dir.tokenizer_path(),
-        config.model.max_length,
-        &model_dir.config,
-    )?;
-    let cv = cv_data(config, k, &tokenizer)?;
+    let cv = cv_data(config, k)?;
     cv.report.write(run_dir)?;
     let mut per_fold = Vec::with_capacity(k);
     for fold in 0..k {

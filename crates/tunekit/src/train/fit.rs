@@ -227,67 +227,17 @@ pub(crate) fn fit<O: Objective>(
 ) -> Result<super::RunMetrics> {
     let t = &config.train;
     let ad = device.clone().autodiff();
-    let spec = ClassifierSpec {
-        // An embedding model has no head; a one-output head is built and never used.
-        num_labels: objective.num_outputs().max(1),
-        pooling: config.model.pooling,
-        dropout: DropoutOverride {
-            hidden: config.model.hidden_dropout,
-            attention: config.model.attention_dropout,
-        },
-        seed: t.seed,
-        require_head: false,
-    };
-    // Resume: weights and state from the latest checkpoint; otherwise the pretrained model.
-    let resume_from = resume_point(run_dir, options.resume)?;
+    let Start {
+        mut model,
+        mut opt,
+        mut state,
+        mut trainable,
+        all_params,
+        spec,
+        mut tensorboard,
+    } = start(config, options, run_dir, device, &ad, &mut objective)?;
     let lora = config.strategy.lora.is_some();
-    let (mut model, load_report, frozen_size) = trainable_model(
-        config,
-        objective.model_dir(),
-        &spec,
-        resume_from.as_deref(),
-        &ad,
-    )?;
-    if resume_from.is_none() {
-        log_load_report(&load_report, objective.has_head(), objective.num_outputs());
-    }
-    let (optim, all_params) = build_optimizer(config, &model);
-    // With gradual unfreezing this is updated per stage and ends as the last stage's count.
-    let mut trainable = if lora {
-        trainable_params(&model)
-    } else {
-        all_params - frozen_size
-    };
-    if let Some(opts) = &config.strategy.lora {
-        tracing::info!(
-            "LoRA rank {} alpha {} on {:?}: {trainable} trainable parameters (adapters + head) of {all_params}",
-            opts.rank,
-            opts.alpha,
-            opts.targets
-        );
-    }
-    let mut state: TrainState<EvalRecord<O::Scores>> = TrainState::start(model_param_ids(&model));
-    let mut optim = optim;
-    if let Some(dir) = &resume_from {
-        (optim, state) = restore(dir, optim, &model)?;
-    }
-    // metrics.jsonl always equals the checkpoint's history plus what follows.
     let metrics_path = run_dir.join("metrics.jsonl");
-    rewrite_history(&metrics_path, &state.history)?;
-    // TensorBoard curves (`tensorboard --logdir runs/`); a resumed run adds a file.
-    let mut tensorboard = EventWriter::create(run_dir)?;
-    objective.setup(&model, device, &ad)?;
-    let mut opt = optimisation(config, &objective, optim, state.step);
-    tracing::info!(
-        "{}, {} epochs × {} steps (batch {} × accumulation {}), {} warm-up steps, {trainable} trainable parameters",
-        objective.describe(),
-        t.epochs,
-        opt.steps_per_epoch,
-        t.batch_size,
-        t.gradient_accumulation,
-        opt.schedule.warmup,
-    );
-
     let lengths = objective.train_lengths();
     let stepper = SingleDevice {
         ad: ad.clone(),
@@ -318,8 +268,7 @@ pub(crate) fn fit<O: Objective>(
                 break 'epochs;
             }
             if let Some(u) = unfreezing.as_mut() {
-                let (m, now) =
-                    progress.suspend(|| u.stage_at(model, (state.step, state.epoch)))?;
+                let (m, now) = progress.suspend(|| u.stage_at(model, (state.step, state.epoch)))?;
                 model = m;
                 trainable = now.unwrap_or(trainable);
             }
@@ -414,6 +363,101 @@ pub(crate) fn fit<O: Objective>(
         state,
         train_time_s,
         trainable,
+        tensorboard,
+    })
+}
+
+/// What a run starts from, fresh or resumed.
+struct Start<S> {
+    model: SequenceClassifier,
+    opt: Optimisation,
+    state: TrainState<EvalRecord<S>>,
+    trainable: usize,
+    all_params: usize,
+    spec: ClassifierSpec,
+    tensorboard: EventWriter,
+}
+
+/// Build the model to train (pretrained weights or the checkpoint being resumed, LoRA,
+/// frozen tensors), its optimiser and schedule, the state and history, and let the
+/// objective set itself up.
+fn start<O: Objective>(
+    config: &RunConfig,
+    options: &TrainOptions,
+    run_dir: &Path,
+    device: &Device,
+    ad: &Device,
+    objective: &mut O,
+) -> Result<Start<O::Scores>> {
+    let t = &config.train;
+    let spec = ClassifierSpec {
+        // An embedding model has no head; a one-output head is built and never used.
+        num_labels: objective.num_outputs().max(1),
+        pooling: config.model.pooling,
+        dropout: DropoutOverride {
+            hidden: config.model.hidden_dropout,
+            attention: config.model.attention_dropout,
+        },
+        seed: t.seed,
+        require_head: false,
+    };
+    // Resume: weights and state from the latest checkpoint; otherwise the pretrained model.
+    let resume_from = resume_point(run_dir, options.resume)?;
+    let lora = config.strategy.lora.is_some();
+    let (model, load_report, frozen_size) = trainable_model(
+        config,
+        objective.model_dir(),
+        &spec,
+        resume_from.as_deref(),
+        ad,
+    )?;
+    if resume_from.is_none() {
+        log_load_report(&load_report, objective.has_head(), objective.num_outputs());
+    }
+    let (optim, all_params) = build_optimizer(config, &model);
+    // With gradual unfreezing this is updated per stage and ends as the last stage's count.
+    let trainable = if lora {
+        trainable_params(&model)
+    } else {
+        all_params - frozen_size
+    };
+    if let Some(opts) = &config.strategy.lora {
+        tracing::info!(
+            "LoRA rank {} alpha {} on {:?}: {trainable} trainable parameters (adapters + head) of {all_params}",
+            opts.rank,
+            opts.alpha,
+            opts.targets
+        );
+    }
+    let mut state: TrainState<EvalRecord<O::Scores>> = TrainState::start(model_param_ids(&model));
+    let mut optim = optim;
+    if let Some(dir) = &resume_from {
+        (optim, state) = restore(dir, optim, &model)?;
+    }
+    // metrics.jsonl always equals the checkpoint's history plus what follows.
+    let metrics_path = run_dir.join("metrics.jsonl");
+    rewrite_history(&metrics_path, &state.history)?;
+    // TensorBoard curves (`tensorboard --logdir runs/`); a resumed run adds a file.
+    let tensorboard = EventWriter::create(run_dir)?;
+    objective.setup(&model, device, ad)?;
+    let opt = optimisation(config, objective, optim, state.step);
+    tracing::info!(
+        "{}, {} epochs × {} steps (batch {} × accumulation {}), {} warm-up steps, {trainable} trainable parameters",
+        objective.describe(),
+        t.epochs,
+        opt.steps_per_epoch,
+        t.batch_size,
+        t.gradient_accumulation,
+        opt.schedule.warmup,
+    );
+
+    Ok(Start {
+        model,
+        opt,
+        state,
+        trainable,
+        all_params,
+        spec,
         tensorboard,
     })
 }
