@@ -592,28 +592,7 @@ fn runs_command(command: RunsCommand) -> anyhow::Result<()> {
         RunsCommand::List { sort, json, .. } => {
             let mut rows = index.list()?;
             if let Some(key) = &sort {
-                if !tunekit::index::SORT_KEYS.contains(&key.as_str()) {
-                    return Err(tunekit::Error::Config(format!(
-                        "--sort {key}: expected one of {}",
-                        tunekit::index::SORT_KEYS.join(", ")
-                    ))
-                    .into());
-                }
-                let lower_first = key == "train_time_s";
-                rows.sort_by(|a, b| {
-                    let (x, y) = (
-                        tunekit::index::metric(a, key),
-                        tunekit::index::metric(b, key),
-                    );
-                    // Runs without the metric go last either way.
-                    match (x, y) {
-                        (Some(x), Some(y)) if lower_first => x.total_cmp(&y),
-                        (Some(x), Some(y)) => y.total_cmp(&x),
-                        (Some(_), None) => std::cmp::Ordering::Less,
-                        (None, Some(_)) => std::cmp::Ordering::Greater,
-                        (None, None) => std::cmp::Ordering::Equal,
-                    }
-                });
+                tunekit::index::sort_runs(&mut rows, key)?;
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -244,6 +244,29 @@ pub const SORT_KEYS: &[&str] = &[
     "train_time_s",
 ];
 
+/// Sort runs by `key` (one of [`SORT_KEYS`]): best first (highest score; shortest
+/// `train_time_s`), runs without the value last in their listed order.
+///
+/// # Errors
+/// [`Error::Config`] naming the accepted keys for any other key.
+pub fn sort_runs(rows: &mut [RunRow], key: &str) -> Result<()> {
+    if !SORT_KEYS.contains(&key) {
+        return Err(Error::Config(format!(
+            "--sort {key}: expected one of {}",
+            SORT_KEYS.join(", ")
+        )));
+    }
+    let lower_first = key == "train_time_s";
+    rows.sort_by(|a, b| match (metric(a, key), metric(b, key)) {
+        (Some(x), Some(y)) if lower_first => x.total_cmp(&y),
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    Ok(())
+}
+
 /// Flatten a TOML document to `section.key = value` pairs.
 pub(crate) fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
     match value {

@@ -16,6 +16,7 @@
 //! [`crate::train`] (reports, calibration, drift, distillation are built on its metrics);
 //! the other tasks run [`run::train_in`].
 
+pub mod classification;
 pub mod embedding;
 pub mod multilabel;
 pub mod ner;

@@ -399,7 +399,9 @@ pub fn export_model_dir(
             base_model: config.model.path.clone(),
             tunekit_version: env!("CARGO_PKG_VERSION").into(),
             preprocess: Some(crate::prep::TextPreprocess::from_config(&config.data)),
-            task: Some(meta.clone()),
+            // Classification is what a model without a task is (and what transformers-trained
+            // models are), so its tunekit.json names none.
+            task: (!kind.is_classification()).then(|| meta.clone()),
         },
     )
 }

@@ -1,8 +1,8 @@
-//! The training loop of the non-classification tasks (multilabel, regression, token
+//! Training of the non-classification tasks (multilabel, regression, token
 //! classification, embedding).
 //!
-//! It is [`crate::train`]'s loop with the task's targets, loss and scores swapped in, and
-//! reuses its pieces — optimiser and no-decay group, frozen parameters and gradual
+//! [`TaskObjective`] is these tasks' [`Objective`] on [`crate::train`]'s one loop: the
+//! task's targets, loss and scores plug into it, and it brings its pieces — optimiser and no-decay group, frozen parameters and gradual
 //! unfreezing, layer-wise LR decay, LoRA, global-norm clipping, L1, reseeded dropout,
 //! checkpoints with resume, early stopping, TensorBoard, the search's pruning hook — so each
 //! strategy means the same thing for every task. What it leaves to classification: class
@@ -16,10 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -27,19 +24,15 @@ use serde::{Deserialize, Serialize};
 use super::ner::{self, IGNORE, Sentence};
 use super::predict::{self, Outputs};
 use super::{Scores, TagScheme, TaskKind, TaskMeta, embedding, multilabel, regression};
-use crate::batch::{collate, epoch_batches, epoch_seed};
+use crate::batch::collate;
 use crate::config::RunConfig;
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::fsutil::write_json;
-use crate::model::weights::{ClassifierSpec, DropoutOverride, load_classifier};
 use crate::model::{ModelDir, SequenceClassifier};
 use crate::tokenize::{TextTokenizer, Tokens};
-use crate::train::{
-    RunMetrics, TrainOptions, TrainState, build_optimizer, layer_schedules, model_param_ids,
-    optimizer_step, progress_bar, restore, resume_point, rewrite_history, save_checkpoint,
-    save_weights, step_seed, trainable_model, trainable_params, unfreeze_to_stage,
-};
+use crate::train::RunMetrics;
+use crate::train::fit::{Finished, Objective, Validation};
 
 /// The training targets of a split.
 #[derive(Debug, Clone)]
@@ -86,22 +79,8 @@ impl TaskSplit {
     }
 }
 
-/// One evaluation during training (a line of `metrics.jsonl`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TaskEvalRecord {
-    /// Optimiser steps done.
-    pub step: usize,
-    /// Epoch (fractional).
-    pub epoch: f64,
-    /// Mean training loss since the previous evaluation.
-    pub train_loss: f64,
-    /// Learning rate of the last step.
-    pub learning_rate: f64,
-    /// Validation scores.
-    pub validation: Scores,
-    /// Seconds of training so far.
-    pub elapsed_s: f64,
-}
+/// One evaluation during training (a line of `metrics.jsonl`) of a task run.
+pub type TaskEvalRecord = crate::train::EvalRecord<Scores>;
 
 /// Everything prepared before the loop.
 pub struct TaskData {
@@ -669,340 +648,216 @@ pub fn word_tags(split: &TaskSplit, pieces: &[Vec<usize>], labels: &[String]) ->
         .collect()
 }
 
-/// Train a task run in `run_dir` (status and index are handled by [`crate::train::train`]).
-pub fn train_in(
-    config: &RunConfig,
-    options: &TrainOptions,
-    run_dir: &Path,
-    device: &Device,
-) -> Result<RunMetrics> {
-    crate::fsutil::write_atomic(&run_dir.join("config.toml"), config.to_toml()?.as_bytes())?;
-    let t = &config.train;
-    let kind = config.task.kind;
-    let p = prepare(config, Some(run_dir))?;
-    let ad = device.clone().autodiff();
-    let spec = ClassifierSpec {
-        // An embedding model has no head; a one-output head is built and never used.
-        num_labels: p.labels.len().max(1),
-        pooling: config.model.pooling,
-        dropout: DropoutOverride {
-            hidden: config.model.hidden_dropout,
-            attention: config.model.attention_dropout,
-        },
-        seed: t.seed,
-        require_head: false,
-    };
-    let resume_from = resume_point(run_dir, options.resume)?;
-    let lora = config.strategy.lora.as_ref();
-    let (mut model, _, frozen_size) =
-        trainable_model(config, &p.model_dir, &spec, resume_from.as_deref(), &ad)?;
-    let (mut optim, all_params) = build_optimizer(config, &model);
-    let mut trainable = if lora.is_some() {
-        trainable_params(&model)
-    } else {
-        all_params - frozen_size
-    };
-    let mut state: TrainState<TaskEvalRecord> = TrainState::start(model_param_ids(&model));
-    if let Some(dir) = &resume_from {
-        (optim, state) = restore(dir, optim, &model)?;
-    }
-    let metrics_path = run_dir.join("metrics.jsonl");
-    rewrite_history(&metrics_path, &state.history)?;
-    let mut tensorboard = crate::tensorboard::EventWriter::create(run_dir)?;
+/// The non-classification tasks on the one loop ([`crate::train::fit`]).
+pub(crate) struct TaskObjective {
+    config: RunConfig,
+    p: TaskData,
+    settings: EvalSettings,
+}
 
-    let lengths: Vec<usize> = p.train.tokens.iter().map(|t| t.ids.len()).collect();
-    let batches_per_epoch = lengths.len().div_ceil(t.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(t.gradient_accumulation);
-    let mut total_steps = steps_per_epoch * t.epochs;
-    if t.max_steps > 0 {
-        total_steps = total_steps.min(t.max_steps);
+impl TaskObjective {
+    /// Read, prepare and tokenise the data ([`prepare`]; the data report goes to `run_dir`).
+    pub(crate) fn prepare(config: &RunConfig, run_dir: &Path) -> Result<Self> {
+        let p = prepare(config, Some(run_dir))?;
+        let settings = EvalSettings::of(config, p.tokenizer.pad_id());
+        Ok(TaskObjective {
+            config: config.clone(),
+            p,
+            settings,
+        })
     }
-    let schedule = crate::schedule::Schedule {
-        kind: t.scheduler,
-        base_lr: t.learning_rate,
-        warmup: crate::schedule::warmup_steps(total_steps, t.warmup_ratio, t.warmup_steps),
-        total: total_steps,
-    };
-    tracing::info!(
-        "training {}: {} examples, {} outputs, {} epochs × {} steps, {trainable} trainable parameters",
-        super::kind_name(kind),
-        lengths.len(),
-        p.labels.len(),
-        t.epochs,
-        steps_per_epoch
-    );
-    let mut lr_groups = layer_schedules(config, &p.model_dir.config, schedule, state.step);
-    let progress = progress_bar(options.progress, total_steps as u64, state.step as u64);
-    let best_dir = run_dir.join("best");
-    let started = Instant::now();
-    let elapsed_before = state.elapsed_s;
-    let pad = p.tokenizer.pad_id();
-    let settings = EvalSettings::of(config, pad);
-    let mut unfreeze_stage: Option<usize> = None;
-    'epochs: while state.epoch < t.epochs && state.step < total_steps && !state.stopped_early {
-        let batches = epoch_batches(
-            &lengths,
-            t.batch_size,
-            t.length_bucketing,
-            epoch_seed(t.seed, state.epoch),
-        );
-        while state.batch_in_epoch < batches.len() {
-            if state.step >= total_steps {
-                break 'epochs;
-            }
-            if config.strategy.gradual_unfreeze {
-                let (m, now) = progress.suspend(|| {
-                    unfreeze_to_stage(
-                        config,
-                        &p.model_dir.config,
-                        model,
-                        (state.step, state.epoch),
-                        &mut unfreeze_stage,
-                        all_params,
-                    )
-                })?;
-                model = m;
-                trainable = now.unwrap_or(trainable);
-            }
-            let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
-            let group = &batches[state.batch_in_epoch..group_end];
-            let group_size: usize = group.iter().map(|b| b.len()).sum();
-            let units: usize = group.iter().map(|b| p.train.loss_units(b)).sum();
-            let mut accumulator = GradientsAccumulator::new();
-            let mut group_loss = 0.0f64;
-            for (micro, idx) in group.iter().enumerate() {
-                ad.seed(step_seed(t.seed, state.step, micro));
-                let loss = batch_loss(config, &model, &p.train, idx, pad, &ad)
-                    .div_scalar(units.max(1) as f64);
-                let v = crate::model::weights::to_vec(loss.clone().detach())?;
-                group_loss += f64::from(v.first().copied().unwrap_or(f32::NAN));
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                accumulator.accumulate(&model, grads);
-            }
-            let lr;
-            (model, lr) = optimizer_step(
-                config,
-                model,
-                &mut optim,
-                &mut lr_groups,
-                &schedule,
-                accumulator,
-                group_loss,
-                (state.step, state.epoch),
-            )?;
-            state.step += 1;
-            state.batch_in_epoch = group_end;
-            state.examples_seen += group_size;
-            state.loss_since_eval.0 += group_loss * group_size as f64;
-            state.loss_since_eval.1 += group_size;
-            tensorboard.scalars(
-                state.step,
-                &[("train/loss", group_loss), ("train/learning_rate", lr)],
-            )?;
-            progress.set_position(state.step as u64);
-            progress.set_message(format!(
-                "epoch {}/{} loss {group_loss:.4} lr {lr:.2e}",
-                state.epoch + 1,
-                t.epochs
-            ));
-            let end_of_epoch = state.batch_in_epoch >= batches.len();
-            let last_step = state.step >= total_steps;
-            let eval_now = end_of_epoch
-                || last_step
-                || (t.eval_every_steps > 0 && state.step.is_multiple_of(t.eval_every_steps));
-            if eval_now {
-                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-                if let Some(val) = &p.validation {
-                    let scores =
-                        evaluate(&settings, &model.valid(), val, &p.labels, None, device)?.scores;
-                    let value = scores.get(&t.metric).copied().unwrap_or(f64::NAN);
-                    let record = TaskEvalRecord {
-                        step: state.step,
-                        epoch: state.step as f64 / steps_per_epoch as f64,
-                        train_loss: state.loss_since_eval.0 / state.loss_since_eval.1.max(1) as f64,
-                        learning_rate: lr,
-                        validation: scores,
-                        elapsed_s: state.elapsed_s,
-                    };
-                    let msg = format!(
-                        "step {} epoch {:.2}: train loss {:.4}, validation {} {value:.4}",
-                        record.step, record.epoch, record.train_loss, t.metric
-                    );
-                    progress.suspend(|| tracing::info!("{msg}"));
-                    let mut scalars: Vec<(String, f64)> = record
-                        .validation
-                        .iter()
-                        .map(|(k, v)| (format!("validation/{k}"), *v))
-                        .collect();
-                    scalars.push(("train/epoch_loss".into(), record.train_loss));
-                    let refs: Vec<(&str, f64)> =
-                        scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-                    tensorboard.scalars(state.step, &refs)?;
-                    tensorboard.flush()?;
-                    state.history.push(record);
-                    state.loss_since_eval = (0.0, 0);
-                    if state.record_validation(
-                        value,
-                        config.metric_higher_is_better(),
-                        t.early_stopping_patience,
-                    ) {
-                        save_weights(&model, &best_dir, lora.is_some())?;
-                    }
-                    rewrite_history(&metrics_path, &state.history)?;
-                    if let Some(hook) = &options.on_eval {
-                        let evaluation = state.history.len();
-                        if (hook.0)(evaluation, state.step, value) {
-                            tensorboard.flush()?;
-                            return Err(Error::Pruned {
-                                evaluation,
-                                step: state.step,
-                            });
-                        }
-                    }
-                } else {
-                    state.best_step = Some(state.step);
-                    save_weights(&model, &best_dir, lora.is_some())?;
-                }
-            }
-            if end_of_epoch {
-                state.epoch += 1;
-                state.batch_in_epoch = 0;
-            }
-            if eval_now
-                || (t.checkpoint_every_steps > 0
-                    && state.step.is_multiple_of(t.checkpoint_every_steps))
-            {
-                state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-                save_checkpoint(run_dir, &model, &optim, &state, lora.is_some())?;
-            }
-            if state.stopped_early {
-                break 'epochs;
-            }
-            if end_of_epoch {
-                break;
-            }
-        }
-    }
-    progress.finish_and_clear();
-    let train_time_s = elapsed_before + started.elapsed().as_secs_f64();
+}
 
-    // The exported model: evaluate the best weights; multilabel thresholds come from
-    // validation (tuned there unless fixed), and are what test and `predict` use.
-    let infer_spec = ClassifierSpec {
-        require_head: kind != TaskKind::Embedding,
-        ..spec
-    };
-    let export_dir = run_dir.join("model");
-    let best = match lora {
-        Some(_) => {
-            export_task_model(config, &p, &best_dir, &export_dir, &[], None)?;
-            crate::model::lora::load_for_inference(&export_dir, &infer_spec, device)?.0
-        }
-        None => {
-            load_classifier(
-                &best_dir.join("model.safetensors"),
-                &p.model_dir.config,
-                &infer_spec,
-                device,
-            )?
-            .0
-        }
-    };
-    let mut thresholds: Option<Vec<f64>> = None;
-    let mut validation = None;
-    let mut test = None;
-    for s in [&p.validation, &p.test].into_iter().flatten() {
-        if s.name != "validation" && kind == TaskKind::Multilabel && thresholds.is_none() {
-            // No validation split: the configured threshold, or 0.5.
-            thresholds = Some(vec![config.task.threshold.unwrap_or(0.5); p.labels.len()]);
-        }
-        let e = evaluate(
-            &settings,
-            &best,
-            s,
-            &p.labels,
-            thresholds.as_deref(),
-            device,
-        )?;
-        if kind == TaskKind::Multilabel && thresholds.is_none() {
-            thresholds = Some(e.thresholds);
-        }
-        let th = thresholds.clone().unwrap_or_default();
-        predict::write_predictions(
-            run_dir,
-            s,
-            &e.outputs,
-            &p.labels,
-            &th,
-            e.positives.as_deref(),
-        )?;
-        if s.name == "validation" {
-            validation = Some(e.scores);
-        } else {
-            test = Some(e.scores);
-        }
+impl Objective for TaskObjective {
+    type Scores = Scores;
+
+    fn model_dir(&self) -> &ModelDir {
+        &self.p.model_dir
     }
-    if kind == TaskKind::Multilabel && thresholds.is_none() {
-        thresholds = Some(vec![config.task.threshold.unwrap_or(0.5); p.labels.len()]);
+
+    fn num_outputs(&self) -> usize {
+        self.p.labels.len()
     }
-    let thresholds = thresholds.unwrap_or_default();
-    export_task_model(
-        config,
-        &p,
-        &best_dir,
-        &export_dir,
-        &thresholds,
-        lora.is_none().then_some(&best),
-    )?;
-    if let Some(s) = &test {
-        let step = state.best_step.unwrap_or(state.step);
-        let scalars: Vec<(String, f64)> =
-            s.iter().map(|(k, v)| (format!("test/{k}"), *v)).collect();
-        let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        tensorboard.scalars(step, &refs)?;
+
+    fn has_head(&self) -> bool {
+        self.config.task.kind != TaskKind::Embedding
     }
-    tensorboard.flush()?;
-    for (name, s) in [("validation", &validation), ("test", &test)] {
-        if let Some(s) = s {
-            let line: Vec<String> = s.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-            tracing::info!("{name}: {}", line.join(", "));
-        }
+
+    fn train_lengths(&self) -> Vec<usize> {
+        self.p.train.tokens.iter().map(|t| t.ids.len()).collect()
     }
-    let metrics = RunMetrics {
-        labels: p.labels.clone(),
-        metric: t.metric.clone(),
-        best_step: state.best_step,
-        validation: None,
-        test: None,
-        steps: state.step,
-        stopped_early: state.stopped_early,
-        train_time_s,
-        train_examples_per_s: state.examples_seen as f64 / train_time_s.max(1e-9),
-        trainable_parameters: trainable,
-        task: kind,
-        validation_scores: validation,
-        test_scores: test,
-        warnings: Vec::new(),
-    };
-    let mut json = serde_json::to_value(&metrics).map_err(|e| Error::Engine(e.to_string()))?;
-    if let Some(obj) = json.as_object_mut() {
-        if kind == TaskKind::Multilabel {
-            obj.insert("thresholds".into(), serde_json::json!(thresholds));
-        }
-        // How many examples each split's scores were computed over.
-        let evaluated: serde_json::Map<String, serde_json::Value> = [&p.validation, &p.test]
-            .into_iter()
-            .flatten()
-            .map(|s| (s.name.clone(), serde_json::json!(s.texts.len())))
+
+    fn describe(&self) -> String {
+        format!(
+            "training {}: {} examples, {} outputs",
+            super::kind_name(self.config.task.kind),
+            self.p.train.tokens.len(),
+            self.p.labels.len()
+        )
+    }
+
+    fn normaliser(&self, group: &[Vec<usize>]) -> f64 {
+        let units: usize = group.iter().map(|b| self.p.train.loss_units(b)).sum();
+        units.max(1) as f64
+    }
+
+    fn loss_sum(
+        &self,
+        model: &SequenceClassifier,
+        idx: &[usize],
+        ad: &Device,
+    ) -> Result<Tensor<1>> {
+        let pad = self.p.tokenizer.pad_id();
+        Ok(batch_loss(&self.config, model, &self.p.train, idx, pad, ad))
+    }
+
+    fn validate(
+        &self,
+        model: &SequenceClassifier,
+        device: &Device,
+    ) -> Result<Option<Validation<Scores>>> {
+        let Some(val) = &self.p.validation else {
+            return Ok(None);
+        };
+        let scores = evaluate(&self.settings, model, val, &self.p.labels, None, device)?.scores;
+        let value = scores
+            .get(&self.config.train.metric)
+            .copied()
+            .unwrap_or(f64::NAN);
+        let scalars = scores
+            .iter()
+            .map(|(k, v)| (format!("validation/{k}"), *v))
             .collect();
-        obj.insert("evaluated_examples".into(), evaluated.into());
+        Ok(Some(Validation {
+            scores,
+            value,
+            scalars,
+            note: String::new(),
+        }))
     }
-    write_json(&run_dir.join("metrics.json"), &json)?;
-    tracing::info!(
-        "scores in {}, curves in metrics.jsonl and TensorBoard (report.html is drawn for classification runs)",
-        run_dir.join("metrics.json").display()
-    );
-    Ok(metrics)
+
+    fn finish(self, mut run: Finished<'_, Scores>) -> Result<RunMetrics> {
+        let (config, p) = (&self.config, &self.p);
+        let kind = config.task.kind;
+        // The exported model: evaluate the best weights; multilabel thresholds come from
+        // validation (tuned there unless fixed), and are what test and `predict` use.
+        let export_dir = run.run_dir.join("model");
+        if run.lora() {
+            export_task_model(config, p, &run.best_dir, &export_dir, &[], None)?;
+        }
+        let best = run.best_model(&export_dir)?;
+        let (validation, test, thresholds) =
+            self.evaluate_exported(&best, run.run_dir, run.device)?;
+        export_task_model(
+            config,
+            p,
+            &run.best_dir,
+            &export_dir,
+            &thresholds,
+            (!run.lora()).then_some(&best),
+        )?;
+        if let Some(s) = &test {
+            let scalars: Vec<(String, f64)> =
+                s.iter().map(|(k, v)| (format!("test/{k}"), *v)).collect();
+            let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            run.tensorboard.scalars(run.exported_step(), &refs)?;
+        }
+        run.tensorboard.flush()?;
+        for (name, s) in [("validation", &validation), ("test", &test)] {
+            if let Some(s) = s {
+                let line: Vec<String> = s.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                tracing::info!("{name}: {}", line.join(", "));
+            }
+        }
+        let metrics = RunMetrics {
+            labels: p.labels.clone(),
+            metric: config.train.metric.clone(),
+            best_step: run.state.best_step,
+            validation: None,
+            test: None,
+            steps: run.state.step,
+            stopped_early: run.state.stopped_early,
+            train_time_s: run.train_time_s,
+            train_examples_per_s: run.state.examples_seen as f64 / run.train_time_s.max(1e-9),
+            trainable_parameters: run.trainable,
+            task: kind,
+            validation_scores: validation,
+            test_scores: test,
+            warnings: Vec::new(),
+        };
+        let mut json = serde_json::to_value(&metrics).map_err(|e| Error::Engine(e.to_string()))?;
+        if let Some(obj) = json.as_object_mut() {
+            if kind == TaskKind::Multilabel {
+                obj.insert("thresholds".into(), serde_json::json!(thresholds));
+            }
+            // How many examples each split's scores were computed over.
+            let evaluated: serde_json::Map<String, serde_json::Value> = [&p.validation, &p.test]
+                .into_iter()
+                .flatten()
+                .map(|s| (s.name.clone(), serde_json::json!(s.texts.len())))
+                .collect();
+            obj.insert("evaluated_examples".into(), evaluated.into());
+        }
+        write_json(&run.run_dir.join("metrics.json"), &json)?;
+        tracing::info!(
+            "scores in {}, curves in metrics.jsonl and TensorBoard",
+            run.run_dir.join("metrics.json").display()
+        );
+        Ok(metrics)
+    }
+}
+
+impl TaskObjective {
+    /// Scores of the exported model on validation and test, with their predictions files,
+    /// and the multilabel thresholds (tuned on validation unless fixed; else
+    /// `task.threshold` or 0.5).
+    fn evaluate_exported(
+        &self,
+        best: &SequenceClassifier,
+        run_dir: &Path,
+        device: &Device,
+    ) -> Result<(Option<Scores>, Option<Scores>, Vec<f64>)> {
+        let (config, p) = (&self.config, &self.p);
+        let kind = config.task.kind;
+        let fixed = || vec![config.task.threshold.unwrap_or(0.5); p.labels.len()];
+        let mut thresholds: Option<Vec<f64>> = None;
+        let (mut validation, mut test) = (None, None);
+        for s in [&p.validation, &p.test].into_iter().flatten() {
+            if s.name != "validation" && kind == TaskKind::Multilabel && thresholds.is_none() {
+                // No validation split: the configured threshold, or 0.5.
+                thresholds = Some(fixed());
+            }
+            let e = evaluate(
+                &self.settings,
+                best,
+                s,
+                &p.labels,
+                thresholds.as_deref(),
+                device,
+            )?;
+            if kind == TaskKind::Multilabel && thresholds.is_none() {
+                thresholds = Some(e.thresholds);
+            }
+            let th = thresholds.clone().unwrap_or_default();
+            predict::write_predictions(
+                run_dir,
+                s,
+                &e.outputs,
+                &p.labels,
+                &th,
+                e.positives.as_deref(),
+            )?;
+            if s.name == "validation" {
+                validation = Some(e.scores);
+            } else {
+                test = Some(e.scores);
+            }
+        }
+        if kind == TaskKind::Multilabel && thresholds.is_none() {
+            thresholds = Some(fixed());
+        }
+        Ok((validation, test, thresholds.unwrap_or_default()))
+    }
 }
 
 /// Write the exported model of a task run in HF layout: weights (or LoRA adapters), a

@@ -1,0 +1,616 @@
+//! The one training loop, for every task: setup → epochs of accumulation groups → gradient
+//! step → optimiser step → evaluation, best checkpoint and resumable checkpoint → the task's
+//! finish (export, final evaluation, run files).
+//!
+//! What differs between tasks is behind [`Objective`] (targets, loss, validation scores,
+//! what is written at the end); what differs between devices is behind [`GradientStep`];
+//! what differs between strategies is decided before the loop ([`super::strategy`]: frozen
+//! tensors, LoRA, layer-wise rates) or by a component the loop asks each step
+//! ([`super::strategy::Unfreezing`]). The loop itself has no task, device or strategy branch.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::state::{
+    EvalRecord, TrainState, restore, resume_point, rewrite_history, save_checkpoint, save_weights,
+};
+use super::step::{optimizer_step, step_seed};
+use super::strategy::{
+    Unfreezing, build_optimizer, layer_schedules, model_param_ids, trainable_model,
+    trainable_params,
+};
+use super::{TrainOptions, progress_bar};
+use crate::batch::{epoch_batches, epoch_seed};
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::model::weights::{ClassifierSpec, DropoutOverride, load_classifier};
+use crate::model::{ModelDir, SequenceClassifier};
+
+use crate::schedule::{Schedule, warmup_steps};
+use crate::tensorboard::EventWriter;
+
+/// What a task contributes to the training loop. Implemented by classification
+/// ([`crate::task::classification`]) and by the other tasks ([`crate::task::run`]); a new task
+/// implements it once and gets every strategy, resume, early stopping, search pruning and
+/// TensorBoard for free.
+pub(crate) trait Objective {
+    /// One validation's scores (`validation` of a `metrics.jsonl` line).
+    type Scores: Serialize + DeserializeOwned + Clone;
+
+    /// The pretrained model it fine-tunes.
+    fn model_dir(&self) -> &ModelDir;
+    /// Outputs of the head (classes, labels, tags; 1 for regression and embedding).
+    fn num_outputs(&self) -> usize;
+    /// Whether the trained model has a head to load (an embedding model has none).
+    fn has_head(&self) -> bool {
+        true
+    }
+    /// Token count of every training example, in order (length-grouped batching).
+    fn train_lengths(&self) -> Vec<usize>;
+    /// Indices of the training examples that make up `epoch` (with repeats when
+    /// oversampling); all of them, once, by default.
+    fn epoch_sample(&self, epoch: usize) -> Vec<usize> {
+        let _ = epoch;
+        (0..self.train_lengths().len()).collect()
+    }
+    /// One line saying what is trained (logged once, with the step counts appended).
+    fn describe(&self) -> String;
+    /// Once before the first step, with the model as built or resumed: teacher logits,
+    /// cached features. `device` is the inference device, `ad` its autodiff version.
+    fn setup(&mut self, model: &SequenceClassifier, device: &Device, ad: &Device) -> Result<()> {
+        let _ = (model, device, ad);
+        Ok(())
+    }
+    /// At the start of every epoch (augmentation redraws its inputs here).
+    fn begin_epoch(&mut self, epoch: usize, progress: &indicatif::ProgressBar) -> Result<()> {
+        let _ = (epoch, progress);
+        Ok(())
+    }
+    /// What the summed losses of one accumulation group are divided by (examples, class
+    /// weights or labelled pieces), so accumulated micro-batches equal one large batch.
+    fn normaliser(&self, group: &[Vec<usize>]) -> f64;
+    /// The summed loss of training examples `idx`: a `[1]` tensor on the autodiff device.
+    fn loss_sum(&self, model: &SequenceClassifier, idx: &[usize], ad: &Device)
+    -> Result<Tensor<1>>;
+    /// Scores of `model` (inference mode) on the validation split; `None` without one.
+    fn validate(
+        &self,
+        model: &SequenceClassifier,
+        device: &Device,
+    ) -> Result<Option<Validation<Self::Scores>>>;
+    /// After the last step: export the best model, evaluate it, write the run's files.
+    fn finish(self, run: Finished<'_, Self::Scores>) -> Result<super::RunMetrics>;
+}
+
+/// One validation, as the loop needs it.
+pub(crate) struct Validation<S> {
+    /// The scores (kept in the history).
+    pub scores: S,
+    /// The selection metric's value (`train.metric`).
+    pub value: f64,
+    /// TensorBoard scalars, e.g. `("validation/accuracy", 0.9)`.
+    pub scalars: Vec<(String, f64)>,
+    /// Appended to the log line, e.g. ` (accuracy 0.9, macro-F1 0.9)`.
+    pub note: String,
+}
+
+/// What the loop hands to [`Objective::finish`].
+pub(crate) struct Finished<'a, S> {
+    /// The run's config.
+    pub config: &'a RunConfig,
+    /// The run directory.
+    pub run_dir: &'a Path,
+    /// Inference device.
+    pub device: &'a Device,
+    /// `run_dir/best`: the best weights (or LoRA adapters and head).
+    pub best_dir: PathBuf,
+    /// The head the model was built with.
+    pub spec: ClassifierSpec,
+    /// The model's config (a distillation student's layer count applied).
+    pub model_config: crate::model::BertConfig,
+    /// Whether the exported model has a head ([`Objective::has_head`]).
+    pub has_head: bool,
+    /// The final training state (history, best step, steps done).
+    pub state: TrainState<EvalRecord<S>>,
+    /// Training wall time in seconds, across resumes.
+    pub train_time_s: f64,
+    /// Trainable parameters at the end (the last unfreezing stage's).
+    pub trainable: usize,
+    /// The run's TensorBoard writer (test scalars go to the best step).
+    pub tensorboard: EventWriter,
+}
+
+impl<S> Finished<'_, S> {
+    /// Whether the run trains LoRA adapters.
+    pub fn lora(&self) -> bool {
+        self.config.strategy.lora.is_some()
+    }
+
+    /// The exported model loaded for inference: full weights from `best/`, or for LoRA the
+    /// base model with the adapters of `export_dir` (which must already hold them).
+    pub fn best_model(&self, export_dir: &Path) -> Result<SequenceClassifier> {
+        let spec = ClassifierSpec {
+            require_head: self.has_head,
+            ..self.spec.clone()
+        };
+        if self.lora() {
+            return Ok(crate::model::lora::load_for_inference(export_dir, &spec, self.device)?.0);
+        }
+        Ok(load_classifier(
+            &self.best_dir.join("model.safetensors"),
+            &self.model_config,
+            &spec,
+            self.device,
+        )?
+        .0)
+    }
+
+    /// The step whose weights were exported (the best one, else the last).
+    pub fn exported_step(&self) -> usize {
+        self.state.best_step.unwrap_or(self.state.step)
+    }
+}
+
+/// How the gradients of one accumulation group are computed. This is the seam where
+/// several devices plug in (as burn-train's learner strategies do): a data-parallel step
+/// splits the group over devices and sums their gradients, and nothing else in the loop
+/// changes. [`SingleDevice`] is the only implementation today.
+pub(crate) trait GradientStep {
+    /// Gradients of the mean loss over `group` (micro-batches of training example indices)
+    /// and that mean loss. Dropout is reseeded before every micro-batch from
+    /// `(seed, step, micro-batch)`, so a resumed run retraces an uninterrupted one.
+    fn gradients<O: Objective>(
+        &self,
+        objective: &O,
+        model: &SequenceClassifier,
+        group: &[Vec<usize>],
+        step: usize,
+    ) -> Result<(GradientsAccumulator<SequenceClassifier>, f64)>;
+}
+
+/// All micro-batches on one (autodiff) device.
+pub(crate) struct SingleDevice {
+    /// The autodiff device.
+    pub ad: Device,
+    /// The run seed.
+    pub seed: u64,
+}
+
+impl GradientStep for SingleDevice {
+    fn gradients<O: Objective>(
+        &self,
+        objective: &O,
+        model: &SequenceClassifier,
+        group: &[Vec<usize>],
+        step: usize,
+    ) -> Result<(GradientsAccumulator<SequenceClassifier>, f64)> {
+        let normaliser = objective.normaliser(group);
+        let mut accumulator = GradientsAccumulator::new();
+        let mut group_loss = 0.0f64;
+        for (micro, idx) in group.iter().enumerate() {
+            self.ad.seed(step_seed(self.seed, step, micro));
+            let loss = objective
+                .loss_sum(model, idx, &self.ad)?
+                .div_scalar(normaliser);
+            let value = crate::model::weights::to_vec(loss.clone().detach())?;
+            group_loss += f64::from(value.first().copied().unwrap_or(f32::NAN));
+            let grads = GradientsParams::from_grads(loss.backward(), model);
+            accumulator.accumulate(model, grads);
+        }
+        Ok((accumulator, group_loss))
+    }
+}
+
+/// The optimiser side of a run: built once, restored on resume.
+struct Optimisation {
+    optim: ModuleOptimizer,
+    lr_groups: burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
+    schedule: Schedule,
+    total_steps: usize,
+    steps_per_epoch: usize,
+}
+
+/// Train `objective` in `run_dir` and hand the result to its [`Objective::finish`].
+/// Status, index and panics are the caller's ([`super::train`]).
+pub(crate) fn fit<O: Objective>(
+    config: &RunConfig,
+    options: &TrainOptions,
+    run_dir: &Path,
+    device: &Device,
+    mut objective: O,
+) -> Result<super::RunMetrics> {
+    let t = &config.train;
+    let ad = device.clone().autodiff();
+    let Start {
+        mut model,
+        mut opt,
+        mut state,
+        mut trainable,
+        all_params,
+        spec,
+        mut tensorboard,
+    } = start(config, options, run_dir, device, &ad, &mut objective)?;
+    let lora = config.strategy.lora.is_some();
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let lengths = objective.train_lengths();
+    let stepper = SingleDevice {
+        ad: ad.clone(),
+        seed: t.seed,
+    };
+    let mut unfreezing = config
+        .strategy
+        .gradual_unfreeze
+        .then(|| Unfreezing::new(config, &objective.model_dir().config, all_params));
+    let progress = progress_bar(options.progress, opt.total_steps as u64, state.step as u64);
+    let best_dir = run_dir.join("best");
+    let clock = Clock::start(&state);
+    'epochs: while state.epoch < t.epochs && state.step < opt.total_steps && !state.stopped_early {
+        let sample = objective.epoch_sample(state.epoch);
+        let sample_lengths: Vec<usize> = sample.iter().map(|&i| lengths[i]).collect();
+        let batches: Vec<Vec<usize>> = epoch_batches(
+            &sample_lengths,
+            t.batch_size,
+            t.length_bucketing,
+            epoch_seed(t.seed, state.epoch),
+        )
+        .into_iter()
+        .map(|b| b.into_iter().map(|j| sample[j]).collect())
+        .collect();
+        objective.begin_epoch(state.epoch, &progress)?;
+        while state.batch_in_epoch < batches.len() {
+            if state.step >= opt.total_steps {
+                break 'epochs;
+            }
+            if let Some(u) = unfreezing.as_mut() {
+                let (m, now) = progress.suspend(|| u.stage_at(model, (state.step, state.epoch)))?;
+                model = m;
+                trainable = now.unwrap_or(trainable);
+            }
+            let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
+            let group = &batches[state.batch_in_epoch..group_end];
+            let group_size: usize = group.iter().map(Vec::len).sum();
+            let (accumulator, group_loss) =
+                stepper.gradients(&objective, &model, group, state.step)?;
+            let lr;
+            (model, lr) = optimizer_step(
+                config,
+                model,
+                &mut opt.optim,
+                &mut opt.lr_groups,
+                &opt.schedule,
+                accumulator,
+                group_loss,
+                (state.step, state.epoch),
+            )?;
+            state.step += 1;
+            state.batch_in_epoch = group_end;
+            state.examples_seen += group_size;
+            state.loss_since_eval.0 += group_loss * group_size as f64;
+            state.loss_since_eval.1 += group_size;
+            tensorboard.scalars(
+                state.step,
+                &[("train/loss", group_loss), ("train/learning_rate", lr)],
+            )?;
+            progress.set_position(state.step as u64);
+            progress.set_message(format!(
+                "epoch {}/{} loss {group_loss:.4} lr {lr:.2e} {:.1} ex/s",
+                state.epoch + 1,
+                t.epochs,
+                clock.rate(&state)
+            ));
+
+            let end_of_epoch = state.batch_in_epoch >= batches.len();
+            let eval_now = end_of_epoch
+                || state.step >= opt.total_steps
+                || (t.eval_every_steps > 0 && state.step.is_multiple_of(t.eval_every_steps));
+            if eval_now {
+                state.elapsed_s = clock.elapsed();
+                let ctx = EvalContext {
+                    config,
+                    options,
+                    device,
+                    best_dir: &best_dir,
+                    metrics_path: &metrics_path,
+                    steps_per_epoch: opt.steps_per_epoch,
+                    lr,
+                };
+                evaluate(
+                    &ctx,
+                    &objective,
+                    &model,
+                    &mut state,
+                    &mut tensorboard,
+                    &progress,
+                )?;
+            }
+            if end_of_epoch {
+                state.epoch += 1;
+                state.batch_in_epoch = 0;
+            }
+            if eval_now
+                || (t.checkpoint_every_steps > 0
+                    && state.step.is_multiple_of(t.checkpoint_every_steps))
+            {
+                state.elapsed_s = clock.elapsed();
+                save_checkpoint(run_dir, &model, &opt.optim, &state, lora)?;
+            }
+            if state.stopped_early {
+                break 'epochs;
+            }
+            if end_of_epoch {
+                break;
+            }
+        }
+    }
+    progress.finish_and_clear();
+    let train_time_s = clock.elapsed();
+    let model_config = objective.model_dir().config.clone();
+    let has_head = objective.has_head();
+    objective.finish(Finished {
+        config,
+        run_dir,
+        device,
+        best_dir,
+        spec,
+        model_config,
+        has_head,
+        state,
+        train_time_s,
+        trainable,
+        tensorboard,
+    })
+}
+
+/// What a run starts from, fresh or resumed.
+struct Start<S> {
+    model: SequenceClassifier,
+    opt: Optimisation,
+    state: TrainState<EvalRecord<S>>,
+    trainable: usize,
+    all_params: usize,
+    spec: ClassifierSpec,
+    tensorboard: EventWriter,
+}
+
+/// Build the model to train (pretrained weights or the checkpoint being resumed, LoRA,
+/// frozen tensors), its optimiser and schedule, the state and history, and let the
+/// objective set itself up.
+fn start<O: Objective>(
+    config: &RunConfig,
+    options: &TrainOptions,
+    run_dir: &Path,
+    device: &Device,
+    ad: &Device,
+    objective: &mut O,
+) -> Result<Start<O::Scores>> {
+    let t = &config.train;
+    let spec = ClassifierSpec {
+        // An embedding model has no head; a one-output head is built and never used.
+        num_labels: objective.num_outputs().max(1),
+        pooling: config.model.pooling,
+        dropout: DropoutOverride {
+            hidden: config.model.hidden_dropout,
+            attention: config.model.attention_dropout,
+        },
+        seed: t.seed,
+        require_head: false,
+    };
+    // Resume: weights and state from the latest checkpoint; otherwise the pretrained model.
+    let resume_from = resume_point(run_dir, options.resume)?;
+    let lora = config.strategy.lora.is_some();
+    let (model, load_report, frozen_size) = trainable_model(
+        config,
+        objective.model_dir(),
+        &spec,
+        resume_from.as_deref(),
+        ad,
+    )?;
+    if resume_from.is_none() {
+        log_load_report(&load_report, objective.has_head(), objective.num_outputs());
+    }
+    let (optim, all_params) = build_optimizer(config, &model);
+    // With gradual unfreezing this is updated per stage and ends as the last stage's count.
+    let trainable = if lora {
+        trainable_params(&model)
+    } else {
+        all_params - frozen_size
+    };
+    if let Some(opts) = &config.strategy.lora {
+        tracing::info!(
+            "LoRA rank {} alpha {} on {:?}: {trainable} trainable parameters (adapters + head) of {all_params}",
+            opts.rank,
+            opts.alpha,
+            opts.targets
+        );
+    }
+    let mut state: TrainState<EvalRecord<O::Scores>> = TrainState::start(model_param_ids(&model));
+    let mut optim = optim;
+    if let Some(dir) = &resume_from {
+        (optim, state) = restore(dir, optim, &model)?;
+    }
+    // metrics.jsonl always equals the checkpoint's history plus what follows.
+    let metrics_path = run_dir.join("metrics.jsonl");
+    rewrite_history(&metrics_path, &state.history)?;
+    // TensorBoard curves (`tensorboard --logdir runs/`); a resumed run adds a file.
+    let tensorboard = EventWriter::create(run_dir)?;
+    objective.setup(&model, device, ad)?;
+    let opt = optimisation(config, objective, optim, state.step);
+    tracing::info!(
+        "{}, {} epochs × {} steps (batch {} × accumulation {}), {} warm-up steps, {trainable} trainable parameters",
+        objective.describe(),
+        t.epochs,
+        opt.steps_per_epoch,
+        t.batch_size,
+        t.gradient_accumulation,
+        opt.schedule.warmup,
+    );
+
+    Ok(Start {
+        model,
+        opt,
+        state,
+        trainable,
+        all_params,
+        spec,
+        tensorboard,
+    })
+}
+
+/// Step counts, schedule, optimiser and per-layer rates of a run from `step` on.
+fn optimisation<O: Objective>(
+    config: &RunConfig,
+    objective: &O,
+    optim: ModuleOptimizer,
+    step: usize,
+) -> Optimisation {
+    let t = &config.train;
+    let epoch_size = objective.epoch_sample(0).len();
+    let batches_per_epoch = epoch_size.div_ceil(t.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(t.gradient_accumulation);
+    let mut total_steps = steps_per_epoch * t.epochs;
+    if t.max_steps > 0 {
+        total_steps = total_steps.min(t.max_steps);
+    }
+    let schedule = Schedule {
+        kind: t.scheduler,
+        base_lr: t.learning_rate,
+        warmup: warmup_steps(total_steps, t.warmup_ratio, t.warmup_steps),
+        total: total_steps,
+    };
+    let lr_groups = layer_schedules(config, &objective.model_dir().config, schedule, step);
+    Optimisation {
+        optim,
+        lr_groups,
+        schedule,
+        total_steps,
+        steps_per_epoch,
+    }
+}
+
+/// Training time and throughput across resumes.
+struct Clock {
+    started: Instant,
+    elapsed_before: f64,
+    examples_before: usize,
+}
+
+impl Clock {
+    fn start<R>(state: &TrainState<R>) -> Self {
+        Clock {
+            started: Instant::now(),
+            elapsed_before: state.elapsed_s,
+            examples_before: state.examples_seen,
+        }
+    }
+
+    /// Seconds of training, this process and the ones it resumed.
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Training examples per second in this process.
+    fn rate<R>(&self, state: &TrainState<R>) -> f64 {
+        let secs = self.started.elapsed().as_secs_f64();
+        (state.examples_seen - self.examples_before) as f64 / secs.max(1e-9)
+    }
+}
+
+/// What an evaluation during training needs besides the model and state.
+struct EvalContext<'a> {
+    config: &'a RunConfig,
+    options: &'a TrainOptions,
+    device: &'a Device,
+    best_dir: &'a Path,
+    metrics_path: &'a Path,
+    steps_per_epoch: usize,
+    lr: f64,
+}
+
+/// Validate, log, record the history, keep the best weights, decide early stopping and ask
+/// the search's pruning hook. Without validation data the last model is the one exported.
+fn evaluate<O: Objective>(
+    ctx: &EvalContext<'_>,
+    objective: &O,
+    model: &SequenceClassifier,
+    state: &mut TrainState<EvalRecord<O::Scores>>,
+    tensorboard: &mut EventWriter,
+    progress: &indicatif::ProgressBar,
+) -> Result<()> {
+    let t = &ctx.config.train;
+    let lora = ctx.config.strategy.lora.is_some();
+    let Some(v) = objective.validate(&model.valid(), ctx.device)? else {
+        state.best_step = Some(state.step);
+        return save_weights(model, ctx.best_dir, lora);
+    };
+    let record = EvalRecord {
+        step: state.step,
+        epoch: state.step as f64 / ctx.steps_per_epoch as f64,
+        train_loss: state.loss_since_eval.0 / state.loss_since_eval.1.max(1) as f64,
+        learning_rate: ctx.lr,
+        validation: v.scores,
+        elapsed_s: state.elapsed_s,
+    };
+    let msg = format!(
+        "step {} epoch {:.2}: train loss {:.4}, validation {} {:.4}{}",
+        record.step, record.epoch, record.train_loss, t.metric, v.value, v.note
+    );
+    progress.suspend(|| tracing::info!("{msg}"));
+    let mut scalars = v.scalars;
+    scalars.push(("train/epoch_loss".into(), record.train_loss));
+    let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    tensorboard.scalars(state.step, &refs)?;
+    tensorboard.flush()?;
+    state.history.push(record);
+    state.loss_since_eval = (0.0, 0);
+    if state.record_validation(
+        v.value,
+        ctx.config.metric_higher_is_better(),
+        t.early_stopping_patience,
+    ) {
+        save_weights(model, ctx.best_dir, lora)?;
+    } else if state.stopped_early {
+        progress.suspend(|| {
+            tracing::info!(
+                "early stopping: no improvement of validation {} in {} evaluations",
+                t.metric,
+                state.evals_without_improvement
+            )
+        });
+    }
+    rewrite_history(ctx.metrics_path, &state.history)?;
+    if let Some(hook) = &ctx.options.on_eval {
+        let evaluation = state.history.len();
+        if (hook.0)(evaluation, state.step, v.value) {
+            tensorboard.flush()?;
+            return Err(Error::Pruned {
+                evaluation,
+                step: state.step,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What loading the pretrained weights did that a user should know: a fresh head or pooler,
+/// tensors of the file left unused.
+fn log_load_report(report: &crate::model::weights::LoadReport, has_head: bool, outputs: usize) {
+    if report.classifier_initialized && has_head {
+        tracing::info!("classifier head initialised for {outputs} outputs");
+    }
+    if report.pooler_initialized {
+        tracing::info!("pooler initialised (the pretrained weights have none)");
+    }
+    if !report.unused_tensors.is_empty() {
+        tracing::info!(
+            "{} tensors in the pretrained weights are not used: {:?}",
+            report.unused_tensors.len(),
+            report.unused_tensors
+        );
+    }
+}
