@@ -716,7 +716,8 @@ fn teacher_logits(
     // The same refusals as `data check` (labels, position table), before the weights load.
     check_teacher(config, &p.labels)?;
     let teacher =
-        crate::infer::Classifier::load(&d.teacher, Some(config.model.max_length), device)?;
+        crate::predictor::Predictor::load(&d.teacher, Some(config.model.max_length), device)?
+            .classifier("a distillation teacher")?;
     let tokens = teacher.tokenize(&p.train.examples)?;
     crate::infer::log_truncated(
         &tokens,
