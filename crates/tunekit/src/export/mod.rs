@@ -125,6 +125,18 @@ fn write(p: &Plain, format: ExportFormat, out: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let main = match format {
         ExportFormat::Hf => {
+            if p.model.pooling == crate::model::Pooling::Mean
+                && !matches!(p.kind, TaskKind::TokenClassification | TaskKind::Embedding)
+            {
+                // Never silent: the weights load, but transformers computes something else.
+                tracing::warn!(
+                    "{}: trained with mean pooling, but transformers' {} pools the [CLS] token: \
+                     transformers will load this export and predict differently from tunekit \
+                     (train with model.pooling = \"cls\" for an export transformers reproduces)",
+                    p.dir.display(),
+                    p.kind.hf_architecture().0
+                );
+            }
             let path = out.join("model.safetensors");
             crate::model::weights::write_safetensors(hf_tensors(p)?, &path)?;
             path
