@@ -5,7 +5,8 @@ Used by the test `crates/tunekit-cli/tests/export_formats.rs` (pip install onnxr
 `scripts/test-deps.sh` installs it). Input: a JSON file with batches, each
 {"input_ids": [[...]], "attention_mask": [[...]], "token_type_ids": [[...]]} (padded, int);
 output on stdout: {"ort_version": ..., "inputs": [...names...], "outputs": [...],
-"logits": [batch0_rows, batch1_rows, ...]}.
+"logits": [batch0_rows, batch1_rows, ...]} (the values of the graph's output, whatever its name:
+`logits`, or `sentence_embedding` for an embedding model).
 
     python3 tools/onnx_logits.py MODEL.onnx INPUTS.json [--no-optimizations]
 
@@ -30,13 +31,15 @@ def main():
     out = []
     for b in batches:
         feed = {k: np.asarray(b[k], dtype=np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
-        (logits,) = sess.run(["logits"], feed)
+        # The graph's one output: `logits`, or `sentence_embedding` for embedding models.
+        (logits,) = sess.run([sess.get_outputs()[0].name], feed)
         out.append(logits.astype(float).tolist())
     json.dump({
         "ort_version": ort.__version__,
         "inputs": [i.name for i in sess.get_inputs()],
         "input_shapes": [[str(d) for d in i.shape] for i in sess.get_inputs()],
         "outputs": [o.name for o in sess.get_outputs()],
+        "output_shapes": [[str(d) for d in o.shape] for o in sess.get_outputs()],
         "logits": out,
     }, sys.stdout)
 

@@ -979,54 +979,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Merge { model, out } => {
-            let clf = tunekit::infer::Classifier::load(&model, None, &device)?;
+            let clf = tunekit::predictor::Predictor::load(&model, None, &device)?;
             clf.merge_into(&out)?;
             println!("merged model: {}", out.display());
             Ok(())
         }
         Command::Eval(args) => {
-            if let Some(tm) =
-                tunekit::task::predict::TaskModel::load(&args.model, args.max_length, &device)?
-            {
-                let tm = tm.with_precision(args.precision)?;
-                let spec = match tm.meta.kind {
-                    // CoNLL: the spec carries only the encoding options.
-                    tunekit::task::TaskKind::TokenClassification => {
-                        Some(args.data_args.spec(args.data.clone(), None)?)
-                    }
-                    // Pairs are their own targets: no label column.
-                    tunekit::task::TaskKind::Embedding => {
-                        Some(args.data_args.spec(args.data.clone(), None)?)
-                    }
-                    _ => Some(
-                        args.data_args
-                            .spec(args.data.clone(), Some(args.label_column))?,
-                    ),
-                };
-                let report = tm.evaluate(&args.data, spec.as_ref(), args.batch_size)?;
-                if report.truncated > 0 {
-                    tracing::info!(
-                        "{} of {} examples truncated to {} tokens",
-                        report.truncated,
-                        report.examples,
-                        tm.tokenizer.max_length()
-                    );
-                }
-                return write_output(
-                    args.output.as_ref(),
-                    &serde_json::to_string_pretty(&report)?,
-                );
-            }
-            let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?
+            let clf = tunekit::predictor::Predictor::load(&args.model, args.max_length, &device)?
                 .with_precision(args.precision)?;
             let spec = args.data_args.spec(args.data, Some(args.label_column))?;
-            let report = clf.evaluate_file(&spec, args.batch_size, args.robustness)?;
-            if let Some(r) = &report.robustness {
+            let report = clf.evaluate(&spec, args.batch_size, args.robustness)?;
+            if let tunekit::predictor::Evaluation::Classification(r) = &report
+                && let Some(perturbed) = &r.robustness
+            {
                 eprintln!(
                     "clean accuracy {:.4}; under perturbation:",
-                    report.metrics.accuracy
+                    r.metrics.accuracy
                 );
-                for p in r {
+                for p in perturbed {
                     eprintln!(
                         "  {:<24} accuracy {:.4} ({:+.4}), flipped {:.1}% ({} inputs changed)",
                         format!("{:?}", p.perturbation),
@@ -1037,12 +1007,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
-            if report.truncated > 0 {
+            if report.truncated() > 0 {
                 tracing::info!(
                     "{} of {} examples truncated to {} tokens",
-                    report.truncated,
-                    report.examples,
-                    report.max_length
+                    report.truncated(),
+                    report.examples(),
+                    clf.tokenizer.max_length()
                 );
             }
             write_output(
@@ -1051,23 +1021,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Predict(args) => {
-            if let Some(tm) =
-                tunekit::task::predict::TaskModel::load(&args.model, args.max_length, &device)?
-            {
-                let tm = tm.with_precision(args.precision)?;
-                // For CoNLL input the spec carries only the encoding options.
-                let spec = Some(args.data_args.spec(args.input.clone(), None)?);
-                let (n, truncated) =
-                    tm.predict(&args.input, spec.as_ref(), &args.output, args.batch_size)?;
-                eprintln!(
-                    "{n} inputs predicted -> {} ({truncated} truncated to {} tokens)",
-                    args.output.display(),
-                    tm.tokenizer.max_length()
-                );
-                return Ok(());
-            }
-            let clf = tunekit::infer::Classifier::load(&args.model, args.max_length, &device)?
+            let clf = tunekit::predictor::Predictor::load(&args.model, args.max_length, &device)?
                 .with_precision(args.precision)?;
+            // For CoNLL input (token classification) the spec carries only the encoding options.
             let spec = args.data_args.spec(args.input, None)?;
             let bar = if progress {
                 indicatif::ProgressBar::new_spinner()
@@ -1079,8 +1035,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 bar.tick();
             })?;
             bar.finish_and_clear();
+            let unit = if clf.kind().is_classification() {
+                "rows"
+            } else {
+                "inputs"
+            };
             eprintln!(
-                "{} rows predicted -> {} ({} truncated to {} tokens){}",
+                "{} {unit} predicted -> {} ({} truncated to {} tokens){}",
                 summary.rows,
                 args.output.display(),
                 summary.truncated,
@@ -1162,6 +1123,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 request_timeout: std::time::Duration::from_millis(a.request_timeout_ms),
                 drift_window: a.drift_window,
                 precision: a.precision,
+                device: device.clone(),
             };
             let state = tunekit_serve::load(&a.model, config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -48,7 +48,7 @@ fn safetensors_shapes(path: &Path) -> BTreeMap<String, Vec<usize>> {
 /// tunekit's own logits for the sentences (the library, as `predict` computes them).
 fn tunekit_logits(model: &Path) -> Vec<Vec<f32>> {
     let device = tunekit::device::device(tunekit::device::DeviceKind::Cpu).unwrap();
-    let clf = tunekit::infer::Classifier::load(model.to_str().unwrap(), None, &device).unwrap();
+    let clf = tunekit::predictor::Predictor::load(model.to_str().unwrap(), None, &device).unwrap();
     let tokens = clf.tokenizer.encode_batch(&SENTENCES, None).unwrap();
     let (flat, width) =
         tunekit::infer::logits(&clf.model, &tokens, 8, clf.tokenizer.pad_id(), &device).unwrap();
@@ -114,7 +114,8 @@ fn onnx_runtime_reproduces_tunekit_logits_with_and_without_padding() {
 
     let want = tunekit_logits(&model_dir);
     let device = tunekit::device::device(tunekit::device::DeviceKind::Cpu).unwrap();
-    let clf = tunekit::infer::Classifier::load(model_dir.to_str().unwrap(), None, &device).unwrap();
+    let clf =
+        tunekit::predictor::Predictor::load(model_dir.to_str().unwrap(), None, &device).unwrap();
     let tokens = clf.tokenizer.encode_batch(&SENTENCES, None).unwrap();
     // One padded batch of all five, then each sentence alone (no padding).
     let mut batches = vec![batch_json(&tokens)];

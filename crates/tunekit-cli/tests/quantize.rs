@@ -60,9 +60,10 @@ fn int8_model_is_smaller_runs_int8_and_predicts_like_f32() {
     // Loaded for inference with the int8 weights attached; its f32 weights are the dequantised
     // ones, within half a quantisation step of the originals.
     let device = tunekit::device::device(tunekit::device::DeviceKind::Cpu).unwrap();
-    let clf = tunekit::infer::Classifier::load(q.to_str().unwrap(), None, &device).unwrap();
+    let clf = tunekit::predictor::Predictor::load(q.to_str().unwrap(), None, &device).unwrap();
     let int8 = clf.model.bert.int8.clone().expect("int8 weights attached");
-    let f32_clf = tunekit::infer::Classifier::load(base.to_str().unwrap(), None, &device).unwrap();
+    let f32_clf =
+        tunekit::predictor::Predictor::load(base.to_str().unwrap(), None, &device).unwrap();
     assert!(f32_clf.model.bert.int8.is_none());
     let orig =
         tunekit::model::weights::to_vec(f32_clf.model.bert.layers[0].attention.query.weight.val())

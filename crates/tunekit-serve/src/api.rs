@@ -13,6 +13,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tunekit::infer::argmax;
+use tunekit::predictor::{Encoded, Prediction};
+use tunekit::task::TaskKind;
 
 use crate::AppState;
 use crate::worker::{Job, Kind, SubmitError};
@@ -128,13 +130,9 @@ fn parse<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Validate and tokenise inputs; returns tokens and how many were truncated.
-fn prepare(
-    state: &AppState,
-    tokenizer: &tunekit::tokenize::TextTokenizer,
-    inputs: Inputs,
-    truncate: Option<bool>,
-) -> Result<(Vec<tunekit::tokenize::Tokens>, bool, usize), ApiError> {
+/// Validate the request's texts (not empty, not too many, none blank); returns them and
+/// whether a single text (not a list) was sent.
+fn texts_of(state: &AppState, inputs: Inputs) -> Result<(Vec<String>, bool), ApiError> {
     let (texts, single) = match inputs {
         Inputs::One(t) => (vec![t], true),
         Inputs::Many(v) => (v, false),
@@ -164,44 +162,100 @@ fn prepare(
             format!("input {i} is empty"),
         ));
     }
-    let prepared: Vec<String> = match &state.preprocess {
-        Some(p) => texts.iter().map(|t| p.apply(t)).collect(),
-        None => Vec::new(),
-    };
-    let refs: Vec<&str> = if state.preprocess.is_some() {
-        prepared.iter().map(String::as_str).collect()
-    } else {
-        texts.iter().map(String::as_str).collect()
-    };
-    let tokens = tokenizer
-        .encode_batch(&refs, None)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Tokenizer", e.to_string()))?;
-    let truncated = tokens.iter().filter(|t| t.truncated).count();
+    Ok((texts, single))
+}
+
+/// How many inputs were truncated; with truncation off (server or request), a truncated
+/// input is refused (413) naming it.
+fn check_truncation(
+    state: &AppState,
+    inputs: &[Encoded],
+    truncate: Option<bool>,
+    max_length: usize,
+) -> Result<usize, ApiError> {
+    let truncated = inputs.iter().filter(|e| e.tokens.truncated).count();
     if truncated > 0 && !truncate.unwrap_or(state.config.truncate) {
-        let i = tokens.iter().position(|t| t.truncated).unwrap_or(0);
+        let i = inputs.iter().position(|e| e.tokens.truncated).unwrap_or(0);
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Validation",
             format!(
-                "input {i} is longer than the maximum of {} tokens; send `truncate: true` or shorten it",
-                tokenizer.max_length()
+                "input {i} is longer than the maximum of {max_length} tokens; send `truncate: true` or shorten it"
             ),
         ));
     }
-    Ok((tokens, single, truncated))
+    Ok(truncated)
+}
+
+/// Validate and encode inputs for /predict (the task decides how: see
+/// `tunekit::predictor::TextEncoder`); returns them, whether one text was sent, and how many
+/// were truncated.
+fn prepare_predict(
+    state: &AppState,
+    inputs: Inputs,
+    truncate: Option<bool>,
+) -> Result<(Vec<Encoded>, bool, usize), ApiError> {
+    let (texts, single) = texts_of(state, inputs)?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let encoded = state
+        .encoder
+        .encode(&refs)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Tokenizer", e.to_string()))?;
+    let truncated = check_truncation(
+        state,
+        &encoded,
+        truncate,
+        state.encoder.tokenizer.max_length(),
+    )?;
+    Ok((encoded, single, truncated))
+}
+
+/// Validate and tokenise inputs for /embed (the embedding max length, training-time
+/// preprocessing).
+fn prepare_embed(
+    state: &AppState,
+    inputs: Inputs,
+    truncate: Option<bool>,
+) -> Result<(Vec<Encoded>, usize), ApiError> {
+    let (texts, _) = texts_of(state, inputs)?;
+    let prepared: Vec<String> = match &state.encoder.preprocess {
+        Some(p) => texts.iter().map(|t| p.apply(t)).collect(),
+        None => texts,
+    };
+    let refs: Vec<&str> = prepared.iter().map(String::as_str).collect();
+    let tokens = state
+        .embed_tokenizer
+        .encode_batch(&refs, None)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Tokenizer", e.to_string()))?;
+    let encoded: Vec<Encoded> = tokens
+        .into_iter()
+        .map(|tokens| Encoded {
+            tokens,
+            words: Vec::new(),
+            word_ids: Vec::new(),
+            text: String::new(),
+        })
+        .collect();
+    let truncated = check_truncation(
+        state,
+        &encoded,
+        truncate,
+        state.embed_tokenizer.max_length(),
+    )?;
+    Ok((encoded, truncated))
 }
 
 async fn run_job(
     state: &AppState,
     kind: Kind,
-    tokens: Vec<tunekit::tokenize::Tokens>,
-) -> Result<Vec<Vec<f32>>, ApiError> {
+    inputs: Vec<Encoded>,
+) -> Result<Vec<Prediction>, ApiError> {
     let (tx, rx) = oneshot::channel();
     state
         .worker
         .submit(Job {
             kind,
-            tokens,
+            inputs,
             reply: tx,
         })
         .map_err(|e| match e {
@@ -250,32 +304,29 @@ async fn predict(
     let start = Instant::now();
     let result = async {
         let req: PredictRequest = parse(body)?;
-        if state.info.labels.is_empty() {
+        if state.kind == TaskKind::Embedding {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "Validation",
                 "this model has no classification head (a sentence-embedding model): use /embed",
             ));
         }
-        let (tokens, single, truncated) =
-            prepare(&state, &state.tokenizer, req.inputs, req.truncate)?;
-        let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
-        let probs = run_job(&state, Kind::Predict, tokens).await?;
-        let best: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
-        state.metrics.observe_predictions(&best, &lengths);
-        let rows: Vec<serde_json::Value> = probs
+        let (inputs, single, truncated) = prepare_predict(&state, req.inputs, req.truncate)?;
+        let lengths: Vec<usize> = inputs.iter().map(|e| e.tokens.ids.len()).collect();
+        let predictions = run_job(&state, Kind::Predict, inputs).await?;
+        let best: Vec<usize> = predictions
             .iter()
-            .map(|p| {
-                let mut scored: Vec<(f32, &String)> =
-                    p.iter().copied().zip(state.info.labels.iter()).collect();
-                scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-                serde_json::Value::Array(
-                    scored
-                        .into_iter()
-                        .map(|(s, l)| serde_json::json!({ "score": s, "label": l }))
-                        .collect(),
-                )
+            .filter_map(|p| match p {
+                Prediction::Classes(p) => Some(argmax(p)),
+                _ => None,
             })
+            .collect();
+        if best.len() == lengths.len() {
+            state.metrics.observe_predictions(&best, &lengths);
+        }
+        let rows: Vec<serde_json::Value> = predictions
+            .iter()
+            .map(|p| prediction_json(&state.info.labels, p))
             .collect();
         let body = if single {
             rows.into_iter().next().unwrap_or_default()
@@ -300,9 +351,15 @@ async fn embed(
     let start = Instant::now();
     let result = async {
         let req: EmbedRequest = parse(body)?;
-        let (tokens, _, truncated) =
-            prepare(&state, &state.embed_tokenizer, req.inputs, req.truncate)?;
-        let mut vectors = run_job(&state, Kind::Embed, tokens).await?;
+        let (inputs, truncated) = prepare_embed(&state, req.inputs, req.truncate)?;
+        let mut vectors: Vec<Vec<f32>> = run_job(&state, Kind::Embed, inputs)
+            .await?
+            .into_iter()
+            .map(|p| match p {
+                Prediction::Embedding(v) => v,
+                _ => Vec::new(),
+            })
+            .collect();
         if req.normalize.unwrap_or(state.embedding.normalize) {
             vectors
                 .iter_mut()
@@ -317,6 +374,46 @@ async fn embed(
     let resp = result.unwrap_or_else(IntoResponse::into_response);
     record(&state, "/embed", resp.status(), start);
     resp
+}
+
+/// One input's answer in JSON, by task:
+/// - classification: every label with its probability, best first (`[{"label","score"}]`,
+///   TEI's shape);
+/// - multilabel: `{"labels": [chosen labels], "scores": [{"label","score"}, …]}`, every label
+///   with its sigmoid probability, best first; chosen = at or over its tuned threshold;
+/// - regression: the predicted number;
+/// - token classification: the entities, `[{"entity_group","score","word","start","end"}]`
+///   (Hugging Face Inference API; character offsets into the input);
+/// - embedding (not answered by /predict): the vector.
+fn prediction_json(labels: &[String], p: &Prediction) -> serde_json::Value {
+    let scored = |probs: &[f32]| -> serde_json::Value {
+        let mut scored: Vec<(f32, &String)> = probs.iter().copied().zip(labels.iter()).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        serde_json::Value::Array(
+            scored
+                .into_iter()
+                .map(|(s, l)| serde_json::json!({ "score": s, "label": l }))
+                .collect(),
+        )
+    };
+    match p {
+        Prediction::Classes(probs) => scored(probs),
+        Prediction::Labels {
+            probabilities,
+            chosen,
+        } => {
+            let chosen: Vec<&String> = labels
+                .iter()
+                .zip(chosen)
+                .filter(|(_, c)| **c)
+                .map(|(l, _)| l)
+                .collect();
+            serde_json::json!({ "labels": chosen, "scores": scored(probabilities) })
+        }
+        Prediction::Value(v) => serde_json::json!(v),
+        Prediction::Entities(e) => serde_json::to_value(e).unwrap_or_default(),
+        Prediction::Embedding(v) => serde_json::json!(v),
+    }
 }
 
 async fn health() -> impl IntoResponse {

@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use api::router;
 use metrics::Metrics;
 use tunekit::drift::ReferenceStats;
-use tunekit::infer::Classifier;
+use tunekit::predictor::Predictor;
 pub use worker::Worker;
 
 /// Server limits and batching parameters.
@@ -52,6 +52,9 @@ pub struct ServeConfig {
     pub drift_window: usize,
     /// Number format of the encoder's linear-layer products (bf16: faster on AMX CPUs).
     pub precision: tunekit::model::Precision,
+    /// Where the model runs (`tunekit::device::device`: `--device`, checked against the
+    /// features this build has).
+    pub device: burn::tensor::Device,
 }
 
 impl Default for ServeConfig {
@@ -68,6 +71,7 @@ impl Default for ServeConfig {
             request_timeout: Duration::from_secs(30),
             drift_window: 1000,
             precision: tunekit::model::Precision::F32,
+            device: burn::tensor::Device::flex(),
         }
     }
 }
@@ -96,6 +100,9 @@ pub enum ServeError {
 pub struct ModelInfo {
     /// Model directory.
     pub model_dir: String,
+    /// The task (`classification`, `multilabel`, `regression`, `token_classification`,
+    /// `embedding`, …): what `/predict` answers (an embedding model answers `/embed` only).
+    pub task: String,
     /// Labels in class-id order.
     pub labels: Vec<String>,
     /// Max input length in tokens.
@@ -130,62 +137,32 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Limits.
     pub config: ServeConfig,
-    /// Tokenizer (the handlers tokenise so the worker only computes).
-    pub tokenizer: Arc<tunekit::tokenize::TextTokenizer>,
-    /// The model's training-time text preprocessing (cleaning, de-identification).
-    pub preprocess: Option<tunekit::prep::TextPreprocess>,
+    /// The model's task.
+    pub kind: tunekit::task::TaskKind,
+    /// Tokenizer, training-time preprocessing and task (the handlers encode so the worker
+    /// only computes).
+    pub encoder: Arc<tunekit::predictor::TextEncoder>,
     /// How /embed makes sentence vectors (the same as `tunekit embed`).
     pub embedding: tunekit::embed::EmbeddingConfig,
     /// Tokenizer at the embedding max length, for /embed.
     pub embed_tokenizer: Arc<tunekit::tokenize::TextTokenizer>,
 }
 
-/// Load `model` and build the server state (the worker thread starts here).
+/// Load `model` (any task, through [`Predictor`]) on `config.device` and build the server
+/// state (the worker thread starts here).
 pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeError> {
-    let device = burn::tensor::Device::flex();
-    let resolved = tunekit::hub::resolve_model(model).map_err(tunekit::Error::from)?;
-    // A sentence-embedding model (sentence-transformers files, no classification head) is
-    // served for /embed only.
-    // Only a model that is not a classifier falls back (no id2label, or a tunekit embedding
-    // model); any other load error (bad tunekit.json, a max length past the position table) is
-    // the user's to see, not hidden behind /embed.
-    let not_a_classifier = || -> Result<bool, ServeError> {
-        let meta_path = resolved.join(tunekit::model::TUNEKIT_META);
-        if meta_path.is_file() {
-            let meta: tunekit::infer::ModelMeta = tunekit::fsutil::read_json(&meta_path)?;
-            if meta
-                .task
-                .is_some_and(|t| t.kind == tunekit::task::TaskKind::Embedding)
-            {
-                return Ok(true);
-            }
-        }
-        let config = tunekit::model::BertConfig::from_file(&resolved.join("config.json"))?;
-        Ok(config.labels().is_none_or(|l| l.is_empty()))
-    };
-    let classifier = match Classifier::load(model, None, &device) {
-        Ok(c) => c,
-        Err(e) if resolved.join("modules.json").is_file() && not_a_classifier()? => {
-            tracing::info!("{e}: serving it as a sentence-embedding model (/embed only)");
-            encoder_only(model, &device)?
-        }
-        Err(e) => return Err(e.into()),
-    }
-    .with_precision(config.precision)?;
+    let device = config.device.clone();
+    let predictor = Predictor::load(model, None, &device)?.with_precision(config.precision)?;
     // /embed makes vectors as `tunekit embed` does (tunekit::embed): the model's pooling,
     // normalisation and max length.
-    let bert_config = tunekit::model::BertConfig::from_file(&classifier.dir.join("config.json"))?;
-    let embedding = tunekit::embed::EmbeddingConfig::resolve(
-        &classifier.dir,
-        &bert_config,
-        &tunekit::embed::EmbedOptions::default(),
-    )?;
+    let embedding = predictor.embedding_config()?;
+    let bert_config = tunekit::model::BertConfig::from_file(&predictor.dir.join("config.json"))?;
     let embed_tokenizer = Arc::new(tunekit::tokenize::TextTokenizer::for_model(
-        &classifier.dir.join("tokenizer.json"),
+        &predictor.dir.join("tokenizer.json"),
         embedding.max_length,
         &bert_config,
     )?);
-    let reference_path = classifier.dir.join(tunekit::drift::REFERENCE_FILE);
+    let reference_path = predictor.dir.join(tunekit::drift::REFERENCE_FILE);
     let reference: Option<ReferenceStats> = if reference_path.is_file() {
         Some(tunekit::fsutil::read_json(&reference_path)?)
     } else {
@@ -195,14 +172,22 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
         );
         None
     };
-    // The classifier's own tokenizer: the model's limits (position table, token types) come
+    let kind = predictor.kind();
+    if kind == tunekit::task::TaskKind::Embedding {
+        tracing::info!(
+            "{}: an embedding model: serving /embed (/predict refuses)",
+            predictor.dir.display()
+        );
+    }
+    // The predictor's own tokenizer: the model's limits (position table, token types) come
     // with it.
-    let tokenizer = Arc::new(classifier.tokenizer.clone());
+    let encoder = Arc::new(predictor.text_encoder());
     let info = ModelInfo {
-        model_dir: classifier.dir.display().to_string(),
-        labels: classifier.labels.clone(),
-        max_input_length: classifier.tokenizer.max_length(),
-        pooling: format!("{:?}", classifier.model.pooling).to_lowercase(),
+        model_dir: predictor.dir.display().to_string(),
+        task: predictor.kind_name().to_string(),
+        labels: predictor.labels.clone(),
+        max_input_length: predictor.tokenizer.max_length(),
+        pooling: format!("{:?}", predictor.model.pooling).to_lowercase(),
         embedding_pooling: embedding.pooling.name().to_string(),
         embedding_normalize: embedding.normalize,
         embedding_max_input_length: embedding.max_length,
@@ -212,11 +197,16 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
         max_batch_tokens: config.max_batch_tokens,
         auto_truncate: config.truncate,
     };
-    let metrics = Metrics::new(&classifier.labels, reference, config.drift_window)
+    // Drift compares predicted labels with training's: classification models only.
+    let drift_labels = if kind.is_classification() {
+        predictor.labels.clone()
+    } else {
+        Vec::new()
+    };
+    let metrics = Metrics::new(&drift_labels, reference, config.drift_window)
         .map_err(|e| ServeError::Metrics(e.to_string()))?;
-    let preprocess = classifier.preprocess.clone();
     let worker = Worker::spawn(
-        classifier,
+        predictor,
         embedding.pooling,
         &config,
         metrics.queue_depth.clone(),
@@ -224,47 +214,14 @@ pub fn load(model: &str, config: ServeConfig) -> Result<Arc<AppState>, ServeErro
     );
     Ok(Arc::new(AppState {
         info,
+        kind,
         worker,
         metrics,
         config,
-        tokenizer,
-        preprocess,
+        encoder,
         embedding,
         embed_tokenizer,
     }))
-}
-
-/// The encoder of a model without a classification head (a sentence-embedding model),
-/// wrapped as a [`Classifier`] with no labels: /predict refuses, /embed serves it.
-fn encoder_only(model: &str, device: &burn::tensor::Device) -> Result<Classifier, ServeError> {
-    use tunekit::model::weights::{ClassifierSpec, DropoutOverride, load_classifier};
-    let dir = tunekit::model::ModelDir::open(model)?;
-    let spec = ClassifierSpec {
-        num_labels: 1,
-        pooling: tunekit::model::Pooling::Mean,
-        dropout: DropoutOverride::default(),
-        seed: 0,
-        require_head: false,
-    };
-    let model = load_classifier(&dir.weights_path(), &dir.config, &spec, device)?.0;
-    let embedding = tunekit::embed::EmbeddingConfig::resolve(
-        &dir.dir,
-        &dir.config,
-        &tunekit::embed::EmbedOptions::default(),
-    )?;
-    let tokenizer = tunekit::tokenize::TextTokenizer::for_model(
-        &dir.tokenizer_path(),
-        embedding.max_length,
-        &dir.config,
-    )?;
-    Ok(Classifier {
-        model,
-        tokenizer,
-        labels: Vec::new(),
-        device: device.clone(),
-        dir: dir.dir,
-        preprocess: None,
-    })
 }
 
 /// Serve until `shutdown` resolves; in-flight requests are finished first.

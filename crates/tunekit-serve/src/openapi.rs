@@ -16,16 +16,16 @@ pub fn spec() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "tunekit serve", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Inference for fine-tuned tunekit text classifiers (TEI-compatible /predict and /embed)."},
+                 "description": "Inference for fine-tuned tunekit models of every task (TEI-compatible /predict and /embed)."},
         "paths": {
             "/predict": {"post": {
-                "summary": "Class probabilities for one text or a list of texts",
+                "summary": "The model's task prediction for one text or a list of texts (class probabilities, label sets, numbers or entities)",
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["inputs"],
                     "properties": {"inputs": inputs, "truncate": {"type": "boolean"}, "raw_scores": {"type": "boolean"}}}}}},
                 "responses": {
-                    "200": {"description": "For a single text: [{label, score}] sorted by score; for a list: one such array per text. Header x-truncated-inputs counts truncated inputs.",
-                            "content": {"application/json": {"schema": {"type": "array"}}}},
+                    "200": {"description": "Per text, by the model's task (/info `task`): classification [{label, score}] sorted by score; multilabel {labels: [chosen], scores: [{label, score}]}; regression a number; token classification [{entity_group, score, word, start, end}] (character offsets). A single text gets its answer, a list one answer per text. Header x-truncated-inputs counts truncated inputs. An embedding model answers 400 (use /embed).",
+                            "content": {"application/json": {"schema": {}}}},
                     "400": err("Malformed JSON"), "413": err("Too many inputs, body too large, or input too long without truncation"),
                     "422": err("Empty input"), "503": err("Queue full (Retry-After set)"), "504": err("Timed out")}}},
             "/embed": {"post": {
@@ -41,7 +41,7 @@ pub fn spec() -> Value {
             "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "The process is up"}}}},
             "/ready": {"get": {"summary": "Readiness: the model is loaded and its worker runs",
                                "responses": {"200": {"description": "Ready"}, "503": err("Not ready")}}},
-            "/info": {"get": {"summary": "Model, labels, limits, version and current drift",
+            "/info": {"get": {"summary": "Model, task, labels, limits, version and current drift",
                               "responses": {"200": {"description": "Info", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics",
                                  "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {}}}}}},

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, IntGauge};
 use tokio::sync::oneshot;
-use tunekit::infer::{Classifier, predict_probs};
+use tunekit::predictor::{Encoded, Prediction, Predictor};
 use tunekit::tokenize::Tokens;
 
 use crate::ServeConfig;
@@ -13,20 +13,22 @@ use crate::ServeConfig;
 /// What a request wants computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Class probabilities.
+    /// The task's prediction ([`Prediction`]: class probabilities, label sets, values,
+    /// entities).
     Predict,
     /// Sentence embeddings (pooled as the model's configuration says; see `tunekit::embed`).
     Embed,
 }
 
-/// One request's inputs and where to send the result (one vector per input, in order).
+/// One request's inputs and where to send the result (one [`Prediction`] per input, in
+/// order; [`Prediction::Embedding`] for /embed).
 pub struct Job {
     /// Predict or embed.
     pub kind: Kind,
-    /// Tokenised inputs.
-    pub tokens: Vec<Tokens>,
+    /// Encoded inputs.
+    pub inputs: Vec<Encoded>,
     /// Result channel.
-    pub reply: oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+    pub reply: oneshot::Sender<Result<Vec<Prediction>, String>>,
 }
 
 /// Why a job was not queued.
@@ -46,9 +48,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Start the worker thread with `classifier`.
+    /// Start the worker thread with `predictor`.
     pub fn spawn(
-        classifier: Classifier,
+        predictor: Predictor,
         pooling: tunekit::embed::EmbedPooling,
         config: &ServeConfig,
         queue_depth: IntGauge,
@@ -63,7 +65,7 @@ impl Worker {
         let depth = queue_depth.clone();
         let handle = std::thread::Builder::new()
             .name("tunekit-model".into())
-            .spawn(move || run(classifier, pooling, rx, limits, depth, batch_size))
+            .spawn(move || run(predictor, pooling, rx, limits, depth, batch_size))
             .map_err(|e| tracing::error!("cannot start the model worker: {e}"))
             .ok();
         Worker {
@@ -104,11 +106,11 @@ struct Limits {
 }
 
 fn job_tokens(job: &Job) -> usize {
-    job.tokens.iter().map(|t| t.ids.len()).sum()
+    job.inputs.iter().map(|t| t.tokens.ids.len()).sum()
 }
 
 fn run(
-    classifier: Classifier,
+    predictor: Predictor,
     pooling: tunekit::embed::EmbedPooling,
     rx: Receiver<Job>,
     limits: Limits,
@@ -128,7 +130,7 @@ fn run(
             },
         };
         let deadline = Instant::now() + limits.max_wait;
-        let (mut inputs, mut tokens) = (first.tokens.len(), job_tokens(&first));
+        let (mut inputs, mut tokens) = (first.inputs.len(), job_tokens(&first));
         let mut jobs = vec![first];
         while inputs < limits.max_inputs && tokens < limits.max_tokens {
             // Take what is already queued at once. Wait up to `max_wait` for more only when
@@ -143,7 +145,7 @@ fn run(
             match next {
                 Ok(job) => {
                     depth.dec();
-                    let (n, t) = (job.tokens.len(), job_tokens(&job));
+                    let (n, t) = (job.inputs.len(), job_tokens(&job));
                     if inputs + n > limits.max_inputs || tokens + t > limits.max_tokens {
                         carry = Some(job);
                         break;
@@ -160,7 +162,7 @@ fn run(
         if jobs.is_empty() {
             continue;
         }
-        let inputs: usize = jobs.iter().map(|j| j.tokens.len()).sum();
+        let inputs: usize = jobs.iter().map(|j| j.inputs.len()).sum();
         batch_size.observe(inputs as f64);
         let (predict, embeds): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| j.kind == Kind::Predict);
@@ -168,35 +170,24 @@ fn run(
             if group.is_empty() {
                 continue;
             }
-            let all: Vec<Tokens> = group
+            let all: Vec<Encoded> = group
                 .iter()
-                .flat_map(|j| j.tokens.iter().cloned())
+                .flat_map(|j| j.inputs.iter().cloned())
                 .collect();
             let result = match kind {
-                Kind::Predict => predict_probs(
-                    &classifier.model,
-                    &all,
-                    None,
-                    SUB_BATCH,
-                    classifier.tokenizer.pad_id(),
-                    &classifier.device,
-                )
-                .map(|(p, _)| p),
-                Kind::Embed => tunekit::embed::embed_tokens(
-                    &classifier.model.bert,
-                    &all,
-                    pooling,
-                    false,
-                    SUB_BATCH,
-                    classifier.tokenizer.pad_id(),
-                    &classifier.device,
-                ),
+                Kind::Predict => predictor.predict_encoded(&all, SUB_BATCH),
+                Kind::Embed => {
+                    let tokens: Vec<Tokens> = all.into_iter().map(|e| e.tokens).collect();
+                    predictor
+                        .embed_tokens(&tokens, pooling, SUB_BATCH)
+                        .map(|v| v.into_iter().map(Prediction::Embedding).collect())
+                }
             };
             match result {
-                Ok(vectors) => {
-                    let mut it = vectors.into_iter();
+                Ok(outputs) => {
+                    let mut it = outputs.into_iter();
                     for job in group {
-                        let part: Vec<Vec<f32>> = it.by_ref().take(job.tokens.len()).collect();
+                        let part: Vec<Prediction> = it.by_ref().take(job.inputs.len()).collect();
                         let _ = job.reply.send(Ok(part));
                     }
                 }

@@ -36,7 +36,7 @@ pub fn device(kind: DeviceKind) -> Result<Device> {
         DeviceKind::Cuda => Ok(Device::cuda(0)),
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => Err(Error::Config(
-            "this tunekit was built without CUDA; rebuild with `--features cuda`".into(),
+            "--device cuda: this tunekit was built without CUDA; rebuild with `--features cuda` (nothing runs on the CPU instead)".into(),
         )),
     }
 }

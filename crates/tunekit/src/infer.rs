@@ -1,7 +1,6 @@
 //! Inference shared by training-time evaluation and the `eval`, `predict` and `embed`
 //! commands: batched forward passes in length order, scattered back to input order.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -9,10 +8,10 @@ use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
 use crate::batch::{collate, eval_batches};
-use crate::data::{DataSpec, Example, example_iter, read_examples};
+use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::metrics::{ClassificationMetrics, ConfusionAccumulator};
-use crate::model::weights::{ClassifierSpec, DropoutOverride, load_classifier, to_vec};
+use crate::model::weights::{DropoutOverride, to_vec};
 use crate::model::{ModelDir, Pooling, SequenceClassifier, TUNEKIT_META};
 use crate::tokenize::{TextTokenizer, Tokens};
 
@@ -203,22 +202,6 @@ pub(crate) fn with_precision(
     Ok(model)
 }
 
-/// A fine-tuned classifier loaded for inference on a plain (non-autodiff) device.
-pub struct Classifier {
-    /// The model in inference mode.
-    pub model: SequenceClassifier,
-    /// Its tokenizer.
-    pub tokenizer: TextTokenizer,
-    /// Label names in class-id order.
-    pub labels: Vec<String>,
-    /// Where it runs.
-    pub device: Device,
-    /// The model directory.
-    pub dir: PathBuf,
-    /// Training-time text preprocessing, applied to every input.
-    pub preprocess: Option<crate::prep::TextPreprocess>,
-}
-
 /// tunekit's own facts about an exported model (`tunekit.json`).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ModelMeta {
@@ -239,254 +222,6 @@ pub struct ModelMeta {
     /// The task, when it is not single-label classification ([`crate::task`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<crate::task::TaskMeta>,
-}
-
-impl Classifier {
-    /// Load a fine-tuned classifier (HF layout with `id2label`) for inference.
-    pub fn load(spec: &str, max_length: Option<usize>, device: &Device) -> Result<Self> {
-        let resolved = crate::hub::resolve_model(spec)?;
-        // A LoRA run exports adapters + head and the PEFT config, not a whole model.
-        let adapter = resolved.join(crate::model::lora::ADAPTER_CONFIG).is_file();
-        let config_path = resolved.join("config.json");
-        let config = if adapter {
-            crate::model::BertConfig::from_file(&config_path)?
-        } else {
-            ModelDir::open(spec)?.config
-        };
-        // A model from elsewhere (e.g. transformers) has no tunekit.json: HF defaults apply.
-        // One that has it must parse, or the pooling would silently be wrong.
-        let meta_path = resolved.join(TUNEKIT_META);
-        let meta: Option<ModelMeta> = if meta_path.is_file() {
-            Some(crate::fsutil::read_json(&meta_path)?)
-        } else {
-            None
-        };
-        if let Some(task) = meta.as_ref().and_then(|m| m.task.as_ref())
-            && !task.kind.is_classification()
-        {
-            return Err(Error::Model(format!(
-                "{}: a {} model, not a single-label classifier; use `tunekit eval` / `tunekit predict` (this command serves classifiers only)",
-                resolved.display(),
-                crate::task::kind_name(task.kind)
-            )));
-        }
-        // An empty id2label would leave predictions without a label to name.
-        let labels = config.labels().filter(|l| !l.is_empty()).ok_or_else(|| {
-            Error::Model(format!(
-                "{}: config.json has no id2label: not a classification model (fine-tune it first)",
-                config_path.display()
-            ))
-        })?;
-        let pooling = meta.as_ref().map(|m| m.pooling).unwrap_or_default();
-        let max_length = max_length
-            .or(meta.as_ref().map(|m| m.max_length))
-            .unwrap_or(config.max_position_embeddings.min(512));
-        let spec = ClassifierSpec {
-            num_labels: labels.len(),
-            pooling,
-            dropout: DropoutOverride::default(),
-            seed: 0,
-            require_head: true,
-        };
-        let model = if adapter {
-            crate::model::lora::load_for_inference(&resolved, &spec, device)?.0
-        } else {
-            let weights = resolved.join("model.safetensors");
-            let model = load_classifier(&weights, &config, &spec, device)?.0;
-            // An int8 model (`tunekit quantize`) runs the int8 product.
-            crate::model::quant::attach(model, &weights)?
-        };
-        let tokenizer =
-            TextTokenizer::for_model(&resolved.join("tokenizer.json"), max_length, &config)?;
-        Ok(Classifier {
-            model,
-            tokenizer,
-            labels,
-            device: device.clone(),
-            dir: resolved,
-            preprocess: meta.and_then(|m| m.preprocess),
-        })
-    }
-
-    /// Runs the encoder's linear layers in `precision` (bf16: bf16 operands, f32 sums, see
-    /// [`crate::model::bf16`]); an int8 model has its own product, so bf16 is refused there.
-    pub fn with_precision(mut self, precision: crate::model::Precision) -> Result<Self> {
-        self.model = with_precision(self.model, precision, &self.device, &self.dir)?;
-        Ok(self)
-    }
-
-    /// Whether this model is LoRA adapters on a base model (not yet merged).
-    pub fn is_adapter(&self) -> bool {
-        self.dir.join(crate::model::lora::ADAPTER_CONFIG).is_file()
-    }
-
-    /// Fold LoRA adapters into the base weights and write a plain HF model directory to
-    /// `out` (weights, config, tokenizer, tunekit.json, drift reference): `tunekit merge`.
-    pub fn merge_into(self, out: &Path) -> Result<()> {
-        if !self.is_adapter() {
-            return Err(Error::Model(format!(
-                "{}: not a LoRA adapter directory (no {})",
-                self.dir.display(),
-                crate::model::lora::ADAPTER_CONFIG
-            )));
-        }
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-        let merged = burn::module::Module::materialize(self.model);
-        crate::model::weights::save_classifier(&merged, &out.join("model.safetensors"))?;
-        for f in [
-            "config.json",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "vocab.txt",
-            TUNEKIT_META,
-            crate::drift::REFERENCE_FILE,
-        ] {
-            let src = self.dir.join(f);
-            if src.is_file() {
-                crate::fsutil::copy_atomic(&src, &out.join(f))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// A text as the model saw texts in training (cleaned, de-identified).
-    pub fn prepare_text<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        match &self.preprocess {
-            Some(p) => std::borrow::Cow::Owned(p.apply(text)),
-            None => std::borrow::Cow::Borrowed(text),
-        }
-    }
-
-    /// Tokenise examples (after the training-time preprocessing).
-    pub fn tokenize(&self, examples: &[Example]) -> Result<Vec<Tokens>> {
-        let texts: Vec<std::borrow::Cow<str>> = examples
-            .iter()
-            .map(|e| self.prepare_text(&e.text))
-            .collect();
-        let pairs: Option<Vec<std::borrow::Cow<str>>> = examples
-            .iter()
-            .map(|e| e.text_pair.as_deref().map(|p| self.prepare_text(p)))
-            .collect::<Option<Vec<_>>>();
-        let texts: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
-        let pairs: Option<Vec<&str>> = pairs
-            .as_ref()
-            .map(|p| p.iter().map(|t| t.as_ref()).collect());
-        self.tokenizer.encode_batch(&texts, pairs.as_deref())
-    }
-
-    /// Evaluate on a labelled file.
-    /// With `robustness`, also evaluate under the perturbations of [`crate::robustness`].
-    pub fn evaluate_file(
-        &self,
-        spec: &DataSpec,
-        batch_size: usize,
-        robustness: bool,
-    ) -> Result<EvalReport> {
-        let (examples, read) = read_examples(spec)?;
-        require_input(examples.len(), &read, &spec.path)?;
-        let ids = label_ids(&examples, &self.labels, &spec.path)?;
-        let tokens = self.tokenize(&examples)?;
-        let truncated = tokens.iter().filter(|t| t.truncated).count();
-        let metrics = evaluate_tokens(
-            &self.model,
-            &tokens,
-            &ids,
-            &self.labels,
-            batch_size,
-            self.tokenizer.pad_id(),
-            &self.device,
-        )?;
-        Ok(EvalReport {
-            file: spec.path.clone(),
-            examples: examples.len(),
-            dropped_empty_text: read.empty_text_dropped,
-            dropped_empty_label: read.empty_label_dropped,
-            truncated,
-            max_length: self.tokenizer.max_length(),
-            metrics,
-            robustness: if robustness {
-                Some(crate::robustness::evaluate(
-                    self, &examples, &ids, batch_size, 0,
-                )?)
-            } else {
-                None
-            },
-        })
-    }
-
-    /// Stream predictions for `input` to `output` as JSONL (one object per input row, in
-    /// order), `chunk` rows at a time; `on_progress` gets the number of rows done. Written to
-    /// a temp file and renamed, so a failed run leaves no partial output.
-    pub fn predict_file(
-        &self,
-        input: &DataSpec,
-        output: &Path,
-        batch_size: usize,
-        mut on_progress: impl FnMut(usize),
-    ) -> Result<PredictSummary> {
-        let dir = output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-        let mut w = std::io::BufWriter::new(tmp);
-        let mut summary = PredictSummary::default();
-        let mut chunk: Vec<Example> = Vec::with_capacity(1024);
-        let mut iter = example_iter(input)?;
-        loop {
-            let next = iter.next();
-            let done = next.is_none();
-            if let Some(ex) = next {
-                chunk.push(ex?);
-            }
-            if chunk.len() >= 1024 || (done && !chunk.is_empty()) {
-                let tokens = self.tokenize(&chunk)?;
-                summary.truncated += tokens.iter().filter(|t| t.truncated).count();
-                let (probs, _) = predict_probs(
-                    &self.model,
-                    &tokens,
-                    None,
-                    batch_size,
-                    self.tokenizer.pad_id(),
-                    &self.device,
-                )?;
-                for (ex, p) in chunk.iter().zip(probs) {
-                    let best = argmax(&p);
-                    let scores: serde_json::Map<String, serde_json::Value> = self
-                        .labels
-                        .iter()
-                        .zip(p.iter())
-                        .map(|(l, &v)| (l.clone(), serde_json::json!(v)))
-                        .collect();
-                    let row = serde_json::json!({
-                        "line": ex.line,
-                        "label": self.labels[best],
-                        "score": p[best],
-                        "probabilities": scores,
-                    });
-                    writeln!(w, "{row}").map_err(|e| Error::io(output, e))?;
-                }
-                summary.rows += chunk.len();
-                on_progress(summary.rows);
-                chunk.clear();
-            }
-            if done {
-                break;
-            }
-        }
-        // Empty input writes nothing (the temp file is removed when dropped).
-        require_input(summary.rows, iter.report(), &input.path)?;
-        summary.dropped_empty_text = iter.report().empty_text_dropped;
-        let tmp = w
-            .into_inner()
-            .map_err(|e| Error::io(output, e.into_error()))?;
-        crate::fsutil::finish_temp(tmp.as_file(), output)?;
-        tmp.persist(output)
-            .map_err(|e| Error::io(output, e.error))?;
-        Ok(summary)
-    }
 }
 
 /// Result of `tunekit eval`.

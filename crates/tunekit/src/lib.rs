@@ -22,7 +22,8 @@
 //! - [`task`]: multilabel, regression, token classification (NER) and embedding tasks;
 //! - [`metrics`]: classification metrics with scikit-learn semantics;
 //! - [`drift`]: reference prediction distribution and divergence (PSI, KL) for monitoring;
-//! - [`infer`]: evaluation, prediction and embeddings for trained models;
+//! - [`predictor`]: the one loaded-model type, for every task: eval, predict, serve, export;
+//! - [`infer`]: batched forward passes, metrics from probabilities, embeddings;
 //! - [`export`]: `tunekit export` — Hugging Face directory or ONNX graph;
 //! - [`index`]: the experiment index (`runs/index.sqlite`): runs list, show, compare;
 //! - [`hub`]: offline resolution of model ids in the local HF cache;
@@ -46,6 +47,7 @@ pub mod infer;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod predictor;
 pub mod prep;
 pub mod report;
 pub mod resume;

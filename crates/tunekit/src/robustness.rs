@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
 use crate::error::Result;
-use crate::infer::{Classifier, argmax, predict_probs};
+use crate::infer::{argmax, predict_probs};
 use crate::metrics::ConfusionAccumulator;
+use crate::predictor::Predictor;
 use crate::tokenize::Tokens;
 
 /// One kind of perturbation.
@@ -129,7 +130,7 @@ fn truncate_tokens(t: &Tokens, k: usize) -> Tokens {
 
 /// Evaluate `clf` on clean and perturbed versions of `examples` (with class ids `labels`).
 pub fn evaluate(
-    clf: &Classifier,
+    clf: &Predictor,
     examples: &[Example],
     labels: &[usize],
     batch_size: usize,

@@ -256,6 +256,55 @@ impl TextTokenizer {
     }
 }
 
+/// A word of a raw text as the tokenizer's pre-tokenizer splits it (BERT: whitespace and
+/// punctuation), with its span in the text in characters (Unicode scalar values, Python's
+/// string indices: what the Hugging Face Inference API's `start` / `end` count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WordSpan {
+    /// The word as it appears in the text.
+    pub word: String,
+    /// Character index of its first character.
+    pub start: usize,
+    /// Character index one past its last character.
+    pub end: usize,
+}
+
+impl TextTokenizer {
+    /// Split `text` into words the way the tokenizer's pre-tokenizer does (whitespace when it
+    /// has none), keeping each word's character span: how raw text becomes the words a token
+    /// classifier tags ([`TextTokenizer::encode_words`]).
+    pub fn words_with_offsets(&self, text: &str) -> Result<Vec<WordSpan>> {
+        use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
+        let mut pts = PreTokenizedString::from(text);
+        match self.inner.get_pre_tokenizer() {
+            Some(p) => p
+                .pre_tokenize(&mut pts)
+                .map_err(|e| Error::Tokenizer(format!("pre-tokenisation failed: {e}")))?,
+            None => tokenizers::pre_tokenizers::whitespace::WhitespaceSplit
+                .pre_tokenize(&mut pts)
+                .map_err(|e| Error::Tokenizer(format!("pre-tokenisation failed: {e}")))?,
+        }
+        let mut out = Vec::new();
+        for (_, (a, b), _) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            let Some(word) = text.get(a..b) else {
+                return Err(Error::Tokenizer(format!(
+                    "pre-tokenisation gave the span {a}..{b}, not on character boundaries"
+                )));
+            };
+            if word.trim().is_empty() {
+                continue;
+            }
+            let start = text.get(..a).map_or(0, |p| p.chars().count());
+            out.push(WordSpan {
+                word: word.to_string(),
+                start,
+                end: start + word.chars().count(),
+            });
+        }
+        Ok(out)
+    }
+}
+
 fn encode_inputs<'a>(texts: &[&'a str], pairs: Option<&[&'a str]>) -> Vec<EncodeInput<'a>> {
     match pairs {
         Some(p) => texts

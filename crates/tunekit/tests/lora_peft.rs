@@ -10,8 +10,8 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use tunekit::batch::collate;
-use tunekit::infer::Classifier;
 use tunekit::model::weights::to_vec;
+use tunekit::predictor::Predictor;
 
 /// Weight `i` of saved tensor `k` (same formula as `value` in tools/make_lora_fixture.py).
 fn value(k: usize, i: usize) -> f32 {
@@ -77,7 +77,7 @@ fn peft_adapter_gives_peft_logits() {
     std::fs::write(dir.join("config.json"), model_cfg.to_string()).unwrap();
 
     let device = Device::flex();
-    let clf = Classifier::load(dir.to_str().unwrap(), Some(128), &device).unwrap();
+    let clf = Predictor::load(dir.to_str().unwrap(), Some(128), &device).unwrap();
     assert!(clf.is_adapter());
     let sentences: Vec<tunekit::data::Example> = expected["sentences"]
         .as_array()
@@ -117,7 +117,7 @@ fn peft_adapter_gives_peft_logits() {
     // Folded into the base weights (`tunekit merge`), the same logits.
     let merged = tmp.path().join("merged");
     clf.merge_into(&merged).unwrap();
-    let plain = Classifier::load(merged.to_str().unwrap(), Some(128), &device).unwrap();
+    let plain = Predictor::load(merged.to_str().unwrap(), Some(128), &device).unwrap();
     assert!(!plain.is_adapter());
     let again = to_vec(plain.model.forward(&batch)).unwrap();
     let max = again

@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use crate::data::{DataSpec, read_examples};
 use crate::error::Result;
-use crate::infer::{Classifier, evaluate_tokens, label_ids, predict_probs};
+use crate::infer::{evaluate_tokens, label_ids, predict_probs};
+use crate::predictor::Predictor;
 
 /// One model's row.
 #[derive(Debug, Clone, Serialize)]
@@ -65,7 +66,9 @@ pub fn measure(
     latency_inputs: usize,
     device: &Device,
 ) -> Result<CompressRow> {
-    let clf = Classifier::load(model, None, device)?;
+    let clf = Predictor::load(model, None, device)?;
+    // Accuracy and macro F1 are classification metrics: another task is refused, naming it.
+    clf.require_classifier("compress-report")?;
     let (examples, read) = read_examples(spec)?;
     crate::infer::require_input(examples.len(), &read, &spec.path)?;
     let labels = label_ids(&examples, &clf.labels, &spec.path)?;

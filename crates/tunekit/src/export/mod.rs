@@ -20,7 +20,8 @@ use burn::tensor::Device;
 
 use crate::error::{Error, Result};
 use crate::fsutil::{copy_atomic, write_atomic};
-use crate::infer::Classifier;
+use crate::predictor::Predictor;
+use crate::task::TaskKind;
 
 /// What `tunekit export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,21 +50,36 @@ struct Plain {
     config: crate::model::BertConfig,
     /// `config.json` as a JSON value, so keys tunekit does not model survive.
     json: serde_json::Value,
+    /// The task (decides the transformers class, the ONNX outputs, the head's tensors).
+    kind: TaskKind,
 }
 
 fn load_plain(spec: &str, device: &Device) -> Result<Plain> {
-    let clf = Classifier::load(spec, None, device)?;
+    plain_of(Predictor::load(spec, None, device)?)
+}
+
+fn plain_of(clf: Predictor) -> Result<Plain> {
     let dir = clf.dir.clone();
+    let kind = clf.kind();
     let config_path = dir.join("config.json");
-    let mut json: serde_json::Value = crate::fsutil::read_json(&config_path)?;
-    // transformers reads the task from `problem_type`; tunekit's heads are single-label.
+    let mut json = clf.config_json()?;
+    // transformers reads the task from `architectures` and `problem_type`.
+    let (arch, problem) = kind.hf_architecture();
     if let Some(o) = json.as_object_mut() {
-        o.insert(
-            "architectures".into(),
-            serde_json::json!(["BertForSequenceClassification"]),
-        );
-        o.entry("problem_type")
-            .or_insert_with(|| serde_json::json!("single_label_classification"));
+        o.insert("architectures".into(), serde_json::json!([arch]));
+        match (kind.is_classification(), problem) {
+            // A classifier from elsewhere keeps a problem_type it has.
+            (true, Some(p)) => {
+                o.entry("problem_type")
+                    .or_insert_with(|| serde_json::json!(p));
+            }
+            (false, Some(p)) => {
+                o.insert("problem_type".into(), serde_json::json!(p));
+            }
+            (_, None) => {
+                o.remove("problem_type");
+            }
+        }
     }
     let config = crate::model::BertConfig::from_file(&config_path)?;
     let model = burn::module::Module::materialize(clf.model);
@@ -72,6 +88,7 @@ fn load_plain(spec: &str, device: &Device) -> Result<Plain> {
         model,
         config,
         json,
+        kind,
     })
 }
 
@@ -85,19 +102,47 @@ fn write_config_and_side_files(p: &Plain, out: &Path) -> Result<()> {
             copy_atomic(&src, &out.join(f))?;
         }
     }
+    if p.kind == TaskKind::Embedding {
+        crate::predictor::copy_sentence_transformers_files(&p.dir, out)?;
+    }
     Ok(())
+}
+
+/// The model's tensors in HF names: an embedding model without its (unused) head.
+fn hf_tensors(p: &Plain) -> Result<Vec<crate::model::weights::HfTensor>> {
+    let tensors = crate::model::weights::classifier_tensors(&p.model)?;
+    Ok(if p.kind == TaskKind::Embedding {
+        tensors
+            .into_iter()
+            .filter(|(n, _, _)| !n.starts_with("classifier."))
+            .collect()
+    } else {
+        tensors
+    })
 }
 
 fn write(p: &Plain, format: ExportFormat, out: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let main = match format {
         ExportFormat::Hf => {
+            if p.model.pooling == crate::model::Pooling::Mean
+                && !matches!(p.kind, TaskKind::TokenClassification | TaskKind::Embedding)
+            {
+                // Never silent: the weights load, but transformers computes something else.
+                tracing::warn!(
+                    "{}: trained with mean pooling, but transformers' {} pools the [CLS] token: \
+                     transformers will load this export and predict differently from tunekit \
+                     (train with model.pooling = \"cls\" for an export transformers reproduces)",
+                    p.dir.display(),
+                    p.kind.hf_architecture().0
+                );
+            }
             let path = out.join("model.safetensors");
-            crate::model::weights::save_classifier(&p.model, &path)?;
+            crate::model::weights::write_safetensors(hf_tensors(p)?, &path)?;
             path
         }
         ExportFormat::Onnx => {
-            let bytes = onnx::to_onnx(&p.model, &p.config)?;
+            let bytes = onnx::to_onnx_task(&p.model, &p.config, p.kind)?;
             let path = out.join("model.onnx");
             write_atomic(&path, &bytes)?;
             path
@@ -122,7 +167,13 @@ pub fn prune(
     out: &Path,
     device: &Device,
 ) -> Result<crate::model::prune::PruneReport> {
-    let p = load_plain(spec, device)?;
+    let clf = Predictor::load(spec, None, device)?;
+    if let (crate::model::prune::Importance::Taylor, Some((data, _))) =
+        (opts.importance, calibration)
+    {
+        clf.calibration_check(&data.path)?;
+    }
+    let p = plain_of(clf)?;
     let taylor = match (opts.importance, calibration) {
         (crate::model::prune::Importance::Taylor, Some((data, rows))) => {
             Some(taylor_scores(spec, &p, data, rows, device)?)
@@ -156,6 +207,7 @@ pub fn prune(
         model,
         config,
         json,
+        kind: p.kind,
     };
     write(&pruned, ExportFormat::Hf, out)?;
     crate::fsutil::write_json(&out.join("prune_report.json"), &report)?;
@@ -171,7 +223,7 @@ fn taylor_scores(
     rows: usize,
     device: &Device,
 ) -> Result<crate::model::prune::TaylorScores> {
-    let clf = Classifier::load(spec, None, device)?;
+    let clf = Predictor::load(spec, None, device)?;
     let (examples, _) = crate::data::read_examples(data)?;
     if examples.is_empty() || rows == 0 {
         return Err(Error::Config(format!(
@@ -247,7 +299,7 @@ pub fn quantize(spec: &str, out: &Path, device: &Device) -> Result<QuantizeRepor
         )));
     }
     let (int8, worst) = quant::quantize_encoder(&p.model)?;
-    let tensors = crate::model::weights::classifier_tensors(&p.model)?;
+    let tensors = hf_tensors(&p)?;
     let total: usize = tensors.iter().map(|t| t.2.len()).sum();
     let embedding_size = tensors
         .iter()

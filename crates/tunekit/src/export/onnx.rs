@@ -174,6 +174,33 @@ impl Graph {
         }
     }
 
+    /// Sentence features of hidden states `x` `[batch, seq, hidden]`: the [CLS] state or the
+    /// mean over unmasked positions (`maskf` `[batch, seq]`, float), as
+    /// [`SequenceClassifier::encoder_features`].
+    fn features(&mut self, x: &str, maskf: &str, pooling: Pooling) -> String {
+        match pooling {
+            Pooling::Cls => {
+                let idx0 = self.int_tensor("idx0", &[], &[0]);
+                self.op("Gather", &[x, &idx0], vec![attr_int("axis", 1)])
+            }
+            Pooling::Mean => {
+                let axis2 = self.int_tensor("axis2", &[1], &[2]);
+                let m = self.op("Unsqueeze", &[maskf, &axis2], vec![]);
+                let masked = self.op("Mul", &[x, &m], vec![]);
+                let axis1 = self.int_tensor("axis1", &[1], &[1]);
+                let summed = self.op(
+                    "ReduceSum",
+                    &[&masked, &axis1],
+                    vec![attr_int("keepdims", 0)],
+                );
+                let counts = self.op("ReduceSum", &[&m, &axis1], vec![attr_int("keepdims", 0)]);
+                let tiny = self.scalar("tiny", 1e-9);
+                let counts = self.op("Max", &[&counts, &tiny], vec![]);
+                self.op("Div", &[&summed, &counts], vec![])
+            }
+        }
+    }
+
     fn layer_norm(&mut self, name: &str, x: &str, ln: &LayerNorm, eps: f64) -> Result<String> {
         let g = self.param(&format!("{name}.weight"), &ln.gamma)?;
         let mut inputs = vec![x.to_string(), g];
@@ -327,8 +354,25 @@ fn input(name: &str, elem_type: i32, dims: &[&str]) -> pb::ValueInfoProto {
     }
 }
 
-/// The serialised ONNX model of `model` (inference mode; LoRA adapters already merged).
+/// The serialised ONNX model of `model` (inference mode; LoRA adapters already merged), a
+/// sequence classifier: output `logits` `[batch, labels]`.
 pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8>> {
+    to_onnx_task(model, config, crate::task::TaskKind::Classification)
+}
+
+/// The serialised ONNX model of `model` with the outputs of task `kind`:
+/// - classification, pair classification, multilabel, regression: `logits` `[batch, labels]`
+///   (multilabel: one logit per label, sigmoid not applied; regression: `[batch, 1]`);
+/// - token classification: `logits` `[batch, sequence, tags]` (every piece through the head's
+///   classifier, as `BertForTokenClassification`);
+/// - embedding: `sentence_embedding` `[batch, hidden]`, the pooled encoder output (the model's
+///   trained pooling) L2-normalised, as `tunekit predict` and sentence-transformers give it.
+pub fn to_onnx_task(
+    model: &SequenceClassifier,
+    config: &BertConfig,
+    kind: crate::task::TaskKind,
+) -> Result<Vec<u8>> {
+    use crate::task::TaskKind;
     let eps = config.layer_norm_eps;
     let mut g = Graph {
         nodes: Vec::new(),
@@ -384,45 +428,57 @@ pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8
         x = g.layer(i, layer, &x, &bias, eps, q)?;
     }
 
-    let features = match model.pooling {
-        Pooling::Cls => {
-            let idx0 = g.int_tensor("idx0", &[], &[0]);
-            g.op("Gather", &[&x, &idx0], vec![attr_int("axis", 1)])
+    let (out_value, out_name) = match kind {
+        TaskKind::TokenClassification => (
+            g.linear("classifier", &x, &model.classifier, None)?,
+            "logits",
+        ),
+        TaskKind::Embedding => {
+            let features = g.features(&x, &maskf, model.pooling);
+            // x / max(‖x‖₂, 1e-12), as torch.nn.functional.normalize.
+            let axis1 = g.int_tensor("axis_last", &[1], &[1]);
+            let sq = g.op("Mul", &[&features, &features], vec![]);
+            let sum = g.op("ReduceSum", &[&sq, &axis1], vec![attr_int("keepdims", 1)]);
+            let norm = g.op("Sqrt", &[&sum], vec![]);
+            let floor = g.scalar("norm_floor", 1e-12);
+            let norm = g.op("Max", &[&norm, &floor], vec![]);
+            (
+                g.op("Div", &[&features, &norm], vec![]),
+                "sentence_embedding",
+            )
         }
-        Pooling::Mean => {
-            let axis2 = g.int_tensor("axis2", &[1], &[2]);
-            let m = g.op("Unsqueeze", &[&maskf, &axis2], vec![]);
-            let masked = g.op("Mul", &[&x, &m], vec![]);
-            let axis1 = g.int_tensor("axis1", &[1], &[1]);
-            let summed = g.op(
-                "ReduceSum",
-                &[&masked, &axis1],
-                vec![attr_int("keepdims", 0)],
-            );
-            let counts = g.op("ReduceSum", &[&m, &axis1], vec![attr_int("keepdims", 0)]);
-            let tiny = g.scalar("tiny", 1e-9);
-            let counts = g.op("Max", &[&counts, &tiny], vec![]);
-            g.op("Div", &[&summed, &counts], vec![])
+        _ => {
+            let features = g.features(&x, &maskf, model.pooling);
+            let pooled = match (model.pooling, &model.pooler) {
+                (Pooling::Cls, Some(p)) => {
+                    let d = g.linear("bert.pooler.dense", &features, &p.dense, None)?;
+                    g.op("Tanh", &[&d], vec![])
+                }
+                _ => features,
+            };
+            (
+                g.linear("classifier", &pooled, &model.classifier, None)?,
+                "logits",
+            )
         }
     };
-    let pooled = match (model.pooling, &model.pooler) {
-        (Pooling::Cls, Some(p)) => {
-            let d = g.linear("bert.pooler.dense", &features, &p.dense, None)?;
-            g.op("Tanh", &[&d], vec![])
-        }
-        _ => features,
-    };
-    let logits = g.linear("classifier", &pooled, &model.classifier, None)?;
-    // Name the graph output `logits`.
+    // Name the graph output.
     g.nodes.push(pb::NodeProto {
-        input: vec![logits],
-        output: vec!["logits".into()],
-        name: "logits".into(),
+        input: vec![out_value],
+        output: vec![out_name.into()],
+        name: out_name.into(),
         op_type: "Identity".into(),
         attribute: vec![],
         domain: String::new(),
     });
     let classes = model.num_classes().to_string();
+    let hidden = config.hidden_size.to_string();
+    let output_dims: Vec<&str> = match kind {
+        TaskKind::TokenClassification => vec!["batch", "sequence", &classes],
+        TaskKind::Embedding => vec!["batch", &hidden],
+        _ => vec!["batch", &classes],
+    };
+
     let graph = pb::GraphProto {
         node: g.nodes,
         name: "tunekit_sequence_classifier".into(),
@@ -433,7 +489,7 @@ pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8
             input("attention_mask", pb::INT64, &["batch", "sequence"]),
             input("token_type_ids", pb::INT64, &["batch", "sequence"]),
         ],
-        output: vec![input("logits", pb::FLOAT, &["batch", &classes])],
+        output: vec![input(out_name, pb::FLOAT, &output_dims)],
     };
     let model = pb::ModelProto {
         ir_version: IR_VERSION,

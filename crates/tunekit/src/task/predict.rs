@@ -1,8 +1,7 @@
-//! Inference for the non-classification tasks: forward passes that give each task's outputs,
-//! the exported model directory, and [`TaskModel`] — a trained task model loaded for
-//! `tunekit eval` and `tunekit predict`.
+//! Inference for the non-classification tasks: forward passes that give each task's outputs
+//! and the exported model directory. Loading a trained model for inference is
+//! [`crate::predictor::Predictor`]'s, for every task.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::activation::log_softmax;
@@ -13,15 +12,12 @@ use super::run::{Targets, TaskSplit, word_tags};
 use super::{Scores, TaskKind, TaskMeta, multilabel, ner};
 use crate::batch::{collate, eval_batches};
 use crate::config::RunConfig;
-use crate::data::{DataSpec, read_examples};
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, write_json};
 use crate::infer::ModelMeta;
-use crate::model::weights::{
-    ClassifierSpec, DropoutOverride, classifier_tensors, load_classifier, to_vec, write_safetensors,
-};
+use crate::model::weights::{classifier_tensors, to_vec, write_safetensors};
 use crate::model::{EncodedBatch, ModelDir, SequenceClassifier, TUNEKIT_META};
-use crate::tokenize::{TextTokenizer, Tokens};
+use crate::tokenize::Tokens;
 
 /// Per-example outputs of a task model, in input order.
 #[derive(Debug, Clone)]
@@ -406,25 +402,6 @@ pub fn export_model_dir(
     )
 }
 
-/// A trained task model (multilabel, regression, token classification, embedding) loaded
-/// for inference.
-pub struct TaskModel {
-    /// The model in inference mode.
-    pub model: SequenceClassifier,
-    /// Its tokenizer.
-    pub tokenizer: TextTokenizer,
-    /// Output names (labels, tags, target).
-    pub labels: Vec<String>,
-    /// The task and its inference settings.
-    pub meta: TaskMeta,
-    /// Training-time text preprocessing.
-    pub preprocess: Option<crate::prep::TextPreprocess>,
-    /// Where it runs.
-    pub device: Device,
-    /// The model directory.
-    pub dir: PathBuf,
-}
-
 /// `tunekit eval` of a task model: the scores and what they were computed on.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskEvalReport {
@@ -440,268 +417,4 @@ pub struct TaskEvalReport {
     pub truncated: usize,
     /// Scores.
     pub scores: Scores,
-}
-
-impl TaskModel {
-    /// Runs the encoder's linear layers in `precision` ([`crate::infer::Classifier::with_precision`]).
-    pub fn with_precision(mut self, precision: crate::model::Precision) -> Result<Self> {
-        self.model = crate::infer::with_precision(self.model, precision, &self.device, &self.dir)?;
-        Ok(self)
-    }
-
-    /// Load the model at `spec` if `tunekit.json` names a non-classification task; `None`
-    /// for a classifier (or a model tunekit did not train).
-    pub fn load(spec: &str, max_length: Option<usize>, device: &Device) -> Result<Option<Self>> {
-        let resolved = crate::hub::resolve_model(spec)?;
-        let meta_path = resolved.join(TUNEKIT_META);
-        if !meta_path.is_file() {
-            return Ok(None);
-        }
-        let meta: ModelMeta = crate::fsutil::read_json(&meta_path)?;
-        let Some(task) = meta.task.clone() else {
-            return Ok(None);
-        };
-        if task.kind.is_classification() {
-            return Ok(None);
-        }
-        let adapter = resolved.join(crate::model::lora::ADAPTER_CONFIG).is_file();
-        let spec_c = ClassifierSpec {
-            num_labels: meta.labels.len().max(1),
-            pooling: meta.pooling,
-            dropout: DropoutOverride::default(),
-            seed: 0,
-            require_head: task.kind != TaskKind::Embedding,
-        };
-        let config = if adapter {
-            crate::model::BertConfig::from_file(&resolved.join("config.json"))?
-        } else {
-            ModelDir::open(spec)?.config
-        };
-        let model = if adapter {
-            crate::model::lora::load_for_inference(&resolved, &spec_c, device)?.0
-        } else {
-            load_classifier(
-                &resolved.join("model.safetensors"),
-                &config,
-                &spec_c,
-                device,
-            )?
-            .0
-        };
-        let max_length = max_length.unwrap_or(meta.max_length);
-        let tokenizer =
-            TextTokenizer::for_model(&resolved.join("tokenizer.json"), max_length, &config)?;
-        Ok(Some(TaskModel {
-            model,
-            tokenizer,
-            labels: meta.labels,
-            meta: task,
-            preprocess: meta.preprocess,
-            device: device.clone(),
-            dir: resolved,
-        }))
-    }
-
-    fn split(&self, name: &str, path: &Path, spec: Option<&DataSpec>) -> Result<TaskSplit> {
-        let mut split = match (self.meta.kind, spec) {
-            (TaskKind::TokenClassification, _) => {
-                // The encoding options of `--encoding`/`--on-decode-error`, as in training.
-                let (encoding, replace) = spec.map_or((Default::default(), false), |d| {
-                    (d.encoding, d.replace_invalid)
-                });
-                let (sentences, _) = ner::read_conll_with(path, true, encoding, replace)?;
-                super::run::conll_split(name, path, sentences, &self.labels, &self.tokenizer)?.0
-            }
-            (kind, Some(spec)) => {
-                // Multilabel: an empty label cell is the empty label set, scored like any row.
-                let mut spec = spec.clone();
-                if kind == TaskKind::Multilabel && spec.label_column.is_some() {
-                    spec.fill_label.get_or_insert_with(String::new);
-                }
-                let (mut examples, read) = read_examples(&spec)?;
-                crate::infer::require_input(examples.len(), &read, &spec.path)?;
-                if let Some(p) = &self.preprocess {
-                    for e in &mut examples {
-                        e.text = p.apply(&e.text);
-                        if let Some(t) = e.text_pair.as_mut() {
-                            *t = p.apply(t);
-                        }
-                    }
-                }
-                super::run::table_split(
-                    self.meta.kind,
-                    name,
-                    path,
-                    &examples,
-                    &self.labels,
-                    &self.meta.label_separator,
-                    &self.tokenizer,
-                )?
-            }
-            (_, None) => {
-                return Err(Error::Config(format!(
-                    "{}: a data spec is needed for this task",
-                    path.display()
-                )));
-            }
-        };
-        split.name = name.into();
-        Ok(split)
-    }
-
-    /// Scores on a labelled file (CoNLL for token classification; `spec` for the others).
-    pub fn evaluate(
-        &self,
-        path: &Path,
-        spec: Option<&DataSpec>,
-        batch_size: usize,
-    ) -> Result<TaskEvalReport> {
-        let split = self.split("eval", path, spec)?;
-        let settings = super::run::EvalSettings {
-            kind: self.meta.kind,
-            batch_size,
-            fixed_threshold: None,
-            scale: self.meta.contrastive_scale.unwrap_or(20.0),
-            pad_id: self.tokenizer.pad_id(),
-        };
-        let thresholds = (!self.meta.thresholds.is_empty()).then_some(&self.meta.thresholds[..]);
-        let scores = super::run::evaluate(
-            &settings,
-            &self.model,
-            &split,
-            &self.labels,
-            thresholds,
-            &self.device,
-        )?
-        .scores;
-        Ok(TaskEvalReport {
-            task: self.meta.kind,
-            model: self.dir.clone(),
-            data: path.to_path_buf(),
-            examples: split.tokens.len(),
-            truncated: split.tokens.iter().filter(|t| t.truncated).count(),
-            scores,
-        })
-    }
-
-    /// Predict every input and write JSONL to `output` (atomically): multilabel → `labels`
-    /// and `probabilities`; regression → `prediction`; token classification (CoNLL input,
-    /// one word per line, blank lines between sentences, tags ignored if present) → `words`,
-    /// `tags` and `entities`; embedding → `embedding`. Returns the number of inputs and how
-    /// many were truncated to the max length (a truncated sentence's cut-off words are
-    /// tagged `O` and counted in its line's `words_truncated`).
-    pub fn predict(
-        &self,
-        input: &Path,
-        spec: Option<&DataSpec>,
-        output: &Path,
-        batch_size: usize,
-    ) -> Result<(usize, usize)> {
-        let pad = self.tokenizer.pad_id();
-        let dev = &self.device;
-        let mut lines: Vec<serde_json::Value> = Vec::new();
-        let truncated;
-        if self.meta.kind == TaskKind::TokenClassification {
-            let (encoding, replace) = spec.map_or((Default::default(), false), |d| {
-                (d.encoding, d.replace_invalid)
-            });
-            let (sentences, _) = ner::read_conll_with(input, false, encoding, replace)?;
-            let words: Vec<Vec<String>> = sentences.iter().map(|s| s.words.clone()).collect();
-            let enc = self.tokenizer.encode_words(&words)?;
-            let tokens: Vec<Tokens> = enc.iter().map(|e| e.tokens.clone()).collect();
-            truncated = tokens.iter().filter(|t| t.truncated).count();
-            let Outputs::Pieces(pieces, _) =
-                outputs(self.meta.kind, &self.model, &tokens, batch_size, pad, dev)?
-            else {
-                return Err(Error::Engine("unexpected outputs".into()));
-            };
-            for ((s, e), p) in sentences.iter().zip(&enc).zip(&pieces) {
-                let seen = e
-                    .word_ids
-                    .iter()
-                    .flatten()
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .len();
-                let tags: Vec<String> = ner::word_predictions(&e.word_ids, p, s.words.len(), 0)
-                    .into_iter()
-                    .map(|id| self.labels.get(id).cloned().unwrap_or_else(|| "O".into()))
-                    .collect();
-                let ents: Vec<serde_json::Value> = ner::entities(std::slice::from_ref(&tags))
-                    .into_iter()
-                    .map(|(ty, a, b)| {
-                        serde_json::json!({"type": ty, "start": a, "end": b + 1, "text": s.words[a..=b].join(" ")})
-                    })
-                    .collect();
-                lines.push(serde_json::json!({
-                    "line": s.line, "words": s.words, "tags": tags, "entities": ents,
-                    "words_truncated": s.words.len() - seen
-                }));
-            }
-        } else {
-            let spec = spec.ok_or_else(|| Error::Config("a data spec is needed".into()))?;
-            let (examples, read) = read_examples(spec)?;
-            crate::infer::require_input(examples.len(), &read, &spec.path)?;
-            if read.empty_text_dropped > 0 {
-                // Never a silently lost row: output lines + this count = rows in the file.
-                tracing::warn!(
-                    "{}: {} rows dropped for an empty text: no output line for them",
-                    spec.path.display(),
-                    read.empty_text_dropped
-                );
-            }
-            let texts: Vec<String> = examples
-                .iter()
-                .map(|e| match &self.preprocess {
-                    Some(p) => p.apply(&e.text),
-                    None => e.text.clone(),
-                })
-                .collect();
-            let pairs: Option<Vec<String>> = examples
-                .iter()
-                .map(|e| {
-                    e.text_pair.as_ref().map(|t| match &self.preprocess {
-                        Some(p) => p.apply(t),
-                        None => t.clone(),
-                    })
-                })
-                .collect();
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let prefs: Option<Vec<&str>> = pairs
-                .as_ref()
-                .filter(|_| self.meta.kind != TaskKind::Embedding)
-                .map(|p| p.iter().map(String::as_str).collect());
-            let tokens = self.tokenizer.encode_batch(&refs, prefs.as_deref())?;
-            truncated = tokens.iter().filter(|t| t.truncated).count();
-            let out = outputs(self.meta.kind, &self.model, &tokens, batch_size, pad, dev)?;
-            for (i, e) in examples.iter().enumerate() {
-                let v = match &out {
-                    Outputs::Probs(p, _) => {
-                        let labels: Vec<&str> = p[i]
-                            .iter()
-                            .zip(&self.meta.thresholds)
-                            .zip(&self.labels)
-                            .filter(|((pv, t), _)| f64::from(**pv) >= **t)
-                            .map(|(_, l)| l.as_str())
-                            .collect();
-                        serde_json::json!({"line": e.line, "text": e.text, "labels": labels, "probabilities": p[i]})
-                    }
-                    Outputs::Values(v) => {
-                        serde_json::json!({"line": e.line, "text": e.text, "prediction": v[i]})
-                    }
-                    Outputs::Embeddings(v) => {
-                        serde_json::json!({"line": e.line, "text": e.text, "embedding": v[i]})
-                    }
-                    Outputs::Pieces(..) => serde_json::Value::Null,
-                };
-                lines.push(v);
-            }
-        }
-        let mut buf = Vec::new();
-        for l in &lines {
-            serde_json::to_writer(&mut buf, l).map_err(|e| Error::Engine(e.to_string()))?;
-            buf.write_all(b"\n").map_err(|e| Error::io(output, e))?;
-        }
-        write_atomic(output, &buf)?;
-        Ok((lines.len(), truncated))
-    }
 }
