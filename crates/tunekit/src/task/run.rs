@@ -998,6 +998,16 @@ pub fn train_in(
         obj.insert("evaluated_examples".into(), evaluated.into());
     }
     write_json(&run_dir.join("metrics.json"), &json)?;
+    crate::card::write(
+        &export_dir,
+        config,
+        &metrics,
+        serde_json::from_value(p.report.clone()).ok().as_ref(),
+        lora.is_some(),
+    )?;
+    if let Err(e) = crate::report::write(run_dir) {
+        tracing::warn!("could not write report.html ({e}); retry with `tunekit report RUN_DIR`");
+    }
     tracing::info!(
         "scores in {}, curves in metrics.jsonl and TensorBoard (report.html is drawn for classification runs)",
         run_dir.join("metrics.json").display()
