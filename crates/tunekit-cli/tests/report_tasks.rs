@@ -77,7 +77,10 @@ fn cell_equals_metric(page: &str, m: &serde_json::Value, table: &str, split: &st
         None if v.is_null() => "—".to_string(),
         None => panic!("metrics.json {split} {name}: {v}"),
     };
-    let key = format!("{table}{}{split}/{name}", if table.is_empty() { "" } else { "/" });
+    let key = format!(
+        "{table}{}{split}/{name}",
+        if table.is_empty() { "" } else { "/" }
+    );
     assert_eq!(cell(page, &key), want, "{key}");
 }
 
@@ -91,7 +94,10 @@ fn check_page(run: &Path, m: &serde_json::Value, figures: &[&str], scratch: &Pat
         assert!(!page.contains(banned), "not self-contained: {banned}");
     }
     for id in ["fig-loss", "fig-metric", "fig-lr"].iter().chain(figures) {
-        assert!(page.contains(&format!("id=\"{id}\"")), "figure {id} missing");
+        assert!(
+            page.contains(&format!("id=\"{id}\"")),
+            "figure {id} missing"
+        );
     }
     assert!(
         !page.contains("class=\"plot missing\""),
@@ -317,7 +323,12 @@ fn regression_report_has_scatter_and_residuals_and_the_card_a_value_snippet() {
         ),
         1,
     );
-    let page = check_page(&run, &m, &["fig-scatter", "fig-residuals"], &d.join("chromium"));
+    let page = check_page(
+        &run,
+        &m,
+        &["fig-scatter", "fig-residuals"],
+        &d.join("chromium"),
+    );
     for k in ["mse", "mae", "pearson", "spearman"] {
         cell_equals_metric(&page, &m, "errors", "test", k);
     }
@@ -375,7 +386,11 @@ fn conll(n: usize, offset: usize) -> String {
 fn token_classification_report_has_per_type_scores_and_error_spans_and_the_card_its_tags() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let (train_f, val, test) = (d.join("train.conll"), d.join("val.conll"), d.join("test.conll"));
+    let (train_f, val, test) = (
+        d.join("train.conll"),
+        d.join("val.conll"),
+        d.join("test.conll"),
+    );
     std::fs::write(&train_f, conll(64, 0)).unwrap();
     std::fs::write(&val, conll(16, 64)).unwrap();
     std::fs::write(&test, conll(16, 80)).unwrap();
@@ -408,7 +423,12 @@ fn token_classification_report_has_per_type_scores_and_error_spans_and_the_card_
         .collect();
     let got = check_card(&run, &m, "token-classification", "transformers", &texts);
     let card = std::fs::read_to_string(run.join("model/README.md")).unwrap();
-    assert!(card.contains("## Tags\n\nTag scheme BIO; tags (id order): `O`, `B-LOC`, `B-PER`, `I-PER`."), "{card}");
+    assert!(
+        card.contains(
+            "## Tags\n\nTag scheme BIO; tags (id order): `O`, `B-LOC`, `B-PER`, `I-PER`."
+        ),
+        "{card}"
+    );
     // The snippet tags every word as the run did.
     for (p, t) in preds.iter().zip(got["tags"].as_array().unwrap()) {
         assert_eq!(strings(t), strings(&p["predicted"]), "{}", p["text"]);
@@ -433,7 +453,8 @@ fn halves(n: usize, offset: usize) -> Vec<String> {
 }
 
 #[test]
-fn embedding_report_has_retrieval_metrics_and_similarities_and_the_card_a_sentence_transformers_snippet() {
+fn embedding_report_has_retrieval_metrics_and_similarities_and_the_card_a_sentence_transformers_snippet()
+ {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let train_f = write_tsv(&d.join("train.tsv"), "anchor\tpositive", &halves(64, 0));
@@ -447,7 +468,12 @@ fn embedding_report_has_retrieval_metrics_and_similarities_and_the_card_a_senten
         ),
         1,
     );
-    let page = check_page(&run, &m, &["fig-recall-at-k", "fig-similarity"], &d.join("chromium"));
+    let page = check_page(
+        &run,
+        &m,
+        &["fig-recall-at-k", "fig-similarity"],
+        &d.join("chromium"),
+    );
     let preds = read_jsonl(&run.join("predictions/test.jsonl"));
     let ranks: Vec<f64> = preds
         .iter()
@@ -458,7 +484,10 @@ fn embedding_report_has_retrieval_metrics_and_similarities_and_the_card_a_senten
     let want = m["test_scores"]["mrr"].as_f64().unwrap();
     assert!((mrr - want).abs() < 1e-12, "{mrr} vs {want}");
     let r10 = ranks.iter().filter(|&&r| r <= 10.0).count() as f64 / ranks.len() as f64;
-    assert_eq!(cell(&page, "retrieval/test/recall_at_10"), format!("{r10:.4}"));
+    assert_eq!(
+        cell(&page, "retrieval/test/recall_at_10"),
+        format!("{r10:.4}")
+    );
     for k in ["mrr", "recall_at_1", "recall_at_5"] {
         cell_equals_metric(&page, &m, "retrieval", "test", k);
     }
@@ -480,7 +509,13 @@ fn embedding_report_has_retrieval_metrics_and_similarities_and_the_card_a_senten
         })
         .unzip();
     let texts: Vec<String> = anchors.iter().chain(&positives).cloned().collect();
-    let got = check_card(&run, &m, "sentence-similarity", "sentence-transformers", &texts);
+    let got = check_card(
+        &run,
+        &m,
+        "sentence-similarity",
+        "sentence-transformers",
+        &texts,
+    );
     let e = got["embeddings"].as_array().unwrap();
     let n = anchors.len();
     for (i, p) in preds.iter().enumerate() {

@@ -2032,7 +2032,13 @@ fn train_in(
     for w in &metrics.warnings {
         tracing::warn!("{w}");
     }
-    crate::card::write(&export_dir, config, &metrics, Some(&p.report), lora.is_some())?;
+    crate::card::write(
+        &export_dir,
+        config,
+        &metrics,
+        Some(&p.report),
+        lora.is_some(),
+    )?;
     write_json(&run_dir.join("metrics.json"), &metrics)?;
     // The report is derived from the files above; if it cannot be drawn the run is still
     // complete, so say so and how to retry rather than failing the run.

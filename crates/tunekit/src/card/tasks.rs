@@ -38,7 +38,11 @@ fn hub_task(kind: TaskKind) -> (&'static str, &'static str, &'static [&'static s
         TaskKind::Embedding => (
             "sentence-similarity",
             "Semantic Similarity",
-            &["sentence-transformers", "feature-extraction", "sentence-similarity"],
+            &[
+                "sentence-transformers",
+                "feature-extraction",
+                "sentence-similarity",
+            ],
         ),
         TaskKind::Classification | TaskKind::PairClassification => (
             "text-classification",
@@ -351,7 +355,9 @@ fn task_details(s: &mut String, kind: TaskKind, metrics: &RunMetrics, meta: Opti
             s.push_str("## Labels and decision thresholds\n\n");
             let th = meta.map(|m| m.thresholds.as_slice()).unwrap_or_default();
             if th.len() != metrics.labels.len() {
-                s.push_str("The per-label thresholds are in `tunekit.json` → `task.thresholds`.\n\n");
+                s.push_str(
+                    "The per-label thresholds are in `tunekit.json` → `task.thresholds`.\n\n",
+                );
                 return;
             }
             s.push_str("| label | threshold |\n|---|---|\n");

@@ -24,8 +24,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     EvalPoint, Figure, PREDICTIONS_DIR, REPORT_FILE, Training, data_tables, esc, figure_html,
-    fmt_opt, loss_figure, lr_figure, metric_figure, overfitting, page_head, page_tail,
-    read_jsonl, read_scalars, warnings_html,
+    fmt_opt, loss_figure, lr_figure, metric_figure, overfitting, page_head, page_tail, read_jsonl,
+    read_scalars, warnings_html,
 };
 use crate::error::{Error, Result};
 use crate::fsutil::{read_json, write_atomic};
@@ -95,7 +95,10 @@ impl TaskRun {
 
     /// The lines of `predictions/<split>.jsonl`, `None` when the run has no such file.
     fn predictions<T: DeserializeOwned>(&self, split: &str) -> Result<Option<Vec<T>>> {
-        let p = self.dir.join(PREDICTIONS_DIR).join(format!("{split}.jsonl"));
+        let p = self
+            .dir
+            .join(PREDICTIONS_DIR)
+            .join(format!("{split}.jsonl"));
         if p.exists() {
             read_jsonl(&p).map(Some)
         } else {
@@ -130,7 +133,10 @@ impl TaskRun {
     /// exported model's `tunekit.json` → `task.thresholds`; empty when neither has them.
     fn thresholds(&self) -> Vec<f64> {
         let from = |v: &serde_json::Value| -> Option<Vec<f64>> {
-            v.as_array()?.iter().map(serde_json::Value::as_f64).collect()
+            v.as_array()?
+                .iter()
+                .map(serde_json::Value::as_f64)
+                .collect()
         };
         from(&self.raw["thresholds"])
             .or_else(|| {
@@ -203,7 +209,12 @@ fn loss_name(kind: TaskKind) -> &'static str {
 /// The task's score names in the order the tables show them (its `train.metric` choices,
 /// loss last).
 fn score_names(kind: TaskKind) -> Vec<&'static str> {
-    let mut names: Vec<&str> = kind.metrics().iter().copied().filter(|n| *n != "loss").collect();
+    let mut names: Vec<&str> = kind
+        .metrics()
+        .iter()
+        .copied()
+        .filter(|n| *n != "loss")
+        .collect();
     names.push("loss");
     names
 }
@@ -273,7 +284,9 @@ fn scores_table(h: &mut String, run: &TaskRun) {
     if splits.is_empty() {
         return;
     }
-    h.push_str("<h2>Final scores (exported model)</h2><table id=\"final-scores\"><tr><th>split</th>");
+    h.push_str(
+        "<h2>Final scores (exported model)</h2><table id=\"final-scores\"><tr><th>split</th>",
+    );
     for n in &names {
         let _ = write!(h, "<th>{n}</th>");
     }

@@ -39,14 +39,21 @@ fn subsample<T: Copy>(points: &[T], max: usize) -> Vec<T> {
 
 fn scatter_figure(split: &str, lines: &[Line]) -> Figure {
     let pts: Vec<(f64, f64)> = lines.iter().map(|l| (l.target, l.prediction)).collect();
-    let lo = pts.iter().flat_map(|p| [p.0, p.1]).fold(f64::INFINITY, f64::min);
+    let lo = pts
+        .iter()
+        .flat_map(|p| [p.0, p.1])
+        .fold(f64::INFINITY, f64::min);
     let hi = pts
         .iter()
         .flat_map(|p| [p.0, p.1])
         .fold(f64::NEG_INFINITY, f64::max);
     let shown = subsample(&pts, MAX_POINTS);
     let note = if shown.len() < pts.len() {
-        format!(" {} of {} points drawn (an even subsample).", shown.len(), pts.len())
+        format!(
+            " {} of {} points drawn (an even subsample).",
+            shown.len(),
+            pts.len()
+        )
     } else {
         String::new()
     };
