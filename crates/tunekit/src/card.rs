@@ -3,6 +3,8 @@
 //! results), then what a reader needs to trust or reject the model: results, per-class
 //! numbers, the data it saw, the exact training config, intended use and limitations.
 
+mod tasks;
+
 use std::fmt::Write;
 use std::path::Path;
 
@@ -25,13 +27,20 @@ fn metric_rows(out: &mut String, split: &str, m: &ClassificationMetrics) {
     );
 }
 
-/// Render the card for a finished run.
+/// Render the card for a finished run of any task. `data` is the run's data report (`None`
+/// for token classification, whose CoNLL report is not a [`DataReport`]); `meta` is the
+/// exported model's task metadata (`tunekit.json` → `task`: multilabel thresholds, tag
+/// scheme), `None` for classification.
 pub fn render(
     config: &RunConfig,
     metrics: &RunMetrics,
-    data: &DataReport,
+    data: Option<&DataReport>,
+    meta: Option<&crate::task::TaskMeta>,
     lora: bool,
 ) -> Result<String> {
+    if !metrics.task.is_classification() {
+        return tasks::render(config, metrics, data, meta, lora);
+    }
     let mut s = String::new();
     let name = &config.run.name;
     let dataset = config
@@ -139,7 +148,35 @@ pub fn render(
         metrics.train_examples_per_s
     );
 
-    let warnings: Vec<&String> = metrics.warnings.iter().chain(&data.warnings).collect();
+    warnings_section(&mut s, metrics, data);
+    data_section(&mut s, data);
+    config_section(&mut s, config)?;
+
+    s.push_str("## Intended use and limitations\n\n");
+    let _ = writeln!(
+        s,
+        "- Intended for classifying texts like those in the training data (`{}`) into the labels above; \
+         inputs longer than {} tokens are truncated.",
+        config.data.train.display(),
+        config.model.max_length
+    );
+    s.push_str(
+        "- The scores are softmax probabilities of a fine-tuned model, not calibrated confidences; \
+         check calibration on your own data before thresholding them.\n\
+         - Accuracy on data from another domain, time or population than the training data is \
+         unknown and usually lower; the model inherits the biases of its base model and its data.\n\
+         - Evaluate on your own held-out data before relying on it for decisions about people.\n",
+    );
+    Ok(s)
+}
+
+/// `## Warnings`: the run's and the data report's (nothing when there are none).
+fn warnings_section(s: &mut String, metrics: &RunMetrics, data: Option<&DataReport>) {
+    let warnings: Vec<&String> = metrics
+        .warnings
+        .iter()
+        .chain(data.map(|d| &d.warnings).into_iter().flatten())
+        .collect();
     if !warnings.is_empty() {
         s.push_str("## Warnings\n\n");
         for w in warnings {
@@ -147,7 +184,14 @@ pub fn render(
         }
         s.push('\n');
     }
+}
 
+/// `## Data`: one row per split of the data report, or where the report is.
+fn data_section(s: &mut String, data: Option<&DataReport>) {
+    let Some(data) = data else {
+        s.push_str("## Data\n\nThe data report is `data_report.json` in the run directory.\n\n");
+        return;
+    };
     s.push_str("## Data\n\n| split | file | rows read | kept | dropped | labels |\n|---|---|---|---|---|---|\n");
     for sp in &data.splits {
         let dropped: Vec<String> = sp.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -172,37 +216,34 @@ pub fn render(
         );
     }
     s.push_str("\nThe full data report is `data_report.txt` in the run directory.\n\n");
+}
 
+/// `## Training configuration`: the run's config as TOML.
+fn config_section(s: &mut String, config: &RunConfig) -> Result<()> {
     s.push_str("## Training configuration\n\n```toml\n");
     s.push_str(&config.to_toml()?);
     s.push_str("```\n\n");
-
-    s.push_str("## Intended use and limitations\n\n");
-    let _ = writeln!(
-        s,
-        "- Intended for classifying texts like those in the training data (`{}`) into the labels above; \
-         inputs longer than {} tokens are truncated.",
-        config.data.train.display(),
-        config.model.max_length
-    );
-    s.push_str(
-        "- The scores are softmax probabilities of a fine-tuned model, not calibrated confidences; \
-         check calibration on your own data before thresholding them.\n\
-         - Accuracy on data from another domain, time or population than the training data is \
-         unknown and usually lower; the model inherits the biases of its base model and its data.\n\
-         - Evaluate on your own held-out data before relying on it for decisions about people.\n",
-    );
-    Ok(s)
+    Ok(())
 }
 
-/// Write the card to `dir/README.md` atomically.
+/// Write the card of a finished run of any task to `dir/README.md` atomically. `dir` is the
+/// exported model directory; for a task run its `tunekit.json` must already be written (the
+/// card reads the multilabel thresholds and the tag scheme from it). `data` is the run's data
+/// report, `None` where it is not a [`DataReport`] (token classification).
 pub fn write(
     dir: &Path,
     config: &RunConfig,
     metrics: &RunMetrics,
-    data: &DataReport,
+    data: Option<&DataReport>,
     lora: bool,
 ) -> Result<()> {
-    let text = render(config, metrics, data, lora)?;
+    let meta = if metrics.task.is_classification() {
+        None
+    } else {
+        crate::fsutil::read_json::<crate::infer::ModelMeta>(&dir.join(crate::model::TUNEKIT_META))
+            .ok()
+            .and_then(|m| m.task)
+    };
+    let text = render(config, metrics, data, meta.as_ref(), lora)?;
     crate::fsutil::write_atomic(&dir.join("README.md"), text.as_bytes())
 }

@@ -221,3 +221,88 @@ pub fn predict_rows(model: &Path, input: &Path, out: &Path) -> Vec<serde_json::V
     assert!(o.status.success(), "predict failed: {}", stderr(&o));
     read_jsonl(out)
 }
+
+/// Headless Chromium for page checks: `TUNEKIT_CHROMIUM`, else `chromium` (or a sibling) on
+/// `PATH`.
+pub fn chromium_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TUNEKIT_CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!("headless Chromium is needed for the report tests: apt-get install chromium");
+}
+
+/// Script appended to a copy of a page: after layout, each figure's rendered SVG size and
+/// drawn elements, written into the DOM for `--dump-dom`.
+const FIGURE_CHECK_SCRIPT: &str = r#"<script>
+window.addEventListener('load', () => {
+  const out = {};
+  for (const f of document.querySelectorAll('figure')) {
+    const svg = f.querySelector('svg');
+    const r = svg ? svg.getBoundingClientRect() : {width: 0, height: 0};
+    let drawn = 0, inked = 0;
+    if (svg) {
+      for (const el of svg.querySelectorAll('polyline,path,rect,circle,line,polygon,text')) {
+        drawn++;
+        const b = el.getBBox();
+        if (b.width > 0 || b.height > 0) inked++;
+      }
+    }
+    out[f.id] = {width: r.width, height: r.height, drawn, inked, missing: f.classList.contains('missing')};
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'tk-check';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"#;
+
+/// Lay `page` out in headless Chromium (scratch files under `dir`) and return, per figure id,
+/// its rendered `width`, `height`, `inked` element count and `missing` flag.
+pub fn rendered_figures(page: &str, dir: &Path) -> serde_json::Value {
+    let check = dir.join("check.html");
+    std::fs::write(
+        &check,
+        page.replace("</body>", &format!("{FIGURE_CHECK_SCRIPT}</body>")),
+    )
+    .unwrap();
+    let out = Command::new(chromium_binary())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1400,1000",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium-profile").display()
+        ))
+        .arg(format!("file://{}", check.display()))
+        .output()
+        .expect("start chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let start = dom.find("<pre id=\"tk-check\">").unwrap_or_else(|| {
+        panic!(
+            "chromium did not run the check: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let body = &dom[start + "<pre id=\"tk-check\">".len()..];
+    let body = &body[..body.find("</pre>").unwrap()];
+    serde_json::from_str(&body.replace("&quot;", "\"").replace("&amp;", "&")).unwrap()
+}

@@ -11,6 +11,7 @@
 
 pub mod plots;
 pub mod search;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -213,16 +214,13 @@ struct Figure {
 
 /// Write `RUN_DIR/report.html` and return its path.
 pub fn write(run_dir: &Path) -> Result<PathBuf> {
-    // The page is drawn from classification metrics; other tasks have none of its figures.
-    let metrics = run_dir.join("metrics.json");
-    if let Ok(m) = crate::fsutil::read_json::<crate::train::RunMetrics>(&metrics)
-        && !m.task.is_classification()
+    // Other tasks have their own page (report::tasks), drawn from their own files.
+    let metrics = read_json::<serde_json::Value>(&run_dir.join("metrics.json"));
+    if let Ok(m) = &metrics
+        && let Ok(task) = serde_json::from_value::<crate::task::TaskKind>(m["task"].clone())
+        && !task.is_classification()
     {
-        return Err(Error::Report(format!(
-            "{}: a {} run; report.html covers classification runs (its scores are in metrics.json, its curves in metrics.jsonl and TensorBoard)",
-            run_dir.display(),
-            crate::task::kind_name(m.task)
-        )));
+        return tasks::write(run_dir);
     }
     let run = load(run_dir)?;
     let html = render(&run)?;
@@ -245,10 +243,63 @@ fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
     out
 }
 
-fn best_marker(run: &RunFiles) -> Option<Marker> {
-    run.metrics.best_step.map(|s| {
+/// One evaluation as the training-curve figures see it, whatever the task.
+struct EvalPoint {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// Fractional epoch.
+    pub epoch: f64,
+    /// Mean training loss since the previous evaluation.
+    pub train_loss: f64,
+    /// Learning rate of the last step.
+    pub learning_rate: f64,
+    /// Validation scores by name (`loss` when it was recorded).
+    pub validation: BTreeMap<String, f64>,
+}
+
+/// What the training-curve figures (loss, validation metrics, learning rate) need, read from
+/// `metrics.jsonl`, the TensorBoard events and `metrics.json` of a run of any task.
+struct Training<'a> {
+    /// Per-step scalars by TensorBoard tag.
+    pub scalars: &'a BTreeMap<String, BTreeMap<i64, f64>>,
+    /// The evaluations in step order.
+    pub evals: Vec<EvalPoint>,
+    /// Optimiser steps of the run.
+    pub steps: usize,
+    /// Step of the exported checkpoint.
+    pub best_step: Option<usize>,
+}
+
+impl<'a> Training<'a> {
+    /// The view of a classification run; each evaluation keeps the scores the figures draw.
+    fn classification(run: &'a RunFiles) -> Self {
+        let names = ["loss", run.metrics.metric.as_str(), "accuracy", "macro_f1"];
+        Training {
+            scalars: &run.scalars,
+            evals: run
+                .history
+                .iter()
+                .map(|r| EvalPoint {
+                    step: r.step,
+                    epoch: r.epoch,
+                    train_loss: r.train_loss,
+                    learning_rate: r.learning_rate,
+                    validation: names
+                        .iter()
+                        .filter_map(|&n| r.validation.get(n).map(|v| (n.to_string(), v)))
+                        .collect(),
+                })
+                .collect(),
+            steps: run.metrics.steps,
+            best_step: run.metrics.best_step,
+        }
+    }
+}
+
+fn best_marker(run: &Training) -> Option<Marker> {
+    run.best_step.map(|s| {
         let epoch = run
-            .history
+            .evals
             .iter()
             .find(|r| r.step == s)
             .map(|r| {
@@ -266,11 +317,12 @@ fn best_marker(run: &RunFiles) -> Option<Marker> {
 }
 
 /// Training curves share one x axis: step 0 to the last step, so they line up on the page.
-fn step_axis(run: &RunFiles) -> Option<(f64, f64)> {
-    (run.metrics.steps > 0).then_some((0.0, run.metrics.steps as f64))
+fn step_axis(run: &Training) -> Option<(f64, f64)> {
+    (run.steps > 0).then_some((0.0, run.steps as f64))
 }
 
-fn loss_figure(run: &RunFiles) -> Figure {
+/// Training and validation loss; `loss_name` is the y axis (the task's objective).
+fn loss_figure(run: &Training, loss_name: &str) -> Figure {
     let mut series = Vec::new();
     if let Some(steps) = run.scalars.get("train/loss") {
         let raw: Vec<(f64, f64)> = steps.iter().map(|(&s, &v)| (s as f64, v)).collect();
@@ -289,11 +341,11 @@ fn loss_figure(run: &RunFiles) -> Figure {
                 style: Style::Line,
             });
         }
-    } else if !run.history.is_empty() {
+    } else if !run.evals.is_empty() {
         series.push(Series {
             name: "train loss (mean since previous evaluation)".into(),
             points: run
-                .history
+                .evals
                 .iter()
                 .map(|r| (r.step as f64, r.train_loss))
                 .collect(),
@@ -302,9 +354,9 @@ fn loss_figure(run: &RunFiles) -> Figure {
         });
     }
     let val: Vec<(f64, f64)> = run
-        .history
+        .evals
         .iter()
-        .filter_map(|r| r.validation.loss.map(|l| (r.step as f64, l)))
+        .filter_map(|r| r.validation.get("loss").map(|&l| (r.step as f64, l)))
         .collect();
     if !val.is_empty() {
         series.push(Series {
@@ -324,7 +376,7 @@ fn loss_figure(run: &RunFiles) -> Figure {
             &plots::Axes {
                 title: "Loss",
                 x_label: "optimiser step",
-                y_label: "cross-entropy loss",
+                y_label: loss_name,
                 marker: marker.as_ref(),
                 y_range: None,
                 x_range: step_axis(run),
@@ -336,10 +388,16 @@ fn loss_figure(run: &RunFiles) -> Figure {
     }
 }
 
-fn metric_figure(run: &RunFiles) -> Figure {
-    let selection = run.metrics.metric.clone();
-    let mut names = vec![selection.clone()];
-    for n in ["accuracy", "macro_f1"] {
+/// Validation metrics at each evaluation: the selection metric first, then `also`; `test` is
+/// the exported model's test score of one of them, drawn as a single dot at the best step.
+fn metric_figure(
+    run: &Training,
+    selection: &str,
+    also: &[&str],
+    test: Option<(&str, f64)>,
+) -> Figure {
+    let mut names = vec![selection.to_string()];
+    for n in also {
         if !names.iter().any(|m| m == n) {
             names.push(n.to_string());
         }
@@ -347,9 +405,9 @@ fn metric_figure(run: &RunFiles) -> Figure {
     let mut series = Vec::new();
     for (i, name) in names.iter().filter(|n| n.as_str() != "loss").enumerate() {
         let pts: Vec<(f64, f64)> = run
-            .history
+            .evals
             .iter()
-            .filter_map(|r| r.validation.get(name).map(|v| (r.step as f64, v)))
+            .filter_map(|r| r.validation.get(name).map(|&v| (r.step as f64, v)))
             .collect();
         if !pts.is_empty() {
             let label = if *name == selection {
@@ -365,20 +423,13 @@ fn metric_figure(run: &RunFiles) -> Figure {
             });
         }
     }
-    if let (Some(test), Some(step)) = (&run.metrics.test, run.metrics.best_step) {
-        let name = if selection == "loss" {
-            "accuracy"
-        } else {
-            selection.as_str()
-        };
-        if let Some(v) = test.get(name) {
-            series.push(Series {
-                name: format!("test {name} of the exported model"),
-                points: vec![(step as f64, v)],
-                color: 5,
-                style: Style::LineDots,
-            });
-        }
+    if let (Some((name, v)), Some(step)) = (test, run.best_step) {
+        series.push(Series {
+            name: format!("test {name} of the exported model"),
+            points: vec![(step as f64, v)],
+            color: 5,
+            style: Style::LineDots,
+        });
     }
     let marker = best_marker(run);
     Figure {
@@ -403,11 +454,11 @@ fn metric_figure(run: &RunFiles) -> Figure {
     }
 }
 
-fn lr_figure(run: &RunFiles) -> Figure {
+fn lr_figure(run: &Training) -> Figure {
     let pts: Vec<(f64, f64)> = match run.scalars.get("train/learning_rate") {
         Some(s) => s.iter().map(|(&k, &v)| (k as f64, v)).collect(),
         None => run
-            .history
+            .evals
             .iter()
             .map(|r| (r.step as f64, r.learning_rate))
             .collect(),
@@ -664,30 +715,93 @@ fn narrative(run: &RunFiles) -> String {
             t.accuracy, t.macro_f1
         );
     }
-    // Over-fitting: validation loss rose after its minimum.
     let losses: Vec<(usize, f64)> = run
         .history
         .iter()
         .filter_map(|r| r.validation.loss.map(|l| (r.step, l)))
         .collect();
+    s.push_str(&overfitting(&losses));
+    s
+}
+
+/// Over-fitting: a sentence (with a leading space) when the validation loss `(step, loss)`
+/// ended more than 2 % above its minimum; empty otherwise.
+fn overfitting(losses: &[(usize, f64)]) -> String {
     if let Some(&(min_step, min_loss)) = losses.iter().min_by(|a, b| a.1.total_cmp(&b.1))
         && let Some(&(last_step, last_loss)) = losses.last()
         && last_step != min_step
         && last_loss > min_loss * 1.02
     {
-        let _ = write!(
-            s,
+        return format!(
             " Validation loss was lowest at step {min_step} ({min_loss:.4}) and rose to \
              {last_loss:.4} by step {last_step}: the model started to over-fit."
         );
     }
-    s
+    String::new()
+}
+
+/// The page's opening: doctype, head with the inline CSS, the run's title and lead sentences.
+fn page_head(h: &mut String, name: &str, lead: &str) {
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>tunekit report — {}</title>\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head><body>",
+        esc(name)
+    );
+    let _ = write!(
+        h,
+        "<h1>Run <code>{}</code></h1><p class=\"lead\">{}</p>",
+        esc(name),
+        esc(lead)
+    );
+}
+
+/// The warnings box (nothing when there are none).
+fn warnings_html(h: &mut String, warnings: &[String]) {
+    if !warnings.is_empty() {
+        h.push_str("<div class=\"warnings\" id=\"warnings\"><strong>Warnings</strong><ul>");
+        for w in warnings {
+            let _ = write!(h, "<li>{}</li>", esc(w));
+        }
+        h.push_str("</ul></div>");
+    }
+}
+
+/// The page's end: the config and the footer.
+fn page_tail(h: &mut String, config: Option<&str>) {
+    if let Some(c) = config {
+        let _ = write!(
+            h,
+            "<h2>Configuration</h2><details><summary>config.toml</summary><pre>{}</pre></details>",
+            esc(c)
+        );
+    }
+    let _ = write!(
+        h,
+        "<footer>Written by tunekit {} from the files in the run directory; regenerate with \
+         <code>tunekit report RUN_DIR</code>.</footer></body></html>",
+        env!("CARGO_PKG_VERSION")
+    );
+    h.push('\n');
 }
 
 fn render(run: &RunFiles) -> Result<String> {
     let m = &run.metrics;
     let labels = &m.labels;
-    let mut figures_training = vec![loss_figure(run), metric_figure(run), lr_figure(run)];
+    let training = Training::classification(run);
+    let test_dot = m.test.as_ref().and_then(|t| {
+        let name = if m.metric == "loss" {
+            "accuracy"
+        } else {
+            m.metric.as_str()
+        };
+        t.get(name).map(|v| (name, v))
+    });
+    let mut figures_training = vec![
+        loss_figure(&training, "cross-entropy loss"),
+        metric_figure(&training, &m.metric, &["accuracy", "macro_f1"], test_dot),
+        lr_figure(&training),
+    ];
     let split_name = run
         .predictions
         .as_ref()
@@ -736,29 +850,12 @@ fn render(run: &RunFiles) -> Result<String> {
     }
 
     let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>tunekit report — {}</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{CSS}</style></head><body>",
-        esc(&run.name)
-    );
-    let _ = write!(
-        h,
-        "<h1>Run <code>{}</code></h1><p class=\"lead\">{}</p>",
-        esc(&run.name),
-        esc(&narrative(run))
-    );
+    page_head(&mut h, &run.name, &narrative(run));
     let mut warnings = collapse_warnings(m);
     if let Some(d) = &run.data {
         warnings.extend(d.warnings.iter().cloned());
     }
-    if !warnings.is_empty() {
-        h.push_str("<div class=\"warnings\" id=\"warnings\"><strong>Warnings</strong><ul>");
-        for w in &warnings {
-            let _ = write!(h, "<li>{}</li>", esc(w));
-        }
-        h.push_str("</ul></div>");
-    }
+    warnings_html(&mut h, &warnings);
     let mut rows: Vec<(&str, &ClassificationMetrics)> = Vec::new();
     if let Some(v) = &m.validation {
         rows.push(("validation", v));
@@ -855,20 +952,7 @@ fn render(run: &RunFiles) -> Result<String> {
         Some(d) => data_tables(&mut h, d),
         None => h.push_str("<p>No data_report.json in the run directory.</p>"),
     }
-    if let Some(c) = &run.config {
-        let _ = write!(
-            h,
-            "<h2>Configuration</h2><details><summary>config.toml</summary><pre>{}</pre></details>",
-            esc(c)
-        );
-    }
-    let _ = write!(
-        h,
-        "<footer>Written by tunekit {} from the files in the run directory; regenerate with \
-         <code>tunekit report RUN_DIR</code>.</footer></body></html>",
-        env!("CARGO_PKG_VERSION")
-    );
-    h.push('\n');
+    page_tail(&mut h, run.config.as_deref());
     Ok(h)
 }
 

@@ -99,7 +99,8 @@ fn teacher_logits(
     // The same refusals as `data check` (labels, position table), before the weights load.
     crate::train::check::check_teacher(config, &p.labels)?;
     let teacher =
-        crate::infer::Classifier::load(&d.teacher, Some(config.model.max_length), device)?;
+        crate::predictor::Predictor::load(&d.teacher, Some(config.model.max_length), device)?
+            .classifier("a distillation teacher")?;
     let tokens = teacher.tokenize(&p.train.examples)?;
     crate::infer::log_truncated(
         &tokens,
@@ -584,7 +585,7 @@ impl Objective for Classification {
         for w in &metrics.warnings {
             tracing::warn!("{w}");
         }
-        crate::card::write(&export_dir, config, &metrics, &p.report, run.lora())?;
+        crate::card::write(&export_dir, config, &metrics, Some(&p.report), run.lora())?;
         write_json(&run.run_dir.join("metrics.json"), &metrics)?;
         write_report(run.run_dir);
         Ok(metrics)

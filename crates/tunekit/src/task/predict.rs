@@ -183,6 +183,18 @@ struct PredictionLine<'a> {
     prediction: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     positive_rank: Option<usize>,
+    /// Token classification: the sentence's words (`labels` / `predicted` are per word).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    words: Option<&'a [String]>,
+    /// Embedding: cosine similarity of the anchor with its own positive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    positive_similarity: Option<f64>,
+    /// Embedding: row of the most similar other positive (the hardest in-split negative).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nearest_negative: Option<usize>,
+    /// Embedding: its cosine similarity with the anchor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nearest_negative_similarity: Option<f64>,
 }
 
 fn lines_of<'a>(
@@ -200,6 +212,10 @@ fn lines_of<'a>(
         target: None,
         prediction: None,
         positive_rank: None,
+        words: None,
+        positive_similarity: None,
+        nearest_negative: None,
+        nearest_negative_similarity: None,
     };
     let chosen = |probs: &[f32]| -> Vec<&'a str> {
         probs
@@ -254,6 +270,7 @@ fn lines_of<'a>(
                             .map(|t| labels.iter().find(|l| *l == t).map_or("O", String::as_str))
                             .collect(),
                     ),
+                    words: Some(s.words.as_slice()),
                     ..blank(text)
                 })
                 .collect()
@@ -266,10 +283,22 @@ fn lines_of<'a>(
                 .zip(a)
                 .enumerate()
                 .map(|(i, (text, av))| {
-                    let dot = |p: &Vec<f32>| -> f32 { av.iter().zip(p).map(|(x, y)| x * y).sum() };
-                    let own = pos.get(i).map(dot);
+                    // Summed in f64 as `embedding::retrieval_scores`, so ranks agree with the MRR.
+                    let dot = |p: &Vec<f32>| -> f64 {
+                        av.iter().zip(p).map(|(x, y)| f64::from(x * y)).sum()
+                    };
+                    let sims: Vec<f64> = pos.iter().map(dot).collect();
+                    let own = sims.get(i).copied();
+                    let nearest = sims
+                        .iter()
+                        .enumerate()
+                        .filter(|&(j, _)| j != i)
+                        .max_by(|a, b| a.1.total_cmp(b.1));
                     PredictionLine {
-                        positive_rank: own.map(|s| 1 + pos.iter().filter(|p| dot(p) > s).count()),
+                        positive_rank: own.map(|s| 1 + sims.iter().filter(|&&p| p > s).count()),
+                        positive_similarity: own,
+                        nearest_negative: nearest.map(|(j, _)| j),
+                        nearest_negative_similarity: nearest.map(|(_, &v)| v),
                         ..blank(text)
                     }
                 })
