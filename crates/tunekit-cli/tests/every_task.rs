@@ -339,7 +339,7 @@ fn multilabel_lora_adapter_serves_merges_quantizes_and_exports_like_predict() {
     let input = write_tsv(
         &d.join("in.tsv"),
         "text",
-        &ML_TEXTS.map(String::from).to_vec(),
+        ML_TEXTS.map(String::from).as_ref(),
     );
     let rows = predict_rows(&adapter, &input, &d.join("p.jsonl"));
     let labels = ["animal", "food", "weather"];
@@ -460,7 +460,7 @@ fn regression_model_serves_numbers_quantizes_and_exports_like_predict() {
     let input = write_tsv(
         &d.join("in.tsv"),
         "text",
-        &REG_TEXTS.map(String::from).to_vec(),
+        REG_TEXTS.map(String::from).as_ref(),
     );
     let rows = predict_rows(&model, &input, &d.join("p.jsonl"));
     let want: Vec<f64> = rows
@@ -710,7 +710,7 @@ fn embedding_model_serves_embed_refuses_predict_quantizes_and_exports_like_predi
     let input = write_tsv(
         &d.join("in.tsv"),
         "text",
-        &EMB_TEXTS.map(String::from).to_vec(),
+        EMB_TEXTS.map(String::from).as_ref(),
     );
     let rows = predict_rows(&model, &input, &d.join("p.jsonl"));
     let want: Vec<Vec<f64>> = rows.iter().map(|r| floats(&r["embedding"])).collect();

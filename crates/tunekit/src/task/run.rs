@@ -801,7 +801,13 @@ impl Objective for TaskObjective {
         write_json(&run.run_dir.join("metrics.json"), &json)?;
         let data_report: Option<crate::prep::DataReport> =
             serde_json::from_value(p.report.clone()).ok();
-        crate::card::write(&export_dir, config, &metrics, data_report.as_ref(), run.lora())?;
+        crate::card::write(
+            &export_dir,
+            config,
+            &metrics,
+            data_report.as_ref(),
+            run.lora(),
+        )?;
         super::classification::write_report(run.run_dir);
         tracing::info!(
             "scores in {}, curves in metrics.jsonl and TensorBoard",
