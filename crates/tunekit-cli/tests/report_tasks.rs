@@ -245,7 +245,7 @@ fn multilabel_rows(n: usize, offset: usize) -> Vec<String> {
             let mut labels = Vec::new();
             for (k, (name, kw)) in KEYWORDS.iter().enumerate() {
                 let last = k == KEYWORDS.len() - 1;
-                if (i + offset) % (k + 2) == 0 || (last && labels.is_empty()) {
+                if (i + offset).is_multiple_of(k + 2) || (last && labels.is_empty()) {
                     words.insert((i * 7 + k) % (words.len() + 1), kw.to_string());
                     labels.push(*name);
                 }
