@@ -214,13 +214,14 @@ mod tests {
         // Positives at 0.9 and 0.4, negatives at 0.6 and 0.1.
         let probs = [0.9f32, 0.6, 0.4, 0.1];
         let truth = [true, false, true, false];
-        let curve = threshold_curve(&probs, &truth, 0.37);
+        // 0.3725 is not on the 0.005 grid: it is added as the 202nd point.
+        let curve = threshold_curve(&probs, &truth, 0.3725);
         assert_eq!(curve.len(), 202);
         let at = |t: f64| curve.iter().find(|p| p.0 == t).unwrap().1;
         // t = 0: all four predicted: tp 2, fp 2 → F1 = 4 / 6.
         assert!((at(0.0) - 4.0 / 6.0).abs() < 1e-12);
-        // t = 0.37: 0.9, 0.6, 0.4 predicted: tp 2, fp 1 → 4 / 5.
-        assert!((at(0.37) - 0.8).abs() < 1e-12);
+        // t = 0.3725: 0.9, 0.6, 0.4 predicted: tp 2, fp 1 → 4 / 5.
+        assert!((at(0.3725) - 0.8).abs() < 1e-12);
         // t = 0.5: 0.9, 0.6: tp 1, fp 1, fn 1 → 2 / 4.
         assert!((at(0.5) - 0.5).abs() < 1e-12);
         // t = 0.75: 0.9 only: tp 1, fn 1 → 2 / 3.
