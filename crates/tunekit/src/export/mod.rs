@@ -13,6 +13,7 @@
 pub mod compare;
 pub mod onnx;
 pub mod onnx_proto;
+pub mod recover;
 
 use std::path::{Path, PathBuf};
 

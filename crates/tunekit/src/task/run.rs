@@ -2,17 +2,18 @@
 //! classification, embedding).
 //!
 //! [`TaskObjective`] is these tasks' [`Objective`] on [`crate::train`]'s one loop: the
-//! task's targets, loss and scores plug into it, and it brings its pieces — optimiser and no-decay group, frozen parameters and gradual
-//! unfreezing, layer-wise LR decay, LoRA, global-norm clipping, L1, reseeded dropout,
-//! checkpoints with resume, early stopping, TensorBoard, the search's pruning hook — so each
-//! strategy means the same thing for every task. What it leaves to classification: class
-//! weights, oversampling, focal loss, label smoothing, augmentation, distillation and the
-//! HTML report (their configs are rejected for these tasks, see [`super::TaskSection`]).
+//! task's targets, loss and scores plug into it, and the loop brings everything else —
+//! optimiser and no-decay group, frozen parameters and gradual unfreezing, layer-wise LR
+//! decay, LoRA, global-norm clipping, L1, reseeded dropout, checkpoints with resume, early
+//! stopping, TensorBoard, the search's pruning hook — so each strategy means the same thing
+//! for every task. What it leaves to classification: class weights, oversampling, focal
+//! loss, label smoothing, augmentation and distillation (their
+//! configs are rejected for these tasks, see [`super::TaskSection`]).
 //!
 //! Run directory: `config.toml`, `data_report.json`, `metrics.jsonl` (one [`TaskEvalRecord`]
 //! per evaluation), `checkpoints/`, `best/`, `model/` (HF layout with `tunekit.json` → `task`),
 //! `predictions/{validation,test}.jsonl`, `metrics.json` ([`RunMetrics`] with
-//! `validation_scores` / `test_scores`), TensorBoard events.
+//! `validation_scores` / `test_scores`), `report.html`, `model/README.md`, TensorBoard events.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
