@@ -336,11 +336,7 @@ fn multilabel_lora_adapter_serves_merges_quantizes_and_exports_like_predict() {
         "epochs = 2\nlearning_rate = 1e-3\n\n[strategy.lora]\nrank = 4",
     );
     assert!(adapter.join("adapter_config.json").is_file());
-    let input = write_tsv(
-        &d.join("in.tsv"),
-        "text",
-        ML_TEXTS.map(String::from).as_ref(),
-    );
+    let input = write_tsv(&d.join("in.tsv"), "text", &ML_TEXTS.map(String::from));
     let rows = predict_rows(&adapter, &input, &d.join("p.jsonl"));
     let labels = ["animal", "food", "weather"];
 
@@ -457,11 +453,7 @@ fn regression_model_serves_numbers_quantizes_and_exports_like_predict() {
         &format!("train = {train_f:?}\nvalidation = {val:?}\nlabel_column = \"score\""),
         "epochs = 2\nlearning_rate = 1e-4",
     );
-    let input = write_tsv(
-        &d.join("in.tsv"),
-        "text",
-        REG_TEXTS.map(String::from).as_ref(),
-    );
+    let input = write_tsv(&d.join("in.tsv"), "text", &REG_TEXTS.map(String::from));
     let rows = predict_rows(&model, &input, &d.join("p.jsonl"));
     let want: Vec<f64> = rows
         .iter()
@@ -707,11 +699,7 @@ fn embedding_model_serves_embed_refuses_predict_quantizes_and_exports_like_predi
         ),
         "epochs = 1\nmax_steps = 2\nlearning_rate = 1e-4",
     );
-    let input = write_tsv(
-        &d.join("in.tsv"),
-        "text",
-        EMB_TEXTS.map(String::from).as_ref(),
-    );
+    let input = write_tsv(&d.join("in.tsv"), "text", &EMB_TEXTS.map(String::from));
     let rows = predict_rows(&model, &input, &d.join("p.jsonl"));
     let want: Vec<Vec<f64>> = rows.iter().map(|r| floats(&r["embedding"])).collect();
 
