@@ -180,106 +180,172 @@ pub fn dedup(
     let near = opts
         .near
         .then(|| NearIndex::new(splits, opts.near_threshold));
-
-    // Within each split: groups of rows with the same key, joined by near-duplicate pairs.
     for (s, (name, rows)) in splits.iter().enumerate() {
-        let mut uf = UnionFind::new(rows.len());
-        let mut first: HashMap<&str, usize> = HashMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            match first.get(r.key) {
-                Some(&j) => uf.union(j, i),
-                None => {
-                    first.insert(r.key, i);
-                }
-            }
-        }
-        if let Some(index) = &near {
-            for (a, b) in index.pairs_within(s) {
-                uf.union(a, b);
-            }
-        }
-        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for i in 0..rows.len() {
-            groups.entry(uf.find(i)).or_default().push(i);
-        }
-        let (mut exact, mut nearn) = (0, 0);
-        for members in groups.values().filter(|m| m.len() > 1) {
-            let mut labels: BTreeMap<&str, usize> = BTreeMap::new();
-            for &i in members {
-                *labels.entry(rows[i].label.unwrap_or("")).or_default() += 1;
-            }
-            // The row kept from a group; `None` drops the whole group.
-            let kept = if labels.len() == 1 {
-                Some(members[0])
-            } else {
-                report.conflict_groups += 1;
-                if report.conflict_examples.len() < 10 {
-                    report.conflict_examples.push(ConflictExample {
-                        split: name.to_string(),
-                        text: clip(rows[members[0]].text),
-                        labels: labels.iter().map(|(l, n)| (l.to_string(), *n)).collect(),
-                        lines: members.iter().map(|&i| rows[i].line).collect(),
-                    });
-                }
-                match opts.conflicts {
-                    ConflictPolicy::Keep => continue,
-                    ConflictPolicy::Drop => None,
-                    ConflictPolicy::Majority => {
-                        let max = labels.values().copied().max().unwrap_or(0);
-                        let winners: Vec<&str> = labels
-                            .iter()
-                            .filter(|(_, n)| **n == max)
-                            .map(|(l, _)| *l)
-                            .collect();
-                        match winners.as_slice() {
-                            [w] => members
-                                .iter()
-                                .copied()
-                                .find(|&i| rows[i].label.unwrap_or("") == *w),
-                            _ => None,
-                        }
-                    }
-                }
-            };
-            match kept {
-                None => {
-                    for &i in members {
-                        keep[s][i] = Some(DropReason::Conflict);
-                    }
-                    report.conflict_rows_dropped += members.len();
-                }
-                Some(k) => {
-                    for &i in members.iter().filter(|&&i| i != k) {
-                        let same_label = rows[i].label == rows[k].label;
-                        if same_label && rows[i].key == rows[k].key {
-                            exact += 1;
-                        } else if same_label {
-                            nearn += 1;
-                        }
-                        let dropped_as_duplicate = if rows[i].key == rows[k].key {
-                            opts.exact
-                        } else {
-                            opts.near
-                        };
-                        if !same_label {
-                            keep[s][i] = Some(DropReason::Conflict);
-                            report.conflict_rows_dropped += 1;
-                        } else if dropped_as_duplicate {
-                            keep[s][i] = Some(if rows[i].key == rows[k].key {
-                                DropReason::ExactDuplicate
-                            } else {
-                                DropReason::NearDuplicate
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        report.exact_duplicates.insert(name.to_string(), exact);
-        report.near_duplicates.insert(name.to_string(), nearn);
+        within_split(
+            s,
+            name,
+            rows,
+            near.as_ref(),
+            opts,
+            &mut keep[s],
+            &mut report,
+        );
     }
+    across_splits(splits, near.as_ref(), opts, &mut keep, &mut report);
+    (keep, report)
+}
 
-    // Across splits: a row of split s that appears in a higher split h.
+/// What happens to a group of duplicates.
+enum GroupFate {
+    /// Keep every row (conflicting labels under [`ConflictPolicy::Keep`]).
+    KeepAll,
+    /// Drop every row as a conflict.
+    DropAll,
+    /// Keep this row; the others are duplicates (or conflicts when their label differs).
+    KeepOne(usize),
+}
+
+/// Within split `s`: groups of rows with the same key, joined by near-duplicate pairs; marks
+/// in `keep` the rows dropped as duplicates or conflicts and counts them in `report`.
+fn within_split(
+    s: usize,
+    name: &str,
+    rows: &[Item<'_>],
+    near: Option<&NearIndex>,
+    opts: &DedupOptions,
+    keep: &mut [Option<DropReason>],
+    report: &mut DedupReport,
+) {
+    let (mut exact, mut nearn) = (0, 0);
+    for members in duplicate_groups(s, rows, near)
+        .values()
+        .filter(|m| m.len() > 1)
+    {
+        match group_fate(name, rows, members, opts.conflicts, report) {
+            GroupFate::KeepAll => {}
+            GroupFate::DropAll => {
+                for &i in members {
+                    keep[i] = Some(DropReason::Conflict);
+                }
+                report.conflict_rows_dropped += members.len();
+            }
+            GroupFate::KeepOne(k) => {
+                for &i in members.iter().filter(|&&i| i != k) {
+                    let same_label = rows[i].label == rows[k].label;
+                    if same_label && rows[i].key == rows[k].key {
+                        exact += 1;
+                    } else if same_label {
+                        nearn += 1;
+                    }
+                    let dropped_as_duplicate = if rows[i].key == rows[k].key {
+                        opts.exact
+                    } else {
+                        opts.near
+                    };
+                    if !same_label {
+                        keep[i] = Some(DropReason::Conflict);
+                        report.conflict_rows_dropped += 1;
+                    } else if dropped_as_duplicate {
+                        keep[i] = Some(if rows[i].key == rows[k].key {
+                            DropReason::ExactDuplicate
+                        } else {
+                            DropReason::NearDuplicate
+                        });
+                    }
+                }
+            }
+        }
+    }
+    report.exact_duplicates.insert(name.to_string(), exact);
+    report.near_duplicates.insert(name.to_string(), nearn);
+}
+
+/// The rows of split `s` grouped by duplicate key and near-duplicate pairs: group root →
+/// member rows, in row order.
+fn duplicate_groups(
+    s: usize,
+    rows: &[Item<'_>],
+    near: Option<&NearIndex>,
+) -> BTreeMap<usize, Vec<usize>> {
+    let mut uf = UnionFind::new(rows.len());
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        match first.get(r.key) {
+            Some(&j) => uf.union(j, i),
+            None => {
+                first.insert(r.key, i);
+            }
+        }
+    }
+    if let Some(index) = near {
+        for (a, b) in index.pairs_within(s) {
+            uf.union(a, b);
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..rows.len() {
+        groups.entry(uf.find(i)).or_default().push(i);
+    }
+    groups
+}
+
+/// Which row of a group of duplicates survives: the first when all labels agree; otherwise
+/// the group is a conflict (counted, and quoted in `report` up to 10 times) settled by
+/// `policy`.
+fn group_fate(
+    name: &str,
+    rows: &[Item<'_>],
+    members: &[usize],
+    policy: ConflictPolicy,
+    report: &mut DedupReport,
+) -> GroupFate {
+    let mut labels: BTreeMap<&str, usize> = BTreeMap::new();
+    for &i in members {
+        *labels.entry(rows[i].label.unwrap_or("")).or_default() += 1;
+    }
+    if labels.len() == 1 {
+        return GroupFate::KeepOne(members[0]);
+    }
+    report.conflict_groups += 1;
+    if report.conflict_examples.len() < 10 {
+        report.conflict_examples.push(ConflictExample {
+            split: name.to_string(),
+            text: clip(rows[members[0]].text),
+            labels: labels.iter().map(|(l, n)| (l.to_string(), *n)).collect(),
+            lines: members.iter().map(|&i| rows[i].line).collect(),
+        });
+    }
+    match policy {
+        ConflictPolicy::Keep => GroupFate::KeepAll,
+        ConflictPolicy::Drop => GroupFate::DropAll,
+        ConflictPolicy::Majority => {
+            let max = labels.values().copied().max().unwrap_or(0);
+            let winners: Vec<&str> = labels
+                .iter()
+                .filter(|(_, n)| **n == max)
+                .map(|(l, _)| *l)
+                .collect();
+            let kept = match winners.as_slice() {
+                [w] => members
+                    .iter()
+                    .copied()
+                    .find(|&i| rows[i].label.unwrap_or("") == *w),
+                _ => None,
+            };
+            kept.map_or(GroupFate::DropAll, GroupFate::KeepOne)
+        }
+    }
+}
+
+/// Across splits: rows of split s that appear in a higher split h (leakage), reported and,
+/// under [`LeakagePolicy::Drop`], marked in `keep`.
+fn across_splits(
+    splits: &[(&str, Vec<Item<'_>>)],
+    near: Option<&NearIndex>,
+    opts: &DedupOptions,
+    keep: &mut [Vec<Option<DropReason>>],
+    report: &mut DedupReport,
+) {
     for s in 0..splits.len() {
         for h in (s + 1..splits.len()).rev() {
             let higher: std::collections::HashSet<&str> =
@@ -291,7 +357,7 @@ pub fn dedup(
                 .filter(|(i, r)| keep[s][*i].is_none() && higher.contains(r.key))
                 .map(|(i, _)| i)
                 .collect();
-            if let Some(index) = &near {
+            if let Some(index) = near {
                 leaked.extend(
                     index
                         .pairs_between(s, h)
@@ -323,7 +389,6 @@ pub fn dedup(
             }
         }
     }
-    (keep, report)
 }
 
 /// Longest example text the report quotes, in characters; longer texts are clipped with `…`

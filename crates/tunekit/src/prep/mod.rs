@@ -294,40 +294,7 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
     ];
     for (name, file) in files {
         let Some(file) = file else { continue };
-        let (examples, replaced, read) = read_with_replacements(&config.data_spec(file, true))?;
-        let empty_sets =
-            config.task.kind == crate::task::TaskKind::Multilabel && d.fill_missing_label.is_none();
-        let meta = examples
-            .iter()
-            .zip(replaced)
-            .map(|(e, (replaced, filled))| RowMeta {
-                replaced,
-                // Multilabel's empty sets are counted as such, not as filled labels.
-                filled: filled && !empty_sets,
-                empty_label_set: empty_sets && e.label.as_deref() == Some(""),
-                ..RowMeta::default()
-            })
-            .collect();
-        let mut w = Working {
-            name,
-            file: file.clone(),
-            carved: None,
-            examples,
-            dropped: BTreeMap::new(),
-            cleaning: CleanCounts::default(),
-            pii: PiiCounts::new(),
-            empty_label_sets: 0,
-            meta,
-            read,
-        };
-        if empty_sets {
-            // The reader "filled" empty labels with the empty set (see `data_spec`).
-            w.empty_label_sets = std::mem::take(&mut w.read.empty_label_filled);
-        }
-        w.drop_count("empty_text", w.read.empty_text_dropped);
-        w.drop_count("empty_label", w.read.empty_label_dropped);
-        clean_split(&mut w, config);
-        work.push(w);
+        work.push(read_split(config, name, file)?);
     }
 
     if let Some(opts) = &d.split {
@@ -339,6 +306,72 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
         )?;
     }
 
+    let dedup_report = remove_duplicates(&mut work, &d.dedup);
+
+    let mut out = Vec::new();
+    let mut summaries = Vec::new();
+    let mut warnings = Vec::new();
+    for w in work {
+        let (summary, split) = finish_split(w, config, tokenizer, &mut warnings)?;
+        summaries.push(summary);
+        out.push(split);
+    }
+    if config.task.kind.is_classification() {
+        warnings.extend(class_coverage_warnings(&summaries));
+    }
+    Ok(PreparedData {
+        splits: out,
+        report: DataReport {
+            splits: summaries,
+            dedup: dedup_report,
+            warnings,
+        },
+    })
+}
+
+/// Step 1–2 for one file: read split `name` from `file`, count what reading dropped, then
+/// clean and de-identify its texts.
+fn read_split(config: &RunConfig, name: &'static str, file: &Path) -> Result<Working> {
+    let d = &config.data;
+    let (examples, replaced, read) = read_with_replacements(&config.data_spec(file, true))?;
+    let empty_sets =
+        config.task.kind == crate::task::TaskKind::Multilabel && d.fill_missing_label.is_none();
+    let meta = examples
+        .iter()
+        .zip(replaced)
+        .map(|(e, (replaced, filled))| RowMeta {
+            replaced,
+            // Multilabel's empty sets are counted as such, not as filled labels.
+            filled: filled && !empty_sets,
+            empty_label_set: empty_sets && e.label.as_deref() == Some(""),
+            ..RowMeta::default()
+        })
+        .collect();
+    let mut w = Working {
+        name,
+        file: file.to_path_buf(),
+        carved: None,
+        examples,
+        dropped: BTreeMap::new(),
+        cleaning: CleanCounts::default(),
+        pii: PiiCounts::new(),
+        empty_label_sets: 0,
+        meta,
+        read,
+    };
+    if empty_sets {
+        // The reader "filled" empty labels with the empty set (see `data_spec`).
+        w.empty_label_sets = std::mem::take(&mut w.read.empty_label_filled);
+    }
+    w.drop_count("empty_text", w.read.empty_text_dropped);
+    w.drop_count("empty_label", w.read.empty_label_dropped);
+    clean_split(&mut w, config);
+    Ok(w)
+}
+
+/// Step 4: de-duplicate within and across the splits, dropping (and counting) what
+/// [`dedup::dedup`] decides.
+fn remove_duplicates(work: &mut [Working], opts: &DedupOptions) -> DedupReport {
     let keys: Vec<Vec<String>> = work
         .iter()
         .map(|w| w.examples.iter().map(example_key).collect())
@@ -361,7 +394,7 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
             (w.name, rows)
         })
         .collect();
-    let (drops, dedup_report) = dedup::dedup(&splits, &d.dedup);
+    let (drops, dedup_report) = dedup::dedup(&splits, opts);
     drop(splits);
     drop(keys);
     for (w, drops) in work.iter_mut().zip(drops) {
@@ -374,106 +407,116 @@ pub fn prepare(config: &RunConfig, tokenizer: Option<&TextTokenizer>) -> Result<
         }
         w.examples = kept;
     }
+    dedup_report
+}
 
-    let mut out = Vec::new();
-    let mut summaries = Vec::new();
-    let mut warnings = Vec::new();
-    for mut w in work {
-        let mut unknown_tokens = None;
-        let lengths = match tokenizer {
-            Some(t) => {
-                let texts: Vec<&str> = w.examples.iter().map(|e| e.text.as_str()).collect();
-                let pairs: Option<Vec<&str>> =
-                    w.examples.iter().map(|e| e.text_pair.as_deref()).collect();
-                let counts = t.token_counts(&texts, pairs.as_deref())?;
-                let mut lengths = counts.lengths;
-                if w.name == "train" {
-                    let removed = drop_outliers(&mut w.examples, &mut lengths, &d.outliers);
-                    w.drop_count("length_outlier", removed);
-                }
-                if t.unk_id().is_some() {
-                    unknown_tokens = Some(UnknownTokens {
-                        word_pieces: counts.word_pieces,
-                        unknown: counts.unknown,
-                        rate: counts.unknown as f64 / counts.word_pieces.max(1) as f64,
-                    });
-                }
-                Some(lengths)
-            }
-            None => None,
-        };
-        if let Some(u) = &unknown_tokens
-            && u.rate > UNKNOWN_TOKEN_WARN_RATE
-        {
-            warnings.push(format!(
-                "{}: {:.1}% of the word pieces ({} of {}) are the tokenizer's unknown token (over {:.0}%): the model's vocabulary does not cover this data's language or script, and what it cannot spell it cannot learn from; use a model whose tokenizer covers it",
-                w.name,
-                100.0 * u.rate,
-                u.unknown,
-                u.word_pieces,
-                100.0 * UNKNOWN_TOKEN_WARN_RATE
-            ));
-        }
-        let multilabel = config.task.kind == crate::task::TaskKind::Multilabel;
-        let mut label_counts = BTreeMap::new();
-        for e in &w.examples {
-            let label = match e.label.clone().unwrap_or_default() {
-                l if multilabel
-                    && crate::task::multilabel::parse_labels(&l, &config.task.label_separator)
-                        .is_empty() =>
-                {
-                    NO_LABELS.to_string()
-                }
-                l => l,
-            };
-            *label_counts.entry(label).or_insert(0) += 1;
-        }
-        summaries.push(SplitSummary {
-            split: w.name.to_string(),
+/// Step 5 and the summary for one split: token lengths (dropping training-set length
+/// outliers), label counts, and the split's report; a split left empty is an error.
+fn finish_split(
+    mut w: Working,
+    config: &RunConfig,
+    tokenizer: Option<&TextTokenizer>,
+    warnings: &mut Vec<String>,
+) -> Result<(SplitSummary, PreparedSplit)> {
+    let (lengths, unknown_tokens) = match tokenizer {
+        Some(t) => token_lengths(&mut w, t, &config.data.outliers, warnings)?,
+        None => (None, None),
+    };
+    let label_counts = label_counts(&w.examples, config);
+    let summary = SplitSummary {
+        split: w.name.to_string(),
+        file: w.file.clone(),
+        carved_from_train: w.carved,
+        rows_read: w.read.rows_read,
+        dropped: w.dropped,
+        labels_filled: w.read.empty_label_filled,
+        empty_label_sets: w.empty_label_sets,
+        decode_replaced: w.read.decode_replaced,
+        cleaning: w.cleaning,
+        pii_replaced: w.pii,
+        examples: w.examples.len(),
+        label_counts,
+        tokens: lengths
+            .as_deref()
+            .map(|l| length_stats(l, config.model.max_length)),
+        unknown_tokens,
+    };
+    if w.examples.is_empty() {
+        return Err(Error::Data(crate::data::DataError::Malformed {
             file: w.file.clone(),
-            carved_from_train: w.carved,
-            rows_read: w.read.rows_read,
-            dropped: w.dropped,
-            labels_filled: w.read.empty_label_filled,
-            empty_label_sets: w.empty_label_sets,
-            decode_replaced: w.read.decode_replaced,
-            cleaning: w.cleaning,
-            pii_replaced: w.pii,
-            examples: w.examples.len(),
-            label_counts,
-            tokens: lengths
-                .as_deref()
-                .map(|l| length_stats(l, config.model.max_length)),
-            unknown_tokens,
-        });
-        if w.examples.is_empty() {
-            return Err(Error::Data(crate::data::DataError::Malformed {
-                file: w.file.clone(),
-                line: 0,
-                message: format!(
-                    "no {} examples left after preparation (see the data report: tunekit data check)",
-                    w.name
-                ),
-            }));
-        }
-        out.push(PreparedSplit {
-            name: w.name.to_string(),
-            file: w.file,
-            examples: w.examples,
-            token_lengths: lengths,
+            line: 0,
+            message: format!(
+                "no {} examples left after preparation (see the data report: tunekit data check)",
+                w.name
+            ),
+        }));
+    }
+    let split = PreparedSplit {
+        name: w.name.to_string(),
+        file: w.file,
+        examples: w.examples,
+        token_lengths: lengths,
+    };
+    Ok((summary, split))
+}
+
+/// Token lengths of a split's examples (after dropping length outliers from the training
+/// split) and its unknown-token rate, warning when that rate is past
+/// [`UNKNOWN_TOKEN_WARN_RATE`].
+fn token_lengths(
+    w: &mut Working,
+    t: &TextTokenizer,
+    outliers: &OutlierOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<Vec<usize>>, Option<UnknownTokens>)> {
+    let mut unknown_tokens = None;
+    let texts: Vec<&str> = w.examples.iter().map(|e| e.text.as_str()).collect();
+    let pairs: Option<Vec<&str>> = w.examples.iter().map(|e| e.text_pair.as_deref()).collect();
+    let counts = t.token_counts(&texts, pairs.as_deref())?;
+    let mut lengths = counts.lengths;
+    if w.name == "train" {
+        let removed = drop_outliers(&mut w.examples, &mut lengths, outliers);
+        w.drop_count("length_outlier", removed);
+    }
+    if t.unk_id().is_some() {
+        unknown_tokens = Some(UnknownTokens {
+            word_pieces: counts.word_pieces,
+            unknown: counts.unknown,
+            rate: counts.unknown as f64 / counts.word_pieces.max(1) as f64,
         });
     }
-    if config.task.kind.is_classification() {
-        warnings.extend(class_coverage_warnings(&summaries));
+    if let Some(u) = &unknown_tokens
+        && u.rate > UNKNOWN_TOKEN_WARN_RATE
+    {
+        warnings.push(format!(
+            "{}: {:.1}% of the word pieces ({} of {}) are the tokenizer's unknown token (over {:.0}%): the model's vocabulary does not cover this data's language or script, and what it cannot spell it cannot learn from; use a model whose tokenizer covers it",
+            w.name,
+            100.0 * u.rate,
+            u.unknown,
+            u.word_pieces,
+            100.0 * UNKNOWN_TOKEN_WARN_RATE
+        ));
     }
-    Ok(PreparedData {
-        splits: out,
-        report: DataReport {
-            splits: summaries,
-            dedup: dedup_report,
-            warnings,
-        },
-    })
+    Ok((Some(lengths), unknown_tokens))
+}
+
+/// Rows per label (multilabel rows with the empty label set under [`NO_LABELS`]).
+fn label_counts(examples: &[Example], config: &RunConfig) -> BTreeMap<String, usize> {
+    let multilabel = config.task.kind == crate::task::TaskKind::Multilabel;
+    let mut label_counts = BTreeMap::new();
+    for e in examples {
+        let label = match e.label.clone().unwrap_or_default() {
+            l if multilabel
+                && crate::task::multilabel::parse_labels(&l, &config.task.label_separator)
+                    .is_empty() =>
+            {
+                NO_LABELS.to_string()
+            }
+            l => l,
+        };
+        *label_counts.entry(label).or_insert(0) += 1;
+    }
+    label_counts
 }
 
 /// Classes of the training split with no row in an evaluation split (their recall there is

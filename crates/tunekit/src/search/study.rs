@@ -25,7 +25,7 @@ use super::{
 use crate::config::{RunConfig, apply_override};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::train::{EvalHook, TrainOptions, train};
+use crate::train::{EvalHook, RunMetrics, TrainOptions, train};
 
 /// The study's state database in the study directory.
 pub const STATE_FILE: &str = "search.sqlite";
@@ -505,39 +505,7 @@ pub fn search(
     device: &Device,
 ) -> Result<SearchResults> {
     let started = Instant::now();
-    let dir = options
-        .dir
-        .clone()
-        .unwrap_or_else(|| cfg.base.run.dir.join(&cfg.base.run.name));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let (conn, records) = open_state(&dir, &cfg.fingerprint()?)?;
-    let pending: Vec<usize> = records
-        .iter()
-        .filter(|r| r.trial.state == TrialState::Running)
-        .map(|r| r.trial.number)
-        .collect();
-    if !records.is_empty() {
-        tracing::info!(
-            "resuming the search in {}: {} trials recorded, {} interrupted ones to finish",
-            dir.display(),
-            records.len(),
-            pending.len()
-        );
-    }
-    let study = Arc::new(Mutex::new(Study {
-        conn,
-        records,
-        sampler: cfg.sampler(),
-        pending,
-        stop: None,
-    }));
-    let pruner: Arc<dyn Pruner + Send + Sync> = Arc::from(cfg.pruner());
-    let direction = cfg.direction();
-    let baseline = if cfg.search.baseline {
-        cfg.baseline_values()?
-    } else {
-        None
-    };
+    let run = StudyRun::open(cfg, options, device)?;
     let jobs = options.jobs.max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / jobs).max(1);
@@ -547,202 +515,320 @@ pub fn search(
         cfg.search.sampler,
         cfg.search.pruner,
         cfg.base.train.metric,
-        direction
+        run.direction
     );
+    run.run_workers(jobs, threads)?;
+    run.finish(started)
+}
 
-    let worker = |_: usize| -> Result<()> {
+/// A trial claimed by a worker: its number, its parameter values, and whether it is an
+/// interrupted trial run again.
+type Claim = (usize, Vec<Value>, bool);
+
+/// One invocation of [`search`]: what its trial workers share.
+struct StudyRun<'a> {
+    cfg: &'a SearchConfig,
+    /// The study directory.
+    dir: PathBuf,
+    study: Arc<Mutex<Study>>,
+    pruner: Arc<dyn Pruner + Send + Sync>,
+    direction: Direction,
+    /// Trial 0's values when `search.baseline` is set.
+    baseline: Option<Vec<Value>>,
+    device: &'a Device,
+}
+
+impl<'a> StudyRun<'a> {
+    /// Create the study directory and open (or resume) its state.
+    fn open(cfg: &'a SearchConfig, options: &SearchOptions, device: &'a Device) -> Result<Self> {
+        let dir = options
+            .dir
+            .clone()
+            .unwrap_or_else(|| cfg.base.run.dir.join(&cfg.base.run.name));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let (conn, records) = open_state(&dir, &cfg.fingerprint()?)?;
+        let pending: Vec<usize> = records
+            .iter()
+            .filter(|r| r.trial.state == TrialState::Running)
+            .map(|r| r.trial.number)
+            .collect();
+        if !records.is_empty() {
+            tracing::info!(
+                "resuming the search in {}: {} trials recorded, {} interrupted ones to finish",
+                dir.display(),
+                records.len(),
+                pending.len()
+            );
+        }
+        let study = Arc::new(Mutex::new(Study {
+            conn,
+            records,
+            sampler: cfg.sampler(),
+            pending,
+            stop: None,
+        }));
+        let pruner: Arc<dyn Pruner + Send + Sync> = Arc::from(cfg.pruner());
+        let direction = cfg.direction();
+        let baseline = if cfg.search.baseline {
+            cfg.baseline_values()?
+        } else {
+            None
+        };
+        Ok(StudyRun {
+            cfg,
+            dir,
+            study,
+            pruner,
+            direction,
+            baseline,
+            device,
+        })
+    }
+
+    /// Run `jobs` workers (threads of `threads` cores each) until no trial is left; the first
+    /// worker error is returned once all have stopped.
+    fn run_workers(&self, jobs: usize, threads: usize) -> Result<()> {
+        let outcomes: Vec<Result<()>> = if jobs == 1 {
+            vec![self.worker(threads)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..jobs)
+                    .map(|_| scope.spawn(move || self.worker(threads)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Engine("a trial thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        for o in outcomes {
+            o?;
+        }
+        Ok(())
+    }
+
+    /// One worker: claim trials and run them on its own thread pool until none is left.
+    fn worker(&self, threads: usize) -> Result<()> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Engine(format!("thread pool: {e}")))?;
-        loop {
-            // Claim a trial: an interrupted one first, then a new proposal.
-            let claim = {
-                let mut s = lock(&study);
-                if s.stop.is_some() {
-                    None
-                } else if let Some(n) = s.pending.pop() {
-                    s.records
-                        .iter()
-                        .find(|r| r.trial.number == n)
-                        .map(|r| (n, r.trial.values.clone(), true))
-                } else if s.records.len() < cfg.search.trials {
-                    let history = s.trials();
-                    let n = super::next_trial_number(&history);
-                    let values = match (&baseline, n) {
-                        (Some(b), 0) => b.clone(),
-                        _ => s.sampler.sample(&cfg.space, &history, direction),
-                    };
-                    let run_dir = dir.join(format!("trial-{n:03}"));
-                    s.records.push(TrialRecord {
-                        trial: Trial {
-                            number: n,
-                            values: values.clone(),
-                            state: TrialState::Running,
-                            objective: None,
-                            intermediate: Vec::new(),
-                        },
-                        run_dir,
-                        seconds: None,
-                        error: None,
-                    });
-                    s.save(n)?;
-                    Some((n, values, false))
+        while let Some((n, values, rerun)) = self.claim()? {
+            self.run_trial(&pool, n, &values, rerun)?;
+        }
+        Ok(())
+    }
+
+    /// Claim a trial: an interrupted one first, then a new proposal (recorded as running);
+    /// `None` when the study is stopped or has all its trials.
+    fn claim(&self) -> Result<Option<Claim>> {
+        let mut s = lock(&self.study);
+        if s.stop.is_some() {
+            Ok(None)
+        } else if let Some(n) = s.pending.pop() {
+            Ok(s.records
+                .iter()
+                .find(|r| r.trial.number == n)
+                .map(|r| (n, r.trial.values.clone(), true)))
+        } else if s.records.len() < self.cfg.search.trials {
+            let history = s.trials();
+            let n = super::next_trial_number(&history);
+            let values = match (&self.baseline, n) {
+                (Some(b), 0) => b.clone(),
+                _ => s.sampler.sample(&self.cfg.space, &history, self.direction),
+            };
+            let run_dir = self.dir.join(format!("trial-{n:03}"));
+            s.records.push(TrialRecord {
+                trial: Trial {
+                    number: n,
+                    values: values.clone(),
+                    state: TrialState::Running,
+                    objective: None,
+                    intermediate: Vec::new(),
+                },
+                run_dir,
+                seconds: None,
+                error: None,
+            });
+            s.save(n)?;
+            Ok(Some((n, values, false)))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Train trial `n` in its run directory (continuing from its checkpoint when it was
+    /// interrupted) and record how it ended.
+    fn run_trial(
+        &self,
+        pool: &rayon::ThreadPool,
+        n: usize,
+        values: &[Value],
+        rerun: bool,
+    ) -> Result<()> {
+        let run_dir = self.dir.join(format!("trial-{n:03}"));
+        let shown: Vec<String> = self
+            .cfg
+            .space
+            .params
+            .iter()
+            .zip(values)
+            .map(|(p, v)| format!("{}={}", p.key, v.display(&p.dist)))
+            .collect();
+        tracing::info!(
+            "trial {n}{}: {}",
+            if rerun { " (resumed)" } else { "" },
+            shown.join(", ")
+        );
+        let config = match self.cfg.trial_config(values, &run_dir) {
+            Ok(c) => c,
+            Err(e) => {
+                lock(&self.study).stop = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        // An interrupted trial continues from its checkpoint when it has one.
+        let resume = rerun && run_dir.join("checkpoints/latest.json").exists();
+        if rerun && !resume && run_dir.exists() {
+            std::fs::remove_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        }
+        let options = TrainOptions {
+            run_dir: Some(run_dir.clone()),
+            resume,
+            progress: false,
+            on_eval: Some(self.pruning_hook(n)),
+        };
+        let t0 = Instant::now();
+        let result = pool.install(|| train(&config, &options, self.device));
+        let secs = t0.elapsed().as_secs_f64();
+        self.record_outcome(n, rerun, secs, &config, result)
+    }
+
+    /// The hook training calls after each evaluation of trial `n`: record the intermediate
+    /// value and ask the pruner whether to stop.
+    fn pruning_hook(&self, n: usize) -> EvalHook {
+        let hook_study = Arc::clone(&self.study);
+        let hook_pruner = Arc::clone(&self.pruner);
+        let direction = self.direction;
+        EvalHook(Arc::new(move |evaluation, _step, value| {
+            let mut s = lock(&hook_study);
+            let Some(i) = s.records.iter().position(|r| r.trial.number == n) else {
+                return false;
+            };
+            s.records[i]
+                .trial
+                .intermediate
+                .retain(|&(e, _)| e != evaluation);
+            s.records[i].trial.intermediate.push((evaluation, value));
+            if let Err(e) = s.save(n) {
+                tracing::warn!("trial {n}: intermediate value not saved: {e}");
+            }
+            let trial = s.records[i].trial.clone();
+            let history = s.trials();
+            hook_pruner.should_prune(&trial, &history, direction)
+        }))
+    }
+
+    /// Record trial `n`'s end (complete, pruned or failed) and its time.
+    fn record_outcome(
+        &self,
+        n: usize,
+        rerun: bool,
+        secs: f64,
+        config: &RunConfig,
+        result: Result<RunMetrics>,
+    ) -> Result<()> {
+        let mut s = lock(&self.study);
+        let Some(i) = s.records.iter().position(|r| r.trial.number == n) else {
+            return Ok(());
+        };
+        let rec = &mut s.records[i];
+        // A resumed trial's time adds to what it ran before the interruption.
+        let before = if rerun {
+            rec.seconds.unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        rec.seconds = Some(before + secs);
+        match result {
+            Ok(m) => {
+                let y = m.validation_metric(&config.train.metric);
+                rec.trial.objective = y;
+                rec.trial.state = if y.is_some_and(f64::is_finite) {
+                    TrialState::Complete
                 } else {
-                    None
-                }
-            };
-            let Some((n, values, rerun)) = claim else {
-                return Ok(());
-            };
-            let run_dir = dir.join(format!("trial-{n:03}"));
-            let shown: Vec<String> = cfg
+                    rec.error = Some(format!(
+                        "no validation {} (is there a validation split?)",
+                        config.train.metric
+                    ));
+                    TrialState::Failed
+                };
+                tracing::info!(
+                    "trial {n}: validation {} {} in {secs:.0} s",
+                    config.train.metric,
+                    y.map_or("—".into(), |v| format!("{v:.4}"))
+                );
+            }
+            Err(Error::Pruned { evaluation, .. }) => {
+                rec.trial.state = TrialState::Pruned;
+                tracing::info!("trial {n}: pruned after evaluation {evaluation} ({secs:.0} s)");
+            }
+            Err(e) => {
+                rec.trial.state = TrialState::Failed;
+                rec.error = Some(e.to_string());
+                tracing::warn!("trial {n} failed: {e}");
+            }
+        }
+        s.save(n)
+    }
+
+    /// Add this invocation's wall time to the study's, gather the results and write the
+    /// outputs.
+    fn finish(self, started: Instant) -> Result<SearchResults> {
+        let s = lock(&self.study);
+        // Wall time adds up over invocations (an interrupted and resumed search, an extension).
+        let wall_s = started.elapsed().as_secs_f64();
+        let before: f64 = s
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'wall_s'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        s.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('wall_s', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = ?1",
+                params![(before + wall_s).to_string()],
+            )
+            .map_err(db_err)?;
+        let trials = s.trials();
+        let best = best_trial(&trials, self.direction).map(|t| t.number);
+        let results = SearchResults {
+            objective: self.cfg.base.train.metric.clone(),
+            direction: self.direction,
+            params: self
+                .cfg
                 .space
                 .params
                 .iter()
-                .zip(&values)
-                .map(|(p, v)| format!("{}={}", p.key, v.display(&p.dist)))
-                .collect();
-            tracing::info!(
-                "trial {n}{}: {}",
-                if rerun { " (resumed)" } else { "" },
-                shown.join(", ")
-            );
-            let config = match cfg.trial_config(&values, &run_dir) {
-                Ok(c) => c,
-                Err(e) => {
-                    lock(&study).stop = Some(e.to_string());
-                    return Err(e);
-                }
-            };
-            // An interrupted trial continues from its checkpoint when it has one.
-            let resume = rerun && run_dir.join("checkpoints/latest.json").exists();
-            if rerun && !resume && run_dir.exists() {
-                std::fs::remove_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-            }
-            let hook_study = Arc::clone(&study);
-            let hook_pruner = Arc::clone(&pruner);
-            let hook = EvalHook(Arc::new(move |evaluation, _step, value| {
-                let mut s = lock(&hook_study);
-                let Some(i) = s.records.iter().position(|r| r.trial.number == n) else {
-                    return false;
-                };
-                s.records[i]
-                    .trial
-                    .intermediate
-                    .retain(|&(e, _)| e != evaluation);
-                s.records[i].trial.intermediate.push((evaluation, value));
-                if let Err(e) = s.save(n) {
-                    tracing::warn!("trial {n}: intermediate value not saved: {e}");
-                }
-                let trial = s.records[i].trial.clone();
-                let history = s.trials();
-                hook_pruner.should_prune(&trial, &history, direction)
-            }));
-            let options = TrainOptions {
-                run_dir: Some(run_dir.clone()),
-                resume,
-                progress: false,
-                on_eval: Some(hook),
-            };
-            let t0 = Instant::now();
-            let result = pool.install(|| train(&config, &options, device));
-            let secs = t0.elapsed().as_secs_f64();
-            let mut s = lock(&study);
-            let Some(i) = s.records.iter().position(|r| r.trial.number == n) else {
-                continue;
-            };
-            let rec = &mut s.records[i];
-            // A resumed trial's time adds to what it ran before the interruption.
-            let before = if rerun {
-                rec.seconds.unwrap_or(0.0)
-            } else {
-                0.0
-            };
-            rec.seconds = Some(before + secs);
-            match result {
-                Ok(m) => {
-                    let y = m.validation_metric(&config.train.metric);
-                    rec.trial.objective = y;
-                    rec.trial.state = if y.is_some_and(f64::is_finite) {
-                        TrialState::Complete
-                    } else {
-                        rec.error = Some(format!(
-                            "no validation {} (is there a validation split?)",
-                            config.train.metric
-                        ));
-                        TrialState::Failed
-                    };
-                    tracing::info!(
-                        "trial {n}: validation {} {} in {secs:.0} s",
-                        config.train.metric,
-                        y.map_or("—".into(), |v| format!("{v:.4}"))
-                    );
-                }
-                Err(Error::Pruned { evaluation, .. }) => {
-                    rec.trial.state = TrialState::Pruned;
-                    tracing::info!("trial {n}: pruned after evaluation {evaluation} ({secs:.0} s)");
-                }
-                Err(e) => {
-                    rec.trial.state = TrialState::Failed;
-                    rec.error = Some(e.to_string());
-                    tracing::warn!("trial {n} failed: {e}");
-                }
-            }
-            s.save(n)?;
-        }
-    };
-    let outcomes: Vec<Result<()>> = if jobs == 1 {
-        vec![worker(0)]
-    } else {
-        std::thread::scope(|scope| {
-            let worker = &worker;
-            let handles: Vec<_> = (0..jobs).map(|j| scope.spawn(move || worker(j))).collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Engine("a trial thread panicked".into())))
-                })
-                .collect()
-        })
-    };
-    for o in outcomes {
-        o?;
+                .map(|p| p.key.clone())
+                .collect(),
+            trials: s.records.clone(),
+            best_trial: best,
+            importance: importance(&self.cfg.space, &trials),
+            wall_s,
+            total_wall_s: before + wall_s,
+        };
+        drop(s);
+        write_outputs(self.cfg, &self.dir, &results)?;
+        Ok(results)
     }
-    let s = lock(&study);
-    // Wall time adds up over invocations (an interrupted and resumed search, an extension).
-    let wall_s = started.elapsed().as_secs_f64();
-    let before: f64 = s
-        .conn
-        .query_row("SELECT value FROM meta WHERE key = 'wall_s'", [], |r| {
-            r.get::<_, String>(0)
-        })
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    s.conn
-        .execute(
-            "INSERT INTO meta (key, value) VALUES ('wall_s', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = ?1",
-            params![(before + wall_s).to_string()],
-        )
-        .map_err(db_err)?;
-    let trials = s.trials();
-    let best = best_trial(&trials, direction).map(|t| t.number);
-    let results = SearchResults {
-        objective: cfg.base.train.metric.clone(),
-        direction,
-        params: cfg.space.params.iter().map(|p| p.key.clone()).collect(),
-        trials: s.records.clone(),
-        best_trial: best,
-        importance: importance(&cfg.space, &trials),
-        wall_s,
-        total_wall_s: before + wall_s,
-    };
-    drop(s);
-    write_outputs(cfg, &dir, &results)?;
-    Ok(results)
 }
 
 /// `results.json`, `results.md` (the table), `best.toml` (the best trial's config, ready to
