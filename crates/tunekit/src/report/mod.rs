@@ -785,32 +785,14 @@ fn page_tail(h: &mut String, config: Option<&str>) {
     h.push('\n');
 }
 
-fn render(run: &RunFiles) -> Result<String> {
-    let m = &run.metrics;
-    let labels = &m.labels;
-    let training = Training::classification(run);
-    let test_dot = m.test.as_ref().and_then(|t| {
-        let name = if m.metric == "loss" {
-            "accuracy"
-        } else {
-            m.metric.as_str()
-        };
-        t.get(name).map(|v| (name, v))
-    });
-    let mut figures_training = vec![
-        loss_figure(&training, "cross-entropy loss"),
-        metric_figure(&training, &m.metric, &["accuracy", "macro_f1"], test_dot),
-        lr_figure(&training),
-    ];
-    let split_name = run
-        .predictions
-        .as_ref()
-        .map(|(s, _)| s.as_str())
-        .unwrap_or("test");
-    let final_metrics = match split_name {
-        "test" => m.test.as_ref().or(m.validation.as_ref()),
-        _ => m.validation.as_ref(),
-    };
+/// The "where the model errs" figures: confusion matrix, ROC and precision-recall curves,
+/// reliability diagram (each a "not available" figure when its input is missing).
+fn error_figures(
+    run: &RunFiles,
+    final_metrics: Option<&ClassificationMetrics>,
+    split_name: &str,
+) -> Vec<Figure> {
+    let labels = &run.metrics.labels;
     let cm_fig = match final_metrics {
         Some(fm) => Figure {
             id: "fig-confusion".into(),
@@ -848,6 +830,117 @@ fn render(run: &RunFiles) -> Result<String> {
             figures_errors.push(missing("fig-calibration", "Reliability diagram", why));
         }
     }
+    figures_errors
+}
+
+/// The "every evaluation" table of the training history (the best step marked).
+fn history_table(h: &mut String, run: &RunFiles) {
+    let m = &run.metrics;
+    if !run.history.is_empty() {
+        h.push_str("<details><summary>Every evaluation</summary><table><tr><th>step</th><th>epoch</th><th>train loss</th><th>validation loss</th><th>validation accuracy</th><th>validation macro F1</th><th>learning rate</th><th>elapsed (s)</th></tr>");
+        for r in &run.history {
+            let best = if Some(r.step) == m.best_step {
+                " class=\"best\""
+            } else {
+                ""
+            };
+            let _ = write!(
+                *h,
+                "<tr{best}><td>{}</td><td>{:.2}</td><td>{:.4}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.2e}</td><td>{:.0}</td></tr>",
+                r.step,
+                r.epoch,
+                r.train_loss,
+                fmt_opt(r.validation.loss),
+                r.validation.accuracy,
+                r.validation.macro_f1,
+                r.learning_rate,
+                r.elapsed_s
+            );
+        }
+        h.push_str("</table></details>");
+    }
+}
+
+/// The per-class table of the final split and its 10 most confident errors.
+fn per_class_and_errors(
+    h: &mut String,
+    run: &RunFiles,
+    final_metrics: Option<&ClassificationMetrics>,
+    split_name: &str,
+) {
+    let labels = &run.metrics.labels;
+    if let Some(fm) = final_metrics {
+        let _ = write!(
+            *h,
+            "<h3>Per class ({split_name} split)</h3><table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+        );
+        for c in &fm.per_class {
+            let _ = write!(
+                *h,
+                "<tr><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{}</td></tr>",
+                esc(&c.label),
+                c.precision,
+                c.recall,
+                c.f1,
+                c.support
+            );
+        }
+        h.push_str("</table>");
+    }
+    if let Some((split, rows)) = &run.predictions {
+        let mut errors: Vec<&PredictionRow> =
+            rows.iter().filter(|r| r.label != r.predicted).collect();
+        let conf = |r: &PredictionRow| r.probabilities.get(r.predicted).copied().unwrap_or(0.0);
+        errors.sort_by(|a, b| conf(b).total_cmp(&conf(a)));
+        let _ = write!(
+            *h,
+            "<h3 id=\"confident-errors\">The 10 most confident errors ({split} split, {} errors of {})</h3>\
+             <table class=\"errors\"><tr><th>#</th><th>text</th><th>true</th><th>predicted</th><th>confidence</th></tr>",
+            errors.len(),
+            rows.len()
+        );
+        let name = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
+        for (i, r) in errors.iter().take(10).enumerate() {
+            let _ = write!(
+                *h,
+                "<tr><td>{}</td><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{:.3}</td></tr>",
+                i + 1,
+                esc(&r.text),
+                esc(&name(r.label)),
+                esc(&name(r.predicted)),
+                conf(r)
+            );
+        }
+        h.push_str("</table>");
+    }
+}
+
+fn render(run: &RunFiles) -> Result<String> {
+    let m = &run.metrics;
+    let training = Training::classification(run);
+    let test_dot = m.test.as_ref().and_then(|t| {
+        let name = if m.metric == "loss" {
+            "accuracy"
+        } else {
+            m.metric.as_str()
+        };
+        t.get(name).map(|v| (name, v))
+    });
+    let mut figures_training = vec![
+        loss_figure(&training, "cross-entropy loss"),
+        metric_figure(&training, &m.metric, &["accuracy", "macro_f1"], test_dot),
+        lr_figure(&training),
+    ];
+    let split_name = run
+        .predictions
+        .as_ref()
+        .map(|(s, _)| s.as_str())
+        .unwrap_or("test");
+    let final_metrics = match split_name {
+        "test" => m.test.as_ref().or(m.validation.as_ref()),
+        _ => m.validation.as_ref(),
+    };
+    let figures_errors = error_figures(run, final_metrics, split_name);
 
     let mut h = String::new();
     page_head(&mut h, &run.name, &narrative(run));
@@ -873,79 +966,14 @@ fn render(run: &RunFiles) -> Result<String> {
         figure_html(&mut h, &f);
     }
     h.push_str("</div>");
-    if !run.history.is_empty() {
-        h.push_str("<details><summary>Every evaluation</summary><table><tr><th>step</th><th>epoch</th><th>train loss</th><th>validation loss</th><th>validation accuracy</th><th>validation macro F1</th><th>learning rate</th><th>elapsed (s)</th></tr>");
-        for r in &run.history {
-            let best = if Some(r.step) == m.best_step {
-                " class=\"best\""
-            } else {
-                ""
-            };
-            let _ = write!(
-                h,
-                "<tr{best}><td>{}</td><td>{:.2}</td><td>{:.4}</td><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.2e}</td><td>{:.0}</td></tr>",
-                r.step,
-                r.epoch,
-                r.train_loss,
-                fmt_opt(r.validation.loss),
-                r.validation.accuracy,
-                r.validation.macro_f1,
-                r.learning_rate,
-                r.elapsed_s
-            );
-        }
-        h.push_str("</table></details>");
-    }
+    history_table(&mut h, run);
 
     h.push_str("<h2>Where the model errs</h2><div class=\"grid\">");
     for f in &figures_errors {
         figure_html(&mut h, f);
     }
     h.push_str("</div>");
-    if let Some(fm) = final_metrics {
-        let _ = write!(
-            h,
-            "<h3>Per class ({split_name} split)</h3><table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
-        );
-        for c in &fm.per_class {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{}</td></tr>",
-                esc(&c.label),
-                c.precision,
-                c.recall,
-                c.f1,
-                c.support
-            );
-        }
-        h.push_str("</table>");
-    }
-    if let Some((split, rows)) = &run.predictions {
-        let mut errors: Vec<&PredictionRow> =
-            rows.iter().filter(|r| r.label != r.predicted).collect();
-        let conf = |r: &PredictionRow| r.probabilities.get(r.predicted).copied().unwrap_or(0.0);
-        errors.sort_by(|a, b| conf(b).total_cmp(&conf(a)));
-        let _ = write!(
-            h,
-            "<h3 id=\"confident-errors\">The 10 most confident errors ({split} split, {} errors of {})</h3>\
-             <table class=\"errors\"><tr><th>#</th><th>text</th><th>true</th><th>predicted</th><th>confidence</th></tr>",
-            errors.len(),
-            rows.len()
-        );
-        let name = |c: usize| labels.get(c).cloned().unwrap_or_else(|| c.to_string());
-        for (i, r) in errors.iter().take(10).enumerate() {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{:.3}</td></tr>",
-                i + 1,
-                esc(&r.text),
-                esc(&name(r.label)),
-                esc(&name(r.predicted)),
-                conf(r)
-            );
-        }
-        h.push_str("</table>");
-    }
+    per_class_and_errors(&mut h, run, final_metrics, split_name);
 
     h.push_str("<h2>Data</h2>");
     match &run.data {
