@@ -681,14 +681,13 @@ fn metrics_table(out: &mut String, rows: &[(&str, &ClassificationMetrics)]) {
     out.push_str("</table>");
 }
 
-/// A few sentences that say how training went, from the recorded numbers only.
-fn narrative(run: &RunFiles) -> String {
-    let m = &run.metrics;
-    let mut s = String::new();
-    let epochs = run.history.last().map(|r| r.epoch);
+/// How long training ran and which checkpoint was exported, from `metrics.json` alone:
+/// "`lead` for N optimiser steps (E epochs) in T s (…). The exported checkpoint is step B, best
+/// by validation M (V)." Shared by the classification page and every task's page.
+pub(super) fn training_sentences(s: &mut String, lead: &str, m: &RunMetrics, epochs: Option<f64>) {
     let _ = write!(
         s,
-        "Trained for {} optimiser steps{} in {:.0} s ({:.1} examples/s, {} trainable parameters){}.",
+        "{lead} for {} optimiser steps{} in {:.0} s ({:.1} examples/s, {} trainable parameters){}.",
         m.steps,
         epochs.map_or(String::new(), |e| format!(" ({e:.2} epochs)")),
         m.train_time_s,
@@ -700,14 +699,23 @@ fn narrative(run: &RunFiles) -> String {
             ""
         }
     );
-    if let (Some(best), Some(v)) = (m.best_step, &m.validation) {
+    let validated = m.validation.is_some() || m.validation_scores.is_some();
+    if let (Some(best), true) = (m.best_step, validated) {
         let _ = write!(
             s,
             " The exported checkpoint is step {best}, best by validation {} ({}).",
             m.metric,
-            fmt_opt(v.get(&m.metric))
+            fmt_opt(m.validation_metric(&m.metric))
         );
     }
+}
+
+/// A few sentences that say how training went, from the recorded numbers only.
+fn narrative(run: &RunFiles) -> String {
+    let m = &run.metrics;
+    let mut s = String::new();
+    let epochs = run.history.last().map(|r| r.epoch);
+    training_sentences(&mut s, "Trained", m, epochs);
     if let Some(t) = &m.test {
         let _ = write!(
             s,

@@ -232,29 +232,8 @@ fn narrative(run: &TaskRun) -> String {
     let m = &run.metrics;
     let mut s = String::new();
     let epochs = run.history.last().map(|r| r.epoch);
-    let _ = write!(
-        s,
-        "A {} run: trained for {} optimiser steps{} in {:.0} s ({:.1} examples/s, {} trainable parameters){}.",
-        kind_name(m.task),
-        m.steps,
-        epochs.map_or(String::new(), |e| format!(" ({e:.2} epochs)")),
-        m.train_time_s,
-        m.train_examples_per_s,
-        m.trainable_parameters,
-        if m.stopped_early {
-            ", stopped early"
-        } else {
-            ""
-        }
-    );
-    if let (Some(best), Some(_)) = (m.best_step, &m.validation_scores) {
-        let _ = write!(
-            s,
-            " The exported checkpoint is step {best}, best by validation {} ({}).",
-            m.metric,
-            fmt_opt(m.validation_metric(&m.metric))
-        );
-    }
+    let lead = format!("A {} run: trained", kind_name(m.task));
+    super::training_sentences(&mut s, &lead, m, epochs);
     if let Some(t) = &m.test_scores {
         let head: Vec<String> = score_names(m.task)
             .into_iter()
