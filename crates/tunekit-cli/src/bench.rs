@@ -128,6 +128,7 @@ fn tokens(batch: usize, seq: usize) -> Vec<Tokens> {
 fn load(model: &str, dropout: f64, device: &burn::tensor::Device) -> Result<SequenceClassifier> {
     let dir = ModelDir::open(model)?;
     let spec = ClassifierSpec {
+        head: Default::default(),
         num_labels: 2,
         pooling: Pooling::Mean,
         dropout: DropoutOverride {
@@ -190,7 +191,7 @@ fn run(cli: Cli) -> Result<()> {
         What::Step => {
             let ad = plain.clone().autodiff();
             let mut model = load(&cli.model, cli.dropout, &ad)?;
-            model.bert.precision = cli.precision;
+            model.encoder.set_precision(cli.precision);
             let config = RunConfig::parse(
                 &format!(
                     "[model]\npath = {:?}\n[data]\ntrain = \"unused.tsv\"\n[train]\nweight_decay = 0.01\n",
@@ -237,10 +238,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         What::Infer => {
             let mut model = load(&cli.model, 0.0, &plain)?.valid();
-            model.bert.precision = cli.precision;
+            model.encoder.set_precision(cli.precision);
             if cli.int8 {
                 let (encoder, _) = tunekit::model::quant::quantize_encoder(&model)?;
-                model.bert.int8 = Some(std::sync::Arc::new(encoder));
+                model.encoder.set_int8(Some(std::sync::Arc::new(encoder)));
             }
             let mut times = Vec::new();
             for i in 0..cli.warmup + cli.steps {

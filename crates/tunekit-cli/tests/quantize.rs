@@ -61,16 +61,31 @@ fn int8_model_is_smaller_runs_int8_and_predicts_like_f32() {
     // ones, within half a quantisation step of the originals.
     let device = tunekit::device::device(tunekit::device::DeviceKind::Cpu).unwrap();
     let clf = tunekit::predictor::Predictor::load(q.to_str().unwrap(), None, &device).unwrap();
-    let int8 = clf.model.bert.int8.clone().expect("int8 weights attached");
+    let int8 = clf
+        .model
+        .encoder
+        .int8()
+        .cloned()
+        .expect("int8 weights attached");
     let f32_clf =
         tunekit::predictor::Predictor::load(base.to_str().unwrap(), None, &device).unwrap();
-    assert!(f32_clf.model.bert.int8.is_none());
-    let orig =
-        tunekit::model::weights::to_vec(f32_clf.model.bert.layers[0].attention.query.weight.val())
-            .unwrap();
-    let deq =
-        tunekit::model::weights::to_vec(clf.model.bert.layers[0].attention.query.weight.val())
-            .unwrap();
+    assert!(f32_clf.model.encoder.int8().is_none());
+    let orig = tunekit::model::weights::to_vec(
+        f32_clf.model.encoder.as_bert().unwrap().layers[0]
+            .attention
+            .query
+            .weight
+            .val(),
+    )
+    .unwrap();
+    let deq = tunekit::model::weights::to_vec(
+        clf.model.encoder.as_bert().unwrap().layers[0]
+            .attention
+            .query
+            .weight
+            .val(),
+    )
+    .unwrap();
     let ql = &int8.layers[0][0];
     for (i, (a, b)) in orig.iter().zip(&deq).enumerate() {
         // burn layout [in, out]: output channel = i % out.
@@ -103,7 +118,7 @@ fn int8_model_is_smaller_runs_int8_and_predicts_like_f32() {
         .unwrap();
     let (l8, _) = tunekit::infer::logits(&clf.model, &tokens, 8, 0, &device).unwrap();
     let mut deq_model = clf.model.clone();
-    deq_model.bert.int8 = None;
+    deq_model.encoder.set_int8(None);
     let (lf, _) = tunekit::infer::logits(&deq_model, &tokens, 8, 0, &device).unwrap();
     let diff = l8
         .iter()

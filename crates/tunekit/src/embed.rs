@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::batch::{collate, eval_batches};
 use crate::error::{Error, Result};
 use crate::model::BertConfig;
-use crate::model::bert::{Bert, cls_token, mean_pool};
+use crate::model::bert::{cls_token, mean_pool};
 use crate::model::weights::to_vec;
 use crate::tokenize::Tokens;
 
@@ -274,7 +274,7 @@ impl EmbeddingConfig {
             None
         };
         let (st_pooling, st_normalize, st_length) = st.unwrap_or((None, true, None));
-        let positions = config.max_position_embeddings;
+        let positions = config.max_sequence_length();
         let default_length = match tokenizer_model_max_length(dir)? {
             Some(n) => n.min(positions),
             None => positions.min(512),
@@ -357,7 +357,7 @@ pub fn l2_normalize(v: &mut [f32]) {
 /// with `pooling`, L2-normalised when `normalize`. Batches of `batch_size` in length order.
 /// Used by `tunekit embed` and by `tunekit serve`'s `/embed`.
 pub fn embed_tokens(
-    bert: &Bert,
+    bert: &crate::model::Encoder,
     tokens: &[Tokens],
     pooling: EmbedPooling,
     normalize: bool,

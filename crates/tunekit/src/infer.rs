@@ -191,14 +191,16 @@ pub(crate) fn with_precision(
     device: &Device,
     dir: &Path,
 ) -> Result<SequenceClassifier> {
-    if precision == crate::model::Precision::Bf16 && model.bert.int8.is_some() {
+    if precision == crate::model::Precision::Bf16 && model.encoder.int8().is_some() {
         return Err(Error::Config(format!(
             "{}: an int8 model (`tunekit quantize`) runs int8 products; precision bf16 applies \
              to f32 models",
             dir.display()
         )));
     }
-    model.bert.precision = crate::model::bf16::for_device(precision, device)?;
+    model
+        .encoder
+        .set_precision(crate::model::bf16::for_device(precision, device)?);
     Ok(model)
 }
 
@@ -292,9 +294,8 @@ pub fn embed_texts(
 ) -> Result<Embeddings> {
     let dir = ModelDir::open(spec)?;
     let config = crate::embed::EmbeddingConfig::resolve(&dir.dir, &dir.config, options)?;
-    let mut file = crate::model::weights::WeightFile::open(&dir.weights_path())?;
-    let bert = crate::model::weights::load_bert(
-        &mut file,
+    let bert = crate::model::weights::load_encoder(
+        &dir.weights_path(),
         &dir.config,
         DropoutOverride::default(),
         device,

@@ -213,12 +213,20 @@ pub fn check_max_length(max_length: usize, config: &BertConfig, model_dir: &Path
     if max_length == 0 {
         return Err(Error::Config("max_length must be at least 1 token".into()));
     }
-    if max_length > config.max_position_embeddings {
+    let longest = config.max_sequence_length();
+    if max_length > longest {
+        let offset = if longest == config.max_position_embeddings {
+            String::new()
+        } else {
+            format!(
+                ", less the {} positions before padding_idx + 1",
+                config.max_position_embeddings - longest
+            )
+        };
         return Err(Error::Config(format!(
-            "max_length {max_length} exceeds the model's position limit: {} has max_position_embeddings {} (the longest input it can take); use a max length of at most {}",
+            "max_length {max_length} exceeds the model's position limit: {} has max_position_embeddings {}{offset} (the longest input it can take); use a max length of at most {longest}",
             model_dir.join("config.json").display(),
             config.max_position_embeddings,
-            config.max_position_embeddings
         )));
     }
     Ok(())

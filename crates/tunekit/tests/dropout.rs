@@ -20,6 +20,7 @@ fn dropout_only_in_training() {
     )
     .unwrap();
     let spec = ClassifierSpec {
+        head: Default::default(),
         num_labels: 2,
         pooling: Pooling::Mean,
         dropout: DropoutOverride {

@@ -28,6 +28,7 @@ fn hf_export_names_match_transformers() {
     )
     .expect("assets missing: run scripts/fetch-assets.sh");
     let spec = ClassifierSpec {
+        head: Default::default(),
         num_labels: 2,
         pooling: Pooling::Cls,
         dropout: DropoutOverride::default(),

@@ -65,7 +65,8 @@ fn plain_of(clf: Predictor) -> Result<Plain> {
     let config_path = dir.join("config.json");
     let mut json = clf.config_json()?;
     // transformers reads the task from `architectures` and `problem_type`.
-    let (arch, problem) = kind.hf_architecture();
+    let family = crate::model::BertConfig::from_file(&config_path)?.family();
+    let (arch, problem) = kind.hf_architecture(family);
     if let Some(o) = json.as_object_mut() {
         o.insert("architectures".into(), serde_json::json!([arch]));
         match (kind.is_classification(), problem) {
@@ -135,7 +136,7 @@ fn write(p: &Plain, format: ExportFormat, out: &Path) -> Result<PathBuf> {
                      transformers will load this export and predict differently from tunekit \
                      (train with model.pooling = \"cls\" for an export transformers reproduces)",
                     p.dir.display(),
-                    p.kind.hf_architecture().0
+                    p.kind.hf_architecture(p.config.family()).0
                 );
             }
             let path = out.join("model.safetensors");
@@ -252,6 +253,7 @@ fn taylor_scores(
         },
         seed: 0,
         require_head: true,
+        head: p.model.head,
     };
     let model = crate::model::weights::load_classifier(&weights, &p.config, &spec_c, &ad)?.0;
     let lengths: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
@@ -293,7 +295,7 @@ pub struct QuantizeReport {
 pub fn quantize(spec: &str, out: &Path, device: &Device) -> Result<QuantizeReport> {
     use crate::model::quant;
     let p = load_plain(spec, device)?;
-    if p.model.bert.int8.is_some() {
+    if p.model.encoder.int8().is_some() {
         return Err(Error::Model(format!(
             "{}: already quantised",
             p.dir.display()
@@ -301,10 +303,12 @@ pub fn quantize(spec: &str, out: &Path, device: &Device) -> Result<QuantizeRepor
     }
     let (int8, worst) = quant::quantize_encoder(&p.model)?;
     let tensors = hf_tensors(&p)?;
+    let names = p.model.encoder.names();
     let total: usize = tensors.iter().map(|t| t.2.len()).sum();
+    let words = quant::word_embeddings_name(names);
     let embedding_size = tensors
         .iter()
-        .find(|t| t.0 == quant::WORD_EMBEDDINGS)
+        .find(|t| t.0 == words)
         .map_or(0, |t| t.2.len());
     let int8_parameters: usize = int8
         .layers
@@ -314,7 +318,10 @@ pub fn quantize(spec: &str, out: &Path, device: &Device) -> Result<QuantizeRepor
         + embedding_size;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let path = out.join("model.safetensors");
-    crate::model::weights::write_safetensors_raw(quant::int8_tensors(tensors, &int8), &path)?;
+    crate::model::weights::write_safetensors_raw(
+        quant::int8_tensors(tensors, &int8, names),
+        &path,
+    )?;
     write_config_and_side_files(&p, out)?;
     let size = |f: &Path| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
     let report = QuantizeReport {

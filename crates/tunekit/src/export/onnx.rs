@@ -12,8 +12,11 @@ use prost::Message;
 
 use super::onnx_proto as pb;
 use crate::error::{Error, Result};
+use crate::model::backbone::{Backbone, LinearRole};
 use crate::model::bert::{Activation, Layer, Pooling};
+use crate::model::family::{HeadActivation, Names, Positions};
 use crate::model::quant::QuantLinear;
+use crate::model::weights::head_names;
 use crate::model::weights::to_vec;
 use crate::model::{BertConfig, SequenceClassifier};
 
@@ -229,6 +232,41 @@ impl Graph {
         Ok(self.op("Gather", &[&w, ids], vec![attr_int("axis", 0)]))
     }
 
+    /// MPNet's relative position bias `[1, heads, seq, seq]` for the input's length: the
+    /// bucket of every `key − query` offset looked up in a constant table (offsets span
+    /// `±(max_position_embeddings − 1)`), then the rows of the bias table `[buckets, heads]`.
+    fn mpnet_position_bias(
+        &mut self,
+        name: &str,
+        table: &Embedding,
+        config: &BertConfig,
+    ) -> Result<String> {
+        let span = config.max_position_embeddings.max(1) as i64;
+        let lookup: Vec<i64> = (-(span - 1)..span)
+            .map(|rel| crate::model::mpnet::relative_position_bucket(rel) as i64)
+            .collect();
+        let lookup = self.int_tensor("mpnet_buckets", &[lookup.len()], &lookup);
+        let shape = self.op("Shape", &["input_ids"], vec![]);
+        let one_idx = self.int_tensor("idx1", &[], &[1]);
+        let seq = self.op("Gather", &[&shape, &one_idx], vec![attr_int("axis", 0)]);
+        let zero = self.int_tensor("zero", &[], &[0]);
+        let step = self.int_tensor("one", &[], &[1]);
+        let r = self.op("Range", &[&zero, &seq, &step], vec![]);
+        let ax1 = self.int_tensor("axis1", &[1], &[1]);
+        let ax0 = self.int_tensor("axis0", &[1], &[0]);
+        let query = self.op("Unsqueeze", &[&r, &ax1], vec![]);
+        let key = self.op("Unsqueeze", &[&r, &ax0], vec![]);
+        let rel = self.op("Sub", &[&key, &query], vec![]);
+        let shift = self.int_tensor("rel_shift", &[], &[span - 1]);
+        let rel = self.op("Add", &[&rel, &shift], vec![]);
+        let buckets = self.op("Gather", &[&lookup, &rel], vec![attr_int("axis", 0)]);
+        let w = self.param(&format!("{name}.weight"), &table.weight)?;
+        let values = self.op("Gather", &[&w, &buckets], vec![attr_int("axis", 0)]);
+        let values = self.op("Transpose", &[&values], vec![attr_ints("perm", &[2, 0, 1])]);
+        let ax0 = self.int_tensor("axis0", &[1], &[0]);
+        Ok(self.op("Unsqueeze", &[&values, &ax0], vec![]))
+    }
+
     fn activation(&mut self, act: Activation, x: &str) -> String {
         match act {
             // x · ½ · (1 + erf(x / √2)): torch's and burn's exact GELU.
@@ -264,6 +302,7 @@ impl Graph {
 
     fn layer(
         &mut self,
+        names: &Names,
         i: usize,
         layer: &Layer,
         x: &str,
@@ -277,11 +316,12 @@ impl Graph {
         // Projection width: `hidden`, or less after head pruning.
         let width = a.query.weight.dims()[1];
         let head_dim = width / heads;
-        let p = format!("bert.encoder.layer.{i}");
+        let p = format!("{}{}", names.prefix, names.layer_prefix(i));
+        let lin = |role: LinearRole| format!("{p}.{}", names.linear_module(role));
         let split = self.int_tensor("split_shape", &[4], &[0, 0, heads as i64, head_dim as i64]);
-        let q = self.linear(&format!("{p}.attention.self.query"), x, &a.query, qz(0))?;
-        let k = self.linear(&format!("{p}.attention.self.key"), x, &a.key, qz(1))?;
-        let v = self.linear(&format!("{p}.attention.self.value"), x, &a.value, qz(2))?;
+        let q = self.linear(&lin(LinearRole::Query), x, &a.query, qz(0))?;
+        let k = self.linear(&lin(LinearRole::Key), x, &a.key, qz(1))?;
+        let v = self.linear(&lin(LinearRole::Value), x, &a.value, qz(2))?;
         let q = self.op("Reshape", &[&q, &split], vec![]);
         let q = self.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])]);
         let k = self.op("Reshape", &[&k, &split], vec![]);
@@ -297,30 +337,25 @@ impl Graph {
         let ctx = self.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
         let merge = self.int_tensor("merge_shape", &[3], &[0, 0, width as i64]);
         let ctx = self.op("Reshape", &[&ctx, &merge], vec![]);
-        let out = self.linear(
-            &format!("{p}.attention.output.dense"),
-            &ctx,
-            &a.output,
-            qz(3),
-        )?;
+        let out = self.linear(&lin(LinearRole::AttentionOutput), &ctx, &a.output, qz(3))?;
         let res = self.op("Add", &[&out, x], vec![]);
         let x = self.layer_norm(
-            &format!("{p}.attention.output.LayerNorm"),
+            &format!("{p}.{}", names.attention_layer_norm),
             &res,
             &a.layer_norm,
             eps,
         )?;
         let h = self.linear(
-            &format!("{p}.intermediate.dense"),
+            &lin(LinearRole::Intermediate),
             &x,
             &layer.intermediate,
             qz(4),
         )?;
         let h = self.activation(layer.activation, &h);
-        let out = self.linear(&format!("{p}.output.dense"), &h, &layer.output, qz(5))?;
+        let out = self.linear(&lin(LinearRole::Output), &h, &layer.output, qz(5))?;
         let res = self.op("Add", &[&out, &x], vec![]);
         self.layer_norm(
-            &format!("{p}.output.LayerNorm"),
+            &format!("{p}.{}", names.output_layer_norm),
             &res,
             &layer.layer_norm,
             eps,
@@ -379,53 +414,84 @@ pub fn to_onnx_task(
         initializers: Vec::new(),
         counter: 0,
     };
-    let emb = &model.bert.embeddings;
-    // Embeddings: words + token types + positions 0..seq.
-    let int8 = model.bert.int8.as_deref();
+    let Some(bert) = model.encoder.as_bert() else {
+        return Err(Error::Model(format!(
+            "ONNX export of {} models is not implemented",
+            model.encoder.model_type()
+        )));
+    };
+    let names = bert.names();
+    let pre = names.prefix;
+    let emb = &bert.embeddings;
+    let int8 = bert.int8.as_deref();
     let words = g.embedding(
-        "bert.embeddings.word_embeddings",
+        &format!("{pre}{}", names.word_embeddings),
         &emb.word_embeddings,
         "input_ids",
         int8.is_some(),
     )?;
-    let types = g.embedding(
-        "bert.embeddings.token_type_embeddings",
-        &emb.token_type_embeddings,
-        "token_type_ids",
-        false,
-    )?;
-    let shape = g.op("Shape", &["input_ids"], vec![]);
-    let one_idx = g.int_tensor("idx1", &[], &[1]);
-    let seq = g.op("Gather", &[&shape, &one_idx], vec![attr_int("axis", 0)]);
-    let zero = g.int_tensor("zero", &[], &[0]);
-    let step = g.int_tensor("one", &[], &[1]);
-    let positions = g.op("Range", &[&zero, &seq, &step], vec![]);
-    let pos = g.embedding(
-        "bert.embeddings.position_embeddings",
-        &emb.position_embeddings,
-        &positions,
-        false,
-    )?;
-    let x = g.op("Add", &[&words, &types], vec![]);
-    let x = g.op("Add", &[&x, &pos], vec![]);
-    let mut x = g.layer_norm("bert.embeddings.LayerNorm", &x, &emb.layer_norm, eps)?;
-
-    // Additive mask bias (1 − mask)·(−1e9), shaped [batch, 1, 1, seq].
     let maskf = g.op(
         "Cast",
         &["attention_mask"],
         vec![attr_int("to", i64::from(pb::FLOAT))],
     );
+    let positions = match emb.positions {
+        // Positions 0..seq.
+        Positions::Absolute => {
+            let shape = g.op("Shape", &["input_ids"], vec![]);
+            let one_idx = g.int_tensor("idx1", &[], &[1]);
+            let seq = g.op("Gather", &[&shape, &one_idx], vec![attr_int("axis", 0)]);
+            let zero = g.int_tensor("zero", &[], &[0]);
+            let step = g.int_tensor("one", &[], &[1]);
+            g.op("Range", &[&zero, &seq, &step], vec![])
+        }
+        // cumsum(mask) · mask + padding_idx, as RoBERTa's position ids.
+        Positions::AfterPadding => {
+            let axis = g.int_tensor("axis_seq", &[], &[1]);
+            let sum = g.op("CumSum", &["attention_mask", &axis], vec![]);
+            let counted = g.op("Mul", &[&sum, "attention_mask"], vec![]);
+            let pad = g.int_tensor("padding_idx", &[], &[emb.padding_idx as i64]);
+            g.op("Add", &[&counted, &pad], vec![])
+        }
+    };
+    let pos = g.embedding(
+        &format!("{pre}{}", names.position_embeddings),
+        &emb.position_embeddings,
+        &positions,
+        false,
+    )?;
+    let mut x = g.op("Add", &[&words, &pos], vec![]);
+    if let (Some(name), Some(table)) = (names.token_type_embeddings, &emb.token_type_embeddings) {
+        let types = g.embedding(&format!("{pre}{name}"), table, "token_type_ids", false)?;
+        x = g.op("Add", &[&x, &types], vec![]);
+    }
+    let mut x = g.layer_norm(
+        &format!("{pre}{}", names.embeddings_layer_norm),
+        &x,
+        &emb.layer_norm,
+        eps,
+    )?;
+    if let (Some(name), Some(project)) = (names.embeddings_project, &emb.project) {
+        x = g.linear(&format!("{pre}{name}"), &x, project, None)?;
+    }
+
+    // Additive mask bias (1 − mask)·(−1e9), shaped [batch, 1, 1, seq].
     let one = g.scalar("one", 1.0);
     let big = g.scalar("neg_big", -1e9);
     let inv = g.op("Sub", &[&one, &maskf], vec![]);
     let bias = g.op("Mul", &[&inv, &big], vec![]);
     let axes = g.int_tensor("axes12", &[2], &[1, 2]);
-    let bias = g.op("Unsqueeze", &[&bias, &axes], vec![]);
+    let mut bias = g.op("Unsqueeze", &[&bias, &axes], vec![]);
+    if let (Some(name), Some(table)) =
+        (names.relative_attention_bias, &bert.relative_attention_bias)
+    {
+        let position_bias = g.mpnet_position_bias(&format!("{pre}{name}"), table, config)?;
+        bias = g.op("Add", &[&bias, &position_bias], vec![]);
+    }
 
-    for (i, layer) in model.bert.layers.iter().enumerate() {
+    for (i, layer) in bert.layers.iter().enumerate() {
         let q = int8.and_then(|e| e.layers.get(i));
-        x = g.layer(i, layer, &x, &bias, eps, q)?;
+        x = g.layer(names, i, layer, &x, &bias, eps, q)?;
     }
 
     let (out_value, out_name) = match kind {
@@ -449,15 +515,20 @@ pub fn to_onnx_task(
         }
         _ => {
             let features = g.features(&x, &maskf, model.pooling);
+            let (dense_name, out_name) = head_names(names, model.head);
             let pooled = match (model.pooling, &model.pooler) {
                 (Pooling::Cls, Some(p)) => {
-                    let d = g.linear("bert.pooler.dense", &features, &p.dense, None)?;
-                    g.op("Tanh", &[&d], vec![])
+                    let d = g.linear(&dense_name, &features, &p.dense, None)?;
+                    match p.activation {
+                        HeadActivation::Tanh => g.op("Tanh", &[&d], vec![]),
+                        HeadActivation::Relu => g.op("Relu", &[&d], vec![]),
+                        HeadActivation::Gelu => g.activation(Activation::Gelu, &d),
+                    }
                 }
                 _ => features,
             };
             (
-                g.linear("classifier", &pooled, &model.classifier, None)?,
+                g.linear(out_name, &pooled, &model.classifier, None)?,
                 "logits",
             )
         }
@@ -483,7 +554,10 @@ pub fn to_onnx_task(
         node: g.nodes,
         name: "tunekit_sequence_classifier".into(),
         initializer: g.initializers,
-        doc_string: "BERT encoder + sequence-classification head exported by tunekit".into(),
+        doc_string: format!(
+            "{} encoder + {kind:?} head exported by tunekit",
+            names.model_type
+        ),
         input: vec![
             input("input_ids", pb::INT64, &["batch", "sequence"]),
             input("attention_mask", pb::INT64, &["batch", "sequence"]),

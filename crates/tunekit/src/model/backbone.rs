@@ -145,6 +145,7 @@ mod tests {
         let weights = dir.path().join("model.safetensors");
         crate::model::weights::write_random_encoder(&config, &weights, 1).unwrap();
         let spec = ClassifierSpec {
+            head: Default::default(),
             num_labels: 3,
             pooling: crate::model::Pooling::Cls,
             dropout: DropoutOverride::default(),
@@ -155,7 +156,7 @@ mod tests {
         let model = load_classifier(&weights, &config, &spec, &device)
             .unwrap()
             .0;
-        let bert: &dyn Backbone = &model.bert;
+        let bert: &dyn Backbone = &model.encoder;
         assert_eq!(bert.model_type(), "bert");
         assert_eq!(
             bert.dims(),

@@ -1,15 +1,26 @@
-//! The Hugging Face `config.json` of a BERT-family encoder, read and validated once.
+//! The Hugging Face `config.json` of an encoder, read and validated once. Every family's keys
+//! are read as BERT's (DistilBERT's `dim`, `n_layers`, … through its
+//! [`Names::config_aliases`](super::family::Names::config_aliases)) and written back in the
+//! family's own spelling by [`BertConfig::to_json`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::family::{Family, Positions};
 use crate::error::{Error, Result};
 
 /// Architectures whose weights and forward pass tunekit implements. `model_type` values outside
 /// this list are rejected when loading instead of producing silently wrong numbers.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "electra",
+    "mpnet",
+];
 
 /// The fields of a HF BERT `config.json` that determine the network. Unknown keys are kept in
 /// `extra` so that an exported config round-trips everything the user's model carried.
@@ -38,9 +49,14 @@ pub struct BertConfig {
     pub attention_probs_dropout_prob: f64,
     /// Rows of the position embedding: the longest sequence the model accepts.
     pub max_position_embeddings: usize,
-    /// Number of token types (segments).
+    /// Number of token types (segments); 0 for families without a token-type table
+    /// (DistilBERT, MPNet).
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
+    /// ELECTRA's `embedding_size`: width of the embedding tables, projected to `hidden_size`
+    /// by `embeddings_project` when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
     /// LayerNorm epsilon.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
@@ -103,12 +119,65 @@ impl BertConfig {
                 SUPPORTED_MODEL_TYPES.join(", ")
             )));
         }
-        let config: BertConfig = serde_json::from_value(value)
+        let value = Self::bert_keys(value, &model_type);
+        let mut config: BertConfig = serde_json::from_value(value)
             .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        if config.family().names().token_type_embeddings.is_none() {
+            config.type_vocab_size = 0;
+        }
         config
             .validate()
             .map_err(|m| Error::Model(format!("{}: {m}", path.display())))?;
         Ok(config)
+    }
+
+    /// The family's keys renamed to BERT's (DistilBERT's `dim` → `hidden_size`, …).
+    fn bert_keys(mut value: serde_json::Value, model_type: &str) -> serde_json::Value {
+        let Some(family) = Family::from_model_type(model_type) else {
+            return value;
+        };
+        if let Some(map) = value.as_object_mut() {
+            for (theirs, ours) in family.names().config_aliases {
+                if let Some(v) = map.remove(*theirs) {
+                    map.entry(ours.to_string()).or_insert(v);
+                }
+            }
+        }
+        value
+    }
+
+    /// The encoder family of `model_type` (checked when the file was read; BERT for a config
+    /// built in code with another value).
+    pub fn family(&self) -> Family {
+        Family::from_model_type(&self.model_type).unwrap_or(Family::Bert)
+    }
+
+    /// `config.json` as the family writes it: BERT's keys renamed back to the family's own
+    /// (DistilBERT), no `type_vocab_size` for a family without token types. Write this, not
+    /// the struct, to a model directory.
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        let mut value =
+            serde_json::to_value(self).map_err(|e| Error::Model(format!("config.json: {e}")))?;
+        let names = self.family().names();
+        if let Some(map) = value.as_object_mut() {
+            for (theirs, ours) in names.config_aliases {
+                if let Some(v) = map.remove(*ours) {
+                    map.insert(theirs.to_string(), v);
+                }
+            }
+            if names.token_type_embeddings.is_none() {
+                map.remove("type_vocab_size");
+            }
+            if self.family() != Family::Bert {
+                map.remove("position_embedding_type");
+            }
+        }
+        Ok(value)
+    }
+
+    /// Width of the embedding tables (`embedding_size`, else `hidden_size`).
+    pub fn embedding_width(&self) -> usize {
+        self.embedding_size.unwrap_or(self.hidden_size)
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
@@ -116,11 +185,16 @@ impl BertConfig {
             return Err("hidden_size and num_attention_heads must be positive".into());
         }
         // Tables that inputs index into: an empty one has no row for any input.
+        let token_types = self.family().names().token_type_embeddings.is_some();
         for (key, rows) in [
             ("vocab_size", self.vocab_size),
             ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
+            (
+                "type_vocab_size",
+                self.type_vocab_size.max(usize::from(!token_types)),
+            ),
             ("intermediate_size", self.intermediate_size),
+            ("embedding_size", self.embedding_width()),
         ] {
             if rows == 0 {
                 return Err(format!("{key} must be positive"));
@@ -156,6 +230,15 @@ impl BertConfig {
         ) {
             return Err(format!("unsupported hidden_act `{}`", self.hidden_act));
         }
+        if self.family().names().positions == Positions::AfterPadding
+            && self.max_position_embeddings <= self.padding_idx() + 1
+        {
+            return Err(format!(
+                "max_position_embeddings {} leaves no position after padding_idx {} (positions start at padding_idx + 1)",
+                self.max_position_embeddings,
+                self.padding_idx()
+            ));
+        }
         if self.position_embedding_type != "absolute" {
             return Err(format!(
                 "unsupported position_embedding_type `{}` (supported: absolute)",
@@ -163,6 +246,26 @@ impl BertConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Padding index of the position ids ([`Positions::AfterPadding`]): `pad_token_id`
+    /// (RoBERTa, XLM-R), 1 for MPNet (hard-coded there).
+    pub fn padding_idx(&self) -> usize {
+        match self.family() {
+            Family::MPNet => super::mpnet::PADDING_IDX,
+            _ => self.pad_token_id as usize,
+        }
+    }
+
+    /// Positions a sequence can use: `max_position_embeddings`, less `padding_idx + 1` for
+    /// families whose positions start after the padding index.
+    pub fn max_sequence_length(&self) -> usize {
+        match self.family().names().positions {
+            Positions::Absolute => self.max_position_embeddings,
+            Positions::AfterPadding => self
+                .max_position_embeddings
+                .saturating_sub(self.padding_idx() + 1),
+        }
     }
 
     /// Width of one attention head.

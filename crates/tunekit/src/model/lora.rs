@@ -23,8 +23,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::backbone::{Backbone, LinearRole};
-use super::bert::names;
-use super::weights::{HfTensor, WeightFile, param_id, to_vec, transpose, write_safetensors};
+use super::family::Names;
+use super::weights::{
+    HeadKind, HfTensor, WeightFile, head_names, param_id, to_vec, transpose, write_safetensors,
+};
 use super::{BertConfig, SequenceClassifier};
 use crate::error::{Error, Result};
 
@@ -61,15 +63,54 @@ impl LoraTarget {
         }
     }
 
-    /// PEFT `target_modules` entries (suffix matches on module names).
-    fn peft_names(self) -> &'static [&'static str] {
-        match self {
-            LoraTarget::Query => &["query"],
-            LoraTarget::Key => &["key"],
-            LoraTarget::Value => &["value"],
-            LoraTarget::Output => &["output.dense"],
-            LoraTarget::Intermediate => &["intermediate.dense"],
+    /// Every target, in PEFT-name lookup order.
+    const ALL: [LoraTarget; 5] = [
+        LoraTarget::Query,
+        LoraTarget::Key,
+        LoraTarget::Value,
+        LoraTarget::Output,
+        LoraTarget::Intermediate,
+    ];
+
+    /// PEFT `target_modules` entries for a family (PEFT matches a module whose name equals an
+    /// entry or ends with `.` + entry): for each role, the shortest dotted suffix of its
+    /// module name that no layer module outside this target ends with — `query` / `value`
+    /// for BERT and RoBERTa, `q_lin` / `v_lin` for DistilBERT, `q` / `v` for MPNet, and
+    /// `output.dense` for BERT's two output projections together.
+    pub fn peft_names(self, names: &Names) -> Vec<String> {
+        let outside: Vec<&str> = LinearRole::ALL
+            .into_iter()
+            .filter(|r| !self.roles().contains(r))
+            .map(|r| names.linear_module(r))
+            .collect();
+        let matches = |module: &str, suffix: &str| {
+            module == suffix || module.ends_with(&format!(".{suffix}"))
+        };
+        let mut out: Vec<String> = Vec::new();
+        for &role in self.roles() {
+            let module = names.linear_module(role);
+            let parts: Vec<&str> = module.split('.').collect();
+            let suffix = (1..=parts.len())
+                .map(|n| parts[parts.len() - n..].join("."))
+                .find(|suffix| !outside.iter().any(|m| matches(m, suffix)))
+                .unwrap_or_else(|| module.to_string());
+            if !out.contains(&suffix) {
+                out.push(suffix);
+            }
         }
+        out
+    }
+
+    /// The target a PEFT `target_modules` entry names in a family (BERT's `intermediate` too).
+    pub fn from_peft_name(name: &str, names: &Names) -> Option<LoraTarget> {
+        if name == "intermediate"
+            && names.linear_module(LinearRole::Intermediate) == "intermediate.dense"
+        {
+            return Some(LoraTarget::Intermediate);
+        }
+        LoraTarget::ALL
+            .into_iter()
+            .find(|t| t.peft_names(names).iter().any(|n| n == name))
     }
 }
 
@@ -182,17 +223,34 @@ impl ModuleMapper for StableFactorIds {
     }
 }
 
-/// Parameter ids of the head (pooler and classifier), which LoRA training keeps trainable.
-pub fn head_ids() -> Vec<ParamId> {
+/// Parameter ids of a model's head (its pooler / dense layer and output linear, in the
+/// family's names), which LoRA training keeps trainable.
+pub fn head_ids(names: &Names, head: HeadKind) -> Vec<ParamId> {
+    let (dense, out) = head_names(names, head);
     [
-        format!("{}.weight", names::POOLER),
-        format!("{}.bias", names::POOLER),
-        "classifier.weight".to_string(),
-        "classifier.bias".to_string(),
+        format!("{dense}.weight"),
+        format!("{dense}.bias"),
+        format!("{out}.weight"),
+        format!("{out}.bias"),
     ]
     .iter()
     .map(|n| param_id(n))
     .collect()
+}
+
+/// PEFT `modules_to_save` of a family's head: the top-level modules holding its dense layer
+/// and output (`classifier` and `pooler` for BERT, `classifier` for RoBERTa,
+/// `pre_classifier` and `classifier` for DistilBERT).
+pub fn modules_to_save(names: &Names) -> Vec<String> {
+    let head = &names.sequence_head;
+    let mut out = vec!["classifier".to_string()];
+    for module in [head.dense, head.out] {
+        let top = module.split('.').next().unwrap_or(module).to_string();
+        if !out.contains(&top) {
+            out.push(top);
+        }
+    }
+    out
 }
 
 /// Attach adapters to the target weights of `model` (A ~ N(0, 1/r) from the device's RNG,
@@ -204,25 +262,26 @@ pub fn apply(
     _config: &BertConfig,
 ) -> SequenceClassifier {
     let targets: Vec<ParamId> = opts
-        .target_weights(&model.bert)
+        .target_weights(&model.encoder)
         .iter()
         .map(|n| param_id(n))
         .collect();
     let lora = Lora::new(opts.rank, opts.alpha).set_param_group(ParamGroup::from_ids(targets));
     let mut model = model;
-    model.bert.lora_dropout = opts.dropout;
+    model.encoder.set_lora_dropout(opts.dropout);
+    let head = head_ids(model.encoder.names(), model.head);
     model
         .apply_lora(lora)
         .map(&mut StableFactorIds::default())
-        .unfreeze_group(ParamGroup::from_ids(head_ids()))
+        .unfreeze_group(ParamGroup::from_ids(head))
 }
 
 /// The `Linear` modules of a model by full HF name (base-model prefix included, e.g.
 /// `bert.encoder.layer.0.attention.self.query`), for adapter I/O.
 fn linears(model: &SequenceClassifier) -> Vec<(String, &Linear)> {
-    let prefix = model.bert.prefix();
+    let prefix = model.encoder.prefix();
     model
-        .bert
+        .encoder
         .named_linears()
         .into_iter()
         .map(|(name, l)| (format!("{prefix}{name}"), l))
@@ -318,7 +377,9 @@ pub fn load_adapter(
         let key = format!("{PEFT_PREFIX}{n}");
         // PEFT's default `modules_to_save` for classification is the classifier only: then
         // the base model's pooler stays as it is.
-        if n.starts_with(&format!("{}{}.", names::PREFIX, names::POOLER)) && !file.has(&key) {
+        let names = model.encoder.names();
+        let pooler = format!("{}{}.", names.prefix, names.sequence_head.dense);
+        if names.sequence_head.dense_in_base && n.starts_with(&pooler) && !file.has(&key) {
             continue;
         }
         let v = file.read(&key, &shape)?;
@@ -364,9 +425,6 @@ pub fn load_for_inference(
 ) -> Result<(SequenceClassifier, AdapterConfig, super::ModelDir)> {
     let config_path = adapter_dir.join(ADAPTER_CONFIG);
     let adapter: AdapterConfig = crate::fsutil::read_json(&config_path)?;
-    let options = adapter
-        .options()
-        .map_err(|e| Error::Model(format!("{}: {e}", config_path.display())))?;
     let base = super::ModelDir::open(&adapter.base_model_name_or_path).map_err(|e| {
         Error::Model(format!(
             "{}: base model {}: {e}",
@@ -374,6 +432,9 @@ pub fn load_for_inference(
             adapter.base_model_name_or_path
         ))
     })?;
+    let options = adapter
+        .options(base.config.family().names())
+        .map_err(|e| Error::Model(format!("{}: {e}", config_path.display())))?;
     let base_spec = super::weights::ClassifierSpec {
         require_head: false,
         ..spec.clone()
@@ -428,13 +489,14 @@ pub struct AdapterConfig {
 }
 
 impl AdapterConfig {
-    /// The config for adapters trained with `opts` on the base model in `base`.
-    pub fn new(opts: &LoraOptions, base: &Path) -> Self {
+    /// The config for adapters trained with `opts` on the base model in `base` (of the family
+    /// `names`).
+    pub fn new(opts: &LoraOptions, base: &Path, names: &Names) -> Self {
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
         let mut targets: Vec<String> = opts
             .targets
             .iter()
-            .flat_map(|t| t.peft_names().iter().map(|s| s.to_string()))
+            .flat_map(|t| t.peft_names(names))
             .collect();
         targets.sort();
         targets.dedup();
@@ -446,7 +508,7 @@ impl AdapterConfig {
             lora_alpha: opts.alpha,
             lora_dropout: opts.dropout,
             target_modules: targets,
-            modules_to_save: vec!["classifier".into(), "pooler".into()],
+            modules_to_save: modules_to_save(names),
             bias: "none".into(),
             fan_in_fan_out: false,
             inference_mode: true,
@@ -460,7 +522,7 @@ impl AdapterConfig {
 
     /// The LoRA options to rebuild this adapter for inference (dropout plays no part there).
     /// Adapters written by PEFT are accepted when tunekit can represent them exactly.
-    pub fn options(&self) -> std::result::Result<LoraOptions, String> {
+    pub fn options(&self, names: &Names) -> std::result::Result<LoraOptions, String> {
         if self.peft_type != "LORA" {
             return Err(format!("peft_type {} is not LORA", self.peft_type));
         }
@@ -476,15 +538,18 @@ impl AdapterConfig {
         let targets = if self.tunekit_targets.is_empty() {
             self.target_modules
                 .iter()
-                .map(|m| match m.as_str() {
-                    "query" => Ok(LoraTarget::Query),
-                    "key" => Ok(LoraTarget::Key),
-                    "value" => Ok(LoraTarget::Value),
-                    "output.dense" => Ok(LoraTarget::Output),
-                    "intermediate" | "intermediate.dense" => Ok(LoraTarget::Intermediate),
-                    other => Err(format!(
-                        "target module {other:?} is not one of query, key, value, output.dense, intermediate.dense"
-                    )),
+                .map(|m| {
+                    LoraTarget::from_peft_name(m, names).ok_or_else(|| {
+                        let known: Vec<String> = LoraTarget::ALL
+                            .into_iter()
+                            .flat_map(|t| t.peft_names(names))
+                            .collect();
+                        format!(
+                            "target module {m:?} is not a {} projection tunekit adapts ({})",
+                            names.model_type,
+                            known.join(", ")
+                        )
+                    })
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?
         } else {

@@ -1,13 +1,20 @@
-//! *What* is trained: BERT-family encoders and their heads, loaded from and saved to the
-//! Hugging Face directory layout. Where it runs is [`crate::device`]'s concern.
+//! *What* is trained: encoders (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA, MPNet) and
+//! their heads, loaded from and saved to the Hugging Face directory layout. Where it runs is [`crate::device`]'s concern.
 
 pub mod backbone;
 pub mod bert;
 pub mod config;
+pub mod distilbert;
+pub mod electra;
+pub mod encoder;
+pub mod family;
 pub mod lora;
+pub mod mpnet;
 pub mod prune;
 pub mod quant;
+pub mod roberta;
 pub mod weights;
+pub mod xlm_roberta;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +28,8 @@ pub use backbone::{Backbone, BackboneDims, LinearRole};
 pub use bert::{EncodedBatch, Pooling, SequenceClassifier};
 pub use bf16::Precision;
 pub use config::BertConfig;
+pub use encoder::Encoder;
+pub use family::Family;
 
 use crate::error::{Error, Result};
 
@@ -155,7 +164,7 @@ pub fn inspect(spec: &str, batch_size: usize, seq_len: usize) -> Result<ModelSum
         heads: c.num_attention_heads,
         intermediate_size: c.intermediate_size,
         vocab_size: c.vocab_size,
-        max_length: c.max_position_embeddings,
+        max_length: c.max_sequence_length(),
         labels: c.labels(),
         train_memory_bytes: estimate_training_memory(c, parameters, batch_size, seq_len),
         batch_size,

@@ -63,7 +63,7 @@ pub fn taylor_scores(
     model: &SequenceClassifier,
     batches: &[(super::EncodedBatch, Vec<usize>)],
 ) -> Result<TaylorScores> {
-    let bert = &model.bert;
+    let bert = &model.encoder;
     let layers = bert.num_layers();
     let mut out = TaylorScores {
         heads: (0..layers).map(|i| vec![0.0; bert.num_heads(i)]).collect(),
@@ -251,7 +251,7 @@ pub fn prune(
     // model config.json can describe (intermediate_size must be positive).
     let inter_keep = inter_before
         - ((opts.ffn * inter_before as f64).round() as usize).min(inter_before.saturating_sub(1));
-    let bert = &mut model.bert;
+    let bert = &mut model.encoder;
     for i in 0..bert.num_layers() {
         // Heads: scores over the heads still present, mapped back to original indices.
         let heads = bert.num_heads(i);
@@ -354,10 +354,10 @@ fn magnitude(
     per_layer: bool,
     device: &Device,
 ) -> Result<()> {
-    let slots = linear_slots(&model.bert);
+    let slots = linear_slots(&model.encoder);
     let mut mats: Vec<(Vec<f32>, Vec<f32>, usize, usize)> = Vec::new();
     for &(i, role) in &slots {
-        mats.push(read_linear(model.bert.linear(i, role))?);
+        mats.push(read_linear(model.encoder.linear(i, role))?);
     }
     let zero_smallest = |values: &mut [&mut f32], k: usize| {
         let mut order: Vec<usize> = (0..values.len()).collect();
@@ -379,7 +379,7 @@ fn magnitude(
         zero_smallest(&mut refs, k);
     }
     for (&(i, role), (w, b, d_in, d_out)) in slots.iter().zip(mats) {
-        *model.bert.linear_mut(i, role) = make_linear(w, b, d_in, d_out, device);
+        *model.encoder.linear_mut(i, role) = make_linear(w, b, d_in, d_out, device);
     }
     Ok(())
 }
@@ -393,8 +393,8 @@ pub fn sparsity(model: &SequenceClassifier) -> Result<f64> {
         total += v.len();
         Ok(())
     };
-    for (i, role) in linear_slots(&model.bert) {
-        count(model.bert.linear(i, role).weight.val())?;
+    for (i, role) in linear_slots(&model.encoder) {
+        count(model.encoder.linear(i, role).weight.val())?;
     }
     Ok(zeros as f64 / total.max(1) as f64)
 }
@@ -442,6 +442,7 @@ mod tests {
         let weights = dir.path().join("model.safetensors");
         crate::model::weights::write_random_encoder(&config, &weights, 3).unwrap();
         let spec = ClassifierSpec {
+            head: Default::default(),
             num_labels: 2,
             pooling: crate::model::Pooling::Mean,
             dropout: DropoutOverride {
@@ -486,7 +487,7 @@ mod tests {
                 load_classifier(&weights, &config, &spec, &plain).unwrap().0,
                 &plain,
             );
-            let l = &mut m.bert.layers[layer];
+            let l = &mut m.encoder.as_bert_mut().unwrap().layers[layer];
             let target = if head.is_some() {
                 &mut l.attention.output
             } else {

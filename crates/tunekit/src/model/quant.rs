@@ -17,12 +17,15 @@ pub use tunekit_kernels::int8::QuantLinear;
 
 use super::SequenceClassifier;
 use super::backbone::{Backbone, LinearRole};
-use super::bert::names;
+use super::family::Names;
 use super::weights::{HfTensor, RawTensor, to_vec, transpose};
 use crate::error::{Error, Result};
 
-/// HF name of the vocabulary table, stored int8 by [`int8_tensors`].
-pub const WORD_EMBEDDINGS: &str = "bert.embeddings.word_embeddings.weight";
+/// HF name (in a task model) of a family's vocabulary table, stored int8 by
+/// [`int8_tensors`].
+pub fn word_embeddings_name(names: &Names) -> String {
+    format!("{}{}.weight", names.prefix, names.word_embeddings)
+}
 
 /// The int8 weights of every encoder layer, attached to a model for inference.
 #[derive(Debug, Clone)]
@@ -31,9 +34,10 @@ pub struct Int8Encoder {
     pub layers: Vec<[QuantLinear; 6]>,
 }
 
-/// HF names (without `bert.`) of a BERT layer's six linear layers, in [`Int8Encoder`] order.
-pub fn layer_linears(i: usize) -> [String; 6] {
-    LinearRole::ALL.map(|role| names::linear(i, role))
+/// HF names (without the family prefix) of a layer's six linear layers, in [`Int8Encoder`]
+/// order.
+pub fn layer_linears(names: &Names, i: usize) -> [String; 6] {
+    LinearRole::ALL.map(|role| names.linear(i, role))
 }
 
 /// Layer `i`'s six linear layers, in [`Int8Encoder`] order.
@@ -55,8 +59,8 @@ fn bias_of(l: &burn::nn::Linear, d_out: usize) -> Result<Vec<f32>> {
 pub fn quantize_encoder(model: &SequenceClassifier) -> Result<(Int8Encoder, f64)> {
     let mut layers = Vec::new();
     let mut worst = 0.0f64;
-    for i in 0..model.bert.num_layers() {
-        let lin = linears(&model.bert, i);
+    for i in 0..model.encoder.num_layers() {
+        let lin = linears(&model.encoder, i);
         let mut q = Vec::with_capacity(6);
         for l in lin {
             if l.weight.adapter().is_some() {
@@ -85,19 +89,20 @@ pub fn quantize_encoder(model: &SequenceClassifier) -> Result<(Int8Encoder, f64)
     Ok((Int8Encoder { layers }, worst))
 }
 
-/// Replace the encoder's linear weights of HF tensors (`bert.`-prefixed names), and the word
+/// Replace the encoder's linear weights of HF tensors (family-prefixed names), and the word
 /// embeddings, by their int8 form: `I8` weight + F32 `<name>_scale`. Returns the tensors to
 /// write, as raw bytes with dtypes.
-pub fn int8_tensors(tensors: Vec<HfTensor>, int8: &Int8Encoder) -> Vec<RawTensor> {
+pub fn int8_tensors(tensors: Vec<HfTensor>, int8: &Int8Encoder, names: &Names) -> Vec<RawTensor> {
     let mut quantized = std::collections::BTreeMap::new();
     for (i, layer) in int8.layers.iter().enumerate() {
-        for (name, q) in layer_linears(i).iter().zip(layer) {
-            quantized.insert(format!("{}{name}.weight", names::PREFIX), q);
+        for (name, q) in layer_linears(names, i).iter().zip(layer) {
+            quantized.insert(format!("{}{name}.weight", names.prefix), q);
         }
     }
+    let words = word_embeddings_name(names);
     let mut out = Vec::new();
     for (name, shape, values) in tensors {
-        if name == WORD_EMBEDDINGS && shape.len() == 2 {
+        if name == words && shape.len() == 2 {
             // The vocabulary table is most of the file; it is a lookup, not a product, so it
             // is stored int8 (per-row scales) and dequantised when loaded.
             let (rows, cols) = (shape[0], shape[1]);
@@ -168,9 +173,9 @@ fn header_has_i8(path: &Path, name: &str) -> Result<bool> {
 /// If the weights file at `path` holds int8 encoder weights, attach them to `model` so that
 /// inference runs the int8 product; otherwise return `model` unchanged.
 pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClassifier> {
-    let prefix = model.bert.prefix();
+    let prefix = model.encoder.prefix();
     let name = |n: &str| format!("{prefix}{n}.weight");
-    let first = name(&model.bert.linear_name(0, LinearRole::ALL[0]));
+    let first = name(&model.encoder.linear_name(0, LinearRole::ALL[0]));
     // Every model load passes here: decide from the file's header alone, so an f32 model's
     // weights (already read by the loader) are not read a second time.
     if !header_has_i8(path, &first)? {
@@ -183,11 +188,11 @@ pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClas
         message: e.to_string(),
     })?;
     let mut layers = Vec::new();
-    for i in 0..model.bert.num_layers() {
+    for i in 0..model.encoder.num_layers() {
         let mut q = Vec::with_capacity(6);
         for role in LinearRole::ALL {
-            let l = model.bert.linear(i, role);
-            let wname = name(&model.bert.linear_name(i, role));
+            let l = model.encoder.linear(i, role);
+            let wname = name(&model.encoder.linear_name(i, role));
             let weights = st.tensor(&wname).map_err(|_| Error::Weights {
                 file: path.to_path_buf(),
                 tensor: wname.clone(),
@@ -227,7 +232,9 @@ pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClas
             .map_err(|_| Error::Engine("six linear layers per encoder layer".into()))?;
         layers.push(arr);
     }
-    model.bert.int8 = Some(Arc::new(Int8Encoder { layers }));
+    model
+        .encoder
+        .set_int8(Some(Arc::new(Int8Encoder { layers })));
     Ok(model)
 }
 
@@ -236,14 +243,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_int8_vocabulary_name_is_berts_word_embedding_weight() {
+    fn the_int8_vocabulary_name_is_the_familys_word_embedding_weight() {
+        use crate::model::Family;
         assert_eq!(
-            WORD_EMBEDDINGS,
-            format!("{}{}.weight", names::PREFIX, names::WORD_EMBEDDINGS)
+            word_embeddings_name(Family::Bert.names()),
+            "bert.embeddings.word_embeddings.weight"
         );
         assert_eq!(
-            layer_linears(2)[3],
+            word_embeddings_name(Family::DistilBert.names()),
+            "distilbert.embeddings.word_embeddings.weight"
+        );
+        assert_eq!(
+            layer_linears(Family::Bert.names(), 2)[3],
             "encoder.layer.2.attention.output.dense"
+        );
+        assert_eq!(
+            layer_linears(Family::DistilBert.names(), 1)[5],
+            "transformer.layer.1.ffn.lin2"
         );
     }
 }

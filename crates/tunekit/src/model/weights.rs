@@ -21,16 +21,21 @@ use super::backbone::{Backbone, LinearRole};
 pub use super::bert::names::layer_prefix;
 use super::bert::{
     Attention, Bert, Embeddings, Layer, Pooler, Pooling, SequenceClassifier, activation_for,
-    dropout, names,
+    dropout,
 };
 use super::config::BertConfig;
+use super::family::Family;
 use crate::error::{Error, Result};
 
 /// A parameter id derived from the HF tensor name (FNV-1a), stable across processes. The
-/// `bert.` prefix is ignored, so a model loaded from a base encoder (no prefix) and from a
-/// tunekit checkpoint (HF classifier names, with prefix) gets the same ids.
+/// family prefix (`bert.`, `roberta.`, …) is ignored, so a model loaded from a base encoder
+/// (no prefix) and from a tunekit checkpoint (HF classifier names, with prefix) gets the same
+/// ids.
 pub fn param_id(name: &str) -> ParamId {
-    let name = name.strip_prefix(names::PREFIX).unwrap_or(name);
+    let name = Family::ALL
+        .iter()
+        .find_map(|f| name.strip_prefix(f.names().prefix))
+        .unwrap_or(name);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
         h ^= u64::from(b);
@@ -53,14 +58,22 @@ fn param1_from(name: &str, data: TensorData, device: &Device) -> Param<Tensor<1>
 pub struct WeightFile {
     path: PathBuf,
     bytes: Vec<u8>,
-    /// Name prefix found in the file (`""` or `"bert."`) for encoder tensors.
+    /// Name prefix found in the file (`""` or the family's, `"bert."`) for encoder tensors.
     prefix: String,
     used: BTreeSet<String>,
 }
 
 impl WeightFile {
-    /// Open and index a safetensors file; a truncated or corrupt file is an error naming it.
+    /// Open and index a safetensors file of a BERT model; a truncated or corrupt file is an
+    /// error naming it.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_for(path, Family::Bert)
+    }
+
+    /// Open and index a safetensors file of a `family` model (encoder tensors with or without
+    /// the family's prefix).
+    pub fn open_for(path: &Path, family: Family) -> Result<Self> {
+        let names = family.names();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let prefix = {
             let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
@@ -69,9 +82,9 @@ impl WeightFile {
                 message: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
             })?;
             let tensor_names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
-            let probe = format!("{}embeddings.", names::PREFIX);
+            let probe = format!("{}{}", names.prefix, names.word_embeddings);
             if tensor_names.iter().any(|n| n.starts_with(&probe)) {
-                names::PREFIX.to_string()
+                names.prefix.to_string()
             } else {
                 String::new()
             }
@@ -84,7 +97,8 @@ impl WeightFile {
         })
     }
 
-    fn tensors(&self) -> Result<SafeTensors<'_>> {
+    /// The parsed file.
+    pub fn tensors(&self) -> Result<SafeTensors<'_>> {
         SafeTensors::deserialize(&self.bytes).map_err(|e| Error::Weights {
             file: self.path.clone(),
             tensor: "<header>".into(),
@@ -92,7 +106,7 @@ impl WeightFile {
         })
     }
 
-    /// Whether the file has `name` (given without the `bert.` prefix for encoder tensors).
+    /// Whether the file has tensor `name` (its full name in the file).
     pub fn has(&self, name: &str) -> bool {
         self.tensors()
             .map(|st| st.tensor(name).is_ok())
@@ -201,7 +215,14 @@ impl WeightFile {
         names
     }
 
-    fn linear(&mut self, name: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Linear> {
+    /// Linear module `name` (`.weight` HF `[out, in]`, `.bias`), in burn's `[in, out]` layout.
+    pub fn linear(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        device: &Device,
+    ) -> Result<Linear> {
         // HF stores [out, in]; burn's Linear (row layout) multiplies by [in, out].
         let w = self.read(&format!("{name}.weight"), &[d_out, d_in])?;
         let w = transpose(&w, d_out, d_in);
@@ -220,7 +241,14 @@ impl WeightFile {
         })
     }
 
-    fn layer_norm(&mut self, name: &str, d: usize, eps: f64, device: &Device) -> Result<LayerNorm> {
+    /// LayerNorm `name` (`.weight`, `.bias`) of width `d`.
+    pub fn layer_norm(
+        &mut self,
+        name: &str,
+        d: usize,
+        eps: f64,
+        device: &Device,
+    ) -> Result<LayerNorm> {
         let g = self.read(&format!("{name}.weight"), &[d])?;
         let b = self.read(&format!("{name}.bias"), &[d])?;
         let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(device);
@@ -233,7 +261,8 @@ impl WeightFile {
         Ok(ln)
     }
 
-    fn embedding(
+    /// Embedding table `name` (`.weight`, `[rows, d]`).
+    pub fn embedding(
         &mut self,
         name: &str,
         rows: usize,
@@ -285,37 +314,96 @@ pub struct LoadReport {
     pub unused_tensors: Vec<String>,
 }
 
-/// Load the encoder from `file` (encoder tensors with or without the `bert.` prefix).
+/// Load the encoder of `config`'s architecture from the weights file at `path` (a base
+/// model or a task model; a head in the file is ignored).
+pub fn load_encoder(
+    path: &Path,
+    config: &BertConfig,
+    drop: DropoutOverride,
+    device: &Device,
+) -> Result<super::Encoder> {
+    let mut file = WeightFile::open_for(path, config.family())?;
+    encoder_from(&mut file, config, drop, device)
+}
+
+/// The encoder of `config`'s architecture from `file`: the one place that maps a family to
+/// the modules that run it.
+pub fn encoder_from(
+    file: &mut WeightFile,
+    config: &BertConfig,
+    drop: DropoutOverride,
+    device: &Device,
+) -> Result<super::Encoder> {
+    Ok(super::Encoder::Bert(load_bert(file, config, drop, device)?))
+}
+
+/// Load a BERT-shaped encoder of `config`'s family from `file` (encoder tensors with or
+/// without the family prefix), with the family's names ([`super::family::Names`]).
 pub fn load_bert(
     file: &mut WeightFile,
     config: &BertConfig,
     drop: DropoutOverride,
     device: &Device,
 ) -> Result<Bert> {
+    let names = config.family().names();
     let h = config.hidden_size;
+    let e = config.embedding_width();
     let eps = config.layer_norm_eps;
     let hidden_p = drop.hidden.unwrap_or(config.hidden_dropout_prob);
     let attn_p = drop
         .attention
         .unwrap_or(config.attention_probs_dropout_prob);
-    let p = |s: &str| file.encoder_name(s);
-    let (we, pe, te, eln) = (
-        p(names::WORD_EMBEDDINGS),
-        p(names::POSITION_EMBEDDINGS),
-        p(names::TOKEN_TYPE_EMBEDDINGS),
-        p(names::EMBEDDINGS_LAYER_NORM),
+    let prefix = file.prefix.clone();
+    let p = |s: &str| format!("{prefix}{s}");
+    let (we, pe, eln) = (
+        p(names.word_embeddings),
+        p(names.position_embeddings),
+        p(names.embeddings_layer_norm),
     );
+    let token_type_embeddings = match names.token_type_embeddings {
+        Some(te) => Some(file.embedding(&p(te), config.type_vocab_size, e, device)?),
+        None => None,
+    };
+    let project = match names.embeddings_project {
+        Some(name) if e != h => Some(file.linear(&p(name), e, h, device)?),
+        _ => None,
+    };
     let embeddings = Embeddings {
-        word_embeddings: file.embedding(&we, config.vocab_size, h, device)?,
-        position_embeddings: file.embedding(&pe, config.max_position_embeddings, h, device)?,
-        token_type_embeddings: file.embedding(&te, config.type_vocab_size, h, device)?,
-        layer_norm: file.layer_norm(&eln, h, eps, device)?,
+        word_embeddings: file.embedding(&we, config.vocab_size, e, device)?,
+        position_embeddings: file.embedding(&pe, config.max_position_embeddings, e, device)?,
+        token_type_embeddings,
+        layer_norm: file.layer_norm(&eln, e, eps, device)?,
+        project,
         dropout: dropout(hidden_p),
+        positions: names.positions,
+        padding_idx: config.padding_idx(),
+    };
+    let relative_attention_bias = match names.relative_attention_bias {
+        Some(name) => {
+            let full = p(name);
+            let rows = file
+                .tensors()?
+                .tensor(&format!("{full}.weight"))
+                .map(|v| v.shape().first().copied().unwrap_or(0))
+                .unwrap_or(super::mpnet::BUCKETS);
+            if rows < super::mpnet::BUCKETS {
+                return Err(Error::Weights {
+                    file: file.path.clone(),
+                    tensor: format!("{full}.weight"),
+                    message: format!(
+                        "has {rows} buckets; MPNet's position bias uses {}",
+                        super::mpnet::BUCKETS
+                    ),
+                });
+            }
+            Some(file.embedding(&full, rows, config.num_attention_heads, device)?)
+        }
+        None => None,
     };
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
-        let l = file.encoder_name(&layer_prefix(i));
-        let lin = |role| format!("{l}.{}", names::linear_module(role));
+        let l = file.encoder_name(&names.layer_prefix(i));
+        let lin = |role| format!("{l}.{}", names.linear_module(role));
         // Width of the attention projections: smaller than `h` when heads were pruned.
         let heads = config.heads_in_layer(i);
         let a = heads * config.head_dim();
@@ -325,7 +413,7 @@ pub fn load_bert(
             value: file.linear(&lin(LinearRole::Value), h, a, device)?,
             output: file.linear(&lin(LinearRole::AttentionOutput), a, h, device)?,
             layer_norm: file.layer_norm(
-                &format!("{l}.{}", names::ATTENTION_LAYER_NORM),
+                &format!("{l}.{}", names.attention_layer_norm),
                 h,
                 eps,
                 device,
@@ -349,7 +437,7 @@ pub fn load_bert(
                 device,
             )?,
             layer_norm: file.layer_norm(
-                &format!("{l}.{}", names::OUTPUT_LAYER_NORM),
+                &format!("{l}.{}", names.output_layer_norm),
                 h,
                 eps,
                 device,
@@ -361,6 +449,8 @@ pub fn load_bert(
     Ok(Bert {
         embeddings,
         layers,
+        relative_attention_bias,
+        family: config.family(),
         lora_dropout: 0.0,
         layer_norm_eps: eps,
         precision: super::bf16::Precision::F32,
@@ -396,6 +486,19 @@ fn init_linear(name: &str, d_in: usize, d_out: usize, rng: &mut StdRng, device: 
     }
 }
 
+/// Which head a model gets on top of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// One output vector per sequence (HF `…ForSequenceClassification`: the family's
+    /// pooler/dense layer with `cls` pooling, then its output linear).
+    #[default]
+    Sequence,
+    /// One output vector per token (HF `…ForTokenClassification`: dropout and `classifier`
+    /// on every hidden state, no pooler).
+    Token,
+}
+
 /// Options for building a [`SequenceClassifier`] from a model directory's weights.
 #[derive(Debug, Clone)]
 pub struct ClassifierSpec {
@@ -410,6 +513,23 @@ pub struct ClassifierSpec {
     /// If true, a head in the file with another class count is an error (evaluation); if
     /// false it is replaced by a fresh head and reported (fine-tuning from a checkpoint).
     pub require_head: bool,
+    /// Sequence or token head.
+    pub head: HeadKind,
+}
+
+/// HF module names of a model's head: the dense layer before the output (with its full name,
+/// the family prefix included when it belongs to the base model), and the output linear.
+pub fn head_names(names: &super::family::Names, head: HeadKind) -> (String, &'static str) {
+    let h = &names.sequence_head;
+    let dense = if h.dense_in_base {
+        format!("{}{}", names.prefix, h.dense)
+    } else {
+        h.dense.to_string()
+    };
+    match head {
+        HeadKind::Sequence => (dense, h.out),
+        HeadKind::Token => (dense, "classifier"),
+    }
 }
 
 /// Build a classifier: encoder from `path`, pooler and classifier from the file when present
@@ -420,75 +540,74 @@ pub fn load_classifier(
     spec: &ClassifierSpec,
     device: &Device,
 ) -> Result<(SequenceClassifier, LoadReport)> {
-    let mut file = WeightFile::open(path)?;
-    let bert = load_bert(&mut file, config, spec.dropout, device)?;
+    let family = config.family();
+    let names = family.names();
+    let mut file = WeightFile::open_for(path, family)?;
+    let encoder = encoder_from(&mut file, config, spec.dropout, device)?;
     let h = config.hidden_size;
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let mut report = LoadReport::default();
+    let (dense_name, out_name) = head_names(names, spec.head);
 
-    let pooler_name = file.encoder_name(names::POOLER);
-    let pooler = if spec.pooling == Pooling::Cls {
-        if file.has(&format!("{pooler_name}.weight")) {
-            Some(Pooler {
-                dense: file.linear(&pooler_name, h, h, device)?,
-            })
+    let pooler = if spec.pooling == Pooling::Cls && spec.head == HeadKind::Sequence {
+        // The dense layer as the file names it (a base model's pooler may be unprefixed).
+        let in_file = if names.sequence_head.dense_in_base {
+            file.encoder_name(names.sequence_head.dense)
+        } else {
+            dense_name.clone()
+        };
+        let dense = if file.has(&format!("{in_file}.weight")) {
+            file.linear(&in_file, h, h, device)?
         } else {
             report.pooler_initialized = true;
-            Some(Pooler {
-                dense: init_linear(
-                    &format!("{}{}", names::PREFIX, names::POOLER),
-                    h,
-                    h,
-                    &mut rng,
-                    device,
-                ),
-            })
-        }
+            init_linear(&dense_name, h, h, &mut rng, device)
+        };
+        Some(Pooler {
+            dense,
+            activation: names.sequence_head.activation,
+            dropout_before: names.sequence_head.dropout_before_dense,
+        })
     } else {
         None
     };
 
+    let weight_name = format!("{out_name}.weight");
     let head_shape_ok = {
         let st = file.tensors()?;
-        match st.tensor("classifier.weight") {
-            Ok(v) => {
-                if v.shape() == [spec.num_labels, h] {
-                    Some(true)
-                } else {
-                    Some(false)
-                }
-            }
+        match st.tensor(&weight_name) {
+            Ok(v) => Some(v.shape() == [spec.num_labels, h]),
             Err(_) => None,
         }
     };
     let classifier = match head_shape_ok {
-        Some(true) => file.linear("classifier", h, spec.num_labels, device)?,
+        Some(true) => file.linear(out_name, h, spec.num_labels, device)?,
         Some(false) if spec.require_head => {
             // Let `read` produce the precise shape error.
-            file.linear("classifier", h, spec.num_labels, device)?
+            file.linear(out_name, h, spec.num_labels, device)?
         }
         None if spec.require_head => {
             return Err(Error::Weights {
                 file: path.to_path_buf(),
-                tensor: "classifier.weight".into(),
+                tensor: weight_name,
                 message: "missing: this model has no classification head (fine-tune it first)"
                     .into(),
             });
         }
         _ => {
             report.classifier_initialized = true;
-            init_linear("classifier", h, spec.num_labels, &mut rng, device)
+            init_linear(out_name, h, spec.num_labels, &mut rng, device)
         }
     };
     report.unused_tensors = file.unused();
     let hidden_p = spec.dropout.hidden.unwrap_or(config.hidden_dropout_prob);
     Ok((
         SequenceClassifier {
-            bert,
+            encoder,
             pooler,
             dropout: dropout(hidden_p),
             classifier,
             pooling: spec.pooling,
+            head: spec.head,
         },
         report,
     ))
@@ -536,24 +655,48 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| Error::Engine(format!("{e:?}")))
 }
 
-/// All tensors of the model with HF `BertForSequenceClassification` names, shapes and layouts.
+/// All tensors of the model with its family's HF task-model names (`BertForSequenceClassification`,
+/// `RobertaForTokenClassification`, …), shapes and layouts.
 pub fn classifier_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
     let mut out = Vec::new();
-    let bert = &model.bert;
+    match &model.encoder {
+        super::Encoder::Bert(bert) => bert_tensors(&mut out, bert)?,
+    }
+    head_to_hf(&mut out, model)?;
+    Ok(out)
+}
+
+/// A BERT-shaped encoder's tensors with its family's HF names (prefix included).
+fn bert_tensors(out: &mut Vec<HfTensor>, bert: &Bert) -> Result<()> {
+    let names = bert.names();
     let p = bert.prefix();
     let e = &bert.embeddings;
-    for (name, table) in [
-        (names::WORD_EMBEDDINGS, &e.word_embeddings),
-        (names::POSITION_EMBEDDINGS, &e.position_embeddings),
-        (names::TOKEN_TYPE_EMBEDDINGS, &e.token_type_embeddings),
-    ] {
-        emb_to_hf(&mut out, &format!("{p}{name}"), table)?;
+    emb_to_hf(
+        out,
+        &format!("{p}{}", names.word_embeddings),
+        &e.word_embeddings,
+    )?;
+    emb_to_hf(
+        out,
+        &format!("{p}{}", names.position_embeddings),
+        &e.position_embeddings,
+    )?;
+    if let (Some(name), Some(table)) = (names.token_type_embeddings, &e.token_type_embeddings) {
+        emb_to_hf(out, &format!("{p}{name}"), table)?;
     }
     ln_to_hf(
-        &mut out,
-        &format!("{p}{}", names::EMBEDDINGS_LAYER_NORM),
+        out,
+        &format!("{p}{}", names.embeddings_layer_norm),
         &e.layer_norm,
     )?;
+    if let (Some(name), Some(project)) = (names.embeddings_project, &e.project) {
+        linear_to_hf(out, &format!("{p}{name}"), project)?;
+    }
+    if let (Some(name), Some(table)) =
+        (names.relative_attention_bias, &bert.relative_attention_bias)
+    {
+        emb_to_hf(out, &format!("{p}{name}"), table)?;
+    }
     let linear = |out: &mut Vec<HfTensor>, i: usize, role: LinearRole| {
         linear_to_hf(
             out,
@@ -562,42 +705,39 @@ pub fn classifier_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
         )
     };
     for (i, layer) in bert.layers.iter().enumerate() {
-        let l = format!("{p}{}", layer_prefix(i));
+        let l = format!("{p}{}", names.layer_prefix(i));
         for role in [
             LinearRole::Query,
             LinearRole::Key,
             LinearRole::Value,
             LinearRole::AttentionOutput,
         ] {
-            linear(&mut out, i, role)?;
+            linear(out, i, role)?;
         }
         ln_to_hf(
-            &mut out,
-            &format!("{l}.{}", names::ATTENTION_LAYER_NORM),
+            out,
+            &format!("{l}.{}", names.attention_layer_norm),
             &layer.attention.layer_norm,
         )?;
-        linear(&mut out, i, LinearRole::Intermediate)?;
-        linear(&mut out, i, LinearRole::Output)?;
+        linear(out, i, LinearRole::Intermediate)?;
+        linear(out, i, LinearRole::Output)?;
         ln_to_hf(
-            &mut out,
-            &format!("{l}.{}", names::OUTPUT_LAYER_NORM),
+            out,
+            &format!("{l}.{}", names.output_layer_norm),
             &layer.layer_norm,
         )?;
     }
-    head_to_hf(&mut out, model)?;
-    Ok(out)
+    Ok(())
 }
 
-/// The head's tensors (pooler, if any, and classifier) with HF names and layouts.
+/// The head's tensors (pooler / dense layer, if any, and the output linear) with the family's
+/// HF names and layouts.
 pub fn head_to_hf(out: &mut Vec<HfTensor>, model: &SequenceClassifier) -> Result<()> {
+    let (dense, classifier) = head_names(model.encoder.names(), model.head);
     if let Some(p) = &model.pooler {
-        linear_to_hf(
-            out,
-            &format!("{}{}", names::PREFIX, names::POOLER),
-            &p.dense,
-        )?;
+        linear_to_hf(out, &dense, &p.dense)?;
     }
-    linear_to_hf(out, "classifier", &model.classifier)
+    linear_to_hf(out, classifier, &model.classifier)
 }
 
 /// Write the model as HF `model.safetensors` atomically (temp file + rename).
@@ -643,23 +783,36 @@ pub fn write_safetensors_raw(tensors: Vec<RawTensor>, path: &Path) -> Result<()>
     crate::fsutil::write_atomic(path, &data)
 }
 
-/// Names and shapes (HF layout) of a BERT encoder's tensors, without the `bert.` prefix.
+/// Names and shapes (HF layout) of a BERT-shaped encoder's tensors in `config`'s family
+/// (without the family prefix), its pooler included when the family has one.
 pub fn encoder_shapes(config: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let names = config.family().names();
     let (h, i) = (config.hidden_size, config.intermediate_size);
+    let e = config.embedding_width();
     let w = |name: &str| format!("{name}.weight");
+    let b = |name: &str| format!("{name}.bias");
     let mut out = vec![
-        (w(names::WORD_EMBEDDINGS), vec![config.vocab_size, h]),
+        (w(names.word_embeddings), vec![config.vocab_size, e]),
         (
-            w(names::POSITION_EMBEDDINGS),
-            vec![config.max_position_embeddings, h],
+            w(names.position_embeddings),
+            vec![config.max_position_embeddings, e],
         ),
-        (
-            w(names::TOKEN_TYPE_EMBEDDINGS),
-            vec![config.type_vocab_size, h],
-        ),
-        (w(names::EMBEDDINGS_LAYER_NORM), vec![h]),
-        (format!("{}.bias", names::EMBEDDINGS_LAYER_NORM), vec![h]),
     ];
+    if let Some(t) = names.token_type_embeddings {
+        out.push((w(t), vec![config.type_vocab_size, e]));
+    }
+    out.push((w(names.embeddings_layer_norm), vec![e]));
+    out.push((b(names.embeddings_layer_norm), vec![e]));
+    if let Some(p) = names.embeddings_project.filter(|_| e != h) {
+        out.push((w(p), vec![h, e]));
+        out.push((b(p), vec![h]));
+    }
+    if let Some(r) = names.relative_attention_bias {
+        out.push((
+            w(r),
+            vec![super::mpnet::BUCKETS, config.num_attention_heads],
+        ));
+    }
     for l in 0..config.num_hidden_layers {
         for role in LinearRole::ALL {
             let shape = match role {
@@ -667,22 +820,29 @@ pub fn encoder_shapes(config: &BertConfig) -> Vec<(String, Vec<usize>)> {
                 LinearRole::Output => vec![h, i],
                 _ => vec![h, h],
             };
-            let name = names::linear(l, role);
-            out.push((format!("{name}.bias"), vec![shape[0]]));
-            out.push((format!("{name}.weight"), shape));
+            let name = names.linear(l, role);
+            out.push((b(&name), vec![shape[0]]));
+            out.push((w(&name), shape));
         }
-        let p = layer_prefix(l);
-        for ln in [names::ATTENTION_LAYER_NORM, names::OUTPUT_LAYER_NORM] {
+        let p = names.layer_prefix(l);
+        for ln in [names.attention_layer_norm, names.output_layer_norm] {
             out.push((format!("{p}.{ln}.weight"), vec![h]));
             out.push((format!("{p}.{ln}.bias"), vec![h]));
         }
     }
-    out.push((w(names::POOLER), vec![h, h]));
-    out.push((format!("{}.bias", names::POOLER), vec![h]));
+    if let Some(pooler) = names.pooler {
+        out.push((w(pooler), vec![h, h]));
+        out.push((b(pooler), vec![h]));
+    }
     out
 }
 
-/// Write a randomly initialised BERT encoder (HF init: normal(0, 0.02) weights, zero biases,
+/// Whether an HF tensor name is a LayerNorm's (`LayerNorm`, `sa_layer_norm`, …).
+fn is_layer_norm(name: &str) -> bool {
+    name.contains("LayerNorm") || name.contains("layer_norm")
+}
+
+/// Write a randomly initialised BERT-shaped encoder of `config`'s family (HF init: normal(0, 0.02) weights, zero biases,
 /// unit LayerNorm) as `model.safetensors`. Used to make small real models for tests and for
 /// training from scratch.
 pub fn write_random_encoder(config: &BertConfig, path: &Path, seed: u64) -> Result<()> {
@@ -691,9 +851,9 @@ pub fn write_random_encoder(config: &BertConfig, path: &Path, seed: u64) -> Resu
         .into_iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
-            let values = if name.ends_with("LayerNorm.weight") {
+            let values = if is_layer_norm(&name) && name.ends_with(".weight") {
                 vec![1.0f32; n]
-            } else if name.ends_with(".bias") || name.ends_with("LayerNorm.bias") {
+            } else if name.ends_with(".bias") {
                 vec![0.0f32; n]
             } else {
                 normal(n, 0.02, &mut rng)

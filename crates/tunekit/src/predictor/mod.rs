@@ -139,7 +139,7 @@ impl Predictor {
                 )?
                 .max_length
             }
-            (None, None) => config.max_position_embeddings.min(512),
+            (None, None) => config.max_sequence_length().min(512),
         };
         let spec_c = ClassifierSpec {
             num_labels: labels.len().max(1),
@@ -147,6 +147,7 @@ impl Predictor {
             dropout: DropoutOverride::default(),
             seed: 0,
             require_head: !embedding,
+            head: task.kind.head(),
         };
         let model = if adapter {
             crate::model::lora::load_for_inference(&resolved, &spec_c, device)?.0

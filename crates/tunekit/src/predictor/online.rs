@@ -233,7 +233,7 @@ impl Predictor {
         batch_size: usize,
     ) -> Result<Vec<Vec<f32>>> {
         crate::embed::embed_tokens(
-            &self.model.bert,
+            &self.model.encoder,
             tokens,
             pooling,
             false,

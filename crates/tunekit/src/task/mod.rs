@@ -88,20 +88,29 @@ impl TaskKind {
         }
     }
 
-    /// The `problem_type` / architecture written to an exported `config.json`.
-    pub fn hf_architecture(self) -> (&'static str, Option<&'static str>) {
+    /// The HF architecture (of the model's `family`) and `problem_type` written to an exported
+    /// `config.json`.
+    pub fn hf_architecture(
+        self,
+        family: crate::model::Family,
+    ) -> (&'static str, Option<&'static str>) {
+        let [base, sequence, token] = family.names().classes;
         match self {
-            TaskKind::Classification | TaskKind::PairClassification => (
-                "BertForSequenceClassification",
-                Some("single_label_classification"),
-            ),
-            TaskKind::Multilabel => (
-                "BertForSequenceClassification",
-                Some("multi_label_classification"),
-            ),
-            TaskKind::Regression => ("BertForSequenceClassification", Some("regression")),
-            TaskKind::TokenClassification => ("BertForTokenClassification", None),
-            TaskKind::Embedding => ("BertModel", None),
+            TaskKind::Classification | TaskKind::PairClassification => {
+                (sequence, Some("single_label_classification"))
+            }
+            TaskKind::Multilabel => (sequence, Some("multi_label_classification")),
+            TaskKind::Regression => (sequence, Some("regression")),
+            TaskKind::TokenClassification => (token, None),
+            TaskKind::Embedding => (base, None),
+        }
+    }
+
+    /// The head a model of this task has on its encoder.
+    pub fn head(self) -> crate::model::weights::HeadKind {
+        match self {
+            TaskKind::TokenClassification => crate::model::weights::HeadKind::Token,
+            _ => crate::model::weights::HeadKind::Sequence,
         }
     }
 }

@@ -36,7 +36,7 @@ pub enum Outputs {
 /// Tag logits of every piece `[batch, seq, tags]`: the encoder's hidden states through the
 /// head's dropout and classifier (`BertForTokenClassification`).
 pub fn token_logits(model: &SequenceClassifier, batch: &EncodedBatch) -> Tensor<3> {
-    let hidden = model.bert.forward(batch);
+    let hidden = model.encoder.forward(batch);
     model.classifier.forward(model.dropout.forward(hidden))
 }
 
@@ -341,7 +341,7 @@ pub fn export_model_dir(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let kind = meta.kind;
     let mut hf = model_dir.config.clone();
-    let (arch, problem) = kind.hf_architecture();
+    let (arch, problem) = kind.hf_architecture(model_dir.config.family());
     if kind != TaskKind::Embedding {
         hf.set_labels(labels);
     }
@@ -349,12 +349,13 @@ pub fn export_model_dir(
     if let Some(p) = problem {
         hf.extra.insert("problem_type".into(), serde_json::json!(p));
     }
-    write_json(&dir.join("config.json"), &hf)?;
+    write_json(&dir.join("config.json"), &hf.to_json()?)?;
     match (&config.strategy.lora, model) {
         (Some(opts), _) => {
             use crate::model::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig};
             crate::fsutil::copy_atomic(&best.join(ADAPTER_WEIGHTS), &dir.join(ADAPTER_WEIGHTS))?;
-            let mut adapter = AdapterConfig::new(opts, &model_dir.dir);
+            let mut adapter =
+                AdapterConfig::new(opts, &model_dir.dir, model_dir.config.family().names());
             // PEFT's task type decides which transformers class it wraps.
             adapter.task_type = match kind {
                 TaskKind::TokenClassification => "TOKEN_CLS",

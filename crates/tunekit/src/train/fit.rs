@@ -400,6 +400,7 @@ fn start<O: Objective>(
         },
         seed: t.seed,
         require_head: false,
+        head: config.task.kind.head(),
     };
     // Resume: weights and state from the latest checkpoint; otherwise the pretrained model.
     let resume_from = resume_point(run_dir, options.resume)?;

@@ -36,7 +36,9 @@ pub(crate) fn trainable_model(
         _ => model_dir.weights_path(),
     };
     let (mut model, report) = load_classifier(&weights, &model_dir.config, spec, ad)?;
-    model.bert.precision = crate::model::bf16::for_device(config.train.precision, ad)?;
+    model
+        .encoder
+        .set_precision(crate::model::bf16::for_device(config.train.precision, ad)?);
     if let Some(opts) = lora {
         // A's initial values come from the device RNG: seeded, so runs repeat.
         ad.seed(spec.seed);
@@ -224,21 +226,14 @@ pub(crate) fn model_param_ids(model: &SequenceClassifier) -> Vec<u64> {
     ids.0
 }
 
-/// Depth of an encoder tensor (HF name without `bert.`) from the top of the network: the head
-/// and pooler are 0, the top layer 1, …, the embeddings `layers + 1`.
-pub(crate) fn depth_of(name: &str, layers: usize) -> usize {
-    if name.starts_with("embeddings.") {
-        layers + 1
-    } else if let Some(rest) = name.strip_prefix("encoder.layer.") {
-        let i: usize = rest
-            .split('.')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        layers - i
-    } else {
-        0
-    }
+/// Depth of an encoder tensor (HF name without the family prefix) from the top of the
+/// network in `config`'s family: the head and pooler are 0, the top layer 1, …, the
+/// embeddings `layers + 1` ([`crate::model::family::Names::depth_of`]).
+pub(crate) fn depth_of(config: &crate::model::BertConfig, name: &str) -> usize {
+    config
+        .family()
+        .names()
+        .depth_of(name, config.num_hidden_layers)
 }
 
 /// Parameter ids and sizes of the encoder tensors the strategy freezes.
@@ -259,20 +254,21 @@ fn frozen_params(
     }
     let mut ids = Vec::new();
     let mut size = 0;
+    let names = model_config.family().names();
+    let is_pooler = |name: &str| names.pooler.is_some_and(|p| name.starts_with(p));
     for (name, shape) in crate::model::weights::encoder_shapes(model_config) {
-        let depth = depth_of(&name, layers);
-        let frozen = if name.starts_with("pooler.") {
+        let depth = depth_of(model_config, &name);
+        let frozen = if is_pooler(&name) {
             false
         } else if st.freeze_encoder {
             true
-        } else if name.starts_with("embeddings.") {
+        } else if names.is_embedding(&name) {
             st.freeze_embeddings
         } else {
             // Layer i has depth layers - i; the first N layers are i < N.
             layers - depth < st.freeze_layers
         };
-        let not_yet =
-            st.gradual_unfreeze && stage.is_some_and(|e| depth > e) && !name.starts_with("pooler.");
+        let not_yet = st.gradual_unfreeze && stage.is_some_and(|e| depth > e) && !is_pooler(&name);
         if frozen || not_yet {
             ids.push(param_id(&name));
             size += shape.iter().product::<usize>();
@@ -325,7 +321,7 @@ pub(crate) fn layer_schedules(
         let layers = model_config.num_hidden_layers;
         let mut by_depth: Vec<Vec<ParamId>> = vec![Vec::new(); layers + 2];
         for (name, _) in crate::model::weights::encoder_shapes(model_config) {
-            by_depth[depth_of(&name, layers)].push(param_id(&name));
+            by_depth[depth_of(model_config, &name)].push(param_id(&name));
         }
         for (depth, ids) in by_depth.into_iter().enumerate().skip(1) {
             if ids.is_empty() {
@@ -344,14 +340,24 @@ pub(crate) fn layer_schedules(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn depth_counts_from_the_top() {
-        assert_eq!(depth_of("classifier.weight", 6), 0);
-        assert_eq!(depth_of("pooler.dense.weight", 6), 0);
-        assert_eq!(depth_of("encoder.layer.5.output.dense.weight", 6), 1);
-        assert_eq!(depth_of("encoder.layer.0.output.dense.weight", 6), 6);
-        assert_eq!(depth_of("embeddings.word_embeddings.weight", 6), 7);
+        let bert = crate::model::Family::Bert.names();
+        assert_eq!(bert.depth_of("classifier.weight", 6), 0);
+        assert_eq!(bert.depth_of("pooler.dense.weight", 6), 0);
+        assert_eq!(bert.depth_of("encoder.layer.5.output.dense.weight", 6), 1);
+        assert_eq!(bert.depth_of("encoder.layer.0.output.dense.weight", 6), 6);
+        assert_eq!(bert.depth_of("embeddings.word_embeddings.weight", 6), 7);
+        let distil = crate::model::Family::DistilBert.names();
+        assert_eq!(distil.depth_of("transformer.layer.0.ffn.lin1.weight", 6), 6);
+        assert_eq!(distil.depth_of("pre_classifier.weight", 6), 0);
+        let mpnet = crate::model::Family::MPNet.names();
+        assert_eq!(
+            mpnet.depth_of("encoder.relative_attention_bias.weight", 6),
+            7
+        );
+        let electra = crate::model::Family::Electra.names();
+        assert_eq!(electra.depth_of("embeddings_project.weight", 6), 7);
     }
 }

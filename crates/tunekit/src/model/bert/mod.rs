@@ -18,6 +18,7 @@ pub mod names;
 use super::backbone::{Backbone, BackboneDims, LinearRole};
 use super::bf16::Precision;
 use super::config::BertConfig;
+use super::family::{Family, HeadActivation, Names, Positions};
 use super::fused;
 use super::quant::QuantLinear;
 
@@ -61,48 +62,73 @@ impl Activation {
     }
 }
 
-/// Word + position + token-type embeddings, LayerNorm, dropout.
+/// Word + position (+ token-type) embeddings, LayerNorm, dropout, and ELECTRA's projection to
+/// the hidden size.
 #[derive(Module, Debug)]
 pub struct Embeddings {
     /// `embeddings.word_embeddings`.
     pub word_embeddings: Embedding,
     /// `embeddings.position_embeddings`.
     pub position_embeddings: Embedding,
-    /// `embeddings.token_type_embeddings`.
-    pub token_type_embeddings: Embedding,
+    /// `embeddings.token_type_embeddings` (none in DistilBERT and MPNet).
+    pub token_type_embeddings: Option<Embedding>,
     /// `embeddings.LayerNorm`.
     pub layer_norm: LayerNorm,
+    /// ELECTRA's `embeddings_project` (embedding size → hidden size), when they differ.
+    pub project: Option<Linear>,
     /// Hidden dropout.
     pub dropout: Dropout,
+    /// How position ids are made.
+    #[module(skip)]
+    pub positions: Positions,
+    /// Padding index of [`Positions::AfterPadding`] position ids.
+    #[module(skip)]
+    pub padding_idx: usize,
 }
 
 impl Embeddings {
     fn forward(
         &self,
-        input_ids: Tensor<2, Int>,
-        token_type_ids: Tensor<2, Int>,
+        batch: &EncodedBatch,
         layer_norm_eps: f64,
+        precision: Precision,
     ) -> Tensor<3> {
+        let input_ids = batch.input_ids.clone();
         let [_, seq] = input_ids.dims();
-        let words = self.word_embeddings.forward(input_ids);
-        let types = self.token_type_embeddings.forward(token_type_ids);
-        // Absolute positions 0..seq: the first `seq` rows of the table, broadcast over the batch.
-        // `seq` ≤ max_length ≤ max_position_embeddings (the table's rows, checked when the
-        // weights load): every command builds its inputs with `TextTokenizer::for_model`, which
-        // refuses a longer max_length and truncates to it; token and segment ids are bounded
-        // there too (vocab_size, type_vocab_size), so neither `narrow` nor the lookups below
-        // can go out of range on user input.
-        let positions = self
-            .position_embeddings
-            .weight
-            .val()
-            .narrow(0, 0, seq)
-            .unsqueeze_dim::<3>(0);
-        let x = words + types + positions;
-        fused::dropout(
-            &self.dropout,
-            fused::layer_norm(&self.layer_norm, x, layer_norm_eps),
-        )
+        let mut x = self.word_embeddings.forward(input_ids);
+        if let Some(types) = &self.token_type_embeddings {
+            x = x + types.forward(batch.token_type_ids.clone());
+        }
+        // `seq` ≤ max_length ≤ the positions the table has (checked when the weights load):
+        // every command builds its inputs with `TextTokenizer::for_model`, which refuses a
+        // longer max_length (for `AfterPadding`, one that runs past the table from
+        // `padding_idx + 1`) and truncates to it; token and segment ids are bounded there too
+        // (vocab_size, type_vocab_size), so neither `narrow` nor the lookups below can go out
+        // of range on user input.
+        x = match self.positions {
+            // Absolute positions 0..seq: the first `seq` rows, broadcast over the batch.
+            Positions::Absolute => {
+                x + self
+                    .position_embeddings
+                    .weight
+                    .val()
+                    .narrow(0, 0, seq)
+                    .unsqueeze_dim::<3>(0)
+            }
+            // RoBERTa's `create_position_ids_from_input_ids`: `cumsum(mask) · mask +
+            // padding_idx` (the mask is exactly `input_ids != padding_idx` for padded batches).
+            Positions::AfterPadding => {
+                let mask = batch.attention_mask.clone();
+                let ids = (mask.clone().cumsum(1) * mask).add_scalar(self.padding_idx as f64);
+                x + self.position_embeddings.forward(ids.int())
+            }
+        };
+        let x = fused::layer_norm(&self.layer_norm, x, layer_norm_eps);
+        let x = fused::dropout(&self.dropout, x);
+        match &self.project {
+            Some(p) => linear_2d(p, x, precision),
+            None => x,
+        }
     }
 }
 
@@ -151,7 +177,8 @@ impl Attention {
 
 /// What every layer's forward needs besides its input; the same for all layers of one pass.
 struct Pass {
-    /// Additive attention bias ([`attention_bias`]).
+    /// Additive attention bias ([`attention_bias`]), plus MPNet's relative position bias
+    /// (then `[batch, heads, seq, seq]`).
     mask_bias: Tensor<4>,
     /// PEFT's LoRA dropout ([`project`]).
     lora_dropout: f64,
@@ -206,20 +233,46 @@ impl Layer {
     }
 }
 
-/// HF `pooler`: dense + tanh over the [CLS] hidden state.
+/// The dense layer of a sequence-classification head over the first token's hidden state:
+/// BERT's `pooler.dense` + tanh, RoBERTa's / MPNet's `classifier.dense` + tanh, ELECTRA's
+/// `classifier.dense` + GELU, DistilBERT's `pre_classifier` + ReLU
+/// ([`super::family::SequenceHead`]).
 #[derive(Module, Debug)]
 pub struct Pooler {
-    /// `pooler.dense`.
+    /// The dense layer (hidden → hidden).
     pub dense: Linear,
+    /// Its activation.
+    #[module(skip)]
+    pub activation: HeadActivation,
+    /// Whether dropout comes before the dense layer too (RoBERTa's head).
+    #[module(skip)]
+    pub dropout_before: bool,
 }
 
-/// The encoder: embeddings and the stack of layers.
+impl Pooler {
+    fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+        let y = self.dense.forward(features);
+        match self.activation {
+            HeadActivation::Tanh => y.tanh(),
+            HeadActivation::Gelu => burn::tensor::activation::gelu(y),
+            HeadActivation::Relu => relu(y),
+        }
+    }
+}
+
+/// A BERT-shaped encoder (BERT, RoBERTa, XLM-R, DistilBERT, ELECTRA, MPNet: see
+/// [`super::family`]): embeddings and the stack of post-LayerNorm layers.
 #[derive(Module, Debug)]
 pub struct Bert {
     /// Input embeddings.
     pub embeddings: Embeddings,
-    /// `encoder.layer.{i}`.
+    /// `encoder.layer.{i}` (DistilBERT: `transformer.layer.{i}`).
     pub layers: Vec<Layer>,
+    /// MPNet's `encoder.relative_attention_bias` `[buckets, heads]`, shared by every layer.
+    pub relative_attention_bias: Option<Embedding>,
+    /// The family: its tensor names and head.
+    #[module(skip)]
+    pub family: Family,
     /// PEFT's `lora_dropout`: dropout on the input of LoRA adapters in training (see
     /// [`project`]); 0 without LoRA.
     #[module(skip)]
@@ -325,19 +378,45 @@ pub fn attention_bias(mask: Tensor<2>) -> Tensor<4> {
 }
 
 impl Bert {
+    /// The family's table of names.
+    pub fn names(&self) -> &'static Names {
+        self.family.names()
+    }
+
+    /// MPNet's relative position bias `[1, heads, seq, seq]` for sequences of `seq` tokens
+    /// ([`super::mpnet::position_bias`]), as a lookup of the shared table so that it trains.
+    fn position_bias(&self, table: &Embedding, seq: usize) -> Tensor<4> {
+        let device = table.weight.device();
+        let mut buckets = Vec::with_capacity(seq * seq);
+        for q in 0..seq {
+            for k in 0..seq {
+                buckets.push(super::mpnet::relative_position_bucket(k as i64 - q as i64) as i64);
+            }
+        }
+        let ids = Tensor::<2, Int>::from_data(
+            burn::tensor::TensorData::new(buckets, [seq, seq]),
+            &device,
+        );
+        // [seq, seq, heads] → [1, heads, seq, seq]
+        table.forward(ids).permute([2, 0, 1]).unsqueeze_dim::<4>(0)
+    }
+
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward(&self, batch: &EncodedBatch) -> Tensor<3> {
+        let mut mask_bias = attention_bias(batch.attention_mask.clone());
+        if let Some(table) = &self.relative_attention_bias {
+            let seq = batch.input_ids.dims()[1];
+            mask_bias = mask_bias + self.position_bias(table, seq);
+        }
         let pass = Pass {
-            mask_bias: attention_bias(batch.attention_mask.clone()),
+            mask_bias,
             lora_dropout: self.lora_dropout,
             layer_norm_eps: self.layer_norm_eps,
             precision: self.precision,
         };
-        let mut x = self.embeddings.forward(
-            batch.input_ids.clone(),
-            batch.token_type_ids.clone(),
-            self.layer_norm_eps,
-        );
+        let mut x = self
+            .embeddings
+            .forward(batch, self.layer_norm_eps, self.precision);
         for (i, layer) in self.layers.iter().enumerate() {
             let int8 = self.int8.as_ref().and_then(|q| q.layers.get(i));
             x = layer.forward(x, &pass, int8);
@@ -348,7 +427,7 @@ impl Bert {
 
 impl Backbone for Bert {
     fn model_type(&self) -> &'static str {
-        "bert"
+        self.names().model_type
     }
 
     fn hidden_states(&self, batch: &EncodedBatch) -> Tensor<3> {
@@ -407,11 +486,11 @@ impl Backbone for Bert {
     }
 
     fn linear_name(&self, layer: usize, role: LinearRole) -> String {
-        names::linear(layer, role)
+        self.names().linear(layer, role)
     }
 
     fn prefix(&self) -> &'static str {
-        names::PREFIX
+        self.names().prefix
     }
 }
 
@@ -444,8 +523,8 @@ pub fn cls_token(hidden: Tensor<3>) -> Tensor<2> {
 /// `pooling = cls`.
 #[derive(Module, Debug)]
 pub struct SequenceClassifier {
-    /// The encoder (`bert.*` in HF names).
-    pub bert: Bert,
+    /// The encoder (`bert.*`, `roberta.*`, … in HF names).
+    pub encoder: super::encoder::Encoder,
     /// HF pooler, used with [`Pooling::Cls`].
     pub pooler: Option<Pooler>,
     /// Dropout before the classifier.
@@ -455,6 +534,9 @@ pub struct SequenceClassifier {
     /// Pooling strategy.
     #[module(skip)]
     pub pooling: Pooling,
+    /// Sequence or token head (decides the head's HF names).
+    #[module(skip)]
+    pub head: super::weights::HeadKind,
 }
 
 impl SequenceClassifier {
@@ -462,7 +544,7 @@ impl SequenceClassifier {
     /// part of the head) or the masked mean (`mean`). A frozen encoder gives the same
     /// features every epoch, so a linear probe computes them once ([`Self::head_forward`]).
     pub fn encoder_features(&self, batch: &EncodedBatch) -> Tensor<2> {
-        let hidden = self.bert.forward(batch);
+        let hidden = self.encoder.forward(batch);
         match self.pooling {
             Pooling::Cls => cls_token(hidden),
             Pooling::Mean => mean_pool(hidden, batch.attention_mask.clone()),
@@ -472,7 +554,7 @@ impl SequenceClassifier {
     /// The pooled sentence vector the head's classifier sees, from encoder features.
     pub fn pool_features(&self, features: Tensor<2>) -> Tensor<2> {
         match (self.pooling, &self.pooler) {
-            (Pooling::Cls, Some(pooler)) => pooler.dense.forward(features).tanh(),
+            (Pooling::Cls, Some(pooler)) => pooler.forward(features),
             _ => features,
         }
     }
@@ -482,8 +564,13 @@ impl SequenceClassifier {
         self.pool_features(self.encoder_features(batch))
     }
 
-    /// Class logits from encoder features (pooler, dropout, classifier).
+    /// Class logits from encoder features (pooler, dropout, classifier; RoBERTa-style heads
+    /// drop out before their dense layer too).
     pub fn head_forward(&self, features: Tensor<2>) -> Tensor<2> {
+        let features = match (self.pooling, &self.pooler) {
+            (Pooling::Cls, Some(p)) if p.dropout_before => self.dropout.forward(features),
+            _ => features,
+        };
         self.classifier
             .forward(self.dropout.forward(self.pool_features(features)))
     }

@@ -44,3 +44,44 @@ pub fn linear_module(role: LinearRole) -> &'static str {
 pub fn linear(i: usize, role: LinearRole) -> String {
     format!("{}.{}", layer_prefix(i), linear_module(role))
 }
+
+/// BERT's table ([`crate::model::family::Names`]): `BertModel`,
+/// `BertForSequenceClassification` (pooler → dropout → `classifier`),
+/// `BertForTokenClassification`.
+pub const NAMES: crate::model::family::Names = crate::model::family::Names {
+    model_type: "bert",
+    prefix: PREFIX,
+    classes: [
+        "BertModel",
+        "BertForSequenceClassification",
+        "BertForTokenClassification",
+    ],
+    word_embeddings: WORD_EMBEDDINGS,
+    position_embeddings: POSITION_EMBEDDINGS,
+    token_type_embeddings: Some(TOKEN_TYPE_EMBEDDINGS),
+    embeddings_layer_norm: EMBEDDINGS_LAYER_NORM,
+    embeddings_project: None,
+    relative_attention_bias: None,
+    positions: crate::model::family::Positions::Absolute,
+    layers: "encoder.layer",
+    linears: [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ],
+    attention_layer_norm: ATTENTION_LAYER_NORM,
+    output_layer_norm: OUTPUT_LAYER_NORM,
+    pooler: Some(POOLER),
+    sequence_head: crate::model::family::SequenceHead {
+        dense: POOLER,
+        dense_in_base: true,
+        activation: crate::model::family::HeadActivation::Tanh,
+        dropout_before_dense: false,
+        out: "classifier",
+    },
+    lora_targets: ["query", "value"],
+    config_aliases: &[],
+};
