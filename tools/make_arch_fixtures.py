@@ -76,9 +76,11 @@ import argparse
 import csv
 import inspect
 import json
+import math
 import os
 import shutil
 import sys
+from collections import Counter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -232,13 +234,41 @@ def read_corpus(path, n=2000):
 # --- tokenizers --------------------------------------------------------------------------------
 
 
+def frequent_pieces(words, n_words, n_affix):
+    """Deterministic subword candidates from a word Counter: every character, the n_words most
+    frequent words, and the n_affix most frequent 2-4 character word starts and word ends
+    (ties broken by the string). Returns (chars, words, prefixes, suffixes)."""
+    chars = sorted({c for w in words for c in w})
+    top = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))][:n_words]
+    chosen = set(top)
+    pre, suf = Counter(), Counter()
+    for w, n in words.items():
+        if w in chosen:
+            continue
+        for k in range(2, min(4, len(w) - 1) + 1):
+            pre[w[:k]] += n
+            suf[w[-k:]] += n
+    best = lambda c: [x for x, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))][:n_affix]  # noqa: E731
+    return chars, top, best(pre), best(suf)
+
+
 def train_wordpiece(corpus, specials):
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=VOCAB_TARGET, special_tokens=specials)
-    tok.train_from_iterator(corpus, trainer=trainer)
-    return tok.get_vocab()
+    """A WordPiece vocab (BERT uncased normalisation), specials first.
+
+    Built here rather than with tokenizers' WordPieceTrainer, whose token set and ids vary
+    between runs (ties broken in hash order): characters and ##characters, frequent words,
+    frequent word starts and ##word ends. Greedy longest-match then splits rarer words into
+    several pieces, as a real WordPiece vocab does."""
+    norm = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for t in corpus for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    chars, top, prefixes, suffixes = frequent_pieces(words, 300, 80)
+    rest = chars + ["##" + c for c in chars] + top + prefixes + ["##" + x for x in suffixes]
+    out = list(specials)
+    for t in rest:
+        if t not in out:
+            out.append(t)
+    return {t: i for i, t in enumerate(out)}
 
 
 def train_bytelevel_bpe(corpus, specials):
@@ -248,23 +278,46 @@ def train_bytelevel_bpe(corpus, specials):
         vocab_size=VOCAB_TARGET, special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)  # deterministic (checked: byte-identical reruns)
     model = json.loads(tok.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     return model["vocab"], merges
 
 
 def train_unigram(corpus):
-    """Pieces with scores (SentencePiece-style: NFKC, Metaspace), without special tokens."""
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    trainer = trainers.UnigramTrainer(
-        vocab_size=VOCAB_TARGET, special_tokens=["<unk>"], unk_token="<unk>", show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer=trainer)
-    vocab = json.loads(tok.to_str())["model"]["vocab"]
-    return [(p, float(s)) for p, s in vocab if p != "<unk>"]
+    """Pieces with scores (SentencePiece-style: NFKC, Metaspace), without special tokens.
+
+    Built here rather than with tokenizers' UnigramTrainer, whose EM scores vary between runs
+    in the 4th decimal (float sums in hash order): candidate pieces are every character, "▁",
+    "▁" + frequent words, "▁" + frequent word starts and frequent word ends; scores start as
+    log substring frequencies, then two rounds of "segment the corpus with Viterbi,
+    score = log(usage count / total)" (integer counts, so deterministic).
+    """
+    norm = normalizers.NFKC()
+    pre = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    split = [w for t in corpus for w, _ in pre.pre_tokenize_str(norm.normalize_str(t))]
+    words = Counter(w[1:] if w.startswith("▁") else w for w in split)
+    words.pop("", None)
+    chars, top, prefixes, suffixes = frequent_pieces(words, 300, 80)
+    pieces = []
+    for t in ["▁"] + chars + ["▁" + w for w in top] + ["▁" + x for x in prefixes] + suffixes:
+        if t not in pieces:
+            pieces.append(t)
+    text = "\n".join(split)
+    counts = {p: text.count(p) + 1 for p in pieces}
+    for _ in range(3):
+        total = sum(counts.values())
+        scores = {p: round(math.log(counts[p] / total), 6) for p in pieces}
+        vocab = [("<unk>", 0.0)] + sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        seg = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+        seg.normalizer = norm
+        seg.pre_tokenizer = pre
+        counts = {p: 1 for p in pieces}
+        for enc in seg.encode_batch(corpus):
+            for t in enc.tokens:
+                if t in counts:
+                    counts[t] += 1
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def make_tokenizer(kind, corpus):
