@@ -930,6 +930,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     s.model_type,
                     s.architectures.join(", ")
                 );
+                println!("architecture:     {}", s.architecture);
+                println!("tokenizer:        {}", s.tokenizer);
+                println!("weights:          {}", s.weights_format);
                 println!(
                     "parameters:       {} ({:.1} M)",
                     s.parameters,

@@ -207,6 +207,20 @@ impl TextTokenizer {
     }
 }
 
+/// The kind of a `tokenizer.json`, in words: its model (`WordPiece`, `BPE`, `Unigram`,
+/// `WordLevel`), BPE marked `byte-level` when its pre-tokenizer is byte-level (GPT-2 /
+/// RoBERTa style), Unigram marked `(SentencePiece)`.
+pub fn tokenizer_kind(path: &Path) -> Result<String> {
+    let json: serde_json::Value = crate::fsutil::read_json(path)?;
+    let model = json["model"]["type"].as_str().unwrap_or("unknown").to_string();
+    let byte_level = json["pre_tokenizer"].to_string().contains("\"ByteLevel\"");
+    Ok(match model.as_str() {
+        "BPE" if byte_level => "byte-level BPE".into(),
+        "Unigram" => "Unigram (SentencePiece)".into(),
+        _ => model,
+    })
+}
+
 /// `max_length` checked against the model's position table: an input longer than
 /// `max_position_embeddings` has no position embedding. The error names both numbers.
 pub fn check_max_length(max_length: usize, config: &BertConfig, model_dir: &Path) -> Result<()> {

@@ -55,23 +55,52 @@ impl ModelDir {
             )));
         }
         let config = BertConfig::from_file(&config_path)?;
-        for f in ["model.safetensors", "tokenizer.json"] {
-            if !dir.join(f).is_file() {
-                return Err(Error::Model(format!("{}: {f} is missing", dir.display())));
-            }
+        if weights::find_weights(&dir).is_none() {
+            return Err(Error::Model(format!(
+                "{}: no weights: model.safetensors (or model.safetensors.index.json with its shards, or pytorch_model.bin) is missing",
+                dir.display()
+            )));
         }
+        check_tokenizer(&dir)?;
         Ok(ModelDir { dir, config })
     }
 
-    /// `model.safetensors`.
+    /// The weights: `model.safetensors`, else a sharded `model.safetensors.index.json`, else
+    /// `pytorch_model.bin` ([`weights::find_weights`]).
     pub fn weights_path(&self) -> PathBuf {
-        self.dir.join("model.safetensors")
+        weights::find_weights(&self.dir).unwrap_or_else(|| self.dir.join("model.safetensors"))
     }
 
     /// `tokenizer.json`.
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join("tokenizer.json")
     }
+}
+
+/// SentencePiece model files some checkpoints ship instead of `tokenizer.json`.
+const SENTENCEPIECE_FILES: [&str; 3] = ["spiece.model", "sentencepiece.bpe.model", "tokenizer.model"];
+
+/// `tokenizer.json` must exist; a directory with only a SentencePiece model gets an error
+/// saying how to make one (tunekit tokenises with the `tokenizers` crate, which reads
+/// `tokenizer.json`, not SentencePiece's protobuf).
+fn check_tokenizer(dir: &Path) -> Result<()> {
+    if dir.join("tokenizer.json").is_file() {
+        return Ok(());
+    }
+    if let Some(sp) = SENTENCEPIECE_FILES.iter().find(|f| dir.join(f).is_file()) {
+        return Err(Error::Model(format!(
+            "{}: tokenizer.json is missing; the directory has only the SentencePiece model {sp}. \
+             Convert it once with transformers: python3 -c \"from transformers import AutoTokenizer; \
+             AutoTokenizer.from_pretrained('{}').save_pretrained('{}')\" (writes tokenizer.json next to it)",
+            dir.display(),
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Err(Error::Model(format!(
+        "{}: tokenizer.json is missing",
+        dir.display()
+    )))
 }
 
 /// File in exported model directories holding tunekit-specific facts HF has no key for.
@@ -84,6 +113,13 @@ pub struct ModelSummary {
     pub dir: PathBuf,
     /// HF model type.
     pub model_type: String,
+    /// The architecture tunekit runs it as (HF base class: `RobertaModel`, …).
+    pub architecture: String,
+    /// Tokenizer kind from `tokenizer.json` (`WordPiece`, `byte-level BPE`, `Unigram
+    /// (SentencePiece)`, …).
+    pub tokenizer: String,
+    /// Weights file format (`safetensors`, `sharded safetensors (N files)`, `PyTorch pickle`).
+    pub weights_format: String,
     /// HF architectures.
     pub architectures: Vec<String>,
     /// Parameters in the weights file.
@@ -110,20 +146,10 @@ pub struct ModelSummary {
     pub seq_len: usize,
 }
 
-/// Count parameters in a safetensors file (all tensors except integer buffers).
+/// Count parameters in a weights file (all tensors except integer buffers; safetensors,
+/// sharded safetensors or PyTorch).
 pub fn count_parameters(path: &Path) -> Result<usize> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
-        file: path.to_path_buf(),
-        tensor: "<header>".into(),
-        message: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
-    })?;
-    Ok(st
-        .tensors()
-        .iter()
-        .filter(|(_, v)| !matches!(v.dtype(), safetensors::Dtype::I64 | safetensors::Dtype::I32))
-        .map(|(_, v)| v.shape().iter().product::<usize>())
-        .sum())
+    Ok(weights::WeightFile::open(path)?.parameter_count())
 }
 
 /// Estimate of peak training memory with AdamW in f32: weights + gradients + two moments
@@ -149,14 +175,38 @@ pub fn estimate_training_memory(
     f * (4 * params as u64 + activations)
 }
 
+/// The format of a weights file, in words.
+fn weights_format(path: &Path) -> Result<String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if name.ends_with(".index.json") {
+        let json: serde_json::Value = crate::fsutil::read_json(path)?;
+        let shards: std::collections::BTreeSet<&str> = json["weight_map"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        Ok(format!("sharded safetensors ({} files)", shards.len()))
+    } else if name.ends_with(".bin") {
+        Ok("PyTorch pickle (pytorch_model.bin)".into())
+    } else {
+        Ok("safetensors".into())
+    }
+}
+
 /// Summarise a model directory for `models inspect`.
 pub fn inspect(spec: &str, batch_size: usize, seq_len: usize) -> Result<ModelSummary> {
     let m = ModelDir::open(spec)?;
     let c = &m.config;
-    let parameters = count_parameters(&m.weights_path())?;
+    let weights_path = m.weights_path();
+    let parameters = count_parameters(&weights_path)?;
     Ok(ModelSummary {
         dir: m.dir.clone(),
         model_type: c.model_type.clone(),
+        architecture: c.family().names().classes[0].to_string(),
+        tokenizer: crate::tokenize::tokenizer_kind(&m.tokenizer_path())?,
+        weights_format: weights_format(&weights_path)?,
         architectures: c.architectures.clone().unwrap_or_default(),
         parameters,
         layers: c.num_hidden_layers,

@@ -177,8 +177,9 @@ pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClas
     let name = |n: &str| format!("{prefix}{n}.weight");
     let first = name(&model.encoder.linear_name(0, LinearRole::ALL[0]));
     // Every model load passes here: decide from the file's header alone, so an f32 model's
-    // weights (already read by the loader) are not read a second time.
-    if !header_has_i8(path, &first)? {
+    // weights (already read by the loader) are not read a second time. Only `tunekit
+    // quantize` writes int8 weights, always as one safetensors file.
+    if path.extension().is_none_or(|e| e != "safetensors") || !header_has_i8(path, &first)? {
         return Ok(model);
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

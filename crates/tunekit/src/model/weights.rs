@@ -54,63 +54,104 @@ fn param1_from(name: &str, data: TensorData, device: &Device) -> Param<Tensor<1>
     Param::from_mapped_value(param_id(name), value, mapper)
 }
 
-/// The tensors of one safetensors file, decoded to f32 on demand, with every access checked.
+/// One stored tensor: element type, shape, little-endian bytes.
+struct Stored {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+/// The tensors of a model's weights, decoded to f32 on demand, with every access checked.
+/// Reads `model.safetensors`, a sharded `model.safetensors.index.json` (every shard its
+/// `weight_map` names) and PyTorch's `pytorch_model.bin` (with burn's pickle reader, no
+/// Python).
 pub struct WeightFile {
     path: PathBuf,
-    bytes: Vec<u8>,
+    tensors: std::collections::BTreeMap<String, Stored>,
     /// Name prefix found in the file (`""` or the family's, `"bert."`) for encoder tensors.
     prefix: String,
     used: BTreeSet<String>,
 }
 
+/// The weights file of a model directory: `model.safetensors`, else the sharded index
+/// `model.safetensors.index.json`, else `pytorch_model.bin`; `None` when it has none.
+pub fn find_weights(dir: &Path) -> Option<PathBuf> {
+    [
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+    ]
+    .into_iter()
+    .map(|f| dir.join(f))
+    .find(|p| p.is_file())
+}
+
 impl WeightFile {
-    /// Open and index a safetensors file of a BERT model; a truncated or corrupt file is an
+    /// Open and index a weights file of a BERT model; a truncated or corrupt file is an
     /// error naming it.
     pub fn open(path: &Path) -> Result<Self> {
         Self::open_for(path, Family::Bert)
     }
 
-    /// Open and index a safetensors file of a `family` model (encoder tensors with or without
-    /// the family's prefix).
+    /// Open and index a weights file of a `family` model (encoder tensors with or without the
+    /// family's prefix): safetensors, a sharded safetensors index (`*.index.json`) or a
+    /// PyTorch pickle (`*.bin`, `*.pt`, `*.pth`).
     pub fn open_for(path: &Path, family: Family) -> Result<Self> {
         let names = family.names();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let prefix = {
-            let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
-                file: path.to_path_buf(),
-                tensor: "<header>".into(),
-                message: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
-            })?;
-            let tensor_names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
-            let probe = format!("{}{}", names.prefix, names.word_embeddings);
-            if tensor_names.iter().any(|n| n.starts_with(&probe)) {
-                names.prefix.to_string()
-            } else {
-                String::new()
-            }
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let tensors = if file_name.ends_with(".index.json") {
+            read_sharded(path)?
+        } else if [".bin", ".pt", ".pth"].iter().any(|e| file_name.ends_with(e)) {
+            read_pytorch(path)?
+        } else {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            read_safetensors(path, &bytes)?
+        };
+        let probe = format!("{}{}", names.prefix, names.word_embeddings);
+        let prefix = if tensors.keys().any(|n| n.starts_with(&probe)) {
+            names.prefix.to_string()
+        } else {
+            String::new()
         };
         Ok(WeightFile {
             path: path.to_path_buf(),
-            bytes,
+            tensors,
             prefix,
             used: BTreeSet::new(),
         })
     }
 
-    /// The parsed file.
-    pub fn tensors(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.bytes).map_err(|e| Error::Weights {
-            file: self.path.clone(),
-            tensor: "<header>".into(),
-            message: e.to_string(),
-        })
+    /// The file's path (the index for sharded weights).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Shape of tensor `name`, if the file has it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|t| t.shape.as_slice())
     }
 
     /// Whether the file has tensor `name` (its full name in the file).
     pub fn has(&self, name: &str) -> bool {
-        self.tensors()
-            .map(|st| st.tensor(name).is_ok())
-            .unwrap_or(false)
+        self.tensors.contains_key(name)
+    }
+
+    /// Every tensor name of the file, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
+    /// Number of parameters: elements of every floating-point tensor (integer buffers such
+    /// as `position_ids` are not parameters).
+    pub fn parameter_count(&self) -> usize {
+        self.tensors
+            .values()
+            .filter(|t| !matches!(t.dtype, Dtype::I64 | Dtype::I32))
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum()
     }
 
     /// Full name of an encoder tensor in this file.
@@ -120,22 +161,21 @@ impl WeightFile {
 
     /// Read tensor `name` as f32, checking it has exactly `shape`.
     pub fn read(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let st = self.tensors()?;
-        let view = st.tensor(name).map_err(|_| Error::Weights {
+        let view = self.tensors.get(name).ok_or_else(|| Error::Weights {
             file: self.path.clone(),
             tensor: name.to_string(),
             message: "missing from the file".into(),
         })?;
-        if view.shape() != shape {
+        if view.shape != shape {
             return Err(Error::Weights {
                 file: self.path.clone(),
                 tensor: name.to_string(),
-                message: format!("expected shape {shape:?}, found {:?}", view.shape()),
+                message: format!("expected shape {shape:?}, found {:?}", view.shape),
             });
         }
-        let data = view.data();
+        let data = &view.data;
         let mut scale_used = None;
-        let values: Vec<f32> = match view.dtype() {
+        let values: Vec<f32> = match view.dtype {
             Dtype::F32 => data
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -151,25 +191,24 @@ impl WeightFile {
             // An int8 weight (`tunekit quantize`): dequantised with its per-row scales.
             Dtype::I8 => {
                 let scale_name = format!("{name}_scale");
-                let scales = st.tensor(&scale_name).map_err(|_| Error::Weights {
+                let scales = self.tensors.get(&scale_name).ok_or_else(|| Error::Weights {
                     file: self.path.clone(),
                     tensor: scale_name.clone(),
                     message: "missing: an I8 weight needs its per-channel scales".into(),
                 })?;
                 let rows = shape.first().copied().unwrap_or(1).max(1);
-                if scales.dtype() != Dtype::F32 || scales.shape() != [rows] {
+                if scales.dtype != Dtype::F32 || scales.shape != [rows] {
                     return Err(Error::Weights {
                         file: self.path.clone(),
                         tensor: scale_name,
                         message: format!(
                             "expected F32 [{rows}], found {:?} {:?}",
-                            scales.dtype(),
-                            scales.shape()
+                            scales.dtype, scales.shape
                         ),
                     });
                 }
                 let s: Vec<f32> = scales
-                    .data()
+                    .data
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect();
@@ -202,17 +241,11 @@ impl WeightFile {
 
     /// Tensors in the file that loading did not use (reported, never silently ignored).
     pub fn unused(&self) -> Vec<String> {
-        let Ok(st) = self.tensors() else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = st
-            .names()
-            .into_iter()
+        self.tensors
+            .keys()
             .filter(|n| !self.used.contains(*n) && !n.ends_with("position_ids"))
-            .map(|s| s.to_string())
-            .collect();
-        names.sort();
-        names
+            .cloned()
+            .collect()
     }
 
     /// Linear module `name` (`.weight` HF `[out, in]`, `.bias`), in burn's `[in, out]` layout.
@@ -278,6 +311,138 @@ impl WeightFile {
             ),
         })
     }
+}
+
+/// Every tensor of a safetensors file's bytes.
+fn read_safetensors(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<std::collections::BTreeMap<String, Stored>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Weights {
+        file: path.to_path_buf(),
+        tensor: "<header>".into(),
+        message: format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+    })?;
+    Ok(st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            (
+                name,
+                Stored {
+                    dtype: view.dtype(),
+                    shape: view.shape().to_vec(),
+                    data: view.data().to_vec(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Every tensor of a sharded safetensors checkpoint: the shards its index's `weight_map`
+/// names (next to the index), each read once; a tensor the map puts in a shard that lacks it
+/// is an error naming both.
+fn read_sharded(index: &Path) -> Result<std::collections::BTreeMap<String, Stored>> {
+    let json: serde_json::Value = crate::fsutil::read_json(index)?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::Weights {
+            file: index.to_path_buf(),
+            tensor: "weight_map".into(),
+            message: "missing: a sharded checkpoint's index maps every tensor to its shard".into(),
+        })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards: BTreeSet<String> = BTreeSet::new();
+    for (tensor, shard) in map {
+        let shard = shard.as_str().ok_or_else(|| Error::Weights {
+            file: index.to_path_buf(),
+            tensor: tensor.clone(),
+            message: "its shard is not a file name".into(),
+        })?;
+        if shard.contains('/') || shard.contains('\\') {
+            return Err(Error::Weights {
+                file: index.to_path_buf(),
+                tensor: tensor.clone(),
+                message: format!("shard {shard:?} is not a file next to the index"),
+            });
+        }
+        shards.insert(shard.to_string());
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for shard in &shards {
+        let path = dir.join(shard);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        out.extend(read_safetensors(&path, &bytes)?);
+    }
+    for (tensor, shard) in map {
+        if !out.contains_key(tensor) {
+            return Err(Error::Weights {
+                file: dir.join(shard.as_str().unwrap_or_default()),
+                tensor: tensor.clone(),
+                message: format!("missing, but {} puts it in this shard", index.display()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Every tensor of a PyTorch checkpoint (`torch.save` of a state dict: ZIP, legacy or TAR
+/// container), read with burn's `pytorch-reader` (no Python), as little-endian bytes.
+fn read_pytorch(path: &Path) -> Result<std::collections::BTreeMap<String, Stored>> {
+    use pytorch_reader::DType as P;
+    let bad = |tensor: &str, message: String| Error::Weights {
+        file: path.to_path_buf(),
+        tensor: tensor.to_string(),
+        message,
+    };
+    let reader = pytorch_reader::PytorchReader::new(path)
+        .map_err(|e| bad("<pickle>", format!("not a readable PyTorch checkpoint: {e}")))?;
+    let mut out = std::collections::BTreeMap::new();
+    for (name, tensor) in reader.tensors() {
+        let dtype = match tensor.dtype() {
+            P::F32 => Dtype::F32,
+            P::F16 => Dtype::F16,
+            P::BF16 => Dtype::BF16,
+            P::F64 => Dtype::F64,
+            P::I64 => Dtype::I64,
+            P::I32 => Dtype::I32,
+            P::I8 => Dtype::I8,
+            P::U8 | P::Bool => Dtype::U8,
+            P::I16 | P::U16 | P::U32 | P::U64 => {
+                return Err(bad(name, format!("unsupported dtype {:?}", tensor.dtype())));
+            }
+        };
+        let mut data = tensor.read().map_err(|e| bad(name, e.to_string()))?;
+        if cfg!(target_endian = "big") {
+            let size = tensor.dtype().size();
+            for chunk in data.chunks_exact_mut(size) {
+                chunk.reverse();
+            }
+        }
+        // F64 tensors (rare in checkpoints) are stored as F32 so that `read` decodes them.
+        let (dtype, data) = if dtype == Dtype::F64 {
+            let v: Vec<u8> = data
+                .chunks_exact(8)
+                .flat_map(|c| {
+                    let x = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                    (x as f32).to_le_bytes()
+                })
+                .collect();
+            (Dtype::F32, v)
+        } else {
+            (dtype, data)
+        };
+        out.insert(
+            name.clone(),
+            Stored {
+                dtype,
+                shape: tensor.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Transpose a row-major `rows × cols` matrix (HF `[out, in]` ↔ burn `[in, out]`).
@@ -382,9 +547,8 @@ pub fn load_bert(
         Some(name) => {
             let full = p(name);
             let rows = file
-                .tensors()?
-                .tensor(&format!("{full}.weight"))
-                .map(|v| v.shape().first().copied().unwrap_or(0))
+                .shape(&format!("{full}.weight"))
+                .and_then(|s| s.first().copied())
                 .unwrap_or(super::mpnet::BUCKETS);
             if rows < super::mpnet::BUCKETS {
                 return Err(Error::Weights {
@@ -572,13 +736,9 @@ pub fn load_classifier(
     };
 
     let weight_name = format!("{out_name}.weight");
-    let head_shape_ok = {
-        let st = file.tensors()?;
-        match st.tensor(&weight_name) {
-            Ok(v) => Some(v.shape() == [spec.num_labels, h]),
-            Err(_) => None,
-        }
-    };
+    let head_shape_ok = file
+        .shape(&weight_name)
+        .map(|s| s == [spec.num_labels, h]);
     let classifier = match head_shape_ok {
         Some(true) => file.linear(out_name, h, spec.num_labels, device)?,
         Some(false) if spec.require_head => {

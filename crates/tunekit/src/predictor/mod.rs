@@ -152,7 +152,8 @@ impl Predictor {
         let model = if adapter {
             crate::model::lora::load_for_inference(&resolved, &spec_c, device)?.0
         } else {
-            let weights = resolved.join("model.safetensors");
+            let weights = crate::model::weights::find_weights(&resolved)
+                .unwrap_or_else(|| resolved.join("model.safetensors"));
             let model = load_classifier(&weights, &config, &spec_c, device)?.0;
             // An int8 model (`tunekit quantize`) runs the int8 product.
             crate::model::quant::attach(model, &weights)?

@@ -1,0 +1,231 @@
+//! Numerical parity with `transformers` for every BERT-shaped encoder family (RoBERTa,
+//! XLM-RoBERTa, DistilBERT, ELECTRA, MPNet): tiny random models and transformers' outputs made
+//! by `tools/make_arch_fixtures.py` (`tests/fixtures/arch/<model_type>/`). For each family:
+//! last hidden states, sequence-classification logits and token-classification logits of a
+//! padded batch of sentences, a padded batch of sentence pairs and each example alone, within
+//! cosine ≥ 0.9999 and max |diff| ≤ 1e-4 (f32 on different kernels; hidden states and token
+//! logits compared on real tokens); the tokenizer reproduces transformers' input ids; and the
+//! weights tunekit writes back are the file's tensors, name for name and value for value.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde_json::Value;
+use tunekit::model::weights::{
+    ClassifierSpec, DropoutOverride, HeadKind, classifier_tensors, load_classifier, to_vec,
+};
+use tunekit::model::{BertConfig, EncodedBatch, Pooling, SequenceClassifier};
+use tunekit::tokenize::TextTokenizer;
+
+const FAMILIES: [&str; 5] = ["roberta", "xlm-roberta", "distilbert", "electra", "mpnet"];
+
+fn arch_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/arch")
+        .join(name)
+}
+
+fn expected(name: &str) -> Value {
+    let text = std::fs::read_to_string(arch_dir(name).join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn load(name: &str, sub: &str, head: HeadKind, labels: usize) -> (SequenceClassifier, BertConfig) {
+    let dir = arch_dir(name).join(sub);
+    let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
+    let spec = ClassifierSpec {
+        head,
+        num_labels: labels,
+        pooling: Pooling::Cls,
+        dropout: DropoutOverride::default(),
+        seed: 0,
+        require_head: true,
+    };
+    let (model, report) =
+        load_classifier(&dir.join("model.safetensors"), &config, &spec, &Device::flex()).unwrap();
+    assert!(!report.classifier_initialized && !report.pooler_initialized, "{name}/{sub}");
+    assert!(
+        report.unused_tensors.is_empty(),
+        "{name}/{sub}: unused {:?}",
+        report.unused_tensors
+    );
+    (model, config)
+}
+
+fn ints(v: &Value) -> Vec<Vec<i64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect())
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(floats).collect(),
+        x => vec![x.as_f64().unwrap() as f32],
+    }
+}
+
+fn batch(case: &Value) -> EncodedBatch {
+    let ids = ints(&case["input_ids"]);
+    let types = ints(&case["token_type_ids"]);
+    let mask = ints(&case["attention_mask"]);
+    let (b, s) = (ids.len(), ids[0].len());
+    let device = Device::flex();
+    let flat = |v: &[Vec<i64>]| v.iter().flatten().copied().collect::<Vec<i64>>();
+    EncodedBatch {
+        input_ids: Tensor::<2, Int>::from_data(TensorData::new(flat(&ids), [b, s]), &device),
+        token_type_ids: Tensor::<2, Int>::from_data(TensorData::new(flat(&types), [b, s]), &device),
+        attention_mask: Tensor::<2>::from_data(
+            TensorData::new(
+                flat(&mask).iter().map(|&m| m as f32).collect::<Vec<f32>>(),
+                [b, s],
+            ),
+            &device,
+        ),
+    }
+}
+
+/// Cosine and max |diff| over the rows kept by `keep` (per row of `width` values).
+fn compare(got: &[f32], want: &[f32], width: usize, keep: &[bool]) -> (f64, f64) {
+    assert_eq!(got.len(), want.len());
+    let (mut dot, mut na, mut nb, mut max) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for (row, k) in keep.iter().enumerate() {
+        if !k {
+            continue;
+        }
+        for i in row * width..(row + 1) * width {
+            let (a, b) = (f64::from(got[i]), f64::from(want[i]));
+            dot += a * b;
+            na += a * a;
+            nb += b * b;
+            max = max.max((a - b).abs());
+        }
+    }
+    (dot / (na.sqrt() * nb.sqrt()), max)
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], width: usize, keep: &[bool]) {
+    let (cosine, max) = compare(got, want, width, keep);
+    assert!(
+        cosine >= 0.9999 && max <= 1e-4,
+        "{what}: cosine {cosine}, max |diff| {max}"
+    );
+}
+
+#[test]
+fn bert_shaped_families_match_transformers_hidden_states_and_both_heads() {
+    for name in FAMILIES {
+        let fx = expected(name);
+        assert_eq!(fx["model_type"], name);
+        let (seq, config) = load(name, "seq", HeadKind::Sequence, 3);
+        let (token, _) = load(name, "token", HeadKind::Token, 5);
+        let hidden_size = config.hidden_size;
+        for case in fx["cases"].as_array().unwrap() {
+            let label = format!("{name}/{}", case["name"].as_str().unwrap());
+            let b = batch(case);
+            let keep: Vec<bool> = ints(&case["attention_mask"])
+                .iter()
+                .flatten()
+                .map(|&m| m == 1)
+                .collect();
+            let hidden = to_vec(seq.encoder.forward(&b)).unwrap();
+            assert_close(
+                &format!("{label} hidden"),
+                &hidden,
+                &floats(&case["hidden"]),
+                hidden_size,
+                &keep,
+            );
+            let logits = to_vec(seq.forward(&b)).unwrap();
+            let rows = vec![true; logits.len() / 3];
+            assert_close(
+                &format!("{label} seq logits"),
+                &logits,
+                &floats(&case["seq_logits"]),
+                3,
+                &rows,
+            );
+            let tags = to_vec(tunekit::task::predict::token_logits(&token, &b)).unwrap();
+            assert_close(
+                &format!("{label} token logits"),
+                &tags,
+                &floats(&case["token_logits"]),
+                5,
+                &keep,
+            );
+        }
+    }
+}
+
+#[test]
+fn each_familys_tokenizer_reproduces_transformers_input_ids() {
+    for name in FAMILIES {
+        let fx = expected(name);
+        let dir = arch_dir(name).join("seq");
+        let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
+        let tok = TextTokenizer::for_model(&dir.join("tokenizer.json"), 60, &config).unwrap();
+        for case in fx["cases"].as_array().unwrap() {
+            let texts: Vec<&str> = case["texts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
+            let pairs: Option<Vec<&str>> = case["pairs"]
+                .as_array()
+                .map(|p| p.iter().map(|t| t.as_str().unwrap()).collect());
+            let got = tok.encode_batch(&texts, pairs.as_deref()).unwrap();
+            let ids = ints(&case["input_ids"]);
+            let mask = ints(&case["attention_mask"]);
+            let types = ints(&case["token_type_ids"]);
+            for (row, t) in got.iter().enumerate() {
+                let n = mask[row].iter().filter(|&&m| m == 1).count();
+                let want: Vec<u32> = ids[row][..n].iter().map(|&i| i as u32).collect();
+                assert_eq!(t.ids, want, "{name}/{} row {row}", case["name"]);
+                if case["token_type_ids_returned"] == true {
+                    let want: Vec<u32> = types[row][..n].iter().map(|&i| i as u32).collect();
+                    assert_eq!(t.type_ids, want, "{name}/{} types", case["name"]);
+                }
+            }
+        }
+        assert_eq!(
+            i64::from(tok.pad_id()),
+            fx["pad_token_id"].as_i64().unwrap(),
+            "{name} pad id"
+        );
+    }
+}
+
+#[test]
+fn weights_written_back_are_the_files_tensors_for_every_family() {
+    for name in FAMILIES {
+        for (sub, head, labels) in [("seq", HeadKind::Sequence, 3), ("token", HeadKind::Token, 5)] {
+            let (model, _) = load(name, sub, head, labels);
+            let written = classifier_tensors(&model).unwrap();
+            let bytes = std::fs::read(arch_dir(name).join(sub).join("model.safetensors")).unwrap();
+            let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let mut file_names: Vec<String> = file
+                .names()
+                .into_iter()
+                .filter(|n| !n.ends_with("position_ids"))
+                .map(|n| n.to_string())
+                .collect();
+            file_names.sort();
+            let mut names: Vec<String> = written.iter().map(|t| t.0.clone()).collect();
+            names.sort();
+            assert_eq!(names, file_names, "{name}/{sub}: tensor names");
+            for (n, shape, values) in &written {
+                let view = file.tensor(n).unwrap();
+                assert_eq!(view.shape(), shape.as_slice(), "{name}/{sub} {n}");
+                let stored: Vec<f32> = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                assert_eq!(&stored, values, "{name}/{sub} {n}");
+            }
+        }
+    }
+}
