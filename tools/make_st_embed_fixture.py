@@ -11,8 +11,14 @@ The sentences are varied (short, accents, CJK, emoji, URLs, one character) and i
 longer than 128 tokens but shorter than `max_seq_length` (256 for all-MiniLM-L6-v2) and one
 longer than 256 tokens, so truncation at the wrong length shows.
 
+When LONG does not exceed the model's `max_seq_length` (all-mpnet-base-v2: 384, LONG is 279
+tokens there), one more sentence, LONG twice, is appended so that truncation at
+`max_seq_length` still shows; the MiniLM fixture (LONG > 256) is unchanged by this rule.
+
     pip install torch transformers sentence-transformers
     python3 tools/make_st_embed_fixture.py [--model assets/models/all-MiniLM-L6-v2]
+    python3 tools/make_st_embed_fixture.py --model assets/models/all-mpnet-base-v2 \
+        --output crates/tunekit/tests/fixtures/st_embed_mpnet.json   # fetch-assets.sh --with-mpnet
 """
 import argparse
 import json
@@ -87,11 +93,14 @@ def main():
     torch.set_num_threads(1)
     model = SentenceTransformer(args.model, device="cpu")
     tok = model.tokenizer
+    sentences = list(SENTENCES)
+    if len(tok(LONG, truncation=False)["input_ids"]) <= model.max_seq_length:
+        sentences.append(LONG + " " + LONG)
     # Full token counts (no truncation), so the test can check the long cases are long.
-    lengths = [len(tok(s, truncation=False)["input_ids"]) for s in SENTENCES]
-    assert 128 < lengths[SENTENCES.index(MEDIUM)] < model.max_seq_length, lengths
-    assert lengths[SENTENCES.index(LONG)] > model.max_seq_length, lengths
-    vectors = model.encode(SENTENCES, batch_size=4, convert_to_numpy=True)
+    lengths = [len(tok(s, truncation=False)["input_ids"]) for s in sentences]
+    assert 128 < lengths[sentences.index(MEDIUM)] < model.max_seq_length, lengths
+    assert lengths[-1] > model.max_seq_length, lengths
+    vectors = model.encode(sentences, batch_size=4, convert_to_numpy=True)
     pooling_config = model[1].get_config_dict() if len(model) > 1 else {}
     pooling = [k for k, v in pooling_config.items() if k.startswith("pooling_mode") and v is True]
     fixture = {
@@ -103,14 +112,14 @@ def main():
         "max_seq_length": model.max_seq_length,
         "pooling": pooling,
         "modules": [type(m).__name__ for m in model],
-        "sentences": SENTENCES,
+        "sentences": sentences,
         "token_lengths": lengths,
         "embeddings": [round7(v.tolist()) for v in vectors],
     }
     with open(args.output, "w", encoding="utf-8") as f:
         json.dump(fixture, f, ensure_ascii=False)
         f.write("\n")
-    print(f"wrote {args.output}: {len(SENTENCES)} sentences, token lengths {lengths}")
+    print(f"wrote {args.output}: {len(sentences)} sentences, token lengths {lengths}")
 
 
 if __name__ == "__main__":
