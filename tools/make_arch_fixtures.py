@@ -19,7 +19,7 @@ Layout, under `crates/tunekit/tests/fixtures/arch/<name>/` (`<name>` is the `mod
 
     seq/      AutoModelForSequenceClassification (num_labels 3, id2label NEG/NEU/POS):
               config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
-              special_tokens_map.json (when transformers writes one)
+              special_tokens_map.json (written by the script: transformers 5 no longer does)
     token/    AutoModelForTokenClassification (num_labels 5): the SAME base-model weights as
               seq/ (only the head differs), same tokenizer files
     expected.json
@@ -512,6 +512,11 @@ def make_family(name, model_type, kind, config_kwargs, notes, corpus, out_root):
         d = os.path.join(out, sub)
         model.save_pretrained(d, safe_serialization=True)
         tok.save_pretrained(d)
+        # transformers 5 folds the special tokens into tokenizer_config.json and no longer
+        # writes special_tokens_map.json; write it as transformers 4.x did, for older readers.
+        with open(os.path.join(d, "special_tokens_map.json"), "w", encoding="utf-8") as f:
+            json.dump(tok.special_tokens_map, f, indent=2, sort_keys=True)
+            f.write("\n")
         # Loaded back through the Auto classes, the directory reproduces the numbers.
         re_model = (
             AutoModelForSequenceClassification if sub == "seq" else AutoModelForTokenClassification
