@@ -5,7 +5,7 @@ tunekit loads every encoder family it supports from a Hugging Face directory and
 what `transformers` computes. This script makes, for each family, a tiny randomly initialised
 model (weights from a seed, no hub access) with a tokenizer of the family's kind trained on a
 small corpus, and records transformers' outputs for padded / unpadded batches and sentence
-pairs. The Rust parity tests (`crates/tunekit/tests/arch_parity.rs` and friends) load the same
+pairs. The Rust parity tests load the same
 directories and compare.
 
     python3 tools/make_arch_fixtures.py [--only deberta-v2,modernbert] [--corpus assets/data/mr/train.tsv]
