@@ -212,7 +212,10 @@ impl TextTokenizer {
 /// RoBERTa style), Unigram marked `(SentencePiece)`.
 pub fn tokenizer_kind(path: &Path) -> Result<String> {
     let json: serde_json::Value = crate::fsutil::read_json(path)?;
-    let model = json["model"]["type"].as_str().unwrap_or("unknown").to_string();
+    let model = json["model"]["type"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string();
     let byte_level = json["pre_tokenizer"].to_string().contains("\"ByteLevel\"");
     Ok(match model.as_str() {
         "BPE" if byte_level => "byte-level BPE".into(),

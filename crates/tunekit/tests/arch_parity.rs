@@ -41,9 +41,17 @@ fn load(name: &str, sub: &str, head: HeadKind, labels: usize) -> (SequenceClassi
         seed: 0,
         require_head: true,
     };
-    let (model, report) =
-        load_classifier(&dir.join("model.safetensors"), &config, &spec, &Device::flex()).unwrap();
-    assert!(!report.classifier_initialized && !report.pooler_initialized, "{name}/{sub}");
+    let (model, report) = load_classifier(
+        &dir.join("model.safetensors"),
+        &config,
+        &spec,
+        &Device::flex(),
+    )
+    .unwrap();
+    assert!(
+        !report.classifier_initialized && !report.pooler_initialized,
+        "{name}/{sub}"
+    );
     assert!(
         report.unused_tensors.is_empty(),
         "{name}/{sub}: unused {:?}",
@@ -56,7 +64,13 @@ fn ints(v: &Value) -> Vec<Vec<i64>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_i64().unwrap())
+                .collect()
+        })
         .collect()
 }
 
@@ -201,7 +215,10 @@ fn each_familys_tokenizer_reproduces_transformers_input_ids() {
 #[test]
 fn weights_written_back_are_the_files_tensors_for_every_family() {
     for name in FAMILIES {
-        for (sub, head, labels) in [("seq", HeadKind::Sequence, 3), ("token", HeadKind::Token, 5)] {
+        for (sub, head, labels) in [
+            ("seq", HeadKind::Sequence, 3),
+            ("token", HeadKind::Token, 5),
+        ] {
             let (model, _) = load(name, sub, head, labels);
             let written = classifier_tensors(&model).unwrap();
             let bytes = std::fs::read(arch_dir(name).join(sub).join("model.safetensors")).unwrap();

@@ -192,7 +192,11 @@ pub fn prune(
     let mut json = p.json;
     if let Some(o) = json.as_object_mut() {
         o.insert(
-            "intermediate_size".into(),
+            config
+                .family()
+                .names()
+                .config_key("intermediate_size")
+                .into(),
             serde_json::json!(config.intermediate_size),
         );
         if config.pruned_heads.is_empty() {

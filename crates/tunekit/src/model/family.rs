@@ -189,6 +189,15 @@ impl Names {
         }
     }
 
+    /// The family's `config.json` key for BERT's key `bert_key` (DistilBERT's `hidden_dim`
+    /// for `intermediate_size`, …; BERT's own key otherwise).
+    pub fn config_key(&self, bert_key: &'static str) -> &'static str {
+        self.config_aliases
+            .iter()
+            .find(|(_, ours)| *ours == bert_key)
+            .map_or(bert_key, |(theirs, _)| theirs)
+    }
+
     /// Whether `name` (without the prefix) is an embedding tensor (frozen by
     /// `freeze_embeddings`): the tables, their LayerNorm and projection, MPNet's shared bias.
     pub fn is_embedding(&self, name: &str) -> bool {

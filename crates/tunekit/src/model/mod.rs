@@ -78,7 +78,8 @@ impl ModelDir {
 }
 
 /// SentencePiece model files some checkpoints ship instead of `tokenizer.json`.
-const SENTENCEPIECE_FILES: [&str; 3] = ["spiece.model", "sentencepiece.bpe.model", "tokenizer.model"];
+const SENTENCEPIECE_FILES: [&str; 3] =
+    ["spiece.model", "sentencepiece.bpe.model", "tokenizer.model"];
 
 /// `tokenizer.json` must exist; a directory with only a SentencePiece model gets an error
 /// saying how to make one (tunekit tokenises with the `tokenizers` crate, which reads

@@ -239,6 +239,14 @@ pub fn prune(
     }
     fraction("heads", opts.heads)?;
     fraction("ffn", opts.ffn)?;
+    let names = model.encoder.names();
+    if opts.heads > 0.0 && names.relative_attention_bias.is_some() {
+        return Err(Error::Config(format!(
+            "{}: attention heads cannot be pruned: its relative position bias ({}) is shared by every layer with one column per head, and transformers cannot load a model with some heads removed; prune feed-forward neurons (--ffn) or weights (--sparsity) instead",
+            names.model_type,
+            names.relative_attention_bias.unwrap_or_default()
+        )));
+    }
     if let Some(s) = opts.sparsity {
         fraction("sparsity", s)?;
     }

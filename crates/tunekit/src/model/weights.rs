@@ -104,7 +104,10 @@ impl WeightFile {
             .unwrap_or_default();
         let tensors = if file_name.ends_with(".index.json") {
             read_sharded(path)?
-        } else if [".bin", ".pt", ".pth"].iter().any(|e| file_name.ends_with(e)) {
+        } else if [".bin", ".pt", ".pth"]
+            .iter()
+            .any(|e| file_name.ends_with(e))
+        {
             read_pytorch(path)?
         } else {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -191,11 +194,14 @@ impl WeightFile {
             // An int8 weight (`tunekit quantize`): dequantised with its per-row scales.
             Dtype::I8 => {
                 let scale_name = format!("{name}_scale");
-                let scales = self.tensors.get(&scale_name).ok_or_else(|| Error::Weights {
-                    file: self.path.clone(),
-                    tensor: scale_name.clone(),
-                    message: "missing: an I8 weight needs its per-channel scales".into(),
-                })?;
+                let scales = self
+                    .tensors
+                    .get(&scale_name)
+                    .ok_or_else(|| Error::Weights {
+                        file: self.path.clone(),
+                        tensor: scale_name.clone(),
+                        message: "missing: an I8 weight needs its per-channel scales".into(),
+                    })?;
                 let rows = shape.first().copied().unwrap_or(1).max(1);
                 if scales.dtype != Dtype::F32 || scales.shape != [rows] {
                     return Err(Error::Weights {
@@ -396,8 +402,12 @@ fn read_pytorch(path: &Path) -> Result<std::collections::BTreeMap<String, Stored
         tensor: tensor.to_string(),
         message,
     };
-    let reader = pytorch_reader::PytorchReader::new(path)
-        .map_err(|e| bad("<pickle>", format!("not a readable PyTorch checkpoint: {e}")))?;
+    let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| {
+        bad(
+            "<pickle>",
+            format!("not a readable PyTorch checkpoint: {e}"),
+        )
+    })?;
     let mut out = std::collections::BTreeMap::new();
     for (name, tensor) in reader.tensors() {
         let dtype = match tensor.dtype() {
@@ -736,9 +746,7 @@ pub fn load_classifier(
     };
 
     let weight_name = format!("{out_name}.weight");
-    let head_shape_ok = file
-        .shape(&weight_name)
-        .map(|s| s == [spec.num_labels, h]);
+    let head_shape_ok = file.shape(&weight_name).map(|s| s == [spec.num_labels, h]);
     let classifier = match head_shape_ok {
         Some(true) => file.linear(out_name, h, spec.num_labels, device)?,
         Some(false) if spec.require_head => {

@@ -96,8 +96,18 @@ impl Predictor {
             None
         };
         let hf_labels = config.labels().filter(|l| !l.is_empty());
+        // A Hugging Face token classifier (`…ForTokenClassification`) without tunekit's files.
+        let hf_token_classifier = config
+            .architectures
+            .iter()
+            .flatten()
+            .any(|a| a.ends_with("ForTokenClassification"));
         let task = match (meta.as_ref().and_then(|m| m.task.clone()), &hf_labels) {
             (Some(t), _) => t,
+            (None, Some(_)) if hf_token_classifier => TaskMeta {
+                scheme: Some(crate::task::TagScheme::Auto),
+                ..plain_task(TaskKind::TokenClassification)
+            },
             (None, Some(_)) => plain_task(TaskKind::Classification),
             // A sentence-transformers model (or a tunekit embedding model without its task):
             // the encoder alone, for embeddings.
@@ -120,7 +130,10 @@ impl Predictor {
                     config_path.display()
                 )));
             }
-            (false, _) => meta.as_ref().map(|m| m.labels.clone()).unwrap_or_default(),
+            (false, hf) => match &meta {
+                Some(m) => m.labels.clone(),
+                None => hf.unwrap_or_default(),
+            },
         };
         let embedding = task.kind == TaskKind::Embedding;
         let pooling = match &meta {

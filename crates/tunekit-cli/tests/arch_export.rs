@@ -1,0 +1,222 @@
+//! Issue 18: exports of every BERT-shaped family (RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA,
+//! MPNet), from the tiny reference models of `tools/make_arch_fixtures.py`:
+//! - `--format hf`: transformers loads the export with `AutoModelForSequenceClassification` /
+//!   `AutoModelForTokenClassification` (the family's class names, head tensor names and
+//!   config keys) and gives tunekit's logits within 1e-4 (`tools/check_arch_export.py`);
+//! - `--format onnx`: ONNX Runtime gives tunekit's logits within 1e-4, on a padded batch and
+//!   on each example alone (`tools/onnx_logits.py`);
+//! - `tunekit models inspect` names the architecture and the tokenizer kind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+const FAMILIES: [(&str, &str, &str); 5] = [
+    ("roberta", "RobertaModel", "byte-level BPE"),
+    ("xlm-roberta", "XLMRobertaModel", "Unigram (SentencePiece)"),
+    ("distilbert", "DistilBertModel", "WordPiece"),
+    ("electra", "ElectraModel", "WordPiece"),
+    ("mpnet", "MPNetModel", "WordPiece"),
+];
+
+const TEXTS: [&str; 4] = [
+    "a gripping, beautifully shot film",
+    "dull",
+    "the plot goes nowhere, but the cast is wonderful and the score is lovely",
+    "an uneven comedy with a few good laughs",
+];
+
+fn arch(name: &str, sub: &str) -> PathBuf {
+    root()
+        .join("crates/tunekit/tests/fixtures/arch")
+        .join(name)
+        .join(sub)
+}
+
+fn export(model: &Path, format: &str, out: &Path) {
+    let o = tunekit(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--format",
+        format,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "export {format}: {}", stderr(&o));
+}
+
+/// tunekit's token ids and logits for each of `TEXTS` alone (sequence: `[labels]` per text;
+/// token: `[seq][labels]` per text).
+fn tunekit_outputs(model: &Path, token: bool) -> (Vec<Vec<u32>>, serde_json::Value) {
+    let device = tunekit::device::device(tunekit::device::DeviceKind::Cpu).unwrap();
+    let p = tunekit::predictor::Predictor::load(model.to_str().unwrap(), None, &device).unwrap();
+    let tokens = p.tokenizer.encode_batch(&TEXTS, None).unwrap();
+    let ids: Vec<Vec<u32>> = tokens.iter().map(|t| t.ids.clone()).collect();
+    let mut logits = Vec::new();
+    for t in &tokens {
+        let batch = tunekit::batch::collate(&[t], p.tokenizer.pad_id(), &device);
+        let v = if token {
+            let l = tunekit::task::predict::token_logits(&p.model, &batch);
+            let [_, seq, c] = l.dims();
+            let flat = tunekit::model::weights::to_vec(l).unwrap();
+            serde_json::json!(
+                (0..seq)
+                    .map(|i| flat[i * c..(i + 1) * c].to_vec())
+                    .collect::<Vec<_>>()
+            )
+        } else {
+            serde_json::json!(tunekit::model::weights::to_vec(p.model.forward(&batch)).unwrap())
+        };
+        logits.push(v);
+    }
+    (ids, serde_json::Value::Array(logits))
+}
+
+fn check_with_transformers(
+    export_dir: &Path,
+    token: bool,
+    ids: &[Vec<u32>],
+    logits: serde_json::Value,
+) {
+    let predictions = export_dir.with_extension("predictions.json");
+    let task = if token {
+        "token_classification"
+    } else {
+        "sequence_classification"
+    };
+    let body = serde_json::json!({
+        "task": task, "texts": TEXTS, "pairs": null, "input_ids": ids, "logits": logits,
+    });
+    std::fs::write(&predictions, body.to_string()).unwrap();
+    let o = Command::new("python3")
+        .arg(root().join("tools/check_arch_export.py"))
+        .args(["--model", export_dir.to_str().unwrap()])
+        .args(["--predictions", predictions.to_str().unwrap()])
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "transformers vs tunekit on {}: {}{}",
+        export_dir.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn hf_exports_of_every_family_load_in_transformers_with_the_same_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, _, _) in FAMILIES {
+        for (sub, token) in [("seq", false), ("token", true)] {
+            let out = tmp.path().join(format!("{name}-{sub}"));
+            export(&arch(name, sub), "hf", &out);
+            let config = json(&out.join("config.json"));
+            assert_eq!(config["model_type"], name, "{name}/{sub}");
+            let (ids, logits) = tunekit_outputs(&out, token);
+            check_with_transformers(&out, token, &ids, logits);
+        }
+    }
+}
+
+#[test]
+fn onnx_exports_of_every_family_run_in_onnx_runtime_with_the_same_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, _, _) in FAMILIES {
+        let model = arch(name, "seq");
+        let out = tmp.path().join(format!("{name}-onnx"));
+        export(&model, "onnx", &out);
+        let device = tunekit::device::device(tunekit::device::DeviceKind::Cpu).unwrap();
+        let p =
+            tunekit::predictor::Predictor::load(model.to_str().unwrap(), None, &device).unwrap();
+        let tokens = p.tokenizer.encode_batch(&TEXTS, None).unwrap();
+        let (want, width) =
+            tunekit::infer::logits(&p.model, &tokens, 8, p.tokenizer.pad_id(), &device).unwrap();
+        // One padded batch of all four, then each alone.
+        let mut batches = vec![batch_json(&tokens)];
+        batches.extend(tokens.iter().map(|t| batch_json(std::slice::from_ref(t))));
+        let inputs = tmp.path().join(format!("{name}-inputs.json"));
+        std::fs::write(&inputs, serde_json::to_string(&batches).unwrap()).unwrap();
+        let o = Command::new("python3")
+            .arg(root().join("tools/onnx_logits.py"))
+            .arg(out.join("model.onnx"))
+            .arg(&inputs)
+            .output()
+            .expect("python3");
+        assert!(
+            o.status.success(),
+            "{name}: onnxruntime (scripts/test-deps.sh installs it): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let ort: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let batched: Vec<f64> = ort["logits"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect();
+        let alone: Vec<f64> = (1..=TEXTS.len())
+            .flat_map(|i| {
+                ort["logits"][i][0]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(want.len(), TEXTS.len() * width);
+        for (what, got) in [("padded", &batched), ("alone", &alone)] {
+            let max = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - f64::from(*b)).abs())
+                .fold(0.0, f64::max);
+            assert!(max <= 1e-4, "{name} {what}: max |diff| {max}");
+        }
+    }
+}
+
+#[test]
+fn models_inspect_names_each_familys_architecture_and_tokenizer() {
+    for (name, class, tokenizer) in FAMILIES {
+        let o = tunekit(&[
+            "models",
+            "inspect",
+            arch(name, "seq").to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["model_type"], name);
+        assert_eq!(v["architecture"], class, "{name}");
+        assert_eq!(v["tokenizer"], tokenizer, "{name}");
+        assert_eq!(v["weights_format"], "safetensors");
+        let params = v["parameters"].as_u64().unwrap();
+        assert!(params > 10_000 && params < 200_000, "{name}: {params}");
+    }
+}
+
+#[test]
+fn a_sentencepiece_only_directory_is_refused_with_the_conversion_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = arch("xlm-roberta", "seq");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("sentencepiece.bpe.model"), b"not read").unwrap();
+    let o = tunekit(&["models", "inspect", dir.to_str().unwrap()]);
+    assert_bad_input(
+        &o,
+        &[
+            "tokenizer.json is missing",
+            "sentencepiece.bpe.model",
+            "save_pretrained",
+        ],
+    );
+}
