@@ -57,7 +57,12 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    enc = AutoModel.from_pretrained(args.model, hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
+    enc = AutoModel.from_pretrained(args.model)
+    # Every family's dropout modules (DistilBERT's config names them `dropout` /
+    # `attention_dropout`, BERT's `hidden_dropout_prob` / `attention_probs_dropout_prob`).
+    for m in enc.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = args.dropout
     head = torch.nn.Linear(enc.config.hidden_size, 2)
     ids = tokens(args.batch, args.seq)
     mask = torch.ones_like(ids)

@@ -220,3 +220,117 @@ fn a_sentencepiece_only_directory_is_refused_with_the_conversion_command() {
         ],
     );
 }
+
+/// Structured pruning of feed-forward neurons for every family writes a model that transformers
+/// loads (the family's own `intermediate_size` key: DistilBERT's `hidden_dim`) and that
+/// predicts what tunekit predicts; heads are pruned for every family but MPNet, whose heads
+/// are refused by name (its relative position bias has one column per head, shared by every
+/// layer). transformers 5 no longer reads `pruned_heads`, so head-pruned directories are
+/// checked by tunekit loading them (the prune test checks their predictions for BERT).
+#[test]
+fn pruned_models_of_every_family_load_in_transformers_and_mpnet_heads_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, _, _) in FAMILIES {
+        let out = tmp.path().join(format!("{name}-pruned"));
+        let o = tunekit(&[
+            "prune",
+            "--model",
+            arch(name, "seq").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--ffn",
+            "0.3",
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let config = json(&out.join("config.json"));
+        let key = if name == "distilbert" {
+            "hidden_dim"
+        } else {
+            "intermediate_size"
+        };
+        assert_eq!(config[key], 26, "{name}: 37 neurons less 30 % in {key}");
+        let (ids, logits) = tunekit_outputs(&out, false);
+        check_with_transformers(&out, false, &ids, logits);
+        if name != "mpnet" {
+            let heads = tmp.path().join(format!("{name}-heads"));
+            let o = tunekit(&[
+                "prune",
+                "--model",
+                arch(name, "seq").to_str().unwrap(),
+                "--out",
+                heads.to_str().unwrap(),
+                "--heads",
+                "0.25",
+            ]);
+            assert!(o.status.success(), "{name}: {}", stderr(&o));
+            let config = json(&heads.join("config.json"));
+            assert_eq!(
+                config["pruned_heads"]["0"].as_array().unwrap().len(),
+                1,
+                "{name}"
+            );
+            let (_, logits) = tunekit_outputs(&heads, false);
+            assert_eq!(logits.as_array().unwrap().len(), TEXTS.len(), "{name}");
+        }
+    }
+    let o = tunekit(&[
+        "prune",
+        "--model",
+        arch("mpnet", "seq").to_str().unwrap(),
+        "--out",
+        tmp.path().join("mpnet-heads").to_str().unwrap(),
+        "--heads",
+        "0.25",
+    ]);
+    assert_bad_input(
+        &o,
+        &["mpnet", "heads cannot be pruned", "relative_attention_bias"],
+    );
+}
+
+/// int8 quantisation of every family: the quantised model loads, runs the int8 product and
+/// stays close to the f32 model (max |logit diff| within 5 % of the logits' range).
+#[test]
+fn int8_models_of_every_family_stay_close_to_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, _, _) in FAMILIES {
+        let model = arch(name, "seq");
+        let out = tmp.path().join(format!("{name}-int8"));
+        let o = tunekit(&[
+            "quantize",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let device = tunekit::device::device(tunekit::device::DeviceKind::Cpu).unwrap();
+        let logits = |dir: &Path| {
+            let p =
+                tunekit::predictor::Predictor::load(dir.to_str().unwrap(), None, &device).unwrap();
+            let tokens = p.tokenizer.encode_batch(&TEXTS, None).unwrap();
+            let int8 = p.model.encoder.int8().is_some();
+            (
+                tunekit::infer::logits(&p.model, &tokens, 8, p.tokenizer.pad_id(), &device)
+                    .unwrap()
+                    .0,
+                int8,
+            )
+        };
+        let ((f32_logits, f32_int8), (q_logits, q_int8)) = (logits(&model), logits(&out));
+        assert!(
+            !f32_int8 && q_int8,
+            "{name}: int8 weights attached to the quantised model only"
+        );
+        let range = f32_logits.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let max = f32_logits
+            .iter()
+            .zip(&q_logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max > 0.0 && max <= 0.05 * range.max(1.0),
+            "{name}: {max} of {range}"
+        );
+    }
+}

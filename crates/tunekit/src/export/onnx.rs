@@ -300,16 +300,17 @@ impl Graph {
         }
     }
 
+    /// Layer `i` of the encoder (`at.bias`: the additive attention bias, `at.eps`: LayerNorm
+    /// epsilon, `at.names`: the family's tensor names).
     fn layer(
         &mut self,
-        names: &Names,
+        at: &LayerInputs<'_>,
         i: usize,
         layer: &Layer,
         x: &str,
-        bias: &str,
-        eps: f64,
         int8: Option<&[QuantLinear; 6]>,
     ) -> Result<String> {
+        let (names, bias, eps) = (at.names, at.bias, at.eps);
         let a = &layer.attention;
         let qz = |j: usize| int8.map(|l| &l[j]);
         let heads = a.num_heads;
@@ -393,6 +394,13 @@ fn input(name: &str, elem_type: i32, dims: &[&str]) -> pb::ValueInfoProto {
 /// sequence classifier: output `logits` `[batch, labels]`.
 pub fn to_onnx(model: &SequenceClassifier, config: &BertConfig) -> Result<Vec<u8>> {
     to_onnx_task(model, config, crate::task::TaskKind::Classification)
+}
+
+/// What every layer of the graph shares.
+struct LayerInputs<'a> {
+    names: &'a Names,
+    bias: &'a str,
+    eps: f64,
 }
 
 /// The serialised ONNX model of `model` with the outputs of task `kind`:
@@ -491,7 +499,12 @@ pub fn to_onnx_task(
 
     for (i, layer) in bert.layers.iter().enumerate() {
         let q = int8.and_then(|e| e.layers.get(i));
-        x = g.layer(names, i, layer, &x, &bias, eps, q)?;
+        let at = LayerInputs {
+            names,
+            bias: &bias,
+            eps,
+        };
+        x = g.layer(&at, i, layer, &x, q)?;
     }
 
     let (out_value, out_name) = match kind {

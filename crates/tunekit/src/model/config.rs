@@ -76,8 +76,9 @@ pub struct BertConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub architectures: Option<Vec<String>>,
     /// Attention heads removed by structured pruning, by layer (HF's `pruned_heads`: layer
-    /// index as a string → original head indices); `transformers` prunes the same heads before
-    /// loading the weights, so the smaller tensors load there too.
+    /// index as a string → original head indices). tunekit loads the smaller tensors this
+    /// describes; transformers 4 pruned the same heads before loading, transformers 5 no
+    /// longer reads the key (a head-pruned directory does not load there).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pruned_heads: BTreeMap<String, Vec<usize>>,
     /// Every other key of the file, kept verbatim.
