@@ -96,6 +96,12 @@ impl DebertaOptions {
             max_rel as usize
         };
         let buckets = int("position_buckets", -1)?;
+        if buckets == 1 {
+            return Err(
+                "position_buckets: 1 leaves no bucket on either side (use ≥ 2, or ≤ 0 for none)"
+                    .into(),
+            );
+        }
         let position_buckets = (buckets > 0).then_some(buckets as usize);
         let pos_att_type: Vec<String> = match get("pos_att_type") {
             None => Vec::new(),

@@ -26,6 +26,8 @@ use burn::tensor::activation::{gelu_approximate, relu};
 use burn::tensor::{Int, Tensor, TensorData};
 
 pub mod config;
+#[cfg(test)]
+mod integration_tests;
 pub mod load;
 pub mod names;
 
