@@ -14,6 +14,8 @@ use super::bf16::Precision;
 
 /// The encoder of a model (`bert.*`, `roberta.*`, … in HF names).
 #[derive(Module, Debug)]
+// One encoder per model: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Encoder {
     /// A BERT-shaped encoder ([`super::family::Family`]).
     Bert(Bert),
