@@ -20,6 +20,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "distilbert",
     "electra",
     "mpnet",
+    "deberta-v2",
 ];
 
 /// The fields of a HF BERT `config.json` that determine the network. Unknown keys are kept in
@@ -120,7 +121,10 @@ impl BertConfig {
                 SUPPORTED_MODEL_TYPES.join(", ")
             )));
         }
-        let value = Self::bert_keys(value, &model_type);
+        let mut value = Self::bert_keys(value, &model_type);
+        if model_type == "deberta-v2" {
+            super::deberta_v2::config::fill_defaults(&mut value);
+        }
         let mut config: BertConfig = serde_json::from_value(value)
             .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
         if config.family().names().token_type_embeddings.is_none() {
@@ -185,8 +189,10 @@ impl BertConfig {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             return Err("hidden_size and num_attention_heads must be positive".into());
         }
-        // Tables that inputs index into: an empty one has no row for any input.
-        let token_types = self.family().names().token_type_embeddings.is_some();
+        // Tables that inputs index into: an empty one has no row for any input. DeBERTa's
+        // token-type table is optional (`type_vocab_size` 0 in DeBERTa-v3).
+        let token_types = self.family().names().token_type_embeddings.is_some()
+            && self.family() != Family::DebertaV2;
         for (key, rows) in [
             ("vocab_size", self.vocab_size),
             ("max_position_embeddings", self.max_position_embeddings),
@@ -239,6 +245,9 @@ impl BertConfig {
                 self.max_position_embeddings,
                 self.padding_idx()
             ));
+        }
+        if self.family() == Family::DebertaV2 {
+            super::deberta_v2::config::validate(self)?;
         }
         if self.position_embedding_type != "absolute" {
             return Err(format!(
@@ -318,6 +327,15 @@ impl BertConfig {
     /// Parameters of the encoder (embeddings + layers + pooler), for `models inspect`.
     pub fn encoder_param_count(&self, with_pooler: bool) -> usize {
         let h = self.hidden_size;
+        if self.family() == Family::DebertaV2 {
+            // Its tensors differ from BERT's (relative table, optional position and type
+            // tables, …): count them; the pooler is the head's `pooler.dense`.
+            let encoder: usize = super::weights::encoder_shapes(self)
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum();
+            return encoder + if with_pooler { h * h + h } else { 0 };
+        }
         let emb =
             (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
         let attn = 4 * (h * h + h) + 2 * h;

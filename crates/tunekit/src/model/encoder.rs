@@ -14,9 +14,13 @@ use super::bf16::Precision;
 
 /// The encoder of a model (`bert.*`, `roberta.*`, … in HF names).
 #[derive(Module, Debug)]
+// One encoder per model: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Encoder {
     /// A BERT-shaped encoder ([`super::family::Family`]).
     Bert(Bert),
+    /// DeBERTa-v2 / v3 ([`super::deberta_v2`]).
+    DebertaV2(super::deberta_v2::DebertaV2),
 }
 
 /// `$body` with `$e` bound to the variant's encoder, for every variant.
@@ -24,6 +28,7 @@ macro_rules! dispatch {
     ($self:expr, $e:ident => $body:expr) => {
         match $self {
             Encoder::Bert($e) => $body,
+            Encoder::DebertaV2($e) => $body,
         }
     };
 }
@@ -38,6 +43,7 @@ impl Encoder {
     pub fn as_bert(&self) -> Option<&Bert> {
         match self {
             Encoder::Bert(b) => Some(b),
+            Encoder::DebertaV2(_) => None,
         }
     }
 
@@ -45,6 +51,7 @@ impl Encoder {
     pub fn as_bert_mut(&mut self) -> Option<&mut Bert> {
         match self {
             Encoder::Bert(b) => Some(b),
+            Encoder::DebertaV2(_) => None,
         }
     }
 

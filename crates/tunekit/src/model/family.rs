@@ -29,17 +29,21 @@ pub enum Family {
     Electra,
     /// `mpnet`.
     MPNet,
+    /// `deberta-v2` (DeBERTa-v2 and DeBERTa-v3 checkpoints): its own network
+    /// ([`super::deberta_v2`]), this table for its names.
+    DebertaV2,
 }
 
 impl Family {
     /// Every family, in the order `models inspect` and errors list them.
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Bert,
         Family::Roberta,
         Family::XlmRoberta,
         Family::DistilBert,
         Family::Electra,
         Family::MPNet,
+        Family::DebertaV2,
     ];
 
     /// The family of a `model_type`, if tunekit runs it with the BERT-shaped modules.
@@ -58,6 +62,7 @@ impl Family {
             Family::DistilBert => &super::distilbert::NAMES,
             Family::Electra => &super::electra::NAMES,
             Family::MPNet => &super::mpnet::NAMES,
+            Family::DebertaV2 => &super::deberta_v2::names::NAMES,
         }
     }
 
@@ -148,6 +153,10 @@ pub struct Names {
     /// `config.json` keys that the family spells differently from BERT (its key, BERT's key):
     /// read as BERT's, written back as the family's.
     pub config_aliases: &'static [(&'static str, &'static str)],
+    /// Module names (prefixes) of other encoder-level tensors shared by every layer, counted
+    /// with the embeddings by [`Self::depth_of`] and [`Self::is_embedding`] (DeBERTa's
+    /// `encoder.rel_embeddings`, `encoder.LayerNorm`, `encoder.conv`); empty for BERT.
+    pub shared: &'static [&'static str],
 }
 
 impl Names {
@@ -168,14 +177,10 @@ impl Names {
 
     /// Depth of an encoder tensor (HF name without the prefix) counted from the top of the
     /// network: the head and pooler are 0, the top layer 1, …, the embeddings (and MPNet's
-    /// shared relative bias) `layers + 1`.
+    /// shared relative bias, the [`Self::shared`] tensors) `layers + 1`.
     pub fn depth_of(&self, name: &str, layers: usize) -> usize {
         let layer_prefix = format!("{}.", self.layers);
-        if name.starts_with("embeddings")
-            || self
-                .relative_attention_bias
-                .is_some_and(|r| name.starts_with(r))
-        {
+        if self.is_embedding(name) {
             layers + 1
         } else if let Some(rest) = name.strip_prefix(&layer_prefix) {
             let i: usize = rest
@@ -199,11 +204,16 @@ impl Names {
     }
 
     /// Whether `name` (without the prefix) is an embedding tensor (frozen by
-    /// `freeze_embeddings`): the tables, their LayerNorm and projection, MPNet's shared bias.
+    /// `freeze_embeddings`): the tables, their LayerNorm and projection, MPNet's shared bias,
+    /// the [`Self::shared`] tensors.
     pub fn is_embedding(&self, name: &str) -> bool {
         name.starts_with("embeddings")
             || self
                 .relative_attention_bias
                 .is_some_and(|r| name.starts_with(r))
+            || self
+                .shared
+                .iter()
+                .any(|s| name == *s || name.starts_with(&format!("{s}.")))
     }
 }

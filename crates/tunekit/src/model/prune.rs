@@ -238,6 +238,13 @@ pub fn prune(
         ));
     }
     fraction("heads", opts.heads)?;
+    if opts.heads > 0.0 && matches!(model.encoder, super::Encoder::DebertaV2(_)) {
+        // transformers' DebertaV2Model has no `pruned_heads`: an export with fewer heads would
+        // not load there, and the relative-position projections would need slicing too.
+        return Err(Error::Config(
+            "head pruning is not supported for deberta-v2 models (prune feed-forward neurons with heads = 0)".into(),
+        ));
+    }
     fraction("ffn", opts.ffn)?;
     let names = model.encoder.names();
     if opts.heads > 0.0 && names.relative_attention_bias.is_some() {

@@ -509,7 +509,12 @@ pub fn encoder_from(
     drop: DropoutOverride,
     device: &Device,
 ) -> Result<super::Encoder> {
-    Ok(super::Encoder::Bert(load_bert(file, config, drop, device)?))
+    Ok(match config.family() {
+        Family::DebertaV2 => {
+            super::Encoder::DebertaV2(super::deberta_v2::load::load(file, config, drop, device)?)
+        }
+        _ => super::Encoder::Bert(load_bert(file, config, drop, device)?),
+    })
 }
 
 /// Load a BERT-shaped encoder of `config`'s family from `file` (encoder tensors with or
@@ -781,7 +786,7 @@ pub fn load_classifier(
     ))
 }
 
-fn linear_to_hf(out: &mut Vec<HfTensor>, name: &str, l: &Linear) -> Result<()> {
+pub(crate) fn linear_to_hf(out: &mut Vec<HfTensor>, name: &str, l: &Linear) -> Result<()> {
     let [d_in, d_out] = l.weight.val().dims();
     let w = to_vec(l.weight.val())?;
     out.push((
@@ -795,7 +800,7 @@ fn linear_to_hf(out: &mut Vec<HfTensor>, name: &str, l: &Linear) -> Result<()> {
     Ok(())
 }
 
-fn ln_to_hf(out: &mut Vec<HfTensor>, name: &str, l: &LayerNorm) -> Result<()> {
+pub(crate) fn ln_to_hf(out: &mut Vec<HfTensor>, name: &str, l: &LayerNorm) -> Result<()> {
     let g = to_vec(l.gamma.val())?;
     out.push((format!("{name}.weight"), vec![g.len()], g));
     if let Some(b) = &l.beta {
@@ -805,7 +810,7 @@ fn ln_to_hf(out: &mut Vec<HfTensor>, name: &str, l: &LayerNorm) -> Result<()> {
     Ok(())
 }
 
-fn emb_to_hf(out: &mut Vec<HfTensor>, name: &str, e: &Embedding) -> Result<()> {
+pub(crate) fn emb_to_hf(out: &mut Vec<HfTensor>, name: &str, e: &Embedding) -> Result<()> {
     let dims = e.weight.val().dims();
     out.push((
         format!("{name}.weight"),
@@ -829,6 +834,7 @@ pub fn classifier_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
     let mut out = Vec::new();
     match &model.encoder {
         super::Encoder::Bert(bert) => bert_tensors(&mut out, bert)?,
+        super::Encoder::DebertaV2(m) => super::deberta_v2::load::to_hf(&mut out, m)?,
     }
     head_to_hf(&mut out, model)?;
     Ok(out)
@@ -954,6 +960,9 @@ pub fn write_safetensors_raw(tensors: Vec<RawTensor>, path: &Path) -> Result<()>
 /// Names and shapes (HF layout) of a BERT-shaped encoder's tensors in `config`'s family
 /// (without the family prefix), its pooler included when the family has one.
 pub fn encoder_shapes(config: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    if config.family() == Family::DebertaV2 {
+        return super::deberta_v2::load::encoder_shapes(config);
+    }
     let names = config.family().names();
     let (h, i) = (config.hidden_size, config.intermediate_size);
     let e = config.embedding_width();

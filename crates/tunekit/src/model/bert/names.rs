@@ -84,4 +84,5 @@ pub const NAMES: crate::model::family::Names = crate::model::family::Names {
     },
     lora_targets: ["query", "value"],
     config_aliases: &[],
+    shared: &[],
 };
