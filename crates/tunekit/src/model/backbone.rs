@@ -56,6 +56,29 @@ impl LinearRole {
     }
 }
 
+/// A generic feature that an architecture may refuse ([`Backbone::unsupported`]) rather than
+/// give wrong numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Int8 quantisation of the layers' linear modules (`tunekit quantize`).
+    Int8,
+    /// Structured pruning: removing attention heads and feed-forward neurons
+    /// (`tunekit prune --heads/--ffn`).
+    StructuredPruning,
+}
+
+impl Feature {
+    /// What the feature is called in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feature::Int8 => "int8 quantisation",
+            Feature::StructuredPruning => {
+                "structured pruning (attention heads, feed-forward neurons)"
+            }
+        }
+    }
+}
+
 /// Sizes every encoder has (Hugging Face config names), read from the modules themselves (so a
 /// pruned model reports its pruned sizes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,13 +131,26 @@ pub trait Backbone {
     /// Prefix of the base model's tensors inside a Hugging Face task model (`"bert."`).
     fn prefix(&self) -> &'static str;
 
+    /// `None` when the architecture supports `feature`, else why not (a sentence naming the
+    /// architecture, for the error the caller returns). Every BERT-shaped family supports
+    /// everything.
+    fn unsupported(&self, _feature: Feature) -> Option<String> {
+        None
+    }
+
     /// Every linear module of the encoder with its HF name (without [`Self::prefix`]), layer by
-    /// layer in [`LinearRole::ALL`] order.
+    /// layer in [`LinearRole::ALL`] order. A module that serves several roles (ModernBERT's
+    /// fused `attn.Wqkv` is query, key and value) is listed once, at its first role.
     fn named_linears(&self) -> Vec<(String, &Linear)> {
-        let mut out = Vec::with_capacity(self.num_layers() * LinearRole::ALL.len());
+        let mut out: Vec<(String, &Linear)> =
+            Vec::with_capacity(self.num_layers() * LinearRole::ALL.len());
         for layer in 0..self.num_layers() {
+            let first = out.len();
             for role in LinearRole::ALL {
-                out.push((self.linear_name(layer, role), self.linear(layer, role)));
+                let name = self.linear_name(layer, role);
+                if !out[first..].iter().any(|(n, _)| *n == name) {
+                    out.push((name, self.linear(layer, role)));
+                }
             }
         }
         out

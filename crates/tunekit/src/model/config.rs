@@ -21,6 +21,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "electra",
     "mpnet",
     "deberta-v2",
+    "modernbert",
 ];
 
 /// The fields of a HF BERT `config.json` that determine the network. Unknown keys are kept in
@@ -142,6 +143,9 @@ impl BertConfig {
             return value;
         };
         if let Some(map) = value.as_object_mut() {
+            if family == Family::ModernBert {
+                super::modernbert::fill_config_defaults(map);
+            }
             for (theirs, ours) in family.names().config_aliases {
                 if let Some(v) = map.remove(*theirs) {
                     map.entry(ours.to_string()).or_insert(v);
@@ -175,6 +179,9 @@ impl BertConfig {
             }
             if self.family() != Family::Bert {
                 map.remove("position_embedding_type");
+            }
+            if self.family() == Family::ModernBert {
+                super::modernbert::finish_config_json(self, map);
             }
         }
         Ok(value)
@@ -249,6 +256,9 @@ impl BertConfig {
         if self.family() == Family::DebertaV2 {
             super::deberta_v2::config::validate(self)?;
         }
+        if self.family() == Family::ModernBert {
+            super::modernbert::ModernBertOptions::from_config(self)?;
+        }
         if self.position_embedding_type != "absolute" {
             return Err(format!(
                 "unsupported position_embedding_type `{}` (supported: absolute)",
@@ -256,6 +266,17 @@ impl BertConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The pooling the checkpoint's own sequence head uses when nothing else says: ModernBERT's
+    /// `classifier_pooling` (`"mean"` → [`super::Pooling::Mean`]), [`super::Pooling::Cls`]
+    /// for every other family.
+    pub fn hf_pooling(&self) -> super::Pooling {
+        match self.family() {
+            Family::ModernBert => super::modernbert::ModernBertOptions::from_config(self)
+                .map_or(super::Pooling::Cls, |o| o.classifier_pooling),
+            _ => super::Pooling::Cls,
+        }
     }
 
     /// Padding index of the position ids ([`Positions::AfterPadding`]): `pad_token_id`

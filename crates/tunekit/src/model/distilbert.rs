@@ -38,6 +38,8 @@ pub const NAMES: Names = Names {
         activation: HeadActivation::Relu,
         dropout_before_dense: false,
         out: "classifier",
+        norm: None,
+        prediction_head: false,
     },
     lora_targets: ["q_lin", "v_lin"],
     config_aliases: &[

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 
-use super::backbone::{Backbone, BackboneDims, LinearRole};
+use super::backbone::{Backbone, BackboneDims, Feature, LinearRole};
 use super::bert::{Bert, EncodedBatch};
 use super::bf16::Precision;
 
@@ -21,6 +21,8 @@ pub enum Encoder {
     Bert(Bert),
     /// DeBERTa-v2 / v3 ([`super::deberta_v2`]).
     DebertaV2(super::deberta_v2::DebertaV2),
+    /// ModernBERT ([`super::modernbert`]).
+    ModernBert(super::modernbert::ModernBert),
 }
 
 /// `$body` with `$e` bound to the variant's encoder, for every variant.
@@ -29,6 +31,7 @@ macro_rules! dispatch {
         match $self {
             Encoder::Bert($e) => $body,
             Encoder::DebertaV2($e) => $body,
+            Encoder::ModernBert($e) => $body,
         }
     };
 }
@@ -44,6 +47,7 @@ impl Encoder {
         match self {
             Encoder::Bert(b) => Some(b),
             Encoder::DebertaV2(_) => None,
+            Encoder::ModernBert(_) => None,
         }
     }
 
@@ -52,6 +56,7 @@ impl Encoder {
         match self {
             Encoder::Bert(b) => Some(b),
             Encoder::DebertaV2(_) => None,
+            Encoder::ModernBert(_) => None,
         }
     }
 
@@ -75,14 +80,24 @@ impl Encoder {
         dispatch!(self, e => e.lora_dropout = p)
     }
 
-    /// Int8 weights of the linear layers, when attached.
+    /// Int8 weights of the linear layers, when attached (never for an encoder that refuses
+    /// [`Feature::Int8`]: [`super::quant`] checks before quantising or attaching).
     pub fn int8(&self) -> Option<&std::sync::Arc<super::quant::Int8Encoder>> {
-        dispatch!(self, e => e.int8.as_ref())
+        match self {
+            Encoder::Bert(e) => e.int8.as_ref(),
+            Encoder::DebertaV2(e) => e.int8.as_ref(),
+            Encoder::ModernBert(_) => None,
+        }
     }
 
-    /// Attach (or drop, with `None`) int8 weights.
+    /// Attach (or drop, with `None`) int8 weights (not for an encoder that refuses
+    /// [`Feature::Int8`]: the callers refuse it first through [`Backbone::unsupported`]).
     pub fn set_int8(&mut self, int8: Option<std::sync::Arc<super::quant::Int8Encoder>>) {
-        dispatch!(self, e => e.int8 = int8)
+        match self {
+            Encoder::Bert(e) => e.int8 = int8,
+            Encoder::DebertaV2(e) => e.int8 = int8,
+            Encoder::ModernBert(_) => {}
+        }
     }
 }
 
@@ -125,5 +140,9 @@ impl Backbone for Encoder {
 
     fn prefix(&self) -> &'static str {
         dispatch!(self, e => e.prefix())
+    }
+
+    fn unsupported(&self, feature: Feature) -> Option<String> {
+        dispatch!(self, e => e.unsupported(feature))
     }
 }

@@ -32,11 +32,13 @@ pub enum Family {
     /// `deberta-v2` (DeBERTa-v2 and DeBERTa-v3 checkpoints): its own network
     /// ([`super::deberta_v2`]), this table for its names.
     DebertaV2,
+    /// `modernbert`: its own network ([`super::modernbert`]); the table gives its names.
+    ModernBert,
 }
 
 impl Family {
     /// Every family, in the order `models inspect` and errors list them.
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::Bert,
         Family::Roberta,
         Family::XlmRoberta,
@@ -44,6 +46,7 @@ impl Family {
         Family::Electra,
         Family::MPNet,
         Family::DebertaV2,
+        Family::ModernBert,
     ];
 
     /// The family of a `model_type`, if tunekit runs it with the BERT-shaped modules.
@@ -63,6 +66,7 @@ impl Family {
             Family::Electra => &super::electra::NAMES,
             Family::MPNet => &super::mpnet::NAMES,
             Family::DebertaV2 => &super::deberta_v2::names::NAMES,
+            Family::ModernBert => &super::modernbert::NAMES,
         }
     }
 
@@ -110,6 +114,13 @@ pub struct SequenceHead {
     pub dropout_before_dense: bool,
     /// The output linear's module name (`classifier`, `classifier.out_proj`).
     pub out: &'static str,
+    /// LayerNorm after the activation, if the head has one (ModernBERT's `head.norm`).
+    pub norm: Option<&'static str>,
+    /// Whether dense → activation (→ norm) is a prediction head that runs on whatever the
+    /// head reads: the masked mean as well as token 0, and every token in token
+    /// classification (ModernBERT's `ModernBertPredictionHead`). Otherwise it is a pooler that
+    /// runs on token 0 only (mean pooling and token heads feed the output linear directly).
+    pub prediction_head: bool,
 }
 
 /// Everything that differs between BERT-shaped families, as one table (HF module names are

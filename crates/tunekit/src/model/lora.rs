@@ -76,12 +76,20 @@ impl LoraTarget {
     /// entry or ends with `.` + entry): for each role, the shortest dotted suffix of its
     /// module name that no layer module outside this target ends with — `query` / `value`
     /// for BERT and RoBERTa, `q_lin` / `v_lin` for DistilBERT, `q` / `v` for MPNet, and
-    /// `output.dense` for BERT's two output projections together.
+    /// `output.dense` for BERT's two output projections together. A module that serves several
+    /// roles (ModernBERT's fused `Wqkv`) is one module: the query, key and value targets all
+    /// name it, and adapt all three projections.
     pub fn peft_names(self, names: &Names) -> Vec<String> {
+        let own: Vec<&str> = self
+            .roles()
+            .iter()
+            .map(|&r| names.linear_module(r))
+            .collect();
         let outside: Vec<&str> = LinearRole::ALL
             .into_iter()
             .filter(|r| !self.roles().contains(r))
             .map(|r| names.linear_module(r))
+            .filter(|m| !own.contains(m))
             .collect();
         let matches = |module: &str, suffix: &str| {
             module == suffix || module.ends_with(&format!(".{suffix}"))
@@ -227,15 +235,17 @@ impl ModuleMapper for StableFactorIds {
 /// family's names), which LoRA training keeps trainable.
 pub fn head_ids(names: &Names, head: HeadKind) -> Vec<ParamId> {
     let (dense, out) = head_names(names, head);
-    [
+    let mut tensors = vec![
         format!("{dense}.weight"),
         format!("{dense}.bias"),
         format!("{out}.weight"),
         format!("{out}.bias"),
-    ]
-    .iter()
-    .map(|n| param_id(n))
-    .collect()
+    ];
+    if let Some(norm) = names.sequence_head.norm {
+        tensors.push(format!("{norm}.weight"));
+        tensors.push(format!("{norm}.bias"));
+    }
+    tensors.iter().map(|n| param_id(n)).collect()
 }
 
 /// PEFT `modules_to_save` of a family's head: the top-level modules holding its dense layer

@@ -1,4 +1,5 @@
-//! *What* is trained: encoders (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA, MPNet) and
+//! *What* is trained: encoders (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA, MPNet,
+//! ModernBERT) and
 //! their heads, loaded from and saved to the Hugging Face directory layout. Where it runs is [`crate::device`]'s concern.
 
 pub mod backbone;
@@ -10,6 +11,7 @@ pub mod electra;
 pub mod encoder;
 pub mod family;
 pub mod lora;
+pub mod modernbert;
 pub mod mpnet;
 pub mod prune;
 pub mod quant;
@@ -25,7 +27,7 @@ use serde::Serialize;
 // re-exported under their old paths (`model::fused`, `model::attention`, `model::bf16`).
 pub use tunekit_kernels::{attention, bf16, fused};
 
-pub use backbone::{Backbone, BackboneDims, LinearRole};
+pub use backbone::{Backbone, BackboneDims, Feature, LinearRole};
 pub use bert::{EncodedBatch, Pooling, SequenceClassifier};
 pub use bf16::Precision;
 pub use config::BertConfig;

@@ -63,6 +63,7 @@ pub fn taylor_scores(
     model: &SequenceClassifier,
     batches: &[(super::EncodedBatch, Vec<usize>)],
 ) -> Result<TaylorScores> {
+    refuse(model, super::backbone::Feature::StructuredPruning)?;
     let bert = &model.encoder;
     let layers = bert.num_layers();
     let mut out = TaylorScores {
@@ -257,6 +258,9 @@ pub fn prune(
     if let Some(s) = opts.sparsity {
         fraction("sparsity", s)?;
     }
+    if opts.heads > 0.0 || opts.ffn > 0.0 {
+        refuse(&model, super::backbone::Feature::StructuredPruning)?;
+    }
     let before = model.num_params();
     let mut config = config.clone();
     let head_dim = config.head_dim();
@@ -354,11 +358,29 @@ pub fn prune(
     ))
 }
 
-/// Every (layer, role) of the encoder's linear modules, in [`LinearRole::ALL`] order.
+/// `Err` naming the architecture when the model's encoder refuses `feature`.
+fn refuse(model: &SequenceClassifier, feature: super::backbone::Feature) -> Result<()> {
+    match model.encoder.unsupported(feature) {
+        Some(why) => Err(Error::Model(why)),
+        None => Ok(()),
+    }
+}
+
+/// Every (layer, role) of the encoder's linear modules, in [`LinearRole::ALL`] order; a module
+/// serving several roles (ModernBERT's fused `Wqkv`) once, at its first role.
 fn linear_slots(backbone: &dyn Backbone) -> Vec<(usize, LinearRole)> {
-    (0..backbone.num_layers())
-        .flat_map(|i| LinearRole::ALL.map(|r| (i, r)))
-        .collect()
+    let mut out: Vec<(usize, LinearRole)> = Vec::new();
+    for i in 0..backbone.num_layers() {
+        let mut seen: Vec<String> = Vec::new();
+        for r in LinearRole::ALL {
+            let name = backbone.linear_name(i, r);
+            if !seen.contains(&name) {
+                seen.push(name);
+                out.push((i, r));
+            }
+        }
+    }
+    out
 }
 
 /// Zero the smallest |w| of the encoder's linear weights (not biases, embeddings, LayerNorm or

@@ -57,6 +57,9 @@ fn bias_of(l: &burn::nn::Linear, d_out: usize) -> Result<Vec<f32>> {
 /// merge them first); returns their int8 weights and the largest weight error relative to
 /// its output channel's largest |w| (at most half a quantisation step, 1/254).
 pub fn quantize_encoder(model: &SequenceClassifier) -> Result<(Int8Encoder, f64)> {
+    if let Some(why) = model.encoder.unsupported(super::backbone::Feature::Int8) {
+        return Err(Error::Model(why));
+    }
     let mut layers = Vec::new();
     let mut worst = 0.0f64;
     for i in 0..model.encoder.num_layers() {
@@ -181,6 +184,9 @@ pub fn attach(mut model: SequenceClassifier, path: &Path) -> Result<SequenceClas
     // quantize` writes int8 weights, always as one safetensors file.
     if path.extension().is_none_or(|e| e != "safetensors") || !header_has_i8(path, &first)? {
         return Ok(model);
+    }
+    if let Some(why) = model.encoder.unsupported(super::backbone::Feature::Int8) {
+        return Err(Error::Model(format!("{}: {why}", path.display())));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {

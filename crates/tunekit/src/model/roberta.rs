@@ -14,6 +14,8 @@ pub(crate) const ROBERTA_HEAD: SequenceHead = SequenceHead {
     activation: HeadActivation::Tanh,
     dropout_before_dense: true,
     out: "classifier.out_proj",
+    norm: None,
+    prediction_head: false,
 };
 
 /// RoBERTa's table.

@@ -262,21 +262,39 @@ impl WeightFile {
         d_out: usize,
         device: &Device,
     ) -> Result<Linear> {
+        self.linear_with(name, d_in, d_out, true, device)
+    }
+
+    /// Linear module `name` with a `.bias` tensor when `bias` (PyTorch's `nn.Linear(…,
+    /// bias=False)` has none: ModernBERT), in burn's `[in, out]` layout.
+    pub fn linear_with(
+        &mut self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<Linear> {
         // HF stores [out, in]; burn's Linear (row layout) multiplies by [in, out].
         let w = self.read(&format!("{name}.weight"), &[d_out, d_in])?;
         let w = transpose(&w, d_out, d_in);
-        let b = self.read(&format!("{name}.bias"), &[d_out])?;
+        let bias = if bias {
+            let b = self.read(&format!("{name}.bias"), &[d_out])?;
+            Some(param1_from(
+                &format!("{name}.bias"),
+                TensorData::new(b, [d_out]),
+                device,
+            ))
+        } else {
+            None
+        };
         Ok(Linear {
             weight: param_from(
                 &format!("{name}.weight"),
                 TensorData::new(w, [d_in, d_out]),
                 device,
             ),
-            bias: Some(param1_from(
-                &format!("{name}.bias"),
-                TensorData::new(b, [d_out]),
-                device,
-            )),
+            bias,
         })
     }
 
@@ -288,15 +306,35 @@ impl WeightFile {
         eps: f64,
         device: &Device,
     ) -> Result<LayerNorm> {
+        self.layer_norm_with(name, d, eps, true, device)
+    }
+
+    /// LayerNorm `name` with a `.bias` tensor when `bias` (PyTorch's `nn.LayerNorm(…,
+    /// bias=False)` has none: ModernBERT's `norm_bias = false`).
+    pub fn layer_norm_with(
+        &mut self,
+        name: &str,
+        d: usize,
+        eps: f64,
+        bias: bool,
+        device: &Device,
+    ) -> Result<LayerNorm> {
         let g = self.read(&format!("{name}.weight"), &[d])?;
-        let b = self.read(&format!("{name}.bias"), &[d])?;
-        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init(device);
+        let mut ln = LayerNormConfig::new(d)
+            .with_epsilon(eps)
+            .with_bias(bias)
+            .init(device);
         ln.gamma = param1_from(&format!("{name}.weight"), TensorData::new(g, [d]), device);
-        ln.beta = Some(param1_from(
-            &format!("{name}.bias"),
-            TensorData::new(b, [d]),
-            device,
-        ));
+        ln.beta = if bias {
+            let b = self.read(&format!("{name}.bias"), &[d])?;
+            Some(param1_from(
+                &format!("{name}.bias"),
+                TensorData::new(b, [d]),
+                device,
+            ))
+        } else {
+            None
+        };
         Ok(ln)
     }
 
@@ -513,6 +551,9 @@ pub fn encoder_from(
         Family::DebertaV2 => {
             super::Encoder::DebertaV2(super::deberta_v2::load::load(file, config, drop, device)?)
         }
+        Family::ModernBert => {
+            super::Encoder::ModernBert(super::modernbert::load(file, config, drop, device)?)
+        }
         _ => super::Encoder::Bert(load_bert(file, config, drop, device)?),
     })
 }
@@ -650,7 +691,13 @@ fn normal(n: usize, std: f64, rng: &mut StdRng) -> Vec<f32> {
         .collect()
 }
 
-fn init_linear(name: &str, d_in: usize, d_out: usize, rng: &mut StdRng, device: &Device) -> Linear {
+pub(crate) fn init_linear(
+    name: &str,
+    d_in: usize,
+    d_out: usize,
+    rng: &mut StdRng,
+    device: &Device,
+) -> Linear {
     Linear {
         weight: param_from(
             &format!("{name}.weight"),
@@ -728,23 +775,66 @@ pub fn load_classifier(
     let mut report = LoadReport::default();
     let (dense_name, out_name) = head_names(names, spec.head);
 
-    let pooler = if spec.pooling == Pooling::Cls && spec.head == HeadKind::Sequence {
+    let head = &names.sequence_head;
+    let pooler = if (spec.pooling == Pooling::Cls && spec.head == HeadKind::Sequence)
+        || head.prediction_head
+    {
         // The dense layer as the file names it (a base model's pooler may be unprefixed).
         let in_file = if names.sequence_head.dense_in_base {
             file.encoder_name(names.sequence_head.dense)
         } else {
             dense_name.clone()
         };
+        // Biases and activation: the family's table, and ModernBERT's config options
+        // (`classifier_bias`, `norm_bias`, `classifier_activation`).
+        let (dense_bias, norm_bias, activation) = match family {
+            Family::ModernBert => super::modernbert::head_layout(config)?,
+            _ => (true, true, head.activation),
+        };
+        let in_file_norm = head.norm.filter(|n| file.has(&format!("{n}.weight")));
         let dense = if file.has(&format!("{in_file}.weight")) {
-            file.linear(&in_file, h, h, device)?
+            file.linear_with(&in_file, h, h, dense_bias, device)?
         } else {
             report.pooler_initialized = true;
-            init_linear(&dense_name, h, h, &mut rng, device)
+            let mut dense = init_linear(&dense_name, h, h, &mut rng, device);
+            if !dense_bias {
+                dense.bias = None;
+            }
+            dense
+        };
+        let eps = config.layer_norm_eps;
+        let norm = match (head.norm, in_file_norm) {
+            (_, Some(n)) => Some(file.layer_norm_with(n, h, eps, norm_bias, device)?),
+            (Some(n), None) => {
+                // A fresh LayerNorm (unit scale, zero bias), as PyTorch initialises one; the
+                // ids are those of its HF names.
+                report.pooler_initialized = true;
+                let mut ln = LayerNormConfig::new(h)
+                    .with_epsilon(eps)
+                    .with_bias(norm_bias)
+                    .init(device);
+                ln.gamma = param1_from(
+                    &format!("{n}.weight"),
+                    TensorData::new(vec![1.0f32; h], [h]),
+                    device,
+                );
+                if norm_bias {
+                    ln.beta = Some(param1_from(
+                        &format!("{n}.bias"),
+                        TensorData::new(vec![0.0f32; h], [h]),
+                        device,
+                    ));
+                }
+                Some(ln)
+            }
+            (None, None) => None,
         };
         Some(Pooler {
             dense,
-            activation: names.sequence_head.activation,
-            dropout_before: names.sequence_head.dropout_before_dense,
+            activation,
+            dropout_before: head.dropout_before_dense,
+            norm,
+            prediction_head: head.prediction_head,
         })
     } else {
         None
@@ -835,6 +925,7 @@ pub fn classifier_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
     match &model.encoder {
         super::Encoder::Bert(bert) => bert_tensors(&mut out, bert)?,
         super::Encoder::DebertaV2(m) => super::deberta_v2::load::to_hf(&mut out, m)?,
+        super::Encoder::ModernBert(m) => super::modernbert::tensors(&mut out, m)?,
     }
     head_to_hf(&mut out, model)?;
     Ok(out)
@@ -910,6 +1001,9 @@ pub fn head_to_hf(out: &mut Vec<HfTensor>, model: &SequenceClassifier) -> Result
     let (dense, classifier) = head_names(model.encoder.names(), model.head);
     if let Some(p) = &model.pooler {
         linear_to_hf(out, &dense, &p.dense)?;
+        if let (Some(name), Some(norm)) = (model.encoder.names().sequence_head.norm, &p.norm) {
+            ln_to_hf(out, name, norm)?;
+        }
     }
     linear_to_hf(out, classifier, &model.classifier)
 }
@@ -962,6 +1056,9 @@ pub fn write_safetensors_raw(tensors: Vec<RawTensor>, path: &Path) -> Result<()>
 pub fn encoder_shapes(config: &BertConfig) -> Vec<(String, Vec<usize>)> {
     if config.family() == Family::DebertaV2 {
         return super::deberta_v2::load::encoder_shapes(config);
+    }
+    if config.family() == Family::ModernBert {
+        return super::modernbert::encoder_shapes(config);
     }
     let names = config.family().names();
     let (h, i) = (config.hidden_size, config.intermediate_size);

@@ -34,9 +34,14 @@ pub enum Outputs {
 }
 
 /// Tag logits of every piece `[batch, seq, tags]`: the encoder's hidden states through the
-/// head's dropout and classifier (`BertForTokenClassification`).
+/// head's dropout and classifier (`BertForTokenClassification`), after the prediction head on
+/// every token in families that have one (`ModernBertForTokenClassification`).
 pub fn token_logits(model: &SequenceClassifier, batch: &EncodedBatch) -> Tensor<3> {
     let hidden = model.encoder.forward(batch);
+    let hidden = match &model.pooler {
+        Some(head) if head.prediction_head => head.forward(hidden),
+        _ => hidden,
+    };
     model.classifier.forward(model.dropout.forward(hidden))
 }
 

@@ -235,8 +235,9 @@ impl Layer {
 
 /// The dense layer of a sequence-classification head over the first token's hidden state:
 /// BERT's `pooler.dense` + tanh, RoBERTa's / MPNet's `classifier.dense` + tanh, ELECTRA's
-/// `classifier.dense` + GELU, DistilBERT's `pre_classifier` + ReLU
-/// ([`super::family::SequenceHead`]).
+/// `classifier.dense` + GELU, DistilBERT's `pre_classifier` + ReLU; ModernBERT's prediction
+/// head `head.dense` + GELU + `head.norm`, which also runs on the masked mean and on every
+/// token of a token head ([`super::family::SequenceHead`]).
 #[derive(Module, Debug)]
 pub struct Pooler {
     /// The dense layer (hidden → hidden).
@@ -247,15 +248,27 @@ pub struct Pooler {
     /// Whether dropout comes before the dense layer too (RoBERTa's head).
     #[module(skip)]
     pub dropout_before: bool,
+    /// LayerNorm after the activation (ModernBERT's `head.norm`).
+    pub norm: Option<LayerNorm>,
+    /// Whether this is a prediction head that also runs on the masked mean and on every token
+    /// (ModernBERT), not a pooler of token 0 only.
+    #[module(skip)]
+    pub prediction_head: bool,
 }
 
 impl Pooler {
-    fn forward(&self, features: Tensor<2>) -> Tensor<2> {
+    /// dense → activation (→ norm) over the last axis of `features` (`[batch, hidden]`, or
+    /// `[batch, seq, hidden]` in a token head).
+    pub fn forward<const D: usize>(&self, features: Tensor<D>) -> Tensor<D> {
         let y = self.dense.forward(features);
-        match self.activation {
+        let y = match self.activation {
             HeadActivation::Tanh => y.tanh(),
             HeadActivation::Gelu => burn::tensor::activation::gelu(y),
             HeadActivation::Relu => relu(y),
+        };
+        match &self.norm {
+            Some(norm) => norm.forward(y),
+            None => y,
         }
     }
 }
@@ -555,6 +568,7 @@ impl SequenceClassifier {
     pub fn pool_features(&self, features: Tensor<2>) -> Tensor<2> {
         match (self.pooling, &self.pooler) {
             (Pooling::Cls, Some(pooler)) => pooler.forward(features),
+            (Pooling::Mean, Some(pooler)) if pooler.prediction_head => pooler.forward(features),
             _ => features,
         }
     }

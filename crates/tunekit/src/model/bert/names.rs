@@ -81,6 +81,8 @@ pub const NAMES: crate::model::family::Names = crate::model::family::Names {
         activation: crate::model::family::HeadActivation::Tanh,
         dropout_before_dense: false,
         out: "classifier",
+        norm: None,
+        prediction_head: false,
     },
     lora_targets: ["query", "value"],
     config_aliases: &[],

@@ -37,6 +37,8 @@ pub const HEAD: SequenceHead = SequenceHead {
     activation: HeadActivation::Gelu,
     dropout_before_dense: true,
     out: "classifier",
+    norm: None,
+    prediction_head: false,
 };
 
 /// DeBERTa-v2's table (used for tensor names, LoRA targets, int8 and freezing; the loader
