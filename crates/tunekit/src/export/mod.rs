@@ -82,6 +82,12 @@ fn plain_of(clf: Predictor) -> Result<Plain> {
                 o.remove("problem_type");
             }
         }
+        if let Some(pooling) =
+            crate::model::modernbert::classifier_pooling(family, clf.model.pooling)
+        {
+            // ModernBERT's head pools as its config says: record the pooling the model runs.
+            o.insert("classifier_pooling".into(), serde_json::json!(pooling));
+        }
     }
     let config = crate::model::BertConfig::from_file(&config_path)?;
     let model = burn::module::Module::materialize(clf.model);
@@ -129,6 +135,8 @@ fn write(p: &Plain, format: ExportFormat, out: &Path) -> Result<PathBuf> {
         ExportFormat::Hf => {
             if p.model.pooling == crate::model::Pooling::Mean
                 && !matches!(p.kind, TaskKind::TokenClassification | TaskKind::Embedding)
+                && crate::model::modernbert::classifier_pooling(p.config.family(), p.model.pooling)
+                    .is_none()
             {
                 // Never silent: the weights load, but transformers computes something else.
                 tracing::warn!(

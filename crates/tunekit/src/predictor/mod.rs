@@ -139,7 +139,8 @@ impl Predictor {
         let pooling = match &meta {
             Some(m) => m.pooling,
             None if embedding => Pooling::Mean,
-            None => Pooling::default(),
+            // A transformers model: its head's own pooling (ModernBERT's `classifier_pooling`).
+            None => config.hf_pooling(),
         };
         let max_length = match (max_length, &meta) {
             (Some(n), _) => n,

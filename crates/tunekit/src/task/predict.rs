@@ -354,6 +354,12 @@ pub fn export_model_dir(
     if let Some(p) = problem {
         hf.extra.insert("problem_type".into(), serde_json::json!(p));
     }
+    if let Some(p) = crate::model::modernbert::classifier_pooling(hf.family(), config.model.pooling)
+    {
+        // ModernBERT's head pools as its config says: record the pooling the model ran.
+        hf.extra
+            .insert("classifier_pooling".into(), serde_json::json!(p));
+    }
     write_json(&dir.join("config.json"), &hf.to_json()?)?;
     match (&config.strategy.lora, model) {
         (Some(opts), _) => {

@@ -359,6 +359,16 @@ pub fn head_layout(config: &BertConfig) -> Result<(bool, bool, HeadActivation)> 
     Ok((o.classifier_bias, o.norm_bias, o.classifier_activation))
 }
 
+/// ModernBERT's `classifier_pooling` value (`"cls"`, `"mean"`) for a model of `family` that
+/// runs `pooling`, to write into an exported `config.json` so that transformers pools as tunekit
+/// did; `None` for other families (their HF heads always read token 0).
+pub fn classifier_pooling(family: super::Family, pooling: Pooling) -> Option<&'static str> {
+    (family == super::Family::ModernBert).then_some(match pooling {
+        Pooling::Cls => "cls",
+        Pooling::Mean => "mean",
+    })
+}
+
 /// Why int8 quantisation and structured pruning are refused (see the module docs).
 pub(crate) fn unsupported(feature: super::Feature) -> String {
     let why = match feature {
@@ -373,4 +383,77 @@ pub(crate) fn unsupported(feature: super::Feature) -> String {
         "{} is not supported for modernbert models: {why}",
         feature.name()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> BertConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = serde_json::json!({
+            "model_type": "modernbert", "vocab_size": 50, "hidden_size": 16,
+            "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 24,
+            "max_position_embeddings": 64, "pad_token_id": 3
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        BertConfig::from_file(&path).unwrap()
+    }
+
+    /// A config written before `layer_types` / `rope_parameters` (ModernBERT-base's): layer
+    /// kinds from `global_attn_every_n_layers`, θ from `global_rope_theta` /
+    /// `local_rope_theta`, and transformers' defaults for everything missing.
+    #[test]
+    fn modernbert_options_read_old_style_configs_with_transformers_defaults() {
+        let c = config(serde_json::json!({
+            "global_attn_every_n_layers": 2, "global_rope_theta": 1000.0, "local_rope_theta": 50.0
+        }));
+        let o = ModernBertOptions::from_config(&c).unwrap();
+        use AttentionKind::{Global, Local};
+        assert_eq!(o.layer_types, [Global, Local, Global, Local]);
+        assert_eq!((o.global_rope_theta, o.local_rope_theta), (1000.0, 50.0));
+        assert_eq!(o.local_attention, 128);
+        assert!(!o.norm_bias && !o.attention_bias && !o.mlp_bias && !o.classifier_bias);
+        assert_eq!(o.classifier_pooling, Pooling::Cls);
+        assert_eq!(c.layer_norm_eps, 1e-5);
+        assert_eq!(c.hidden_act, "gelu");
+        assert_eq!(c.hidden_dropout_prob, 0.0);
+        assert_eq!(c.type_vocab_size, 0);
+        // Defaults: every third layer global, θ 160000 / 10000.
+        let o = ModernBertOptions::from_config(&config(serde_json::json!({}))).unwrap();
+        assert_eq!(o.layer_types, [Global, Local, Local, Global]);
+        assert_eq!(
+            (o.global_rope_theta, o.local_rope_theta),
+            (160_000.0, 10_000.0)
+        );
+        // `rope_parameters` wins over the old keys.
+        let c = config(serde_json::json!({
+            "global_rope_theta": 1000.0,
+            "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 7.0}}
+        }));
+        assert_eq!(
+            ModernBertOptions::from_config(&c)
+                .unwrap()
+                .global_rope_theta,
+            7.0
+        );
+    }
+
+    /// A distillation student (first k layers) keeps the first k layer kinds, and writes them
+    /// back cut to its depth.
+    #[test]
+    fn modernbert_student_config_keeps_its_layers_kinds() {
+        let mut c = config(serde_json::json!({
+            "layer_types": ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]
+        }));
+        c.num_hidden_layers = 2;
+        let o = ModernBertOptions::from_config(&c).unwrap();
+        assert_eq!(o.layer_types, [AttentionKind::Global, AttentionKind::Local]);
+        let json = c.to_json().unwrap();
+        assert_eq!(json["layer_types"].as_array().unwrap().len(), 2);
+    }
 }
