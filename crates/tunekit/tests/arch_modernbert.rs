@@ -416,3 +416,108 @@ fn modernbert_config_errors_name_the_key() {
         assert!(json.get(key).is_none(), "{key}");
     }
 }
+
+/// `tunekit export --format hf` of both fixture models loads in transformers
+/// (`AutoModelFor…Classification`, `tools/check_arch_export.py`) with tunekit's logits within
+/// 1e-4 — the mean-pooled sequence head included, and a copy told to pool token 0 exports
+/// `classifier_pooling = "cls"` so transformers pools as tunekit did; `--format onnx` is
+/// refused by name.
+#[test]
+fn modernbert_hf_export_loads_in_transformers_with_the_same_logits() {
+    use tunekit::export::{ExportFormat, export};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let device = Device::flex();
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = [
+        "a gripping, beautifully shot film",
+        "dull",
+        "the plot goes nowhere, but the cast is wonderful and the score is lovely",
+    ];
+    // A copy of the sequence model whose tunekit.json says it was trained with cls pooling.
+    let cls = tmp.path().join("seq-cls");
+    std::fs::create_dir_all(&cls).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(fixture(NAME).join("seq").join(f), cls.join(f)).unwrap();
+    }
+    let meta = serde_json::json!({
+        "pooling": "cls", "max_length": 64, "labels": ["NEG", "NEU", "POS"],
+        "base_model": "fixture", "tunekit_version": "test"
+    });
+    std::fs::write(cls.join("tunekit.json"), meta.to_string()).unwrap();
+    for (model, token, pooling) in [
+        (fixture(NAME).join("seq"), false, "mean"),
+        (fixture(NAME).join("token"), true, "mean"),
+        (cls, false, "cls"),
+    ] {
+        let out = tmp.path().join(format!(
+            "out-{}",
+            model.file_name().unwrap().to_str().unwrap()
+        ));
+        export(model.to_str().unwrap(), ExportFormat::Hf, &out, &device).unwrap();
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["model_type"], "modernbert");
+        if !token {
+            assert_eq!(config["classifier_pooling"], pooling, "{}", out.display());
+        }
+        let p = tunekit::predictor::Predictor::load(out.to_str().unwrap(), None, &device).unwrap();
+        assert_eq!(p.model.pooling.eq(&Pooling::Mean), pooling == "mean");
+        let tokens = p.tokenizer.encode_batch(&texts, None).unwrap();
+        let ids: Vec<Vec<u32>> = tokens.iter().map(|t| t.ids.clone()).collect();
+        let mut logits = Vec::new();
+        for t in &tokens {
+            let batch = tunekit::batch::collate(&[t], p.tokenizer.pad_id(), &device);
+            logits.push(if token {
+                let l = token_logits(&p.model, &batch);
+                let [_, seq, c] = l.dims();
+                let flat = to_vec(l).unwrap();
+                serde_json::json!(
+                    (0..seq)
+                        .map(|i| flat[i * c..(i + 1) * c].to_vec())
+                        .collect::<Vec<_>>()
+                )
+            } else {
+                serde_json::json!(to_vec(p.model.forward(&batch)).unwrap())
+            });
+        }
+        let predictions = out.with_extension("predictions.json");
+        let task = if token {
+            "token_classification"
+        } else {
+            "sequence_classification"
+        };
+        let body = serde_json::json!({
+            "task": task, "texts": texts, "pairs": null, "input_ids": ids, "logits": logits,
+        });
+        std::fs::write(&predictions, body.to_string()).unwrap();
+        let o = std::process::Command::new("python3")
+            .arg(root.join("tools/check_arch_export.py"))
+            .args(["--model", out.to_str().unwrap()])
+            .args(["--predictions", predictions.to_str().unwrap()])
+            .output()
+            .expect("python3");
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        eprintln!("{}: {stdout}", out.display());
+        assert!(
+            o.status.success(),
+            "transformers vs tunekit on {}: {stdout}{}",
+            out.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let err = export(
+        fixture(NAME).join("seq").to_str().unwrap(),
+        ExportFormat::Onnx,
+        &tmp.path().join("onnx"),
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("ONNX") && err.contains("modernbert"), "{err}");
+}
