@@ -191,13 +191,19 @@ fn modernbert_sliding_window_changes_the_long_cases() {
 }
 
 /// `TextTokenizer` (with the model's limits) gives the fixture's ids and padding id for
-/// singles and pairs (`[CLS] A [SEP] B [SEP]`, byte-level BPE), segment ids all 0.
+/// singles and pairs (`[CLS] A [SEP] B [SEP]`, byte-level BPE), segment ids all 0; `models
+/// inspect` names the architecture and the tokenizer kind.
 #[test]
 fn modernbert_tokenizer_reproduces_transformers_ids() {
     let exp = expected(NAME);
     let dir = fixture(NAME).join("seq");
     let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
     let tok = TextTokenizer::for_model(&dir.join("tokenizer.json"), 64, &config).unwrap();
+    // `models inspect` names the architecture and the tokenizer kind.
+    let summary = tunekit::model::inspect(dir.to_str().unwrap(), 8, 64).unwrap();
+    assert_eq!(summary.architecture, "ModernBertModel");
+    assert_eq!(summary.tokenizer, "byte-level BPE");
+    assert_eq!(summary.max_length, 64);
     assert_eq!(
         i64::from(tok.pad_id()),
         exp["pad_token_id"].as_i64().unwrap()
