@@ -13,9 +13,6 @@ use super::bert::{Bert, EncodedBatch};
 use super::bf16::Precision;
 
 /// The encoder of a model (`bert.*`, `roberta.*`, … in HF names).
-// One encoder per model, never in a collection: the size difference of the variants costs
-// nothing, and burn's `Module` derive has no `Box`.
-#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 // One encoder per model: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]

@@ -88,6 +88,8 @@ pub const NAMES: Names = Names {
         ("attention_dropout", "attention_probs_dropout_prob"),
         ("classifier_dropout", "hidden_dropout_prob"),
     ],
+    // `final_norm` is above the top layer: depth 0, with the head.
+    shared: &[],
 };
 
 /// Which attention a layer runs (HF `layer_types`).
