@@ -246,3 +246,108 @@ fn weights_written_back_are_the_files_tensors_for_every_family() {
         }
     }
 }
+
+/// The same model from `pytorch_model.bin` (burn's pickle reader; `tools/make_bin_fixture.py`)
+/// and from a sharded `model.safetensors.index.json` (two shards written here) gives exactly
+/// the logits of `model.safetensors`; a shard that lacks a tensor its index names is an error
+/// naming both.
+#[test]
+fn pytorch_bin_and_sharded_safetensors_load_the_same_model() {
+    use tunekit::model::ModelDir;
+    let src = arch_dir("distilbert").join("seq");
+    let fx = expected("distilbert");
+    let case = &fx["cases"][0];
+    let logits_of = |dir: &Path| {
+        let m = ModelDir::open(dir.to_str().unwrap()).unwrap();
+        let spec = ClassifierSpec {
+            head: HeadKind::Sequence,
+            num_labels: 3,
+            pooling: Pooling::Cls,
+            dropout: DropoutOverride::default(),
+            seed: 0,
+            require_head: true,
+        };
+        let model = load_classifier(&m.weights_path(), &m.config, &spec, &Device::flex())
+            .unwrap()
+            .0;
+        (
+            m.weights_path(),
+            to_vec(model.forward(&batch(case))).unwrap(),
+        )
+    };
+    let (path, want) = logits_of(&src);
+    assert!(path.ends_with("model.safetensors"));
+    let tmp = tempfile::tempdir().unwrap();
+    let copy_side_files = |dir: &Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        for f in ["config.json", "tokenizer.json"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+    };
+    // pytorch_model.bin.
+    let bin = tmp.path().join("bin");
+    copy_side_files(&bin);
+    std::fs::copy(
+        arch_dir("distilbert").join("pytorch_model.bin"),
+        bin.join("pytorch_model.bin"),
+    )
+    .unwrap();
+    let (path, got) = logits_of(&bin);
+    assert!(path.ends_with("pytorch_model.bin"));
+    assert_eq!(got, want, "pytorch_model.bin");
+    // Two shards and their index.
+    let sharded = tmp.path().join("sharded");
+    copy_side_files(&sharded);
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = file.names().into_iter().map(|n| n.to_string()).collect();
+    names.sort();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = part
+            .iter()
+            .map(|n| (n.clone(), file.tensor(n).unwrap()))
+            .collect();
+        std::fs::write(
+            sharded.join(shard),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        for n in part {
+            map.insert(n.clone(), serde_json::json!(shard));
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let (path, got) = logits_of(&sharded);
+    assert!(path.ends_with("model.safetensors.index.json"));
+    assert_eq!(got, want, "sharded");
+    // An index naming a tensor its shard does not hold.
+    map.insert(
+        "distilbert.extra.weight".into(),
+        serde_json::json!("model-00001-of-00002.safetensors"),
+    );
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let m = ModelDir::open(sharded.to_str().unwrap()).unwrap();
+    let err = tunekit::model::weights::WeightFile::open(&m.weights_path())
+        .err()
+        .expect("a tensor missing from its shard")
+        .to_string();
+    assert!(
+        err.contains("distilbert.extra.weight") && err.contains("model-00001-of-00002"),
+        "{err}"
+    );
+}
