@@ -28,6 +28,14 @@ FAMILIES = {
     "distilbert": dict(max_position_embeddings=512, dim=384, n_layers=6, n_heads=12, hidden_dim=1536),
     "electra": dict(max_position_embeddings=512, embedding_size=128),
     "mpnet": dict(max_position_embeddings=514, pad_token_id=1),
+    # DeBERTa-v3's layout (relative attention, 256 log buckets, shared key/query projections).
+    "deberta-v2": dict(max_position_embeddings=512, relative_attention=True,
+                       pos_att_type=["p2c", "c2p"], position_buckets=256,
+                       max_relative_positions=-1, share_att_key=True, norm_rel_ebd="layer_norm",
+                       position_biased_input=False, type_vocab_size=0),
+    # ModernBERT's layout at this size: a global layer every third, window 128.
+    "modernbert": dict(max_position_embeddings=8192, vocab_size=50368, local_attention=128,
+                       global_attn_every_n_layers=3, pad_token_id=50283),
 }
 FIXTURE = "crates/tunekit/tests/fixtures/arch/{}/seq/tokenizer.json"
 
