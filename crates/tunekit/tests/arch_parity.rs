@@ -7,31 +7,23 @@
 //! logits compared on real tokens); the tokenizer reproduces transformers' input ids; and the
 //! weights tunekit writes back are the file's tensors, name for name and value for value.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::path::Path;
+
+use burn::tensor::Device;
+use common::{batch, expected, fixture, ints};
 use serde_json::Value;
 use tunekit::model::weights::{
     ClassifierSpec, DropoutOverride, HeadKind, classifier_tensors, load_classifier, to_vec,
 };
-use tunekit::model::{BertConfig, EncodedBatch, Pooling, SequenceClassifier};
+use tunekit::model::{BertConfig, Pooling, SequenceClassifier};
 use tunekit::tokenize::TextTokenizer;
 
 const FAMILIES: [&str; 5] = ["roberta", "xlm-roberta", "distilbert", "electra", "mpnet"];
 
-fn arch_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/arch")
-        .join(name)
-}
-
-fn expected(name: &str) -> Value {
-    let text = std::fs::read_to_string(arch_dir(name).join("expected.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 fn load(name: &str, sub: &str, head: HeadKind, labels: usize) -> (SequenceClassifier, BertConfig) {
-    let dir = arch_dir(name).join(sub);
+    let dir = fixture(name).join(sub);
     let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
     let spec = ClassifierSpec {
         head,
@@ -60,20 +52,6 @@ fn load(name: &str, sub: &str, head: HeadKind, labels: usize) -> (SequenceClassi
     (model, config)
 }
 
-fn ints(v: &Value) -> Vec<Vec<i64>> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_i64().unwrap())
-                .collect()
-        })
-        .collect()
-}
-
 fn floats(v: &Value) -> Vec<f32> {
     match v {
         Value::Array(a) => a.iter().flat_map(floats).collect(),
@@ -81,28 +59,8 @@ fn floats(v: &Value) -> Vec<f32> {
     }
 }
 
-fn batch(case: &Value) -> EncodedBatch {
-    let ids = ints(&case["input_ids"]);
-    let types = ints(&case["token_type_ids"]);
-    let mask = ints(&case["attention_mask"]);
-    let (b, s) = (ids.len(), ids[0].len());
-    let device = Device::flex();
-    let flat = |v: &[Vec<i64>]| v.iter().flatten().copied().collect::<Vec<i64>>();
-    EncodedBatch {
-        input_ids: Tensor::<2, Int>::from_data(TensorData::new(flat(&ids), [b, s]), &device),
-        token_type_ids: Tensor::<2, Int>::from_data(TensorData::new(flat(&types), [b, s]), &device),
-        attention_mask: Tensor::<2>::from_data(
-            TensorData::new(
-                flat(&mask).iter().map(|&m| m as f32).collect::<Vec<f32>>(),
-                [b, s],
-            ),
-            &device,
-        ),
-    }
-}
-
 /// Cosine and max |diff| over the rows kept by `keep` (per row of `width` values).
-fn compare(got: &[f32], want: &[f32], width: usize, keep: &[bool]) -> (f64, f64) {
+fn compare_kept(got: &[f32], want: &[f32], width: usize, keep: &[bool]) -> (f64, f64) {
     assert_eq!(got.len(), want.len());
     let (mut dot, mut na, mut nb, mut max) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for (row, k) in keep.iter().enumerate() {
@@ -121,7 +79,7 @@ fn compare(got: &[f32], want: &[f32], width: usize, keep: &[bool]) -> (f64, f64)
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], width: usize, keep: &[bool]) {
-    let (cosine, max) = compare(got, want, width, keep);
+    let (cosine, max) = compare_kept(got, want, width, keep);
     assert!(
         cosine >= 0.9999 && max <= 1e-4,
         "{what}: cosine {cosine}, max |diff| {max}"
@@ -138,7 +96,7 @@ fn bert_shaped_families_match_transformers_hidden_states_and_both_heads() {
         let hidden_size = config.hidden_size;
         for case in fx["cases"].as_array().unwrap() {
             let label = format!("{name}/{}", case["name"].as_str().unwrap());
-            let b = batch(case);
+            let (b, _) = batch(case);
             let keep: Vec<bool> = ints(&case["attention_mask"])
                 .iter()
                 .flatten()
@@ -177,7 +135,7 @@ fn bert_shaped_families_match_transformers_hidden_states_and_both_heads() {
 fn each_familys_tokenizer_reproduces_transformers_input_ids() {
     for name in FAMILIES {
         let fx = expected(name);
-        let dir = arch_dir(name).join("seq");
+        let dir = fixture(name).join("seq");
         let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
         let tok = TextTokenizer::for_model(&dir.join("tokenizer.json"), 60, &config).unwrap();
         for case in fx["cases"].as_array().unwrap() {
@@ -221,7 +179,7 @@ fn weights_written_back_are_the_files_tensors_for_every_family() {
         ] {
             let (model, _) = load(name, sub, head, labels);
             let written = classifier_tensors(&model).unwrap();
-            let bytes = std::fs::read(arch_dir(name).join(sub).join("model.safetensors")).unwrap();
+            let bytes = std::fs::read(fixture(name).join(sub).join("model.safetensors")).unwrap();
             let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
             let mut file_names: Vec<String> = file
                 .names()
@@ -254,7 +212,7 @@ fn weights_written_back_are_the_files_tensors_for_every_family() {
 #[test]
 fn pytorch_bin_and_sharded_safetensors_load_the_same_model() {
     use tunekit::model::ModelDir;
-    let src = arch_dir("distilbert").join("seq");
+    let src = fixture("distilbert").join("seq");
     let fx = expected("distilbert");
     let case = &fx["cases"][0];
     let logits_of = |dir: &Path| {
@@ -272,7 +230,7 @@ fn pytorch_bin_and_sharded_safetensors_load_the_same_model() {
             .0;
         (
             m.weights_path(),
-            to_vec(model.forward(&batch(case))).unwrap(),
+            to_vec(model.forward(&batch(case).0)).unwrap(),
         )
     };
     let (path, want) = logits_of(&src);
@@ -288,7 +246,7 @@ fn pytorch_bin_and_sharded_safetensors_load_the_same_model() {
     let bin = tmp.path().join("bin");
     copy_side_files(&bin);
     std::fs::copy(
-        arch_dir("distilbert").join("pytorch_model.bin"),
+        fixture("distilbert").join("pytorch_model.bin"),
         bin.join("pytorch_model.bin"),
     )
     .unwrap();
