@@ -8,6 +8,12 @@ pooling + linear head, cross-entropy, AdamW (weight decay 0.01), dropout off; me
     python3 tools/bench_torch.py step --threads 2
     python3 tools/bench_torch.py infer --batch 32 --threads 2
     python3 tools/bench_torch.py step --precision bf16   # CPU autocast to bf16 (oneDNN, AMX)
+    python3 tools/bench_torch.py step --preset base --batch 8 --seq 512
+
+Attention is PyTorch's `sdpa` (scaled_dot_product_attention), transformers' default, named
+explicitly. `--preset base` builds a BERT-base-shaped model (12 layers, hidden 768, 12 heads,
+FFN 3072, vocabulary 30522) from a config with random weights, the shape of tunekit's
+`bench --preset base` (timing does not depend on the weights' values).
 """
 import argparse
 import json
@@ -42,6 +48,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["step", "infer"])
     ap.add_argument("--model", default="assets/models/all-MiniLM-L6-v2")
+    ap.add_argument("--preset", choices=["base"], default=None,
+                    help="a BERT-base-shaped random model instead of --model")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--steps", type=int, default=18)
@@ -57,7 +65,20 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    enc = AutoModel.from_pretrained(args.model)
+    if args.preset == "base":
+        from transformers import BertConfig
+        config = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                            intermediate_size=3072, vocab_size=30522,
+                            max_position_embeddings=512)
+        enc = AutoModel.from_config(config, attn_implementation="sdpa")
+    else:
+        try:
+            enc = AutoModel.from_pretrained(args.model, attn_implementation="sdpa")
+        except (ValueError, ImportError):
+            # Families without an sdpa implementation in transformers (e.g. MPNet): the
+            # default ("eager"); the output line names what ran.
+            enc = AutoModel.from_pretrained(args.model)
+    out_attn = enc.config._attn_implementation
     # Every family's dropout modules (DistilBERT's config names them `dropout` /
     # `attention_dropout`, BERT's `hidden_dropout_prob` / `attention_probs_dropout_prob`).
     for m in enc.modules():
@@ -75,7 +96,8 @@ def main():
             return head((h * m).sum(1) / m.sum(1)).float()
 
     out = {"workload": f"{args.what}, batch {args.batch} x {args.seq} tokens, dropout {args.dropout}, {args.precision}", "threads": args.threads,
-           "torch_version": torch.__version__}
+           "torch_version": torch.__version__, "attention": out_attn,
+           "model": args.preset or args.model}
     if args.what == "step":
         enc.train()
         params = list(enc.parameters()) + list(head.parameters())

@@ -10,6 +10,14 @@
 //!     cargo run --release --bin bench -- --batch 1 --steps 30 infer
 //!     cargo run --release --bin bench -- --batch 32 infer
 //!     cargo run --release --bin bench -- --int8 --batch 32 infer
+//!     cargo run --release --bin bench -- --preset base --batch 8 --seq 512 step
+//!     cargo run --release --bin bench -- peak
+//!
+//! `--preset base` is a BERT-base-shaped model (12 layers, hidden 768, 12 heads, FFN 3072,
+//! vocabulary 30522) with weights from a formula, written once to the temp directory: no
+//! download; `tools/bench_torch.py --preset base` builds the same shape from a config. Step and
+//! inference lines carry the workload's FLOPs and the achieved GFLOP/s; `peak` measures the
+//! cores' f32 FMA peak (`tunekit_kernels::peak`) to compare them with.
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +42,12 @@ struct Cli {
     /// Model directory.
     #[arg(long, default_value = "assets/models/all-MiniLM-L6-v2")]
     model: String,
+    /// A size preset instead of `--model`: `base` (BERT-base shape, weights from a formula).
+    #[arg(long, conflicts_with = "model")]
+    preset: Option<Preset>,
+    /// Threads of `peak` (default: the pool's, `RAYON_NUM_THREADS` or the core count).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Batch size.
     #[arg(long, default_value_t = 32, value_parser = positive)]
     batch: usize,
@@ -66,6 +80,86 @@ enum What {
     Step,
     /// Inference forward pass (no autodiff).
     Infer,
+    /// The cores' f32 peak: a plain FMA loop on every thread (the floor a step is compared to).
+    Peak,
+}
+
+/// A model shape the bench makes itself (no download).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Preset {
+    /// BERT-base: 12 layers, hidden 768, 12 heads, FFN 3072, vocabulary 30522, 512 positions.
+    Base,
+}
+
+/// FLOPs of one forward pass of a BERT-shaped encoder over `batch` × `seq` tokens: the linear
+/// layers (2·h·(4h + 2f) per token and layer: Q, K, V, output, and the two FFN products) and
+/// attention's two batched products (2 · 2·s·h per token and layer). Embedding lookups,
+/// normalisation and element-wise ops are left out (they are a few percent). A training step
+/// counts 3× (the backward pass computes two products per forward product), the usual rule.
+fn forward_flops(config: &tunekit::model::BertConfig, batch: usize, seq: usize) -> f64 {
+    let (h, f, l) = (
+        config.hidden_size as f64,
+        config.intermediate_size as f64,
+        config.num_hidden_layers as f64,
+    );
+    let tokens = (batch * seq) as f64;
+    tokens * l * (2.0 * h * (4.0 * h + 2.0 * f) + 4.0 * seq as f64 * h)
+}
+
+/// Write the preset's model directory under the temp directory once (config.json,
+/// model.safetensors with weights from a formula, the MiniLM asset's WordPiece tokenizer,
+/// which has the same 30522-token vocabulary) and return its path.
+fn preset_dir(preset: Preset) -> Result<String> {
+    let Preset::Base = preset;
+    let dir = std::env::temp_dir().join("tunekit-bench-base");
+    let done = dir.join("model.safetensors");
+    if done.exists() {
+        return Ok(dir.display().to_string());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let tokenizer = std::path::Path::new("assets/models/all-MiniLM-L6-v2/tokenizer.json");
+    std::fs::copy(tokenizer, dir.join("tokenizer.json")).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} (the preset borrows the MiniLM asset's tokenizer: run scripts/fetch-assets.sh from the repository root)",
+            tokenizer.display()
+        )
+    })?;
+    let config = serde_json::json!({
+        "model_type": "bert", "architectures": ["BertModel"], "hidden_size": 768,
+        "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+        "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2,
+        "hidden_act": "gelu", "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1, "pad_token_id": 0,
+    });
+    let config_path = dir.join("config.json");
+    tunekit::fsutil::write_atomic(&config_path, serde_json::to_string_pretty(&config)?.as_bytes())?;
+    let parsed = tunekit::model::BertConfig::from_file(&config_path)?;
+    // Weights: uniform in ±0.02 from a xorshift stream (timing does not depend on values);
+    // LayerNorm scales 1, biases 0, as a freshly initialised BERT.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let tensors = tunekit::model::weights::encoder_shapes(&parsed)
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let values = if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else if shape.len() == 1 {
+                vec![1.0; n]
+            } else {
+                (0..n)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04
+                    })
+                    .collect()
+            };
+            (name, shape, values)
+        })
+        .collect();
+    tunekit::model::weights::write_safetensors(tensors, &done)?;
+    Ok(dir.display().to_string())
 }
 
 /// A count of at least 1 (clap reports anything else as a usage error, exit code 2).
@@ -150,6 +244,19 @@ fn amx_note(p: Precision) -> &'static str {
     }
 }
 
+/// The CPU's model name from /proc/cpuinfo (Linux), for the figures' machine column.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 fn main() -> std::process::ExitCode {
     allocator::keep_freed_memory();
     match run(Cli::parse()) {
@@ -165,7 +272,28 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(mut cli: Cli) -> Result<()> {
+    if let What::Peak = cli.what {
+        let threads = cli.threads.unwrap_or_else(|| {
+            std::env::var("RAYON_NUM_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        });
+        let peak = tunekit_kernels::peak::measure(threads, 2.0);
+        println!(
+            "{}",
+            serde_json::json!({
+                "workload": format!("f32 FMA peak, {} threads, {} ({} lanes)", peak.threads, peak.isa, peak.lanes),
+                "gflops": peak.gflops,
+                "cpu": cpu_name(),
+            })
+        );
+        return Ok(());
+    }
+    if let Some(preset) = cli.preset {
+        cli.model = preset_dir(preset)?;
+    }
     // The sequence must fit the position table ([CLS] and [SEP] included).
     let config = ModelDir::open(&cli.model)?.config;
     tunekit::tokenize::check_max_length(cli.seq, &config, std::path::Path::new(&cli.model))?;
@@ -187,7 +315,9 @@ fn run(cli: Cli) -> Result<()> {
     let refs: Vec<&Tokens> = toks.iter().collect();
     let labels: Vec<usize> = (0..cli.batch).map(|i| i % 2).collect();
     let plain = burn::tensor::Device::flex();
+    let flops = forward_flops(&config, cli.batch, cli.seq);
     match cli.what {
+        What::Peak => {}
         What::Step => {
             let ad = plain.clone().autodiff();
             let mut model = load(&cli.model, cli.dropout, &ad)?;
@@ -228,10 +358,12 @@ fn run(cli: Cli) -> Result<()> {
                 serde_json::json!({
                     "workload": format!("train step, batch {} x {} tokens, mean pooling, AdamW, dropout {}, {} products{}", cli.batch, cli.seq, cli.dropout, cli.precision, amx_note(cli.precision)),
                     "steps": cli.steps,
-                    "step_ms_median": median(total),
+                    "step_ms_median": median(total.clone()),
                     "forward_ms_median": median(fwd),
                     "backward_ms_median": median(bwd),
                     "optimizer_ms_median": median(opt),
+                    "gflop_per_step": 3.0 * flops / 1e9,
+                    "gflops_achieved": 3.0 * flops / 1e6 / median(total.clone()),
                     "peak_rss_gib": peak_rss_gib(),
                 })
             );
@@ -262,7 +394,9 @@ fn run(cli: Cli) -> Result<()> {
                     "iterations": cli.steps,
                     "latency_ms_median": median(times),
                     "latency_ms_p99": p99,
-                    "examples_per_s": cli.batch as f64 * 1e3 / median(sorted),
+                    "examples_per_s": cli.batch as f64 * 1e3 / median(sorted.clone()),
+                    "gflop_per_batch": flops / 1e9,
+                    "gflops_achieved": flops / 1e6 / median(sorted),
                     "peak_rss_gib": peak_rss_gib(),
                 })
             );

@@ -1,7 +1,7 @@
 //! tunekit's CPU kernels: the fused ops of the Flex (CPU) backend as burn backend extensions
 //! with their own backward ([`fused`], [`attention`]), bf16 products on AMX ([`bf16`]), int8
-//! linear layers ([`int8`]), the fused AdamW update ([`adamw`]) and the allocator setting of
-//! the binaries ([`alloc`]).
+//! linear layers ([`int8`]), the fused AdamW update ([`adamw`]), the allocator setting of
+//! the binaries ([`alloc`]) and the cores' measured FMA peak ([`peak`]).
 //!
 //! All of the workspace's `unsafe` code lives in this crate (SIMD intrinsics, inline AMX
 //! assembly, disjoint writes from rayon tasks through raw pointers, the mimalloc option
@@ -21,6 +21,7 @@ pub mod bf16;
 mod error;
 pub mod fused;
 pub mod int8;
+pub mod peak;
 
 pub use bf16::Precision;
 pub use error::{Error, Result};
