@@ -132,7 +132,10 @@ fn preset_dir(preset: Preset) -> Result<String> {
         "attention_probs_dropout_prob": 0.1, "pad_token_id": 0,
     });
     let config_path = dir.join("config.json");
-    tunekit::fsutil::write_atomic(&config_path, serde_json::to_string_pretty(&config)?.as_bytes())?;
+    tunekit::fsutil::write_atomic(
+        &config_path,
+        serde_json::to_string_pretty(&config)?.as_bytes(),
+    )?;
     let parsed = tunekit::model::BertConfig::from_file(&config_path)?;
     // Weights: uniform in ±0.02 from a xorshift stream (timing does not depend on values);
     // LayerNorm scales 1, biases 0, as a freshly initialised BERT.

@@ -93,7 +93,10 @@ fn run(isa: &str, iters: u64) -> f32 {
     }
     let _ = isa;
     let mut acc = [0.0f32; ACC];
-    let (b, c) = (std::hint::black_box(0.999_f32), std::hint::black_box(1e-3_f32));
+    let (b, c) = (
+        std::hint::black_box(0.999_f32),
+        std::hint::black_box(1e-3_f32),
+    );
     for _ in 0..iters {
         for a in &mut acc {
             *a = a.mul_add(b, c);
