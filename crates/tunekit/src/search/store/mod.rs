@@ -359,7 +359,7 @@ mod tests {
             decide(&[done.clone(), mine.clone()], &req(2)),
             Decision::Done
         );
-        assert_eq!(decide(&[done.clone()], &req(1)), Decision::Done);
+        assert_eq!(decide(std::slice::from_ref(&done), &req(1)), Decision::Done);
         // Rows from before heartbeats (no worker) that are running are interrupted trials.
         let old = row(0, Running, None, true);
         assert!(matches!(
