@@ -725,6 +725,7 @@ impl<'a> StudyRun<'a> {
             if let Some(r) = s.records.iter_mut().find(|r| r.trial.number == n) {
                 r.trial.intermediate.clear();
             }
+            s.save(n, &self.worker)?;
         }
         let options = TrainOptions {
             run_dir: Some(run_dir.clone()),
