@@ -214,6 +214,8 @@ pub struct Row {
     /// Running and stale: no heartbeat within the grace period (or, for stores local to one
     /// machine, a worker process that is gone).
     pub stale: bool,
+    /// Stale because its worker's process is known to be gone (stores local to one machine).
+    pub gone: bool,
 }
 
 /// What a claim does, given every stored trial (the store applies it in the same
@@ -250,7 +252,7 @@ pub fn decide(rows: &[Row], req: &ClaimRequest<'_>) -> Decision {
         let lost_worker = r.worker.clone().unwrap_or_default();
         let reason = if lost_worker.is_empty() {
             "interrupted (its worker left no heartbeat)".to_string()
-        } else if worker_gone_here(&lost_worker) {
+        } else if r.gone {
             format!("worker {lost_worker} lost: its process is gone")
         } else {
             format!(
@@ -320,6 +322,7 @@ mod tests {
             },
             worker: worker.map(str::to_string),
             stale,
+            gone: false,
         }
     }
 

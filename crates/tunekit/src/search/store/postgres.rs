@@ -256,6 +256,8 @@ fn load_rows(
             },
             worker: r.try_get(8).map_err(err)?,
             stale: r.try_get(9).map_err(err)?,
+            // Judged by heartbeat alone: the rule is the same on every machine.
+            gone: false,
         });
     }
     Ok(rows)

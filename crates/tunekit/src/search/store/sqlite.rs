@@ -200,8 +200,8 @@ fn load_rows(conn: &Connection, location: &str, grace: Duration) -> Result<Vec<R
         let c = Columns { location, number };
         let state: TrialState = c.parse("state", &state)?;
         // A store on one machine also knows when a worker's process is gone.
-        let stale =
-            state == TrialState::Running && (old || worker.as_deref().is_none_or(worker_gone_here));
+        let gone = state == TrialState::Running && worker.as_deref().is_some_and(worker_gone_here);
+        let stale = state == TrialState::Running && (old || gone || worker.is_none());
         rows.push(Row {
             record: TrialRecord {
                 trial: Trial {
@@ -222,6 +222,7 @@ fn load_rows(conn: &Connection, location: &str, grace: Duration) -> Result<Vec<R
             },
             worker,
             stale,
+            gone,
         });
     }
     Ok(rows)
