@@ -20,6 +20,8 @@ pub(crate) fn search_command(
     let options = tunekit::search::study::SearchOptions {
         dir: args.run_dir,
         jobs: args.jobs,
+        storage: args.storage,
+        study: args.study,
     };
     let results = tunekit::search::study::search(&cfg, &options, device)?;
     println!("{}", tunekit::search::study::results_table(&cfg, &results));

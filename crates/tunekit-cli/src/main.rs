@@ -222,6 +222,13 @@ struct SearchArgs {
     /// Trials run at once; each gets cores / N threads.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// Study store shared by workers on several machines: postgresql://USER@HOST/DB
+    /// (default: search.storage from the config, else STUDY/search.sqlite).
+    #[arg(long, value_name = "URL")]
+    storage: Option<String>,
+    /// Study name in the shared store (default: search.study, else run.name).
+    #[arg(long, value_name = "NAME")]
+    study: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +245,9 @@ enum RunsCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Read the shared index in this PostgreSQL database instead (runs of every machine).
+        #[arg(long, value_name = "URL")]
+        index: Option<String>,
     },
     /// One run: status, metrics, config.
     Show {
@@ -246,6 +256,9 @@ enum RunsCommand {
         /// Runs directory holding index.sqlite.
         #[arg(long, default_value = "runs")]
         dir: PathBuf,
+        /// Read the shared index in this PostgreSQL database instead.
+        #[arg(long, value_name = "URL")]
+        index: Option<String>,
     },
     /// Runs side by side: metrics, then the config keys that differ.
     Compare {
@@ -255,6 +268,19 @@ enum RunsCommand {
         /// Runs directory holding index.sqlite.
         #[arg(long, default_value = "runs")]
         dir: PathBuf,
+        /// Read the shared index in this PostgreSQL database instead.
+        #[arg(long, value_name = "URL")]
+        index: Option<String>,
+    },
+    /// Copy a runs directory's index.sqlite into the shared index in PostgreSQL, so every
+    /// machine's `tunekit runs list --index URL` shows these runs.
+    Push {
+        /// Runs directory holding index.sqlite.
+        #[arg(long, default_value = "runs")]
+        dir: PathBuf,
+        /// The PostgreSQL database: postgresql://USER@HOST/DB.
+        #[arg(long, value_name = "URL")]
+        index: String,
     },
 }
 
@@ -556,19 +582,24 @@ fn run_training(
 /// `tunekit runs list|show|compare`.
 fn runs_command(command: RunsCommand) -> anyhow::Result<()> {
     use tunekit::index::{INDEX_FILE, RunIndex, RunRow};
-    let dir = match &command {
-        RunsCommand::List { dir, .. }
-        | RunsCommand::Show { dir, .. }
-        | RunsCommand::Compare { dir, .. } => dir.clone(),
+    let (dir, shared) = match &command {
+        RunsCommand::List { dir, index, .. }
+        | RunsCommand::Show { dir, index, .. }
+        | RunsCommand::Compare { dir, index, .. } => (dir.clone(), index.clone()),
+        RunsCommand::Push { dir, .. } => (dir.clone(), None),
     };
-    if !dir.join(INDEX_FILE).is_file() {
-        return Err(tunekit::Error::Config(format!(
-            "{}: no experiment index here (it is written by tunekit train; pass --dir)",
-            dir.join(INDEX_FILE).display()
-        ))
-        .into());
-    }
-    let index = RunIndex::open(&dir)?;
+    let mut index = if let Some(url) = &shared {
+        RunsIndex::Shared(tunekit::index_pg::PgRunIndex::open(url)?)
+    } else {
+        if !dir.join(INDEX_FILE).is_file() {
+            return Err(tunekit::Error::Config(format!(
+                "{}: no experiment index here (it is written by tunekit train; pass --dir)",
+                dir.join(INDEX_FILE).display()
+            ))
+            .into());
+        }
+        RunsIndex::Local(RunIndex::open(&dir)?)
+    };
     let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
     let secs = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
     let line = |r: &RunRow| {
@@ -603,6 +634,19 @@ fn runs_command(command: RunsCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        RunsCommand::Push { index: url, .. } => {
+            let rows = index.list()?;
+            let mut shared = tunekit::index_pg::PgRunIndex::open(&url)?;
+            for r in &rows {
+                shared.upsert(r)?;
+            }
+            println!(
+                "{} runs of {} recorded in {}",
+                rows.len(),
+                dir.display(),
+                shared.location()
+            );
+        }
         RunsCommand::Show { run, .. } => {
             let r = index.get(&run)?;
             println!("{header}\n{}", line(&r));
@@ -635,6 +679,28 @@ fn runs_command(command: RunsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+/// The experiment index `tunekit runs` reads: a runs directory's `index.sqlite`, or the
+/// shared one in PostgreSQL (`--index URL`).
+enum RunsIndex {
+    Local(tunekit::index::RunIndex),
+    Shared(tunekit::index_pg::PgRunIndex),
+}
+
+impl RunsIndex {
+    fn list(&mut self) -> tunekit::Result<Vec<tunekit::index::RunRow>> {
+        match self {
+            RunsIndex::Local(i) => i.list(),
+            RunsIndex::Shared(i) => i.list(),
+        }
+    }
+
+    fn get(&mut self, run: &str) -> tunekit::Result<tunekit::index::RunRow> {
+        match self {
+            RunsIndex::Local(i) => i.get(run),
+            RunsIndex::Shared(i) => i.get(run),
+        }
+    }
 }
 
 /// `tunekit data check|prepare`.

@@ -63,6 +63,10 @@ pub enum Error {
         /// Optimiser steps done.
         step: usize,
     },
+    /// A study store (search database) is unreachable, refused a statement or holds
+    /// something unexpected; the message names the store (never with its password).
+    #[error("{0}")]
+    Storage(String),
     /// Training was interrupted (Ctrl-C / SIGTERM) after saving a checkpoint.
     #[error("training interrupted; resume with --resume")]
     Interrupted,

@@ -43,6 +43,7 @@ pub mod export;
 pub mod fsutil;
 pub mod hub;
 pub mod index;
+pub mod index_pg;
 pub mod infer;
 pub mod metrics;
 pub mod model;

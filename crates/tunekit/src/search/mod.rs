@@ -15,6 +15,7 @@
 pub mod importance;
 pub mod pruner;
 pub mod space;
+pub mod store;
 pub mod study;
 pub mod tpe;
 

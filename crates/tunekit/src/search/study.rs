@@ -1,22 +1,25 @@
 //! `tunekit search`: a study of trials over a `[search]` section, each trial a normal run
-//! directory (`STUDY/trial-NNN/`, with its own report and index entry), the study's state in
-//! SQLite (`STUDY/search.sqlite`) so an interrupted search resumes without redoing finished
-//! trials, and several trials at once (`--jobs N`), each on its own share of the cores.
+//! directory (`STUDY/trial-NNN/`, with its own report and index entry), the study's state in a
+//! [`StudyStore`] (SQLite `STUDY/search.sqlite` by default, or PostgreSQL shared by workers on
+//! several machines) so an interrupted search resumes without redoing finished trials, and
+//! several trials at once (`--jobs N`), each on its own share of the cores.
 //!
 //! Why trials run in-process (threads with their own rayon pools) rather than as child
 //! processes: the pruner needs every trial's intermediate values as they are reported, and the
-//! sampler needs the finished ones; one process with one locked table gives both without a
-//! protocol. A trial that fails is recorded as failed and the search goes on.
+//! sampler needs the finished ones; the store gives both, to threads and to other processes
+//! alike. A trial that fails is recorded as failed and the search goes on; a trial whose worker
+//! is lost (no heartbeat) is taken over by another worker, its lost attempt recorded.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
-use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
+use super::store::{self, Claim, ClaimRequest, FailedAttempt, StudyStore};
 use super::{
     Direction, GridSampler, MedianPruner, NoPruner, Pruner, RandomSampler, Sampler, SearchSpace,
     SuccessiveHalvingPruner, TpeOptions, TpeSampler, Trial, TrialState, Value, best_trial,
@@ -102,6 +105,22 @@ pub struct SearchSection {
     /// Config key → distribution: `loguniform(lo, hi)`, `uniform(lo, hi)`, `int(lo, hi)`,
     /// `logint(lo, hi)`, `choice([...])`.
     pub params: BTreeMap<String, String>,
+    /// Where the study's trials are kept: unset for `STUDY/search.sqlite`, or
+    /// `postgresql://USER@HOST/DB` for a study that workers on several machines join
+    /// (`--storage` overrides it). Not part of the study's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    /// The study's name in a shared store (default: `run.name`; `--study` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study: Option<String>,
+    /// Seconds between heartbeats of a running trial (Optuna's `heartbeat_interval`;
+    /// default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Option<f64>,
+    /// Seconds without a heartbeat after which another worker takes a running trial over
+    /// (Optuna's `grace_period`; default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<f64>,
 }
 
 fn default_grid_points() -> usize {
@@ -175,6 +194,7 @@ impl SearchConfig {
         for point in cfg.space.grid(2).into_iter().take(64) {
             cfg.trial_config(&point, Path::new("."))?;
         }
+        cfg.heartbeat()?;
         Ok(cfg)
     }
 
@@ -292,11 +312,50 @@ impl SearchConfig {
         }
     }
 
+    /// `(heartbeat interval, grace period)` from `search.heartbeat_interval` /
+    /// `search.grace_period` (seconds; defaults 30 and 120).
+    ///
+    /// Errors: a value that is not a positive number of seconds, or a grace period not longer
+    /// than the interval (every live trial would look lost).
+    pub fn heartbeat(&self) -> Result<(Duration, Duration)> {
+        let interval = self
+            .search
+            .heartbeat_interval
+            .unwrap_or(store::DEFAULT_HEARTBEAT_INTERVAL_S);
+        let grace = self
+            .search
+            .grace_period
+            .unwrap_or(store::DEFAULT_GRACE_PERIOD_S.max(2.0 * interval));
+        for (key, v) in [("heartbeat_interval", interval), ("grace_period", grace)] {
+            if !(v.is_finite() && v > 0.0 && v < 1e9) {
+                return Err(Error::Config(format!(
+                    "{}: search.{key} = {v}: must be a positive number of seconds",
+                    self.origin
+                )));
+            }
+        }
+        if grace <= interval {
+            return Err(Error::Config(format!(
+                "{}: search.grace_period = {grace} must be longer than search.heartbeat_interval = {interval}",
+                self.origin
+            )));
+        }
+        Ok((
+            Duration::from_secs_f64(interval),
+            Duration::from_secs_f64(grace),
+        ))
+    }
+
     /// What identifies a study: resuming with anything else changed would mix two searches.
     /// The trial budget is left out, so a finished search can be extended with more trials.
     fn fingerprint(&self) -> Result<String> {
+        // Where the study is stored and how often workers beat are not what is searched.
         let search = SearchSection {
             trials: 0,
+            storage: None,
+            study: None,
+            heartbeat_interval: None,
+            grace_period: None,
             ..self.search.clone()
         };
         let search = to_json(&search)?;
@@ -329,6 +388,10 @@ pub struct TrialRecord {
     pub seconds: Option<f64>,
     /// Why it failed.
     pub error: Option<String>,
+    /// Attempts lost with their worker (killed, machine down) before this one; the trial was
+    /// taken over and run again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_attempts: Vec<FailedAttempt>,
 }
 
 /// Options that are not part of the study's config.
@@ -338,6 +401,11 @@ pub struct SearchOptions {
     pub dir: Option<PathBuf>,
     /// Trials run at once.
     pub jobs: usize,
+    /// Study store URL (overrides `search.storage`; `None`: the config's, else
+    /// `STUDY/search.sqlite`).
+    pub storage: Option<String>,
+    /// Study name in a shared store (overrides `search.study`; default `run.name`).
+    pub study: Option<String>,
 }
 
 /// A finished (or fully resumed) study.
@@ -362,12 +430,12 @@ pub struct SearchResults {
     pub total_wall_s: f64,
 }
 
+/// This process's view of the study: the store, the trials as last read, the sampler.
 struct Study {
-    conn: Connection,
+    store: Box<dyn StudyStore>,
+    /// Every trial as last read from the store (this worker's own as last written).
     records: Vec<TrialRecord>,
     sampler: Box<dyn Sampler + Send>,
-    /// Interrupted trials to run again (their numbers).
-    pending: Vec<usize>,
     /// A trial failed to start: stop proposing.
     stop: Option<String>,
 }
@@ -377,28 +445,25 @@ impl Study {
         self.records.iter().map(|r| r.trial.clone()).collect()
     }
 
-    fn save(&self, number: usize) -> Result<()> {
+    /// Write trial `number` as held in `records`, if `worker` still owns it; `false` (with a
+    /// warning) when another worker has taken it over.
+    fn save(&mut self, number: usize, worker: &str) -> Result<bool> {
         let Some(r) = self.records.iter().find(|r| r.trial.number == number) else {
-            return Ok(());
+            return Ok(false);
         };
-        self.conn
-            .execute(
-                "INSERT INTO trials (number, state, params, objective, intermediate, run_dir, seconds, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(number) DO UPDATE SET state = ?2, params = ?3, objective = ?4,
-                 intermediate = ?5, run_dir = ?6, seconds = ?7, error = ?8",
-                params![
-                    number as i64,
-                    to_json(&r.trial.state)?,
-                    to_json(&r.trial.values)?,
-                    r.trial.objective,
-                    to_json(&r.trial.intermediate)?,
-                    r.run_dir.display().to_string(),
-                    r.seconds,
-                    r.error,
-                ],
-            )
-            .map_err(db_err)?;
+        let owned = self.store.save(r, worker)?;
+        if !owned {
+            tracing::warn!(
+                "trial {number}: another worker took it over (this one missed its heartbeats); \
+                 this attempt is abandoned"
+            );
+        }
+        Ok(owned)
+    }
+
+    /// Read every worker's trials again.
+    fn refresh(&mut self) -> Result<()> {
+        self.records = self.store.trials()?;
         Ok(())
     }
 }
@@ -408,97 +473,12 @@ fn to_json<T: Serialize + ?Sized>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| Error::Config(e.to_string()))
 }
 
-fn db_err(e: rusqlite::Error) -> Error {
-    Error::Config(format!("{STATE_FILE}: {e}"))
-}
-
 fn lock(study: &Mutex<Study>) -> MutexGuard<'_, Study> {
     // A panic in one trial thread must not stop the others from recording results.
     study.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn open_state(dir: &Path, fingerprint: &str) -> Result<(Connection, Vec<TrialRecord>)> {
-    let path = dir.join(STATE_FILE);
-    let conn = Connection::open(&path).map_err(db_err)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-         CREATE TABLE IF NOT EXISTS trials (
-            number INTEGER PRIMARY KEY, state TEXT NOT NULL, params TEXT NOT NULL,
-            objective REAL, intermediate TEXT NOT NULL, run_dir TEXT NOT NULL,
-            seconds REAL, error TEXT);",
-    )
-    .map_err(db_err)?;
-    let stored: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'fingerprint'",
-            [],
-            |r| r.get(0),
-        )
-        .ok();
-    match stored {
-        Some(s) if s != fingerprint => {
-            return Err(Error::Config(format!(
-                "{} holds a search with a different config or [search] section; resume it with \
-                 the same config, or give another --run-dir / run.name",
-                path.display()
-            )));
-        }
-        Some(_) => {}
-        None => {
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('fingerprint', ?1)",
-                params![fingerprint],
-            )
-            .map_err(db_err)?;
-        }
-    }
-    let mut stmt = conn
-        .prepare("SELECT number, state, params, objective, intermediate, run_dir, seconds, error FROM trials ORDER BY number")
-        .map_err(db_err)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<f64>>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<f64>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
-        })
-        .map_err(db_err)?;
-    let mut records = Vec::new();
-    for row in rows {
-        let (number, state, values, objective, intermediate, run_dir, seconds, error) =
-            row.map_err(db_err)?;
-        let parse = |what: &str, s: &str| {
-            Error::Config(format!(
-                "{}: trial {number}: bad {what}: {s}",
-                path.display()
-            ))
-        };
-        records.push(TrialRecord {
-            trial: Trial {
-                number: number as usize,
-                values: serde_json::from_str(&values).map_err(|_| parse("params", &values))?,
-                state: serde_json::from_str(&state).map_err(|_| parse("state", &state))?,
-                objective,
-                intermediate: serde_json::from_str(&intermediate)
-                    .map_err(|_| parse("intermediate", &intermediate))?,
-            },
-            run_dir: PathBuf::from(run_dir),
-            seconds,
-            error,
-        });
-    }
-    drop(stmt);
-    Ok((conn, records))
-}
-
-/// Run (or resume) the study of `cfg`.
+/// Run (or resume, or join) the study of `cfg`.
 pub fn search(
     cfg: &SearchConfig,
     options: &SearchOptions,
@@ -510,20 +490,21 @@ pub fn search(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = (cores / jobs).max(1);
     tracing::info!(
-        "search: {} trials, sampler {:?}, pruner {:?}, objective validation {} ({:?}), {jobs} at a time × {threads} threads",
+        "search: {} trials, sampler {:?}, pruner {:?}, objective validation {} ({:?}), {jobs} at a time × {threads} threads, worker {}",
         cfg.search.trials,
         cfg.search.sampler,
         cfg.search.pruner,
         cfg.base.train.metric,
-        run.direction
+        run.direction,
+        run.worker
     );
     run.run_workers(jobs, threads)?;
     run.finish(started)
 }
 
-/// A trial claimed by a worker: its number, its parameter values, and whether it is an
-/// interrupted trial run again.
-type Claim = (usize, Vec<Value>, bool);
+/// A trial claimed by a worker: its number, its parameter values, and whether it is a trial
+/// taken over (interrupted, or lost with its worker) and run again.
+type Claimed = (usize, Vec<Value>, bool);
 
 /// One invocation of [`search`]: what its trial workers share.
 struct StudyRun<'a> {
@@ -536,35 +517,45 @@ struct StudyRun<'a> {
     /// Trial 0's values when `search.baseline` is set.
     baseline: Option<Vec<Value>>,
     device: &'a Device,
+    /// This process's worker id (`host:pid`).
+    worker: String,
+    /// Interval between heartbeats of running trials.
+    heartbeat: Duration,
+    /// A running trial of another worker without a heartbeat for this long is taken over.
+    grace: Duration,
 }
 
 impl<'a> StudyRun<'a> {
-    /// Create the study directory and open (or resume) its state.
+    /// Create the study directory and open (resume, or join) its study store.
     fn open(cfg: &'a SearchConfig, options: &SearchOptions, device: &'a Device) -> Result<Self> {
         let dir = options
             .dir
             .clone()
             .unwrap_or_else(|| cfg.base.run.dir.join(&cfg.base.run.name));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let (conn, records) = open_state(&dir, &cfg.fingerprint()?)?;
-        let pending: Vec<usize> = records
-            .iter()
-            .filter(|r| r.trial.state == TrialState::Running)
-            .map(|r| r.trial.number)
-            .collect();
+        let storage = options.storage.as_deref().or(cfg.search.storage.as_deref());
+        let name = options
+            .study
+            .clone()
+            .or_else(|| cfg.search.study.clone())
+            .unwrap_or_else(|| cfg.base.run.name.clone());
+        let mut store = store::open(storage, &name, &dir, &cfg.fingerprint()?)?;
+        let records = store.trials()?;
         if !records.is_empty() {
             tracing::info!(
-                "resuming the search in {}: {} trials recorded, {} interrupted ones to finish",
-                dir.display(),
+                "joining the study in {}: {} trials recorded, {} running or interrupted",
+                store.location(),
                 records.len(),
-                pending.len()
+                records
+                    .iter()
+                    .filter(|r| r.trial.state == TrialState::Running)
+                    .count()
             );
         }
         let study = Arc::new(Mutex::new(Study {
-            conn,
+            store,
             records,
             sampler: cfg.sampler(),
-            pending,
             stop: None,
         }));
         let pruner: Arc<dyn Pruner + Send + Sync> = Arc::from(cfg.pruner());
@@ -574,6 +565,7 @@ impl<'a> StudyRun<'a> {
         } else {
             None
         };
+        let (heartbeat, grace) = cfg.heartbeat()?;
         Ok(StudyRun {
             cfg,
             dir,
@@ -582,16 +574,22 @@ impl<'a> StudyRun<'a> {
             direction,
             baseline,
             device,
+            worker: store::worker_id(),
+            heartbeat,
+            grace,
         })
     }
 
-    /// Run `jobs` workers (threads of `threads` cores each) until no trial is left; the first
-    /// worker error is returned once all have stopped.
+    /// Run `jobs` workers (threads of `threads` cores each) until no trial is left, with a
+    /// heartbeat thread for their running trials; the first worker error is returned once all
+    /// have stopped.
     fn run_workers(&self, jobs: usize, threads: usize) -> Result<()> {
-        let outcomes: Vec<Result<()>> = if jobs == 1 {
-            vec![self.worker(threads)]
-        } else {
-            std::thread::scope(|scope| {
+        let (stop_beating, beating) = mpsc::channel::<()>();
+        let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
+            scope.spawn(move || self.beat(&beating));
+            let outcomes = if jobs == 1 {
+                vec![self.worker(threads)]
+            } else {
                 let handles: Vec<_> = (0..jobs)
                     .map(|_| scope.spawn(move || self.worker(threads)))
                     .collect();
@@ -603,12 +601,23 @@ impl<'a> StudyRun<'a> {
                         })
                     })
                     .collect()
-            })
-        };
+            };
+            drop(stop_beating);
+            outcomes
+        });
         for o in outcomes {
             o?;
         }
         Ok(())
+    }
+
+    /// Refresh this worker's running trials' heartbeat every interval until `stop` closes.
+    fn beat(&self, stop: &mpsc::Receiver<()>) {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(self.heartbeat) {
+            if let Err(e) = lock(&self.study).store.heartbeat(&self.worker) {
+                tracing::warn!("heartbeat not recorded: {e}");
+            }
+        }
     }
 
     /// One worker: claim trials and run them on its own thread pool until none is left.
@@ -623,41 +632,55 @@ impl<'a> StudyRun<'a> {
         Ok(())
     }
 
-    /// Claim a trial: an interrupted one first, then a new proposal (recorded as running);
-    /// `None` when the study is stopped or has all its trials.
-    fn claim(&self) -> Result<Option<Claim>> {
-        let mut s = lock(&self.study);
-        if s.stop.is_some() {
-            Ok(None)
-        } else if let Some(n) = s.pending.pop() {
-            Ok(s.records
-                .iter()
-                .find(|r| r.trial.number == n)
-                .map(|r| (n, r.trial.values.clone(), true)))
-        } else if s.records.len() < self.cfg.search.trials {
-            let history = s.trials();
-            let n = super::next_trial_number(&history);
-            let values = match (&self.baseline, n) {
-                (Some(b), 0) => b.clone(),
-                _ => s.sampler.sample(&self.cfg.space, &history, self.direction),
-            };
-            let run_dir = self.dir.join(format!("trial-{n:03}"));
-            s.records.push(TrialRecord {
-                trial: Trial {
-                    number: n,
-                    values: values.clone(),
-                    state: TrialState::Running,
-                    objective: None,
-                    intermediate: Vec::new(),
-                },
-                run_dir,
-                seconds: None,
-                error: None,
-            });
-            s.save(n)?;
-            Ok(Some((n, values, false)))
-        } else {
-            Ok(None)
+    /// Claim a trial from the store (a lost worker's first, then a new proposal from every
+    /// worker's history); while other workers still run trials, wait and ask again, since one
+    /// of them may be lost. `None` when the study is stopped or done.
+    fn claim(&self) -> Result<Option<Claimed>> {
+        let poll = self
+            .heartbeat
+            .clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let mut waiting = false;
+        loop {
+            {
+                let mut guard = lock(&self.study);
+                if guard.stop.is_some() {
+                    return Ok(None);
+                }
+                let req = ClaimRequest {
+                    budget: self.cfg.search.trials,
+                    worker: &self.worker,
+                    grace: self.grace,
+                    dir: &self.dir,
+                };
+                let (baseline, space, direction) =
+                    (&self.baseline, &self.cfg.space, self.direction);
+                let s = &mut *guard;
+                let sampler = &mut s.sampler;
+                let claim = s.store.claim(&req, &mut |history: &[Trial]| match (
+                    baseline,
+                    super::next_trial_number(history),
+                ) {
+                    (Some(b), 0) => b.clone(),
+                    _ => sampler.sample(space, history, direction),
+                })?;
+                match claim {
+                    Claim::Trial {
+                        number,
+                        values,
+                        rerun,
+                    } => {
+                        s.refresh()?;
+                        return Ok(Some((number, values, rerun)));
+                    }
+                    Claim::Done => return Ok(None),
+                    Claim::Wait => {}
+                }
+            }
+            if !waiting {
+                tracing::info!("waiting for trials running on other workers");
+                waiting = true;
+            }
+            std::thread::sleep(poll);
         }
     }
 
@@ -693,8 +716,16 @@ impl<'a> StudyRun<'a> {
         };
         // An interrupted trial continues from its checkpoint when it has one.
         let resume = rerun && run_dir.join("checkpoints/latest.json").exists();
-        if rerun && !resume && run_dir.exists() {
-            std::fs::remove_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        if rerun && !resume {
+            if run_dir.exists() {
+                std::fs::remove_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+            }
+            // Run again from the start: the lost attempt's reports go with it.
+            let mut s = lock(&self.study);
+            if let Some(r) = s.records.iter_mut().find(|r| r.trial.number == n) {
+                r.trial.intermediate.clear();
+            }
+            s.save(n, &self.worker)?;
         }
         let options = TrainOptions {
             run_dir: Some(run_dir.clone()),
@@ -714,6 +745,7 @@ impl<'a> StudyRun<'a> {
         let hook_study = Arc::clone(&self.study);
         let hook_pruner = Arc::clone(&self.pruner);
         let direction = self.direction;
+        let worker = self.worker.clone();
         EvalHook(Arc::new(move |evaluation, _step, value| {
             let mut s = lock(&hook_study);
             let Some(i) = s.records.iter().position(|r| r.trial.number == n) else {
@@ -724,10 +756,17 @@ impl<'a> StudyRun<'a> {
                 .intermediate
                 .retain(|&(e, _)| e != evaluation);
             s.records[i].trial.intermediate.push((evaluation, value));
-            if let Err(e) = s.save(n) {
-                tracing::warn!("trial {n}: intermediate value not saved: {e}");
-            }
             let trial = s.records[i].trial.clone();
+            match s.save(n, &worker) {
+                // Taken over by another worker: stop this attempt.
+                Ok(false) => return true,
+                Ok(true) => {}
+                Err(e) => tracing::warn!("trial {n}: intermediate value not saved: {e}"),
+            }
+            // The pruner compares against every worker's reports.
+            if let Err(e) = s.refresh() {
+                tracing::warn!("trial {n}: other workers' trials not read: {e}");
+            }
             let history = s.trials();
             hook_pruner.should_prune(&trial, &history, direction)
         }))
@@ -783,30 +822,28 @@ impl<'a> StudyRun<'a> {
                 tracing::warn!("trial {n} failed: {e}");
             }
         }
-        s.save(n)
+        if s.save(n, &self.worker)? && s.store.shares_runs() {
+            // A shared store also gets the trial's experiment-index row; the index is a
+            // record, never a reason to fail the search.
+            let run_dir = self.dir.join(format!("trial-{n:03}"));
+            let row = crate::index::RunIndex::open(&self.dir)
+                .and_then(|index| index.get(&run_dir.display().to_string()));
+            if let Err(e) = row.and_then(|row| s.store.record_run(&row)) {
+                tracing::warn!("trial {n}: not recorded in the shared experiment index: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// Add this invocation's wall time to the study's, gather the results and write the
     /// outputs.
     fn finish(self, started: Instant) -> Result<SearchResults> {
-        let s = lock(&self.study);
-        // Wall time adds up over invocations (an interrupted and resumed search, an extension).
+        let mut s = lock(&self.study);
+        // Wall time adds up over invocations (an interrupted and resumed search, an extension)
+        // and over the workers of a shared study.
         let wall_s = started.elapsed().as_secs_f64();
-        let before: f64 = s
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'wall_s'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        s.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES ('wall_s', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = ?1",
-                params![(before + wall_s).to_string()],
-            )
-            .map_err(db_err)?;
+        let before = s.store.add_wall_s(wall_s)?;
+        s.refresh()?;
         let trials = s.trials();
         let best = best_trial(&trials, self.direction).map(|t| t.number);
         let results = SearchResults {
@@ -830,7 +867,6 @@ impl<'a> StudyRun<'a> {
         Ok(results)
     }
 }
-
 /// `results.json`, `results.md` (the table), `best.toml` (the best trial's config, ready to
 /// train) and `report.html` (objective per trial, learning curves, slices, importance).
 fn write_outputs(cfg: &SearchConfig, dir: &Path, results: &SearchResults) -> Result<()> {
@@ -916,6 +952,19 @@ pub fn results_table(cfg: &SearchConfig, results: &SearchResults) -> String {
         "\nTrial time {total:.0} s in all; wall time {:.0} s over all invocations of the search ({:.0} s in the last).\n",
         results.total_wall_s, results.wall_s
     ));
+    let lost: Vec<String> = results
+        .trials
+        .iter()
+        .flat_map(|r| {
+            r.failed_attempts
+                .iter()
+                .map(move |a| format!("- trial {}: {}; run again\n", r.trial.number, a.error))
+        })
+        .collect();
+    if !lost.is_empty() {
+        out.push_str("\nFailed attempts (taken over from lost workers):\n\n");
+        out.push_str(&lost.concat());
+    }
     if !results.importance.is_empty() {
         out.push_str(
             "\nImportance (share of objective variance explained by each parameter alone):\n\n",
