@@ -63,6 +63,9 @@ pub enum Error {
         /// Optimiser steps done.
         step: usize,
     },
+    /// A GGUF file could not be read (corrupt, truncated, unsupported tensor type).
+    #[error(transparent)]
+    Gguf(#[from] crate::model::gguf::GgufError),
     /// Training was interrupted (Ctrl-C / SIGTERM) after saving a checkpoint.
     #[error("training interrupted; resume with --resume")]
     Interrupted,
