@@ -18,7 +18,11 @@ fn root() -> PathBuf {
 
 fn gguf_path() -> PathBuf {
     let p = root().join("assets/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-assets.sh",
+        p.display()
+    );
     p
 }
 
@@ -87,15 +91,29 @@ fn smollm2_logits_match_transformers_within_1e_4() {
             let every = want["every"].as_array().unwrap();
             assert_eq!(every.len(), vocab.div_ceil(stride));
             let top = want["top"].as_array().unwrap();
-            let pairs = top.iter().map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_f64().unwrap()));
-            let strided = every.iter().enumerate().map(|(i, v)| (i * stride, v.as_f64().unwrap()));
+            let pairs = top
+                .iter()
+                .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_f64().unwrap()));
+            let strided = every
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i * stride, v.as_f64().unwrap()));
             for (id, v) in pairs.chain(strided) {
                 let d = (row[id] - v as f32).abs();
                 worst = worst.max(d);
-                assert!(d <= 1e-4, "prompt {:?} position {pos} id {id}: {} vs {v}", case["text"], row[id]);
+                assert!(
+                    d <= 1e-4,
+                    "prompt {:?} position {pos} id {id}: {} vs {v}",
+                    case["text"],
+                    row[id]
+                );
             }
             let best = tunekit::llm::generate::argmax(row) as u64;
-            assert_eq!(best, top[0][0].as_u64().unwrap(), "argmax at position {pos}");
+            assert_eq!(
+                best,
+                top[0][0].as_u64().unwrap(),
+                "argmax at position {pos}"
+            );
         }
     }
     eprintln!("largest logit difference: {worst:e}");
@@ -120,7 +138,11 @@ fn smollm2_greedy_generation_equals_transformers() {
         };
         let g = lm.complete(&prompt, &cfg).unwrap();
         let eos = want.last().is_some_and(|t| lm.eos_token_ids.contains(t));
-        let expected = if eos { &want[..want.len() - 1] } else { &want[..] };
+        let expected = if eos {
+            &want[..want.len() - 1]
+        } else {
+            &want[..]
+        };
         assert_eq!(g.ids, expected, "{prompt:?}");
         assert_eq!(g.text, case["new_text"].as_str().unwrap());
     }

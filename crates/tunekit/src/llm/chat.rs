@@ -88,9 +88,7 @@ mod tests {
     fn trim_blocks_python_methods_and_raise_work_as_in_transformers() {
         let src = "{% for m in messages %}\n  {% if m.role == 'bad' %}{{ raise_exception('no ' + m.role) }}{% endif %}\n<{{ m.role }}>{{ m.content.strip() }}\n{% endfor %}\n{% if add_generation_prompt %}<assistant>{% endif %}";
         let t = ChatTemplate::new(src, "<s>", "</s>").unwrap();
-        let out = t
-            .render(&[Message::new("user", "  hi  ")], true)
-            .unwrap();
+        let out = t.render(&[Message::new("user", "  hi  ")], true).unwrap();
         assert_eq!(out, "<user>hi\n<assistant>");
         let e = t.render(&[Message::new("bad", "x")], false).unwrap_err();
         assert!(e.to_string().contains("no bad"), "{e}");

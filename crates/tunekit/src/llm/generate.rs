@@ -50,7 +50,10 @@ impl Default for GenerationConfig {
 impl GenerationConfig {
     /// Reject values that make no sense (temperature < 0, top-p outside (0, 1], penalty ≤ 0).
     pub fn validate(&self) -> Result<()> {
-        if self.temperature.is_some_and(|t| !(t >= 0.0 && t.is_finite())) {
+        if self
+            .temperature
+            .is_some_and(|t| !(t >= 0.0 && t.is_finite()))
+        {
             return Err(Error::Config("--temperature must be ≥ 0".into()));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
@@ -195,7 +198,11 @@ pub fn generate(
         input = vec![next];
         if !cfg.stop_strings.is_empty() {
             let text = decode(&new)?;
-            let cut = cfg.stop_strings.iter().filter_map(|s| text.find(s.as_str())).min();
+            let cut = cfg
+                .stop_strings
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min();
             if let Some(at) = cut {
                 return Ok(Generation {
                     ids: new,
@@ -248,10 +255,15 @@ mod tests {
         };
         let draw = |seed| {
             let mut r = StdRng::seed_from_u64(seed);
-            (0..50).map(|_| sample(&logits, &free, &mut r)).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| sample(&logits, &free, &mut r))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
-        assert!(draw(7).iter().any(|&t| t != 1), "temperature 5 never left the argmax");
+        assert!(
+            draw(7).iter().any(|&t| t != 1),
+            "temperature 5 never left the argmax"
+        );
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
     }
 }

@@ -34,7 +34,8 @@ pub struct LanguageModel {
 }
 
 fn token_text(tokenizer: &Tokenizer, id: Option<u32>) -> String {
-    id.and_then(|i| tokenizer.id_to_token(i)).unwrap_or_default()
+    id.and_then(|i| tokenizer.id_to_token(i))
+        .unwrap_or_default()
 }
 
 impl LanguageModel {
@@ -63,7 +64,10 @@ impl LanguageModel {
                 .and_then(|v| v.as_u64())
                 .and_then(|v| u32::try_from(v).ok())
         };
-        let (bos, eos) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
+        let (bos, eos) = (
+            id("tokenizer.ggml.bos_token_id"),
+            id("tokenizer.ggml.eos_token_id"),
+        );
         let add_bos = matches!(
             file.metadata.get("tokenizer.ggml.add_bos_token"),
             Some(crate::model::gguf::GgufValue::Bool(true))
@@ -113,7 +117,10 @@ impl LanguageModel {
         let gc = read_json("generation_config.json")?.unwrap_or_default();
         let tok_str = |k: &str| {
             tc.get(k)
-                .and_then(|v| v.as_str().or_else(|| v.get("content").and_then(|c| c.as_str())))
+                .and_then(|v| {
+                    v.as_str()
+                        .or_else(|| v.get("content").and_then(|c| c.as_str()))
+                })
                 .map(str::to_string)
         };
         let (bos, eos) = (tok_str("bos_token"), tok_str("eos_token"));
@@ -122,7 +129,11 @@ impl LanguageModel {
                 .iter()
                 .filter_map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok()))
                 .collect(),
-            Some(v) => v.as_u64().and_then(|x| u32::try_from(x).ok()).into_iter().collect(),
+            Some(v) => v
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .into_iter()
+                .collect(),
             None => Vec::new(),
         };
         if let Some(id) = eos.as_deref().and_then(|t| tokenizer.token_to_id(t)) {

@@ -94,11 +94,46 @@ impl GgmlType {
     /// ggml's name of the type (`Q4_K`, `IQ2_XS`, …).
     pub fn name(self) -> String {
         const NAMES: [&str; 40] = [
-            "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K",
-            "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S",
-            "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M",
-            "BF16", "Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4",
-            "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",
+            "F32",
+            "F16",
+            "Q4_0",
+            "Q4_1",
+            "Q4_2",
+            "Q4_3",
+            "Q5_0",
+            "Q5_1",
+            "Q8_0",
+            "Q8_1",
+            "Q2_K",
+            "Q3_K",
+            "Q4_K",
+            "Q5_K",
+            "Q6_K",
+            "Q8_K",
+            "IQ2_XXS",
+            "IQ2_XS",
+            "IQ3_XXS",
+            "IQ1_S",
+            "IQ4_NL",
+            "IQ3_S",
+            "IQ2_S",
+            "IQ4_XS",
+            "I8",
+            "I16",
+            "I32",
+            "I64",
+            "F64",
+            "IQ1_M",
+            "BF16",
+            "Q4_0_4_4",
+            "Q4_0_4_8",
+            "Q4_0_8_8",
+            "TQ1_0",
+            "TQ2_0",
+            "IQ4_NL_4_4",
+            "IQ4_NL_4_8",
+            "IQ4_NL_8_8",
+            "MXFP4",
         ];
         let id = match self {
             GgmlType::F32 => 0,
@@ -303,7 +338,11 @@ impl<'a> Cursor<'a> {
         let len = usize::try_from(len)
             .ok()
             .filter(|&l| l <= self.bytes.len())
-            .ok_or_else(|| self.corrupt(format!("{what}: string length {len} past the end of the file (truncated or corrupt)")))?;
+            .ok_or_else(|| {
+                self.corrupt(format!(
+                    "{what}: string length {len} past the end of the file (truncated or corrupt)"
+                ))
+            })?;
         let raw = self.take(len, what)?;
         String::from_utf8(raw.to_vec())
             .map_err(|_| self.corrupt(format!("{what}: string is not UTF-8")))
@@ -403,9 +442,11 @@ impl GgufFile {
             let mut shape = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
                 let d = c.u64(&name)?;
-                shape.push(usize::try_from(d).map_err(|_| {
-                    c.corrupt(format!("tensor `{name}`: dimension {d} too large"))
-                })?);
+                shape.push(
+                    usize::try_from(d).map_err(|_| {
+                        c.corrupt(format!("tensor `{name}`: dimension {d} too large"))
+                    })?,
+                );
             }
             shape.reverse();
             let ty = GgmlType::from_id(c.u32(&name)?);
@@ -508,7 +549,9 @@ impl GgufFile {
 
     /// Metadata `key`, or a [`GgufError::Metadata`] saying it is missing.
     pub fn get(&self, key: &str) -> Result<&GgufValue, GgufError> {
-        self.metadata.get(key).ok_or_else(|| self.meta_err(key, "missing"))
+        self.metadata
+            .get(key)
+            .ok_or_else(|| self.meta_err(key, "missing"))
     }
 
     fn meta_err(&self, key: &str, message: &str) -> GgufError {
@@ -548,7 +591,10 @@ impl GgufFile {
             .as_array()
             .ok_or_else(|| self.meta_err(key, "not an array"))?;
         arr.iter()
-            .map(|v| v.as_str().ok_or_else(|| self.meta_err(key, "not an array of strings")))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| self.meta_err(key, "not an array of strings"))
+            })
             .collect()
     }
 
@@ -571,10 +617,13 @@ impl GgufFile {
             });
         };
         // check_tensors verified every range at parse time.
-        let raw = self.bytes.get(start..end).ok_or_else(|| GgufError::Corrupt {
-            path: self.path.clone(),
-            message: format!("tensor `{name}`: data past the end of the file"),
-        })?;
+        let raw = self
+            .bytes
+            .get(start..end)
+            .ok_or_else(|| GgufError::Corrupt {
+                path: self.path.clone(),
+                message: format!("tensor `{name}`: data past the end of the file"),
+            })?;
         Ok((t.shape.clone(), dequantize(t.ty, raw)))
     }
 }
@@ -795,7 +844,10 @@ mod tests {
         assert_eq!(f.tensor_f32("f16").unwrap().1, vec![1.5, -2.0]);
         assert_eq!(f.tensor_f32("bf16").unwrap().1, vec![1.5, -2.0]);
         let q8 = f.tensor_f32("q8").unwrap().1;
-        assert_eq!(q8, (0..32).map(|i| 0.5 * (i as f32 - 16.0)).collect::<Vec<_>>());
+        assert_eq!(
+            q8,
+            (0..32).map(|i| 0.5 * (i as f32 - 16.0)).collect::<Vec<_>>()
+        );
         let q40 = f.tensor_f32("q40").unwrap().1;
         let want: Vec<f32> = (0..16)
             .map(|j| 2.0 * (j as f32 - 8.0))

@@ -249,7 +249,10 @@ pub fn config_from_hf(path: &Path) -> Result<LlamaConfig> {
         num_attention_heads: heads,
         num_key_value_heads: usize_key("num_key_value_heads").unwrap_or(heads),
         head_dim: usize_key("head_dim").unwrap_or(hidden / heads.max(1)),
-        rms_norm_eps: v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+        rms_norm_eps: v
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-6),
         rope_theta,
         max_position_embeddings: usize_key("max_position_embeddings").unwrap_or(2048),
         tie_word_embeddings: v
@@ -309,7 +312,12 @@ pub fn build(config: LlamaConfig, src: &mut dyn TensorSource, device: &Device) -
     let (q_out, kv_out) = (c.num_attention_heads * d, c.num_key_value_heads * d);
     let emb = src.read("model.embed_tokens.weight", &[c.vocab_size, hid])?;
     let embed_tokens = Embedding {
-        weight: param2("model.embed_tokens.weight", emb, [c.vocab_size, hid], device),
+        weight: param2(
+            "model.embed_tokens.weight",
+            emb,
+            [c.vocab_size, hid],
+            device,
+        ),
     };
     let mut layers = Vec::with_capacity(c.num_hidden_layers);
     for i in 0..c.num_hidden_layers {
@@ -322,9 +330,30 @@ pub fn build(config: LlamaConfig, src: &mut dyn TensorSource, device: &Device) -
         layers.push(LlamaLayer {
             input_layernorm: norm(src, "input_layernorm", hid)?,
             q_proj: linear(src, &format!("{p}.self_attn.q_proj"), hid, q_out, b, device)?,
-            k_proj: linear(src, &format!("{p}.self_attn.k_proj"), hid, kv_out, b, device)?,
-            v_proj: linear(src, &format!("{p}.self_attn.v_proj"), hid, kv_out, b, device)?,
-            o_proj: linear(src, &format!("{p}.self_attn.o_proj"), q_out, hid, false, device)?,
+            k_proj: linear(
+                src,
+                &format!("{p}.self_attn.k_proj"),
+                hid,
+                kv_out,
+                b,
+                device,
+            )?,
+            v_proj: linear(
+                src,
+                &format!("{p}.self_attn.v_proj"),
+                hid,
+                kv_out,
+                b,
+                device,
+            )?,
+            o_proj: linear(
+                src,
+                &format!("{p}.self_attn.o_proj"),
+                q_out,
+                hid,
+                false,
+                device,
+            )?,
             q_norm: c
                 .qk_norm
                 .then(|| norm(src, "self_attn.q_norm", d))
@@ -334,9 +363,30 @@ pub fn build(config: LlamaConfig, src: &mut dyn TensorSource, device: &Device) -
                 .then(|| norm(src, "self_attn.k_norm", d))
                 .transpose()?,
             post_attention_layernorm: norm(src, "post_attention_layernorm", hid)?,
-            gate_proj: linear(src, &format!("{p}.mlp.gate_proj"), hid, c.intermediate_size, false, device)?,
-            up_proj: linear(src, &format!("{p}.mlp.up_proj"), hid, c.intermediate_size, false, device)?,
-            down_proj: linear(src, &format!("{p}.mlp.down_proj"), c.intermediate_size, hid, false, device)?,
+            gate_proj: linear(
+                src,
+                &format!("{p}.mlp.gate_proj"),
+                hid,
+                c.intermediate_size,
+                false,
+                device,
+            )?,
+            up_proj: linear(
+                src,
+                &format!("{p}.mlp.up_proj"),
+                hid,
+                c.intermediate_size,
+                false,
+                device,
+            )?,
+            down_proj: linear(
+                src,
+                &format!("{p}.mlp.down_proj"),
+                c.intermediate_size,
+                hid,
+                false,
+                device,
+            )?,
         });
     }
     let norm = param1(

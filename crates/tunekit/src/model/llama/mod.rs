@@ -174,7 +174,13 @@ fn causal_bias(group: usize, seq: usize, past: usize, device: &Device) -> Tensor
     let mut v = Vec::with_capacity(group * seq * total);
     for _ in 0..group {
         for q in 0..seq {
-            v.extend((0..total).map(|k| if k <= past + q { 0.0f32 } else { f32::NEG_INFINITY }));
+            v.extend((0..total).map(|k| {
+                if k <= past + q {
+                    0.0f32
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }));
         }
     }
     Tensor::from_data(TensorData::new(v, [1, 1, group * seq, total]), device)
@@ -226,7 +232,10 @@ impl Llama {
                 scores = scores + bias.clone();
             }
             let ctx = softmax(scores, 3).matmul(v);
-            let ctx = ctx.reshape([b, h, s, d]).swap_dims(1, 2).reshape([b, s, h * d]);
+            let ctx = ctx
+                .reshape([b, h, s, d])
+                .swap_dims(1, 2)
+                .reshape([b, s, h * d]);
             x = x + layer.o_proj.forward(ctx);
             let hn = rms_norm(x.clone(), &layer.post_attention_layernorm, c.rms_norm_eps);
             let act = silu(layer.gate_proj.forward(hn.clone())) * layer.up_proj.forward(hn);
