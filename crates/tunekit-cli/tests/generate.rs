@@ -133,7 +133,7 @@ fn q4k_gguf(path: &Path) {
     out.extend(1u64.to_le_bytes());
     out.extend(12u32.to_le_bytes());
     out.extend(0u64.to_le_bytes());
-    while out.len() % 32 != 0 {
+    while !out.len().is_multiple_of(32) {
         out.push(0);
     }
     out.extend([0u8; 144]);

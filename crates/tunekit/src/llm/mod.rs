@@ -136,10 +136,12 @@ impl LanguageModel {
                 .collect(),
             None => Vec::new(),
         };
-        if let Some(id) = eos.as_deref().and_then(|t| tokenizer.token_to_id(t)) {
-            if !eos_ids.contains(&id) {
-                eos_ids.push(id);
-            }
+        if let Some(id) = eos
+            .as_deref()
+            .and_then(|t| tokenizer.token_to_id(t))
+            .filter(|id| !eos_ids.contains(id))
+        {
+            eos_ids.push(id);
         }
         let chat_template = match tc.get("chat_template").and_then(|v| v.as_str()) {
             Some(src) => Some(ChatTemplate::new(

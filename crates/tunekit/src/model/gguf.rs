@@ -490,16 +490,14 @@ impl GgufFile {
     /// Every tensor's byte range (for a type tunekit reads) lies inside the file.
     fn check_tensors(&self, len: usize) -> Result<(), GgufError> {
         for t in &self.tensors {
-            if let Some(range) = self.byte_range(t)? {
-                if range.1 > len {
-                    return Err(GgufError::Corrupt {
-                        path: self.path.clone(),
-                        message: format!(
-                            "tensor `{}`: data ends at byte {} past the end of the file ({len} bytes)",
-                            t.name, range.1
-                        ),
-                    });
-                }
+            if let Some(range) = self.byte_range(t)?.filter(|r| r.1 > len) {
+                return Err(GgufError::Corrupt {
+                    path: self.path.clone(),
+                    message: format!(
+                        "tensor `{}`: data ends at byte {} past the end of the file ({len} bytes)",
+                        t.name, range.1
+                    ),
+                });
             }
         }
         Ok(())
@@ -520,7 +518,7 @@ impl GgufFile {
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| err(format!("shape {:?} overflows", t.shape)))?;
-        if numel % block != 0 {
+        if !numel.is_multiple_of(block) {
             return Err(err(format!(
                 "{numel} elements are not whole {} blocks of {block}",
                 t.ty.name()
@@ -720,7 +718,7 @@ mod tests {
                 self.infos.extend((*d as u64).to_le_bytes());
             }
             self.infos.extend(ty.to_le_bytes());
-            while self.data.len() % 32 != 0 {
+            while !self.data.len().is_multiple_of(32) {
                 self.data.push(0);
             }
             self.infos.extend((self.data.len() as u64).to_le_bytes());
@@ -736,7 +734,7 @@ mod tests {
             out.extend(self.n_kv.to_le_bytes());
             out.extend(self.kv);
             out.extend(self.infos);
-            while out.len() % 32 != 0 {
+            while !out.len().is_multiple_of(32) {
                 out.push(0);
             }
             out.extend(self.data);

@@ -158,6 +158,28 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
         Some(_) => f.get_f64(&key("rope.freq_base"))?,
         None => 10000.0,
     };
+    if let Some(n) = f
+        .metadata
+        .get(&key("rope.dimension_count"))
+        .and_then(|v| v.as_u64())
+        && n as usize != head_dim
+    {
+        return Err(Error::Model(format!(
+            "{}: {arch}.rope.dimension_count {n} differs from head_dim {head_dim} (partial rotary is not supported)",
+            f.path().display()
+        )));
+    }
+    if let Some(kind) = f
+        .metadata
+        .get(&key("rope.scaling.type"))
+        .and_then(|v| v.as_str())
+        .filter(|k| *k != "none")
+    {
+        return Err(Error::Model(format!(
+            "{}: {arch}.rope.scaling.type `{kind}` is not supported (only unscaled rope)",
+            f.path().display()
+        )));
+    }
     let config = LlamaConfig {
         model_type: arch.clone(),
         vocab_size,
@@ -181,8 +203,8 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
 fn check(c: &LlamaConfig, what: &str) -> Result<()> {
     let ok = c.num_attention_heads > 0
         && c.num_key_value_heads > 0
-        && c.num_attention_heads % c.num_key_value_heads == 0
-        && c.head_dim % 2 == 0
+        && c.num_attention_heads.is_multiple_of(c.num_key_value_heads)
+        && c.head_dim.is_multiple_of(2)
         && c.head_dim > 0
         && c.hidden_size > 0
         && c.vocab_size > 0;
