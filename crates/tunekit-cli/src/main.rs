@@ -16,6 +16,7 @@ use tunekit::train::TrainOptions;
 
 mod allocator;
 mod commands;
+mod generate;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,8 @@ struct Cli {
 enum Command {
     /// Fine-tune a model as described by CONFIG.toml.
     Train(TrainArgs),
+    /// Complete a prompt with a decoder language model (GGUF file or transformers directory).
+    Generate(generate::GenerateArgs),
     /// Train a student on a teacher's soft targets (a config with a [distill] section).
     Distill(TrainArgs),
     /// Evaluate a fine-tuned model on a labelled file.
@@ -974,6 +977,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Eval(args) => commands::eval_command(args, &device),
+        Command::Generate(args) => generate::generate_command(args, cli.quiet, &device),
         Command::Predict(args) => commands::predict_command(args, progress, &device),
         Command::Embed(args) => commands::embed_command(args, &device),
         Command::Serve(a) => commands::serve_command(a, &device),

@@ -67,6 +67,9 @@ pub enum Error {
     /// something unexpected; the message names the store (never with its password).
     #[error("{0}")]
     Storage(String),
+    /// A GGUF file could not be read (corrupt, truncated, unsupported tensor type).
+    #[error(transparent)]
+    Gguf(#[from] crate::model::gguf::GgufError),
     /// Training was interrupted (Ctrl-C / SIGTERM) after saving a checkpoint.
     #[error("training interrupted; resume with --resume")]
     Interrupted,

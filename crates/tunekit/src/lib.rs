@@ -13,6 +13,7 @@
 //! - [`tokenize`]: the model's `tokenizer.json`, with truncation counted;
 //! - [`batch`]: dynamic padding and length-grouped batch order;
 //! - [`model`]: *what* is trained — BERT encoder and heads, HF weights in and out;
+//! - [`llm`]: decoder language models — GGUF / HF loading, tokenizer and chat template, generation;
 //! - [`device`]: *where* it runs — Flex CPU or CUDA;
 //! - [`report`]: `report.html`, the run's self-contained page of figures and tables;
 //! - [`robustness`]: evaluation under input perturbations (`tunekit eval --robustness`);
@@ -45,6 +46,7 @@ pub mod hub;
 pub mod index;
 pub mod index_pg;
 pub mod infer;
+pub mod llm;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -10,6 +10,8 @@ pub mod distilbert;
 pub mod electra;
 pub mod encoder;
 pub mod family;
+pub mod gguf;
+pub mod llama;
 pub mod lora;
 pub mod modernbert;
 pub mod mpnet;
