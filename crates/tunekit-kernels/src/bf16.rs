@@ -64,6 +64,12 @@ pub fn for_device(precision: Precision, device: &burn::tensor::Device) -> crate:
         if amx_available() {
             tracing::info!("linear-layer products in bf16 on AMX (f32 sums, f32 master weights)");
         } else {
+            // Kept as an emulation (bf16-rounded operands, f32 GEMM) rather than refused or
+            // silently run as f32: the numbers are those of a bf16 run on AMX, and since the
+            // rounding is one vectorised pass per operand the step costs about what the f32 step
+            // does (docs/benchmarks.md, "AVX2"; it was 1.9× f32 when the rounding gathered
+            // element by element). AVX-512 BF16 (`vdpbf16ps`) is not used: half of f32 FMA
+            // throughput on the Xeon it was measured on (module docs).
             tracing::warn!(
                 "precision bf16: this CPU (or OS) has no AMX; bf16 products are emulated at \
                  f32 speed (same rounding)"

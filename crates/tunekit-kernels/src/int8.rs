@@ -582,7 +582,13 @@ mod tests {
     #[test]
     fn extreme_int8_values_do_not_saturate_the_avx2_pair_sums() {
         let (k, n, rows) = (64, 16, 4);
-        let signs = |i: usize| if (i / 3) % 2 == 0 { 1.0f32 } else { -1.0 };
+        let signs = |i: usize| {
+            if (i / 3).is_multiple_of(2) {
+                1.0f32
+            } else {
+                -1.0
+            }
+        };
         let w: Vec<f32> = (0..k * n).map(signs).collect();
         let x: Vec<f32> = (0..rows * k).map(|i| signs(i) * 5.0).collect();
         let q = QuantLinear::quantize(&w, vec![0.0; n], k, n);
