@@ -46,10 +46,13 @@ fn every_x86_specific_use_in_the_workspace_is_behind_its_cfg() {
     assert!(out.contains("files checked"), "{out}");
 }
 
+/// A fixture's name, its files (path under `src/`, contents), and whether the guard passes.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
+
 #[test]
 fn the_guard_fails_on_unguarded_x86_code_and_passes_guarded_code() {
     const SIMD: &str = "use std::arch::x86_64::*;\npub fn f() {}\n";
-    let cases: &[(&str, &[(&str, &str)], bool)] = &[
+    let cases: &[Case] = &[
         (
             "mod-without-cfg",
             &[("lib.rs", "mod simd;\n"), ("simd.rs", SIMD)],
