@@ -18,7 +18,7 @@
 //!
 //! Without AMX (another CPU, or an OS that refuses the tile state) the same rounding is applied
 //! to f32 copies of the operands and the f32 GEMM sums them: the same values up to summation
-//! order, at f32 speed.
+//! order (slower than f32 on an AVX2 CPU so far: docs/benchmarks.md, "AVX2").
 
 use serde::{Deserialize, Serialize};
 
@@ -64,15 +64,13 @@ pub fn for_device(precision: Precision, device: &burn::tensor::Device) -> crate:
         if amx_available() {
             tracing::info!("linear-layer products in bf16 on AMX (f32 sums, f32 master weights)");
         } else {
-            // Kept as an emulation (bf16-rounded operands, f32 GEMM) rather than refused or
-            // silently run as f32: the numbers are those of a bf16 run on AMX, and since the
-            // rounding is one vectorised pass per operand the step costs about what the f32 step
-            // does (docs/benchmarks.md, "AVX2"; it was 1.9× f32 when the rounding gathered
-            // element by element). AVX-512 BF16 (`vdpbf16ps`) is not used: half of f32 FMA
-            // throughput on the Xeon it was measured on (module docs).
+            // An emulation (bf16-rounded operands, f32 GEMM): the numbers of a bf16 run on
+            // AMX. Measured on an AVX2 Zen 3 (docs/benchmarks.md, "AVX2") it is still slower
+            // than the f32 step even with the rounding in one vectorised pass per operand;
+            // whether to refuse bf16 there or run f32 products is open (issue 23).
             tracing::warn!(
-                "precision bf16: this CPU (or OS) has no AMX; bf16 products are emulated at \
-                 f32 speed (same rounding)"
+                "precision bf16: this CPU (or OS) has no AMX; bf16 products are emulated \
+                 (same rounding, slower than f32 here)"
             );
         }
     }
@@ -176,7 +174,7 @@ pub(crate) fn product_fresh(a: Matrix, b: Matrix) -> Vec<f32> {
     out
 }
 
-/// Whether bf16 products run on AMX here (else they are emulated at f32 speed).
+/// Whether bf16 products run on AMX here (else they are emulated: slower than f32 on an AVX2 CPU, docs/benchmarks.md).
 pub fn amx_available() -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
