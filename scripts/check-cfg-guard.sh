@@ -23,7 +23,7 @@ import os
 import re
 import sys
 
-root = sys.argv[1]
+root = os.path.realpath(sys.argv[1])  # normalised: module paths are compared as strings
 TOKENS = [
     (re.compile(r"\b(?:std|core)\s*::\s*arch\s*::\s*x86_64\b"), "std::arch::x86_64", False),
     (re.compile(r"\b(?:global_)?asm\s*!"), "asm!", False),
