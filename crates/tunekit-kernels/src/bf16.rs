@@ -18,7 +18,7 @@
 //!
 //! Without AMX (another CPU, or an OS that refuses the tile state) the same rounding is applied
 //! to f32 copies of the operands and the f32 GEMM sums them: the same values up to summation
-//! order, at f32 speed.
+//! order (slower than f32 on an AVX2 CPU so far: docs/benchmarks.md, "AVX2").
 
 use serde::{Deserialize, Serialize};
 
@@ -64,9 +64,13 @@ pub fn for_device(precision: Precision, device: &burn::tensor::Device) -> crate:
         if amx_available() {
             tracing::info!("linear-layer products in bf16 on AMX (f32 sums, f32 master weights)");
         } else {
+            // An emulation (bf16-rounded operands, f32 GEMM): the numbers of a bf16 run on
+            // AMX. Measured on an AVX2 Zen 3 (docs/benchmarks.md, "AVX2") it is still slower
+            // than the f32 step even with the rounding in one vectorised pass per operand;
+            // whether to refuse bf16 there or run f32 products is open (issue 23).
             tracing::warn!(
-                "precision bf16: this CPU (or OS) has no AMX; bf16 products are emulated at \
-                 f32 speed (same rounding)"
+                "precision bf16: this CPU (or OS) has no AMX; bf16 products are emulated \
+                 (same rounding, slower than f32 here)"
             );
         }
     }
@@ -170,7 +174,7 @@ pub(crate) fn product_fresh(a: Matrix, b: Matrix) -> Vec<f32> {
     out
 }
 
-/// Whether bf16 products run on AMX here (else they are emulated at f32 speed).
+/// Whether bf16 products run on AMX here (else they are emulated: slower than f32 on an AVX2 CPU, docs/benchmarks.md).
 pub fn amx_available() -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
@@ -195,18 +199,64 @@ fn check(a: &Matrix, b: &Matrix, out_len: usize) {
 }
 
 /// The fallback: operands rounded to bf16 values in f32 copies, summed by the f32 GEMM.
+///
+/// The copies keep each operand's layout (strides), so rounding is one contiguous, parallel,
+/// vectorised pass over the memory the operand spans, and the GEMM reads the copy exactly as
+/// it would have read the original. (An element-by-element gather into row-major copies, as
+/// this was before, walked transposed operands column by column and made the bf16 step 1.9×
+/// the f32 step on an AVX2 CPU; docs/benchmarks.md.)
 pub(crate) fn emulated(a: Matrix, b: Matrix, out: &mut [f32], accumulate: bool) {
     check(&a, &b, out.len());
-    let round = |m: &Matrix| -> Vec<f32> {
-        (0..m.rows)
-            .flat_map(|i| (0..m.cols).map(move |j| (i, j)))
-            .map(|(i, j)| round_bf16(m.at(i, j)))
-            .collect()
-    };
-    let (ra, rb) = (round(&a), round(&b));
-    super::fused::gemm::into(
-        a.rows, b.cols, a.cols, out, accumulate, &ra, a.cols, &rb, b.cols,
-    );
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return;
+    }
+    let (ra, rb) = (rounded_span(&a), rounded_span(&b));
+    // SAFETY: `check` proved every element (i, j) of each operand, at
+    // i·row_stride + j·col_stride, lies inside its data, and the rounded copies are as long
+    // as the spans read; `out` holds m·n values, row-major.
+    unsafe {
+        super::fused::gemm::strided(
+            m,
+            n,
+            k,
+            (out.as_mut_ptr(), n as isize),
+            accumulate,
+            (ra.as_ptr(), (a.row_stride as isize, a.col_stride as isize)),
+            (rb.as_ptr(), (b.row_stride as isize, b.col_stride as isize)),
+            if m * n * k >= 192 * 192 * 192 {
+                ::gemm::Parallelism::Rayon(0)
+            } else {
+                ::gemm::Parallelism::None
+            },
+        )
+    }
+}
+
+/// The data an operand spans (up to its last element), each value rounded to bf16.
+fn rounded_span(a: &Matrix) -> Vec<f32> {
+    use rayon::prelude::*;
+    let end = (a.rows - 1) * a.row_stride + (a.cols - 1) * a.col_stride + 1;
+    let src = &a.data[..end];
+    let mut dst = vec![0.0f32; end];
+    dst.par_chunks_mut(1 << 14)
+        .zip(src.par_chunks(1 << 14))
+        .for_each(|(d, s)| round_slice(s, d));
+    dst
+}
+
+super::fused::multiversion! {
+    fn round_slice(src: &[f32], dst: &mut [f32]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = round_bf16(v);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,14 @@
 //! here is tunekit's own: on CPUs with AMX-INT8 it uses `tdpbusd` tiles ([`crate::amx`]), on
 //! CPUs with AVX-512 VNNI `vpdpbusd` (64 u8×i8 products per instruction; the signed
 //! activations are shifted to u8 by +128 and the shift is removed with the weights' column
-//! sums), elsewhere a portable integer loop with the same result, bit for bit.
+//! sums), on CPUs with AVX-VNNI its 256-bit form, on every other x86-64 CPU with AVX2 a
+//! `vpmaddubsw`/`vpmaddwd` kernel ([`avx2`], exact by the sign trick), elsewhere a portable
+//! integer loop with the same result, bit for bit. [`Kernel::pick`] says which runs where.
 
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// Output channels per packed block (one 512-bit register of i32 accumulators).
 const LANES: usize = 16;
@@ -48,6 +53,82 @@ pub struct QuantLinear {
     packed: Vec<i8>,
     /// Inputs padded to a multiple of 4.
     k_pad: usize,
+    /// Whether a weight is −128, which the AVX2 kernel's `vpsignb` cannot negate.
+    has_min: bool,
+}
+
+/// The int8 product kernels, fastest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AMX-INT8 tiles (`tdpbusd`; Sapphire Rapids and later Xeons, Linux).
+    Amx,
+    /// AVX-512 VNNI (`vpdpbusd` on 512-bit registers; Cascade Lake+, Ice Lake+, Zen 4+).
+    Avx512Vnni,
+    /// AVX-VNNI (`vpdpbusd` on 256-bit registers; Alder Lake+, Zen 5 client without AVX-512).
+    AvxVnni,
+    /// AVX2 `vpmaddubsw` + `vpmaddwd` (Haswell+, Zen 1–3).
+    Avx2,
+    /// Portable integer loops (any CPU).
+    Portable,
+}
+
+/// What the CPU offers for the int8 product (see [`Kernel::pick`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuInt8 {
+    /// AMX-INT8 with the OS's permission for the tile state.
+    pub amx_int8: bool,
+    /// AVX-512F and AVX-512 VNNI.
+    pub avx512vnni: bool,
+    /// AVX-VNNI (with AVX2 and FMA).
+    pub avxvnni: bool,
+    /// AVX2 and FMA.
+    pub avx2_fma: bool,
+}
+
+impl CpuInt8 {
+    /// This CPU's features (run-time detection; all false off x86-64).
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx2_fma = has!("avx2") && has!("fma");
+            CpuInt8 {
+                #[cfg(target_os = "linux")]
+                amx_int8: super::amx::int8_available(),
+                #[cfg(not(target_os = "linux"))]
+                amx_int8: false,
+                avx512vnni: has!("avx512f") && has!("avx512vnni"),
+                avxvnni: avx2_fma && has!("avxvnni"),
+                avx2_fma,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        CpuInt8::default()
+    }
+}
+
+impl Kernel {
+    /// The fastest kernel `cpu` can run for a layer; `weights_have_min` (a weight is −128)
+    /// rules out the AVX2 sign trick only. Every kernel gives the same outputs, bit for bit.
+    pub fn pick(cpu: CpuInt8, weights_have_min: bool) -> Kernel {
+        if cpu.amx_int8 {
+            Kernel::Amx
+        } else if cpu.avx512vnni {
+            Kernel::Avx512Vnni
+        } else if cpu.avxvnni {
+            Kernel::AvxVnni
+        } else if cpu.avx2_fma && !weights_have_min {
+            Kernel::Avx2
+        } else {
+            Kernel::Portable
+        }
+    }
+
+    /// The kernel this CPU runs for layers quantised by [`QuantLinear::quantize`].
+    pub fn detected() -> Kernel {
+        static PICKED: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *PICKED.get_or_init(|| Kernel::pick(CpuInt8::detect(), false))
+    }
 }
 
 impl QuantLinear {
@@ -118,6 +199,7 @@ impl QuantLinear {
             p.resize(blocks * LANES, 0.0);
             p
         };
+        let has_min = weight.contains(&i8::MIN);
         QuantLinear {
             in_features,
             out_features,
@@ -128,6 +210,7 @@ impl QuantLinear {
             scale,
             bias,
             col_sum,
+            has_min,
             packed,
             k_pad,
         }
@@ -142,31 +225,56 @@ impl QuantLinear {
             .collect()
     }
 
-    /// `y = x·Wᵀ + b` for `rows` rows of `x` (`[rows][in]`), with int8 arithmetic.
+    /// `y = x·Wᵀ + b` for `rows` rows of `x` (`[rows][in]`), with int8 arithmetic, on the
+    /// fastest kernel this CPU has ([`Kernel::pick`]).
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let cpu = CpuInt8::detect();
+        self.forward_with(Kernel::pick(cpu, self.has_min), x, rows)
+    }
+
+    /// [`Self::forward`] on `kernel`, which must be one [`Kernel::pick`] can return for this
+    /// CPU and layer (else the portable path runs).
+    fn forward_with(&self, kernel: Kernel, x: &[f32], rows: usize) -> Vec<f32> {
         let (xq, xs) = self.quantize_input(x, rows);
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        if super::amx::int8_available() {
-            return super::amx::int8_forward(&super::amx::Int8Operands {
-                xq: &xq,
-                xs: &xs,
-                rows,
-                k_pad: self.k_pad,
-                packed: &self.packed,
-                out_features: self.out_features,
-                col_sum: &self.col_sum,
-                scale: &self.scale,
-                bias: &self.bias,
-            });
-        }
+        let cpu = CpuInt8::detect();
+        let allowed = match kernel {
+            Kernel::Amx => cpu.amx_int8,
+            Kernel::Avx512Vnni => cpu.avx512vnni,
+            Kernel::AvxVnni => cpu.avxvnni,
+            Kernel::Avx2 => cpu.avx2_fma && !self.has_min,
+            Kernel::Portable => true,
+        };
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512vnni")
-                && std::arch::is_x86_feature_detected!("avx512f")
-            {
-                return self.forward_vnni(&xq, &xs, rows);
+        if allowed {
+            match kernel {
+                #[cfg(target_os = "linux")]
+                Kernel::Amx => {
+                    return super::amx::int8_forward(&super::amx::Int8Operands {
+                        xq: &xq,
+                        xs: &xs,
+                        rows,
+                        k_pad: self.k_pad,
+                        packed: &self.packed,
+                        out_features: self.out_features,
+                        col_sum: &self.col_sum,
+                        scale: &self.scale,
+                        bias: &self.bias,
+                    });
+                }
+                Kernel::Avx512Vnni => return self.forward_vnni(&xq, &xs, rows),
+                // SAFETY: the CPU has AVX2, FMA and AVX-VNNI (`allowed`).
+                Kernel::AvxVnni => unsafe {
+                    return self.forward_avx2(&xq, &xs, rows, avx2::Dot::AvxVnni);
+                },
+                // SAFETY: the CPU has AVX2 and FMA, and no weight is −128 (`allowed`).
+                Kernel::Avx2 => unsafe {
+                    return self.forward_avx2(&xq, &xs, rows, avx2::Dot::Avx2);
+                },
+                _ => {}
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = allowed;
         let acc = self.accumulate_portable(&xq, rows);
         let n = self.out_features;
         let mut y = vec![0.0f32; rows * n];
@@ -416,6 +524,8 @@ mod tests {
             (384, 1536, 7),
             (8, 3, 2),
             (50, 70, 133),
+            (1536, 384, 70),
+            (384, 1536, 2048),
         ] {
             let q = QuantLinear::quantize(&data(k * n, 1), data(n, 2), k, n);
             let x = data(rows * k, 3);
@@ -428,24 +538,129 @@ mod tests {
                     (v as f32 * xs[m]).mul_add(q.scale[o], q.bias[o])
                 })
                 .collect();
-            // The dispatching product (AMX tiles where the CPU has AMX-INT8) and the VNNI
-            // kernel (where the CPU has VNNI) against the portable sums.
-            let mut runs = vec![("dispatch", q.forward(&x, rows))];
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512vnni")
-                && std::arch::is_x86_feature_detected!("avx512f")
-            {
-                runs.push(("vnni", q.forward_vnni(&xq, &xs, rows)));
+            // The dispatching product and every kernel this CPU can run (AMX tiles, AVX-512
+            // VNNI, AVX-VNNI, AVX2) against the portable sums.
+            let cpu = CpuInt8::detect();
+            let mut runs = vec![("dispatch".to_string(), q.forward(&x, rows))];
+            for kernel in [
+                Kernel::Amx,
+                Kernel::Avx512Vnni,
+                Kernel::AvxVnni,
+                Kernel::Avx2,
+                Kernel::Portable,
+            ] {
+                let allowed = match kernel {
+                    Kernel::Amx => cpu.amx_int8,
+                    Kernel::Avx512Vnni => cpu.avx512vnni,
+                    Kernel::AvxVnni => cpu.avxvnni,
+                    Kernel::Avx2 => cpu.avx2_fma,
+                    Kernel::Portable => true,
+                };
+                if allowed {
+                    runs.push((format!("{kernel:?}"), q.forward_with(kernel, &x, rows)));
+                }
             }
             for (name, got) in runs {
                 assert_eq!(got.len(), want.len());
                 for (g, w) in got.iter().zip(&want) {
+                    // The SIMD kernels compute the same i32 sums and the same f32 epilogue
+                    // (one multiply, one fused multiply-add) as the portable path.
+                    if name == "Avx2" || name == "AvxVnni" || name == "Portable" {
+                        assert_eq!(g.to_bits(), w.to_bits(), "{name}: k {k} n {n} rows {rows}");
+                    }
                     assert!(
                         (g - w).abs() <= 1e-5 * w.abs().max(1.0),
                         "{name}: k {k} n {n} rows {rows}: {g} vs {w}"
                     );
                 }
             }
+        }
+    }
+
+    /// Every activation and weight at ±127 (the largest pairs `vpmaddubsw` sees): the AVX2
+    /// sign trick must not saturate its i16 pair sums.
+    #[test]
+    fn extreme_int8_values_do_not_saturate_the_avx2_pair_sums() {
+        let (k, n, rows) = (64, 16, 4);
+        let signs = |i: usize| {
+            if (i / 3).is_multiple_of(2) {
+                1.0f32
+            } else {
+                -1.0
+            }
+        };
+        let w: Vec<f32> = (0..k * n).map(signs).collect();
+        let x: Vec<f32> = (0..rows * k).map(|i| signs(i) * 5.0).collect();
+        let q = QuantLinear::quantize(&w, vec![0.0; n], k, n);
+        let portable = q.forward_with(Kernel::Portable, &x, rows);
+        let y = q.forward(&x, rows);
+        for m in 0..rows {
+            for o in 0..n {
+                let exact: f32 = (0..k).map(|j| x[m * k + j] * w[o * k + j]).sum();
+                let got = y[m * n + o];
+                assert!(
+                    (got - exact).abs() < 1e-3 * exact.abs().max(1.0),
+                    "{got} vs {exact}"
+                );
+                assert_eq!(got.to_bits(), portable[m * n + o].to_bits());
+            }
+        }
+    }
+
+    /// A stored −128 weight (possible in a file, never written by `quantize`) keeps the
+    /// exact result: the AVX2 kernel is not picked for it.
+    #[test]
+    fn a_weight_of_minus_128_takes_a_kernel_that_handles_it() {
+        let (k, n, rows) = (8, 4, 2);
+        let mut wq = vec![1i8; k * n];
+        wq[3] = i8::MIN;
+        let q = QuantLinear::from_int8(wq.clone(), vec![1.0; n], vec![0.0; n], k, n);
+        assert!(q.has_min);
+        assert_ne!(Kernel::pick(CpuInt8::detect(), true), Kernel::Avx2);
+        let x: Vec<f32> = (0..rows * k).map(|i| (i % 5) as f32 - 2.0).collect();
+        let y = q.forward(&x, rows);
+        let (xq, xs) = q.quantize_input(&x, rows);
+        for m in 0..rows {
+            for o in 0..n {
+                let sum: i32 = (0..k)
+                    .map(|j| (i32::from(xq[m * q.k_pad + j]) - 128) * i32::from(wq[o * k + j]))
+                    .sum();
+                assert_eq!(y[m * n + o], sum as f32 * xs[m]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_int8_kernel_is_picked_by_cpu_feature_fastest_first() {
+        let none = CpuInt8::default();
+        let avx2 = CpuInt8 {
+            avx2_fma: true,
+            ..none
+        };
+        let avxvnni = CpuInt8 {
+            avxvnni: true,
+            ..avx2
+        };
+        let avx512 = CpuInt8 {
+            avx512vnni: true,
+            ..avxvnni
+        };
+        let amx = CpuInt8 {
+            amx_int8: true,
+            ..avx512
+        };
+        assert_eq!(Kernel::pick(none, false), Kernel::Portable);
+        assert_eq!(Kernel::pick(avx2, false), Kernel::Avx2);
+        assert_eq!(Kernel::pick(avx2, true), Kernel::Portable);
+        assert_eq!(Kernel::pick(avxvnni, false), Kernel::AvxVnni);
+        assert_eq!(Kernel::pick(avxvnni, true), Kernel::AvxVnni);
+        assert_eq!(Kernel::pick(avx512, false), Kernel::Avx512Vnni);
+        assert_eq!(Kernel::pick(amx, true), Kernel::Amx);
+        // This machine: an x86-64 CPU with AVX2 never falls back to the portable loops.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            assert_ne!(Kernel::detected(), Kernel::Portable);
         }
     }
 

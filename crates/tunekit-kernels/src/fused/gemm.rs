@@ -124,50 +124,6 @@ fn fresh_product(
     out
 }
 
-/// `out (+)= lhs · rhs` for row-major operands (`m×k`, row stride `lhs_rs`; `k×n`, row
-/// stride `rhs_rs`) into a row-major `m×n` `out`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn into(
-    m: usize,
-    n: usize,
-    k: usize,
-    out: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_rs: usize,
-    rhs: &[f32],
-    rhs_rs: usize,
-) {
-    assert_sizes(
-        out.len() == m * n
-            && (m == 0 || k == 0 || (m - 1) * lhs_rs + k <= lhs.len())
-            && (k == 0 || n == 0 || (k - 1) * rhs_rs + n <= rhs.len()),
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            out.fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: extents asserted above; `out` holds m·n initialised values.
-    unsafe {
-        product(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            accumulate,
-            lhs.as_ptr(),
-            (lhs_rs as isize, 1),
-            rhs.as_ptr(),
-            (rhs_rs as isize, 1),
-        )
-    }
-}
-
 /// `x · w + b`: the output starts as the bias rows and the product is added to it; the
 /// product in bf16 ([`super::super::bf16`]) with `bf16`.
 pub fn linear_forward(
