@@ -238,7 +238,7 @@ fn load(model: &str, dropout: f64, device: &burn::tensor::Device) -> Result<Sequ
     Ok(load_classifier(&dir.weights_path(), &dir.config, &spec, device)?.0)
 }
 
-/// Whether bf16 products ran on AMX or were emulated at f32 speed.
+/// Whether bf16 products ran on AMX or were emulated (operands rounded to bf16, f32 products).
 fn amx_note(p: Precision) -> &'static str {
     match (p, tunekit::model::bf16::amx_available()) {
         (Precision::F32, _) => "",
