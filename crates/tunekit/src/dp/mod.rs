@@ -1,0 +1,3 @@
+//! Differentially private fine-tuning (DP-SGD). [`accountant`] holds the privacy accountants.
+
+pub mod accountant;
