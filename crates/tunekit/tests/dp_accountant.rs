@@ -37,13 +37,23 @@ fn rdp_curve_and_epsilon_equal_opacus_within_1e_6_relative() {
             .map(|v| v.as_f64().expect("order"))
             .collect();
         let ours = rdp::rdp(&h, &orders);
-        for ((o, a), b) in orders.iter().zip(&ours).zip(c["rdp_curve"].as_array().expect("curve")) {
+        for ((o, a), b) in orders
+            .iter()
+            .zip(&ours)
+            .zip(c["rdp_curve"].as_array().expect("curve"))
+        {
             let b = b.as_f64().expect("rdp");
-            assert!((a - b).abs() <= 1e-6 * b.abs(), "order {o}: {a} vs opacus {b} ({c})");
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs(),
+                "order {o}: {a} vs opacus {b} ({c})"
+            );
         }
         let eps = Accountant::Rdp.epsilon(&h, f(c, "delta")).expect("rdp");
         let want = f(c, "rdp_epsilon");
-        assert!((eps - want).abs() <= 1e-6 * want, "rdp ε {eps} vs opacus {want} ({c})");
+        assert!(
+            (eps - want).abs() <= 1e-6 * want,
+            "rdp ε {eps} vs opacus {want} ({c})"
+        );
     }
 }
 
@@ -51,12 +61,20 @@ fn rdp_curve_and_epsilon_equal_opacus_within_1e_6_relative() {
 fn prv_epsilon_equals_opacus_within_its_eps_error() {
     let fx = fixture();
     for c in fx["epsilon"].as_array().expect("cases") {
-        let eps = Accountant::Prv.epsilon(&history(c), f(c, "delta")).expect("prv");
+        let eps = Accountant::Prv
+            .epsilon(&history(c), f(c, "delta"))
+            .expect("prv");
         let want = f(c, "prv_epsilon");
         let tol = f(c, "prv_eps_error");
-        assert!((eps - want).abs() <= tol, "prv ε {eps} vs opacus {want} ({c})");
+        assert!(
+            (eps - want).abs() <= tol,
+            "prv ε {eps} vs opacus {want} ({c})"
+        );
         // Tighter than RDP, as it should be.
-        assert!(eps < f(c, "rdp_epsilon"), "prv ε {eps} not below rdp's ({c})");
+        assert!(
+            eps < f(c, "rdp_epsilon"),
+            "prv ε {eps} not below rdp's ({c})"
+        );
     }
 }
 
@@ -73,7 +91,10 @@ fn solved_noise_multiplier_equals_opacus_within_its_search_tolerance() {
         let sigma = noise_multiplier(acc, target, delta, q, steps).expect("solve");
         let want = f(c, "noise_multiplier");
         // Same search, same accountant values: the same σ up to the bisection's last step.
-        assert!((sigma - want).abs() <= 1e-6 * want, "σ {sigma} vs opacus {want} ({c})");
+        assert!(
+            (sigma - want).abs() <= 1e-6 * want,
+            "σ {sigma} vs opacus {want} ({c})"
+        );
         let spent = acc
             .epsilon(
                 &[Composition {
@@ -85,7 +106,10 @@ fn solved_noise_multiplier_equals_opacus_within_its_search_tolerance() {
             )
             .expect("eps");
         let tol = f(c, "epsilon_tolerance");
-        assert!(spent <= target && target - spent <= tol, "ε at σ: {spent} ({c})");
+        assert!(
+            spent <= target && target - spent <= tol,
+            "ε at σ: {spent} ({c})"
+        );
     }
 }
 

@@ -155,7 +155,10 @@ mod tests {
                 .collect();
             let (fast, slow) = (dft(&x, false), naive(&x));
             for (a, b) in fast.iter().zip(&slow) {
-                assert!((a.re - b.re).abs() < 1e-10 && (a.im - b.im).abs() < 1e-10, "n={n}");
+                assert!(
+                    (a.re - b.re).abs() < 1e-10 && (a.im - b.im).abs() < 1e-10,
+                    "n={n}"
+                );
             }
             let back = dft(&fast, true);
             for (a, b) in back.iter().zip(&x) {

@@ -225,7 +225,12 @@ pub fn epsilon(history: &[Composition], delta: f64, eps_error: f64) -> Result<f6
     let l = safe_domain_size(&c, eps_error, delta_error);
     let mesh = eps_error / (c.steps as f64 * (12.0 / delta_error).ln() / 2.0).sqrt();
     let domain = Domain::aligned(-l, l, mesh);
-    let tprv = Truncated::new(c.sample_rate, c.noise_multiplier, domain.t_min, domain.t_max);
+    let tprv = Truncated::new(
+        c.sample_rate,
+        c.noise_multiplier,
+        domain.t_min,
+        domain.t_max,
+    );
     // Discretise: the mass of each cell, then shift so the mean is the continuous one.
     let (ts, dt) = (domain.ts(), domain.dt());
     let pmf: Vec<f64> = ts

@@ -30,7 +30,10 @@ mod tests {
     fn log_erfc_is_continuous_where_the_series_takes_over() {
         let below = log_erfc(20.0 - 1e-9);
         let above = log_erfc(20.0);
-        assert!((below - above).abs() < 1e-6 * below.abs(), "{below} vs {above}");
+        assert!(
+            (below - above).abs() < 1e-6 * below.abs(),
+            "{below} vs {above}"
+        );
         // ln erfc(30) = -903.974117110643878 (mpmath, 30 digits)
         assert!((log_erfc(30.0) - (-903.974_117_110_643_9)).abs() < 1e-9);
     }
