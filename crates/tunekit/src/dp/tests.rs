@@ -134,12 +134,14 @@ fn model(toy: &Toy, ad: &Device, lora: bool) -> SequenceClassifier {
             }
             param
                 .map(|t| {
-                    let n = t.shape().num_elements();
-                    let v: Vec<f32> = (0..n)
-                        .map(|i| ((i * 7919 % 97) as f32 - 48.0) * 1e-3)
+                    // A fresh leaf (not `t + bump`, which would be a graph node).
+                    let v: Vec<f32> = to_vec(t.clone())
+                        .expect("read")
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, x)| x + ((i * 7919 % 97) as f32 - 48.0) * 1e-3)
                         .collect();
-                    let bump = Tensor::<D>::from_data(TensorData::new(v, t.shape()), &t.device());
-                    t.detach() + bump
+                    Tensor::<D>::from_data(TensorData::new(v, t.shape()), &t.device())
                 })
                 .set_require_grad(true)
         }
