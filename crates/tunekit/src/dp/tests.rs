@@ -181,7 +181,7 @@ fn naive(
     let mut sum: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     let mut clipped = 0;
     for i in 0..all.len() {
-        let row = toy.losses(model, &all, ad).slice([i..i + 1]).sum();
+        let row = toy.losses(model, &all, ad).narrow(0, i, 1).sum();
         let g = host(model, &GradientsParams::from_grads(row.backward(), model));
         let norm = g.values().flatten().map(|x| x * x).sum::<f64>().sqrt();
         let f = clip_factor(norm, c);

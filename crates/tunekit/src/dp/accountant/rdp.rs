@@ -81,7 +81,8 @@ fn log_a_frac(q: f64, sigma: f64, alpha: f64) -> f64 {
         }
         i += 1;
         // NaN (a failed subtraction) also ends the series; the order is then ignored.
-        if !(log_s0.max(log_s1) >= -30.0) || i > 10_000 {
+        let top = log_s0.max(log_s1);
+        if top.is_nan() || top < -30.0 || i > 10_000 {
             break;
         }
     }
