@@ -148,6 +148,7 @@ pub fn render(
         metrics.train_examples_per_s
     );
 
+    privacy_section(&mut s, metrics);
     warnings_section(&mut s, metrics, data);
     data_section(&mut s, data);
     config_section(&mut s, config)?;
@@ -168,6 +169,31 @@ pub fn render(
          - Evaluate on your own held-out data before relying on it for decisions about people.\n",
     );
     Ok(s)
+}
+
+/// `## Differential privacy`: the (ε, δ) a DP-SGD run spent, how, and what the guarantee
+/// covers (nothing for other runs).
+pub(crate) fn privacy_section(s: &mut String, metrics: &RunMetrics) {
+    let Some(p) = &metrics.privacy else {
+        return;
+    };
+    s.push_str("## Differential privacy\n\n");
+    let _ = writeln!(
+        s,
+        "Trained with DP-SGD: ({:.3}, {:e})-differentially private ({} accountant) over {} noisy steps, \
+         each example's gradient clipped to {} (L2, all trainable parameters), noise multiplier {:.4}, \
+         Poisson sampling at rate {:.4e}{}.\n\n{}\n",
+        p.epsilon,
+        p.delta,
+        p.accountant.name(),
+        p.steps,
+        p.max_grad_norm,
+        p.noise_multiplier,
+        p.sample_rate,
+        p.target_epsilon
+            .map_or(String::new(), |t| format!("; target ε {t}")),
+        crate::dp::GUARANTEE
+    );
 }
 
 /// `## Warnings`: the run's and the data report's (nothing when there are none).

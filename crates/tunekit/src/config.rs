@@ -36,6 +36,13 @@ pub struct RunConfig {
     /// classification, embedding ([`crate::task`]).
     #[serde(default)]
     pub task: crate::task::TaskSection,
+    /// Differential privacy (`[privacy.dp]`, [`crate::dp`]).
+    #[serde(default, skip_serializing_if = "is_default_privacy")]
+    pub privacy: crate::dp::PrivacySection,
+}
+
+fn is_default_privacy(p: &crate::dp::PrivacySection) -> bool {
+    p.dp.is_none()
 }
 
 /// `[distill]`: train the model (the student) on a fine-tuned teacher's soft targets.
@@ -520,6 +527,16 @@ impl RunConfig {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(dp) = &self.privacy.dp {
+            dp.validate()?;
+            let refused = crate::dp::refusals(self);
+            if !refused.is_empty() {
+                return Err(format!(
+                    "[privacy.dp] (differential privacy) refuses: {}",
+                    refused.join("; ")
+                ));
+            }
+        }
         let t = &self.train;
         let positive = [
             ("train.epochs", t.epochs),

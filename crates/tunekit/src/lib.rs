@@ -37,6 +37,7 @@ pub mod card;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod dp;
 pub mod drift;
 pub mod embed;
 pub mod error;

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::{config_section, data_section, q, warnings_section};
+use super::{config_section, data_section, privacy_section, q, warnings_section};
 use crate::config::RunConfig;
 use crate::error::Result;
 use crate::model::Pooling;
@@ -290,6 +290,7 @@ pub(super) fn render(
          outputs. `tunekit predict --model DIR` does all of this.\n\n",
         config.model.max_length
     ));
+    privacy_section(&mut s, metrics);
     warnings_section(&mut s, metrics, data);
     data_section(&mut s, data);
     config_section(&mut s, config)?;

@@ -708,6 +708,18 @@ pub(super) fn training_sentences(s: &mut String, lead: &str, m: &RunMetrics, epo
             fmt_opt(m.validation_metric(&m.metric))
         );
     }
+    if let Some(p) = &m.privacy {
+        let _ = write!(
+            s,
+            " Trained with differential privacy (DP-SGD): ε = {:.3} at δ = {:e} ({} accountant, noise multiplier {:.4}, per-example clipping to {}). {}",
+            p.epsilon,
+            p.delta,
+            p.accountant.name(),
+            p.noise_multiplier,
+            p.max_grad_norm,
+            crate::dp::GUARANTEE
+        );
+    }
 }
 
 /// A few sentences that say how training went, from the recorded numbers only.

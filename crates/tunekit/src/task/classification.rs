@@ -577,6 +577,7 @@ impl Objective for Classification {
             validation_scores: None,
             test_scores: None,
             warnings: Vec::new(),
+            privacy: run.privacy.clone(),
         };
         let metrics = RunMetrics {
             warnings: crate::report::collapse_warnings(&metrics),

@@ -785,6 +785,7 @@ impl Objective for TaskObjective {
             validation_scores: validation,
             test_scores: test,
             warnings: Vec::new(),
+            privacy: run.privacy.clone(),
         };
         let mut json = serde_json::to_value(&metrics).map_err(|e| Error::Engine(e.to_string()))?;
         if let Some(obj) = json.as_object_mut() {

@@ -124,6 +124,8 @@ pub(crate) struct Finished<'a, S> {
     pub trainable: usize,
     /// The run's TensorBoard writer (test scalars go to the best step).
     pub tensorboard: EventWriter,
+    /// What a differentially private run spent (`privacy` of `metrics.json`).
+    pub privacy: Option<crate::dp::PrivacyReport>,
 }
 
 impl<S> Finished<'_, S> {
@@ -235,6 +237,7 @@ pub(crate) fn fit<O: Objective>(
         all_params,
         spec,
         mut tensorboard,
+        dp,
     } = start(config, options, run_dir, device, &ad, &mut objective)?;
     let lora = config.strategy.lora.is_some();
     let metrics_path = run_dir.join("metrics.jsonl");
@@ -243,6 +246,12 @@ pub(crate) fn fit<O: Objective>(
         ad: ad.clone(),
         seed: t.seed,
     };
+    // DP-SGD: Poisson-sampled logical batches, per-example clipping and noise.
+    let dp_step = dp.clone().map(|plan| crate::dp::clip::DpStep {
+        ad: ad.clone(),
+        seed: t.seed,
+        plan,
+    });
     let mut unfreezing = config
         .strategy
         .gradual_unfreeze
@@ -253,15 +262,23 @@ pub(crate) fn fit<O: Objective>(
     'epochs: while state.epoch < t.epochs && state.step < opt.total_steps && !state.stopped_early {
         let sample = objective.epoch_sample(state.epoch);
         let sample_lengths: Vec<usize> = sample.iter().map(|&i| lengths[i]).collect();
-        let batches: Vec<Vec<usize>> = epoch_batches(
-            &sample_lengths,
-            t.batch_size,
-            t.length_bucketing,
-            epoch_seed(t.seed, state.epoch),
-        )
-        .into_iter()
-        .map(|b| b.into_iter().map(|j| sample[j]).collect())
-        .collect();
+        let batches: Vec<Vec<usize>> = match &dp {
+            Some(plan) => plan.epoch_batches(
+                t.seed,
+                state.epoch,
+                opt.steps_per_epoch,
+                t.gradient_accumulation,
+            ),
+            None => epoch_batches(
+                &sample_lengths,
+                t.batch_size,
+                t.length_bucketing,
+                epoch_seed(t.seed, state.epoch),
+            )
+            .into_iter()
+            .map(|b| b.into_iter().map(|j| sample[j]).collect())
+            .collect(),
+        };
         objective.begin_epoch(state.epoch, &progress)?;
         while state.batch_in_epoch < batches.len() {
             if state.step >= opt.total_steps {
@@ -275,8 +292,10 @@ pub(crate) fn fit<O: Objective>(
             let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
             let group = &batches[state.batch_in_epoch..group_end];
             let group_size: usize = group.iter().map(Vec::len).sum();
-            let (accumulator, group_loss) =
-                stepper.gradients(&objective, &model, group, state.step)?;
+            let (accumulator, group_loss) = match &dp_step {
+                Some(s) => s.gradients(&objective, &model, group, state.step)?,
+                None => stepper.gradients(&objective, &model, group, state.step)?,
+            };
             let lr;
             (model, lr) = optimizer_step(
                 config,
@@ -289,6 +308,10 @@ pub(crate) fn fit<O: Objective>(
                 (state.step, state.epoch),
             )?;
             state.step += 1;
+            if let Some(plan) = &dp {
+                let history = &mut state.privacy.get_or_insert_with(Default::default).history;
+                crate::dp::push_steps(history, plan.noise_multiplier, plan.sample_rate, 1);
+            }
             state.batch_in_epoch = group_end;
             state.examples_seen += group_size;
             state.loss_since_eval.0 += group_loss * group_size as f64;
@@ -319,6 +342,7 @@ pub(crate) fn fit<O: Objective>(
                     metrics_path: &metrics_path,
                     steps_per_epoch: opt.steps_per_epoch,
                     lr,
+                    dp: dp.as_ref(),
                 };
                 evaluate(
                     &ctx,
@@ -352,6 +376,19 @@ pub(crate) fn fit<O: Objective>(
     let train_time_s = clock.elapsed();
     let model_config = objective.model_dir().config.clone();
     let has_head = objective.has_head();
+    let privacy = dp
+        .as_ref()
+        .map(|plan| privacy_report(plan, &state))
+        .transpose()?;
+    if let Some(p) = &privacy {
+        tracing::info!(
+            "differential privacy: ε = {:.3} at δ = {:e} ({} accountant, {} noisy steps)",
+            p.epsilon,
+            p.delta,
+            p.accountant.name(),
+            p.steps
+        );
+    }
     objective.finish(Finished {
         config,
         run_dir,
@@ -364,6 +401,38 @@ pub(crate) fn fit<O: Objective>(
         train_time_s,
         trainable,
         tensorboard,
+        privacy,
+    })
+}
+
+/// ε spent so far by `state`'s accountant history.
+fn spent_epsilon<R>(plan: &crate::dp::DpPlan, state: &TrainState<R>) -> Result<f64> {
+    let history = state
+        .privacy
+        .as_ref()
+        .map(|p| p.history.as_slice())
+        .unwrap_or_default();
+    plan.accountant.epsilon(history, plan.delta)
+}
+
+/// The final (ε, δ) of a DP run and how they were reached.
+fn privacy_report<R>(
+    plan: &crate::dp::DpPlan,
+    state: &TrainState<R>,
+) -> Result<crate::dp::PrivacyReport> {
+    let steps = state
+        .privacy
+        .as_ref()
+        .map_or(0, |p| p.history.iter().map(|c| c.steps).sum());
+    Ok(crate::dp::PrivacyReport {
+        epsilon: spent_epsilon(plan, state)?,
+        delta: plan.delta,
+        accountant: plan.accountant,
+        noise_multiplier: plan.noise_multiplier,
+        max_grad_norm: plan.max_grad_norm,
+        sample_rate: plan.sample_rate,
+        steps,
+        target_epsilon: plan.target_epsilon,
     })
 }
 
@@ -376,6 +445,7 @@ struct Start<S> {
     all_params: usize,
     spec: ClassifierSpec,
     tensorboard: EventWriter,
+    dp: Option<crate::dp::DpPlan>,
 }
 
 /// Build the model to train (pretrained weights or the checkpoint being resumed, LoRA,
@@ -442,6 +512,25 @@ fn start<O: Objective>(
     let tensorboard = EventWriter::create(run_dir)?;
     objective.setup(&model, device, ad)?;
     let opt = optimisation(config, objective, optim, state.step);
+    let dp = match &config.privacy.dp {
+        Some(options) => {
+            let history = state
+                .privacy
+                .as_ref()
+                .map(|p| p.history.clone())
+                .unwrap_or_default();
+            let plan = crate::dp::DpPlan::new(
+                options,
+                objective.train_lengths().len(),
+                t.batch_size * t.gradient_accumulation,
+                opt.total_steps,
+                &history,
+            )?;
+            tracing::info!("{}", plan.describe());
+            Some(plan)
+        }
+        None => None,
+    };
     tracing::info!(
         "{}, {} epochs × {} steps (batch {} × accumulation {}), {} warm-up steps, {trainable} trainable parameters",
         objective.describe(),
@@ -460,6 +549,7 @@ fn start<O: Objective>(
         all_params,
         spec,
         tensorboard,
+        dp,
     })
 }
 
@@ -473,7 +563,12 @@ fn optimisation<O: Objective>(
     let t = &config.train;
     let epoch_size = objective.epoch_sample(0).len();
     let batches_per_epoch = epoch_size.div_ceil(t.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(t.gradient_accumulation);
+    let steps_per_epoch = if config.privacy.dp.is_some() {
+        // Poisson sampling: 1/q logical batches make an epoch.
+        crate::dp::steps_per_epoch(epoch_size, t.batch_size * t.gradient_accumulation)
+    } else {
+        batches_per_epoch.div_ceil(t.gradient_accumulation)
+    };
     let mut total_steps = steps_per_epoch * t.epochs;
     if t.max_steps > 0 {
         total_steps = total_steps.min(t.max_steps);
@@ -531,6 +626,7 @@ struct EvalContext<'a> {
     metrics_path: &'a Path,
     steps_per_epoch: usize,
     lr: f64,
+    dp: Option<&'a crate::dp::DpPlan>,
 }
 
 /// Validate, log, record the history, keep the best weights, decide early stopping and ask
@@ -556,6 +652,7 @@ fn evaluate<O: Objective>(
         learning_rate: ctx.lr,
         validation: v.scores,
         elapsed_s: state.elapsed_s,
+        epsilon: ctx.dp.map(|plan| spent_epsilon(plan, state)).transpose()?,
     };
     let msg = format!(
         "step {} epoch {:.2}: train loss {:.4}, validation {} {:.4}{}",

@@ -81,6 +81,9 @@ pub struct RunMetrics {
     /// ([`crate::report::prediction_collapse`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What a differentially private run spent (final ε and δ), absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<crate::dp::PrivacyReport>,
 }
 
 fn is_classification(kind: &crate::task::TaskKind) -> bool {

@@ -30,6 +30,9 @@ pub struct EvalRecord<V = ClassificationMetrics> {
     pub validation: V,
     /// Seconds of training so far.
     pub elapsed_s: f64,
+    /// ε spent so far (DP runs only; at the run's δ).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
 }
 
 /// Position and bookkeeping saved with every checkpoint; `R` is one evaluation's record
@@ -61,6 +64,9 @@ pub struct TrainState<R = EvalRecord> {
     pub stopped_early: bool,
     /// Sorted parameter ids the optimiser state belongs to.
     pub param_ids: Vec<u64>,
+    /// The privacy accountant's history (DP runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<crate::dp::PrivacyState>,
 }
 
 impl<R> TrainState<R> {
@@ -79,6 +85,7 @@ impl<R> TrainState<R> {
             examples_seen: 0,
             stopped_early: false,
             param_ids,
+            privacy: None,
         }
     }
 

@@ -35,7 +35,11 @@ pub(crate) fn optimizer_step(
     let mut accumulator = accumulator;
     let mut grads = accumulator.grads();
     add_l1_penalty(&model, &mut grads, config.train.l1);
-    clip_global_norm(&model, &mut grads, config.train.max_grad_norm)?;
+    // Under DP-SGD each example was clipped before the noise; clipping the noisy sum again
+    // would only shrink the noise's effect unevenly (train.max_grad_norm is not applied).
+    if config.privacy.dp.is_none() {
+        clip_global_norm(&model, &mut grads, config.train.max_grad_norm)?;
+    }
     let lr = schedule.lr(step);
     Ok((optim.step(lr_groups.step(), model, grads), lr))
 }
