@@ -130,4 +130,15 @@ fn dp_refuses_by_name_what_it_cannot_guarantee() {
         let out = tunekit(&["train", cfg.to_str().unwrap()]);
         assert_bad_input(&out, &[needle]);
     }
+    // Several models released from the same data: their ε would compose unaccounted.
+    let dir = tmp.path().join("cv");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dp_config(&dir, "", "target_epsilon = 8.0\n");
+    let out = tunekit(&["train", cfg.to_str().unwrap(), "--cv", "2"]);
+    assert_bad_input(&out, &["refuses --cv"]);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("\n[search]\ntrials = 2\n\n[search.params]\n\"train.learning_rate\" = \"loguniform(1e-4, 1e-3)\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let out = tunekit(&["search", cfg.to_str().unwrap()]);
+    assert_bad_input(&out, &["refuses `tunekit search`"]);
 }

@@ -178,6 +178,13 @@ impl SearchConfig {
         let base_text = toml::to_string(&table)
             .map_err(|e| Error::Config(format!("{origin}: serialising config: {e}")))?;
         let mut base = RunConfig::parse(&base_text, &origin, &[])?;
+        if base.privacy.dp.is_some() {
+            // Every trial trains on the same examples and the best is picked by validation:
+            // the trials' ε compose (and the selection leaks), which no accountant here counts.
+            return Err(Error::Config(format!(
+                "{origin}: [privacy.dp] (differential privacy) refuses `tunekit search`: each trial spends its own ε on the same training data and picking the best trial leaks too, and the study does not account for that composition; search without [privacy.dp] on public or synthetic data, then train once with it"
+            )));
+        }
         if let Some(o) = &search.objective {
             base.train.metric = o.clone();
         }

@@ -107,6 +107,12 @@ pub(crate) fn check_cv_options(config: &RunConfig, k: usize) -> Result<()> {
             "--cv needs at least 2 folds, got {k}"
         )));
     }
+    if config.privacy.dp.is_some() {
+        // k models trained on overlapping folds each spend ε on the same examples.
+        return Err(Error::Config(
+            "[privacy.dp] (differential privacy) refuses --cv: the folds' models are trained on overlapping data, so their ε compose and the run would release k models under one guarantee that does not cover them".into(),
+        ));
+    }
     if !config.task.kind.is_classification() {
         return Err(Error::Config(format!(
             "--cv is for classification; task.type = \"{}\" trains with train/validation/test splits",
