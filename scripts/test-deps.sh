@@ -1,17 +1,12 @@
 #!/usr/bin/env bash
 # Install what the test suite needs beyond Rust and the assets: ONNX Runtime (PyPI
-# `onnxruntime`), which runs exported ONNX models in the export test, Opacus (the DP
-# accountants' reference, tools/make_dp_fixture.py), and headless Chromium
+# `onnxruntime`), which runs exported ONNX models in the export test, and headless Chromium
 # (Debian's `chromium`), which renders report.html in the report test. Idempotent.
 set -euo pipefail
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
   echo "installing onnxruntime (for the ONNX export test)" >&2
   "$PYTHON" -m pip install --quiet "onnxruntime>=1.17" numpy
-fi
-if ! "$PYTHON" -c "import opacus" >/dev/null 2>&1; then
-  echo "installing opacus (reference of the DP accountant fixture, tools/make_dp_fixture.py)" >&2
-  "$PYTHON" -m pip install --quiet "opacus==1.6.*"
 fi
 if command -v chromium >/dev/null 2>&1 || [ -n "${TUNEKIT_CHROMIUM:-}" ]; then
   exit 0
