@@ -342,6 +342,14 @@ fn a_worker_killed_mid_trial_is_taken_over_and_the_study_still_ends_with_six_com
                  AND state = '\"running\"' AND intermediate <> '[]' LIMIT 1",
                 &[&victim_id],
             )
+            .or_else(|e| {
+                // The workers create the tables on first use: until then, nothing is running.
+                if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            })
             .unwrap()
             .map(|r| r.get(0));
         if let Some(n) = busy {
@@ -359,6 +367,18 @@ fn a_worker_killed_mid_trial_is_taken_over_and_the_study_still_ends_with_six_com
     finish(survivor, "surviving worker");
 
     let rows = trials(&mut client, "mr");
+    if rows.iter().any(|r| r.1 != "\"complete\"") {
+        let errors: Vec<(i32, Option<String>)> = client
+            .query(
+                "SELECT number, error FROM tunekit_trials ORDER BY number",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        panic!("not all trials complete: {rows:?}\nerrors: {errors:?}");
+    }
     assert_six_distinct_complete(&rows);
     let taken = rows.iter().find(|r| r.0 == killed_trial).unwrap();
     assert!(
