@@ -356,17 +356,18 @@ fn run(mut cli: Cli) -> Result<()> {
                     total.push((t3 - t0).as_secs_f64() * 1e3);
                 }
             }
+            let step_ms = median(total);
             println!(
                 "{}",
                 serde_json::json!({
                     "workload": format!("train step, batch {} x {} tokens, mean pooling, AdamW, dropout {}, {} products{}", cli.batch, cli.seq, cli.dropout, cli.precision, amx_note(cli.precision)),
                     "steps": cli.steps,
-                    "step_ms_median": median(total.clone()),
+                    "step_ms_median": step_ms,
                     "forward_ms_median": median(fwd),
                     "backward_ms_median": median(bwd),
                     "optimizer_ms_median": median(opt),
                     "gflop_per_step": 3.0 * flops / 1e9,
-                    "gflops_achieved": 3.0 * flops / 1e6 / median(total.clone()),
+                    "gflops_achieved": 3.0 * flops / 1e6 / step_ms,
                     "peak_rss_gib": peak_rss_gib(),
                 })
             );
@@ -387,7 +388,8 @@ fn run(mut cli: Cli) -> Result<()> {
                     times.push(t0.elapsed().as_secs_f64() * 1e3);
                 }
             }
-            let mut sorted = times.clone();
+            let latency_ms = median(times.clone());
+            let mut sorted = times;
             sorted.sort_by(f64::total_cmp);
             let p99 = sorted[((sorted.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)];
             println!(
@@ -395,11 +397,11 @@ fn run(mut cli: Cli) -> Result<()> {
                 serde_json::json!({
                     "workload": format!("inference{}, batch {} x {} tokens, {} products{}", if cli.int8 { " (int8)" } else { "" }, cli.batch, cli.seq, cli.precision, amx_note(cli.precision)),
                     "iterations": cli.steps,
-                    "latency_ms_median": median(times),
+                    "latency_ms_median": latency_ms,
                     "latency_ms_p99": p99,
-                    "examples_per_s": cli.batch as f64 * 1e3 / median(sorted.clone()),
+                    "examples_per_s": cli.batch as f64 * 1e3 / latency_ms,
                     "gflop_per_batch": flops / 1e9,
-                    "gflops_achieved": flops / 1e6 / median(sorted),
+                    "gflops_achieved": flops / 1e6 / latency_ms,
                     "peak_rss_gib": peak_rss_gib(),
                 })
             );
