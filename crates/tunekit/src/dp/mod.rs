@@ -213,7 +213,7 @@ impl DpPlan {
     /// One line for the log.
     pub fn describe(&self) -> String {
         format!(
-            "DP-SGD: noise_multiplier {:.4}, max_grad_norm {}, sample rate {:.4e} (expected batch {} of {}), δ = {:e}, planned ε = {:.3} ({})",
+            "DP-SGD: noise_multiplier {:.4}, max_grad_norm {}, sample rate {:.4e} (expected batch {} of {}), δ = {:e}, planned ε = {:.3} ({}); per-example clipping replaces train.max_grad_norm (global clipping is not applied)",
             self.noise_multiplier,
             self.max_grad_norm,
             self.sample_rate,
