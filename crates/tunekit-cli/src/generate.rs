@@ -120,6 +120,13 @@ pub(crate) fn generate_command(
             println!("{line}");
         } else {
             println!("{}", g.text);
+            // The cut is said even with --quiet (stdout holds only the completion).
+            if matches!(g.stop, tunekit::llm::StopReason::Length) {
+                eprintln!(
+                    "note: stopped at --max-new-tokens {} (the completion may be cut)",
+                    cfg.max_new_tokens
+                );
+            }
         }
     }
     if !quiet {

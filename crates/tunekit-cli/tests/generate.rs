@@ -36,6 +36,32 @@ fn generate_prints_the_greedy_chat_completion_transformers_gives() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), format!("{want}\n"));
+    // It ended at eos, so nothing was cut; a budget of 2 tokens cuts it, and says so.
+    assert!(
+        !stderr(&o).contains("stopped at --max-new-tokens"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tunekit(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        question,
+        "--max-new-tokens",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cut = stdout(&o);
+    assert!(
+        want.starts_with(cut.trim_end_matches('\n')),
+        "{cut:?} vs {want:?}"
+    );
+    assert!(
+        stderr(&o).contains("stopped at --max-new-tokens 2"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
