@@ -14,6 +14,10 @@ pub(crate) struct GenerateArgs {
     /// A `.gguf` file or a transformers model directory (llama, mistral, qwen2, qwen3).
     #[arg(long)]
     model: PathBuf,
+    /// A LoRA adapter directory (PEFT's `adapter_config.json` + `adapter_model.safetensors`,
+    /// e.g. the `model/` of a `causal_lm` run with `[strategy.lora]`) to apply to --model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The prompt (a user message; the chat template is applied unless --raw).
     #[arg(long, conflicts_with = "input", required_unless_present = "input")]
     prompt: Option<String>,
@@ -100,7 +104,20 @@ pub(crate) fn generate_command(
         )),
     };
     let start = Instant::now();
-    let lm = LanguageModel::open(&args.model, device)?;
+    let mut lm = LanguageModel::open(&args.model, device)?;
+    if let Some(dir) = &args.adapter {
+        let (model, adapter) = tunekit::model::llama::lora::attach(lm.model, dir, device)?;
+        lm.model = model;
+        if !quiet {
+            eprintln!(
+                "adapter {} (rank {}, alpha {}, on {})",
+                dir.display(),
+                adapter.r,
+                adapter.lora_alpha,
+                adapter.target_modules.join(", ")
+            );
+        }
+    }
     if !quiet {
         eprintln!(
             "loaded {} ({} layers) in {:.1} s",

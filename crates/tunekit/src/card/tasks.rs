@@ -44,6 +44,11 @@ fn hub_task(kind: TaskKind) -> (&'static str, &'static str, &'static [&'static s
                 "sentence-similarity",
             ],
         ),
+        TaskKind::CausalLm => (
+            "text-generation",
+            "Text Generation",
+            &["text-generation", "causal-lm", "sft"],
+        ),
         TaskKind::Classification | TaskKind::PairClassification => (
             "text-classification",
             "Text Classification",
@@ -76,6 +81,16 @@ pub fn index_metrics(kind: TaskKind) -> &'static [(&'static str, &'static str, &
             ("mrr", "mrr", "MRR"),
             ("recall_at_1", "recall_at_1", "Recall@1"),
             ("recall_at_5", "recall_at_5", "Recall@5"),
+        ],
+        TaskKind::CausalLm => &[
+            ("perplexity", "perplexity", "Perplexity"),
+            ("loss", "loss", "Loss per target token"),
+            ("accuracy", "token_accuracy", "Next-token accuracy"),
+            (
+                "exact_match",
+                "exact_match",
+                "Exact match of greedy answers",
+            ),
         ],
         TaskKind::Classification | TaskKind::PairClassification => &[],
     }
@@ -112,12 +127,17 @@ fn description(kind: TaskKind, metrics: &RunMetrics) -> String {
         TaskKind::Embedding => "A sentence-embedding model: it maps a text to a unit-length \
              vector; texts that mean the same have a high cosine similarity"
             .to_string(),
+        TaskKind::CausalLm => "A decoder language model fine-tuned on prompts and answers              (supervised fine-tuning): it continues a prompt, rendered with its chat template,              with the kind of answer the training data holds"
+            .to_string(),
         TaskKind::Classification | TaskKind::PairClassification => "A text classifier".into(),
     }
 }
 
 /// Python that loads the exported model and computes what tunekit's `predict` computes.
 fn usage(kind: TaskKind, config: &RunConfig, meta: Option<&TaskMeta>, lora: bool) -> String {
+    if kind == TaskKind::CausalLm {
+        return causal_lm_usage(config, lora);
+    }
     let max_len = config.model.max_length;
     let mean = config.model.pooling == Pooling::Mean;
     let class = match kind {
@@ -188,7 +208,9 @@ fn usage(kind: TaskKind, config: &RunConfig, meta: Option<&TaskMeta>, lora: bool
                 "```python\n{head}with torch.no_grad():\n{batch}    hidden = model(**batch).last_hidden_state\n{pool}embeddings = torch.nn.functional.normalize(pooled, dim=-1)\nprint(embeddings @ embeddings.T)  # cosine similarities\n```\n"
             )
         }
-        TaskKind::Classification | TaskKind::PairClassification => String::new(),
+        TaskKind::Classification | TaskKind::PairClassification | TaskKind::CausalLm => {
+            String::new()
+        }
     }
 }
 
@@ -411,6 +433,46 @@ fn task_details(s: &mut String, kind: TaskKind, metrics: &RunMetrics, meta: Opti
     }
 }
 
+/// How to generate with a fine-tuned decoder: `tunekit generate`, and transformers for a full
+/// fine-tune (a directory it loads) or PEFT over the base model for adapters.
+fn causal_lm_usage(config: &RunConfig, lora: bool) -> String {
+    let base = &config.model.path;
+    let cli = if lora {
+        format!(
+            "tunekit generate --model {base} --adapter {MODEL_PLACEHOLDER} --prompt \"Your prompt\""
+        )
+    } else {
+        format!("tunekit generate --model {MODEL_PLACEHOLDER} --prompt \"Your prompt\"")
+    };
+    let python = if lora {
+        let load = if base.ends_with(".gguf") {
+            format!(
+                "base = AutoModelForCausalLM.from_pretrained(\"{dir}\", gguf_file=\"{file}\")\ntokenizer = AutoTokenizer.from_pretrained(\"{dir}\", gguf_file=\"{file}\")",
+                dir = std::path::Path::new(base)
+                    .parent()
+                    .map_or(".".into(), |p| p.display().to_string()),
+                file = std::path::Path::new(base)
+                    .file_name()
+                    .map_or(base.clone(), |f| f.to_string_lossy().into_owned()),
+            )
+        } else {
+            format!(
+                "base = AutoModelForCausalLM.from_pretrained(\"{base}\")\ntokenizer = AutoTokenizer.from_pretrained(\"{base}\")"
+            )
+        };
+        format!(
+            "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n{load}\nmodel = PeftModel.from_pretrained(base, \"{MODEL_PLACEHOLDER}\").merge_and_unload().eval()\n"
+        )
+    } else {
+        format!(
+            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\nmodel = AutoModelForCausalLM.from_pretrained(\"{MODEL_PLACEHOLDER}\").eval()\ntokenizer = AutoTokenizer.from_pretrained(\"{MODEL_PLACEHOLDER}\")\n"
+        )
+    };
+    format!(
+        "```sh\n{cli}\n```\n\n```python\n{python}messages = [{{\"role\": \"user\", \"content\": \"Your prompt\"}}]\nids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")\nout = model.generate(ids, max_new_tokens=64, do_sample=False)\nprint(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))\n```\n"
+    )
+}
+
 fn intended_use(kind: TaskKind) -> &'static str {
     match kind {
         TaskKind::Multilabel => {
@@ -428,6 +490,11 @@ fn intended_use(kind: TaskKind) -> &'static str {
         TaskKind::Embedding => {
             "- Intended for semantic search, clustering and similarity of texts like those in the training pairs.\n\
              - Compare embeddings with the cosine similarity (they are unit length); similarities are only comparable within this model.\n"
+        }
+        TaskKind::CausalLm => {
+            "- Intended for prompts like those in the training data; it generates text, which can be wrong, and has no knowledge the base model and the training data did not give it.
+             - Perplexity and loss are measured on the answer tokens of held-out records only (with `completion_only_loss`).
+"
         }
         TaskKind::Classification | TaskKind::PairClassification => "",
     }

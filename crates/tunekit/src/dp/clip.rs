@@ -16,7 +16,6 @@ use rand::{Rng, SeedableRng};
 
 use super::DpPlan;
 use crate::error::Result;
-use crate::model::SequenceClassifier;
 use crate::train::fit::{GradientStep, Objective};
 use crate::train::step::step_seed;
 
@@ -35,7 +34,7 @@ impl ModuleVisitor for SquaredNorm<'_> {
 }
 
 /// The L2 norm of one example's whole gradient (all trainable parameters).
-pub fn gradient_norm(model: &SequenceClassifier, grads: &GradientsParams) -> Result<f64> {
+pub fn gradient_norm<M: Module>(model: &M, grads: &GradientsParams) -> Result<f64> {
     let mut v = SquaredNorm {
         grads,
         parts: Vec::new(),
@@ -117,8 +116,8 @@ impl ModuleVisitor for Noise<'_> {
 }
 
 /// Add the noise of step `step` (seeded by `(seed, step)`) and divide by the expected batch.
-pub fn privatise(
-    model: &SequenceClassifier,
+pub fn privatise<M: Module>(
+    model: &M,
     grads: &mut GradientsParams,
     plan: &DpPlan,
     seed: u64,
@@ -140,7 +139,7 @@ pub fn privatise(
 /// The objective's loss errors and tensor read-back errors.
 pub(crate) fn clipped_sum<O: Objective>(
     objective: &O,
-    model: &SequenceClassifier,
+    model: &O::Model,
     examples: &[usize],
     max_grad_norm: f64,
     ad: &Device,
@@ -180,10 +179,10 @@ impl GradientStep for DpStep {
     fn gradients<O: Objective>(
         &self,
         objective: &O,
-        model: &SequenceClassifier,
+        model: &O::Model,
         group: &[Vec<usize>],
         step: usize,
-    ) -> Result<(GradientsAccumulator<SequenceClassifier>, f64)> {
+    ) -> Result<(GradientsAccumulator<O::Model>, f64)> {
         let examples: Vec<usize> = group.iter().flatten().copied().collect();
         let (mut grads, loss_sum) = clipped_sum(
             objective,

@@ -69,11 +69,17 @@ impl Toy {
 
 impl Objective for Toy {
     type Scores = f64;
-    fn model_dir(&self) -> &ModelDir {
-        &self.dir
+    type Model = SequenceClassifier;
+    fn build(
+        &mut self,
+        _: &crate::config::RunConfig,
+        _: Option<&std::path::Path>,
+        _: &Device,
+    ) -> Result<crate::train::fit::Built<SequenceClassifier>> {
+        Err(Error::Engine("not used".into()))
     }
-    fn num_outputs(&self) -> usize {
-        3
+    fn layered_config(&self) -> Option<&crate::model::BertConfig> {
+        Some(&self.dir.config)
     }
     fn train_lengths(&self) -> Vec<usize> {
         self.examples.iter().map(|t| t.ids.len()).collect()

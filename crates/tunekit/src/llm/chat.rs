@@ -31,6 +31,7 @@ impl Message {
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
 }
@@ -58,9 +59,15 @@ impl ChatTemplate {
             .map_err(|e| Error::Tokenizer(format!("chat template does not compile: {e}")))?;
         Ok(ChatTemplate {
             env,
+            source: source.to_string(),
             bos_token: bos_token.into(),
             eos_token: eos_token.into(),
         })
+    }
+
+    /// The Jinja source (what an exported `tokenizer_config.json` carries).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The prompt text for `messages`, ending with the assistant's turn opened when

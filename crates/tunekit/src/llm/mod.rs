@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod generate;
+pub mod sft;
 pub mod tokenizer;
 
 use std::path::Path;

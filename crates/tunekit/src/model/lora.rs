@@ -200,7 +200,7 @@ fn factor_id(base: ParamId, which: u64) -> ParamId {
 
 /// Gives adapter factors ids derived from their base weight (see the module docs).
 #[derive(Default)]
-struct StableFactorIds {
+pub(crate) struct StableFactorIds {
     last_base: Option<ParamId>,
     in_adapter: bool,
     field: String,
@@ -410,6 +410,27 @@ pub fn load_adapter(
             path.display()
         )));
     }
+    if values.len() != expected {
+        return Err(Error::Model(format!(
+            "{}: {} adapter/head tensors for {expected} parameters",
+            path.display(),
+            values.len()
+        )));
+    }
+    load_values(model, values, device).map_err(|e| Error::Model(format!("{}: {e}", path.display())))
+}
+
+/// Replace the values of the parameters of `model` whose ids are keys of `values`
+/// (`(shape, values)` in burn's layout); every entry must find its parameter.
+///
+/// # Errors
+/// [`Error::Model`] when some entries found no parameter.
+pub(crate) fn load_values<M: Module>(
+    model: M,
+    values: HashMap<ParamId, (Vec<usize>, Vec<f32>)>,
+    device: &Device,
+) -> Result<M> {
+    let expected = values.len();
     let mut loader = LoadById {
         values,
         device: device.clone(),
@@ -418,8 +439,7 @@ pub fn load_adapter(
     let model = model.map(&mut loader);
     if loader.loaded != expected {
         return Err(Error::Model(format!(
-            "{}: loaded {} of {expected} adapter/head tensors",
-            path.display(),
+            "loaded {} of {expected} adapter tensors",
             loader.loaded
         )));
     }

@@ -44,12 +44,15 @@ pub fn param_id(name: &str) -> ParamId {
     ParamId::from(h)
 }
 
-fn param_from(name: &str, data: TensorData, device: &Device) -> Param<Tensor<2>> {
+/// A trainable parameter (gradient required on an autodiff device) named `name` (its id is
+/// [`param_id`]) holding `data`.
+pub(crate) fn param_from(name: &str, data: TensorData, device: &Device) -> Param<Tensor<2>> {
     let (_, value, mapper) = Param::<Tensor<2>>::from_data(data, device).consume();
     Param::from_mapped_value(param_id(name), value, mapper)
 }
 
-fn param1_from(name: &str, data: TensorData, device: &Device) -> Param<Tensor<1>> {
+/// [`param_from`] for a vector.
+pub(crate) fn param1_from(name: &str, data: TensorData, device: &Device) -> Param<Tensor<1>> {
     let (_, value, mapper) = Param::<Tensor<1>>::from_data(data, device).consume();
     Param::from_mapped_value(param_id(name), value, mapper)
 }

@@ -21,7 +21,7 @@ use crate::metrics::ClassificationMetrics;
 use crate::model::{ModelDir, SequenceClassifier};
 use crate::prep::{DataReport, PreparedData};
 use crate::tokenize::{TextTokenizer, Tokens};
-use crate::train::fit::{Finished, Objective, Validation};
+use crate::train::fit::{Built, Finished, Objective, Validation};
 use crate::train::{
     RunMetrics, balanced_class_weights, classification_loss_sum, distillation_kl_sum,
 };
@@ -340,13 +340,26 @@ impl Classification {
 
 impl Objective for Classification {
     type Scores = ClassificationMetrics;
+    type Model = SequenceClassifier;
 
-    fn model_dir(&self) -> &ModelDir {
-        &self.p.model_dir
+    fn build(
+        &mut self,
+        config: &RunConfig,
+        resume_from: Option<&Path>,
+        ad: &Device,
+    ) -> Result<Built<SequenceClassifier>> {
+        crate::train::strategy::build_encoder(
+            config,
+            &self.p.model_dir,
+            self.p.labels.len(),
+            true,
+            resume_from,
+            ad,
+        )
     }
 
-    fn num_outputs(&self) -> usize {
-        self.p.labels.len()
+    fn layered_config(&self) -> Option<&crate::model::BertConfig> {
+        Some(&self.p.model_dir.config)
     }
 
     fn train_lengths(&self) -> Vec<usize> {
@@ -535,7 +548,13 @@ impl Objective for Classification {
             &self.meta(),
             None,
         )?;
-        let best = run.best_model(&export_dir)?;
+        let best = crate::train::strategy::best_encoder(
+            &run,
+            &p.model_dir.config,
+            p.labels.len(),
+            true,
+            &export_dir,
+        )?;
         let validation = p
             .validation
             .as_ref()

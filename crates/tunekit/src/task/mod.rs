@@ -16,6 +16,7 @@
 //! [`crate::train`] (reports, calibration, drift, distillation are built on its metrics);
 //! the other tasks run [`run::train_in`].
 
+pub(crate) mod causal_lm;
 pub mod classification;
 pub mod embedding;
 pub mod multilabel;
@@ -45,6 +46,9 @@ pub enum TaskKind {
     TokenClassification,
     /// Sentence embeddings from (anchor, positive) pairs.
     Embedding,
+    /// Supervised fine-tuning of a decoder language model (next-token prediction) on chat
+    /// `messages` or `prompt`/`completion` records ([`crate::llm::sft`]).
+    CausalLm,
 }
 
 impl TaskKind {
@@ -74,6 +78,7 @@ impl TaskKind {
                 &["f1", "precision", "recall", "token_accuracy", "loss"]
             }
             TaskKind::Embedding => &["mrr", "recall_at_1", "recall_at_5", "loss"],
+            TaskKind::CausalLm => &["loss", "perplexity", "token_accuracy"],
         }
     }
 
@@ -85,6 +90,7 @@ impl TaskKind {
             TaskKind::Regression => "mse",
             TaskKind::TokenClassification => "f1",
             TaskKind::Embedding => "mrr",
+            TaskKind::CausalLm => "loss",
         }
     }
 
@@ -102,7 +108,7 @@ impl TaskKind {
             TaskKind::Multilabel => (sequence, Some("multi_label_classification")),
             TaskKind::Regression => (sequence, Some("regression")),
             TaskKind::TokenClassification => (token, None),
-            TaskKind::Embedding => (base, None),
+            TaskKind::Embedding | TaskKind::CausalLm => (base, None),
         }
     }
 
@@ -117,7 +123,10 @@ impl TaskKind {
 
 /// Whether a larger value of `metric` is better.
 pub fn higher_is_better(metric: &str) -> bool {
-    !matches!(metric, "loss" | "mse" | "rmse" | "mae" | "hamming_loss")
+    !matches!(
+        metric,
+        "loss" | "mse" | "rmse" | "mae" | "hamming_loss" | "perplexity"
+    )
 }
 
 /// Tag encoding of token-classification data.
@@ -149,6 +158,17 @@ pub struct TaskSection {
     /// `embedding`: scale of the cosine similarities in the contrastive loss
     /// (sentence-transformers' `MultipleNegativesRankingLoss` uses 20).
     pub contrastive_scale: f64,
+    /// `causal_lm`: the loss on completions / assistant turns only (TRL's
+    /// `completion_only_loss`; for `messages` records its `assistant_only_loss`); `false`
+    /// trains on every token.
+    pub completion_only_loss: bool,
+    /// `causal_lm`: render records with the model's chat template when it has one; `false`
+    /// concatenates prompt and completion and appends eos.
+    pub chat_template: bool,
+    /// `causal_lm`: the exported model answers every validation and test record's prompt by
+    /// greedy decoding with at most this many new tokens, scored by exact match with the
+    /// record's answer (`exact_match`); 0 turns it off.
+    pub generate_max_new_tokens: usize,
 }
 
 impl Default for TaskSection {
@@ -159,6 +179,9 @@ impl Default for TaskSection {
             threshold: None,
             scheme: TagScheme::Auto,
             contrastive_scale: 20.0,
+            completion_only_loss: true,
+            chat_template: true,
+            generate_max_new_tokens: 32,
         }
     }
 }
@@ -188,6 +211,44 @@ impl TaskSection {
         }
         if kind.is_classification() {
             return Ok(());
+        }
+        if kind == TaskKind::CausalLm {
+            let st = &config.strategy;
+            let m = &config.model;
+            let refused = [
+                (st.freeze_embeddings, "strategy.freeze_embeddings"),
+                (st.freeze_layers > 0, "strategy.freeze_layers"),
+                (st.freeze_encoder, "strategy.freeze_encoder"),
+                (st.gradual_unfreeze, "strategy.gradual_unfreeze"),
+                (st.layer_lr_decay != 1.0, "strategy.layer_lr_decay"),
+                (
+                    st.lora.as_ref().is_some_and(|l| l.dropout > 0.0),
+                    "strategy.lora.dropout (not implemented for decoders yet)",
+                ),
+                (
+                    config.train.precision != crate::model::Precision::F32,
+                    "train.precision other than f32 (not implemented for decoders yet)",
+                ),
+                (
+                    config.privacy.dp.is_some(),
+                    "[privacy.dp] (not validated for decoders yet)",
+                ),
+                (
+                    m.hidden_dropout.is_some() || m.attention_dropout.is_some(),
+                    "model.hidden_dropout / model.attention_dropout (llama decoders have none)",
+                ),
+                (
+                    m.pooling != crate::model::Pooling::default(),
+                    "model.pooling (a decoder predicts every next token)",
+                ),
+                (
+                    config.data.text_pair_column.is_some(),
+                    "data.text_pair_column (records are JSON lines with messages or prompt/completion)",
+                ),
+            ];
+            if let Some((_, key)) = refused.iter().find(|(set, _)| *set) {
+                return Err(format!("{key} does not apply to task.type = \"causal_lm\""));
+            }
         }
         if !kind.metrics().contains(&config.train.metric.as_str()) {
             return Err(format!(
@@ -233,6 +294,7 @@ pub fn kind_name(kind: TaskKind) -> &'static str {
         TaskKind::Regression => "regression",
         TaskKind::TokenClassification => "token_classification",
         TaskKind::Embedding => "embedding",
+        TaskKind::CausalLm => "causal_lm",
     }
 }
 

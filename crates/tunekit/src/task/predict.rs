@@ -112,6 +112,9 @@ pub fn outputs(
         TaskKind::Classification | TaskKind::PairClassification => Err(Error::Config(
             "classification runs through tunekit::infer".into(),
         )),
+        TaskKind::CausalLm => Err(Error::Config(
+            "a decoder language model generates text: use `tunekit generate`".into(),
+        )),
     }
 }
 

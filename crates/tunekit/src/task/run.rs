@@ -33,7 +33,7 @@ use crate::fsutil::write_json;
 use crate::model::{ModelDir, SequenceClassifier};
 use crate::tokenize::{TextTokenizer, Tokens};
 use crate::train::RunMetrics;
-use crate::train::fit::{Finished, Objective, Validation};
+use crate::train::fit::{Built, Finished, Objective, Validation};
 
 /// The training targets of a split.
 #[derive(Debug, Clone)]
@@ -669,19 +669,36 @@ impl TaskObjective {
     }
 }
 
-impl Objective for TaskObjective {
-    type Scores = Scores;
-
-    fn model_dir(&self) -> &ModelDir {
-        &self.p.model_dir
-    }
-
-    fn num_outputs(&self) -> usize {
-        self.p.labels.len()
-    }
-
+impl TaskObjective {
+    /// Whether the trained model has a head (an embedding model has none).
     fn has_head(&self) -> bool {
         self.config.task.kind != TaskKind::Embedding
+    }
+}
+
+impl Objective for TaskObjective {
+    type Scores = Scores;
+    type Model = SequenceClassifier;
+
+    fn build(
+        &mut self,
+        config: &RunConfig,
+        resume_from: Option<&Path>,
+        ad: &Device,
+    ) -> Result<Built<SequenceClassifier>> {
+        let has_head = self.has_head();
+        crate::train::strategy::build_encoder(
+            config,
+            &self.p.model_dir,
+            self.p.labels.len(),
+            has_head,
+            resume_from,
+            ad,
+        )
+    }
+
+    fn layered_config(&self) -> Option<&crate::model::BertConfig> {
+        Some(&self.p.model_dir.config)
     }
 
     fn train_lengths(&self) -> Vec<usize> {
@@ -746,7 +763,13 @@ impl Objective for TaskObjective {
         if run.lora() {
             export_task_model(config, p, &run.best_dir, &export_dir, &[], None)?;
         }
-        let best = run.best_model(&export_dir)?;
+        let best = crate::train::strategy::best_encoder(
+            &run,
+            &p.model_dir.config,
+            p.labels.len(),
+            self.has_head(),
+            &export_dir,
+        )?;
         let (validation, test, thresholds) =
             self.evaluate_exported(&best, run.run_dir, run.device)?;
         export_task_model(

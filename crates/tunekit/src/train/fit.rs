@@ -17,20 +17,19 @@ use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::model::TrainModel;
 use super::state::{
     EvalRecord, TrainState, restore, resume_point, rewrite_history, save_checkpoint, save_weights,
 };
 use super::step::{optimizer_step, step_seed};
 use super::strategy::{
-    Unfreezing, build_optimizer, layer_schedules, model_param_ids, trainable_model,
-    trainable_params,
+    Unfreezing, build_optimizer, layer_schedules, model_param_ids, trainable_params,
 };
 use super::{TrainOptions, progress_bar};
 use crate::batch::{epoch_batches, epoch_seed};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::model::weights::{ClassifierSpec, DropoutOverride, load_classifier};
-use crate::model::{ModelDir, SequenceClassifier};
+use crate::model::BertConfig;
 
 use crate::schedule::{Schedule, warmup_steps};
 use crate::tensorboard::EventWriter;
@@ -42,15 +41,22 @@ use crate::tensorboard::EventWriter;
 pub(crate) trait Objective {
     /// One validation's scores (`validation` of a `metrics.jsonl` line).
     type Scores: Serialize + DeserializeOwned + Clone;
+    /// The network it trains (an encoder with its head, a decoder language model).
+    type Model: TrainModel;
 
-    /// The pretrained model it fine-tunes.
-    fn model_dir(&self) -> &ModelDir;
-    /// Outputs of the head (classes, labels, tags; 1 for regression and embedding).
-    fn num_outputs(&self) -> usize;
-    /// Whether the trained model has a head to load (an embedding model has none).
-    fn has_head(&self) -> bool {
-        true
-    }
+    /// The model to train, on the autodiff device `ad`: the pretrained weights, or the
+    /// checkpoint in `resume_from`; LoRA adapters attached and the strategy's frozen tensors
+    /// frozen. Called once, before [`Objective::setup`].
+    fn build(
+        &mut self,
+        config: &RunConfig,
+        resume_from: Option<&Path>,
+        ad: &Device,
+    ) -> Result<Built<Self::Model>>;
+    /// The encoder's config, for the strategies that count layers (layer-wise learning-rate
+    /// decay, gradual unfreezing); `None` for a network they do not apply to (the config
+    /// refuses them there).
+    fn layered_config(&self) -> Option<&BertConfig>;
     /// Token count of every training example, in order (length-grouped batching).
     fn train_lengths(&self) -> Vec<usize>;
     /// Indices of the training examples that make up `epoch` (with repeats when
@@ -63,7 +69,7 @@ pub(crate) trait Objective {
     fn describe(&self) -> String;
     /// Once before the first step, with the model as built or resumed: teacher logits,
     /// cached features. `device` is the inference device, `ad` its autodiff version.
-    fn setup(&mut self, model: &SequenceClassifier, device: &Device, ad: &Device) -> Result<()> {
+    fn setup(&mut self, model: &Self::Model, device: &Device, ad: &Device) -> Result<()> {
         let _ = (model, device, ad);
         Ok(())
     }
@@ -76,12 +82,11 @@ pub(crate) trait Objective {
     /// weights or labelled pieces), so accumulated micro-batches equal one large batch.
     fn normaliser(&self, group: &[Vec<usize>]) -> f64;
     /// The summed loss of training examples `idx`: a `[1]` tensor on the autodiff device.
-    fn loss_sum(&self, model: &SequenceClassifier, idx: &[usize], ad: &Device)
-    -> Result<Tensor<1>>;
+    fn loss_sum(&self, model: &Self::Model, idx: &[usize], ad: &Device) -> Result<Tensor<1>>;
     /// Scores of `model` (inference mode) on the validation split; `None` without one.
     fn validate(
         &self,
-        model: &SequenceClassifier,
+        model: &Self::Model,
         device: &Device,
     ) -> Result<Option<Validation<Self::Scores>>>;
     /// After the last step: export the best model, evaluate it, write the run's files.
@@ -100,6 +105,14 @@ pub(crate) struct Validation<S> {
     pub note: String,
 }
 
+/// The model [`Objective::build`] made, and what the loop logs about it.
+pub(crate) struct Built<M> {
+    /// The model, on the autodiff device.
+    pub model: M,
+    /// Elements of the parameters the strategy froze (not counting LoRA's frozen base).
+    pub frozen: usize,
+}
+
 /// What the loop hands to [`Objective::finish`].
 pub(crate) struct Finished<'a, S> {
     /// The run's config.
@@ -110,12 +123,6 @@ pub(crate) struct Finished<'a, S> {
     pub device: &'a Device,
     /// `run_dir/best`: the best weights (or LoRA adapters and head).
     pub best_dir: PathBuf,
-    /// The head the model was built with.
-    pub spec: ClassifierSpec,
-    /// The model's config (a distillation student's layer count applied).
-    pub model_config: crate::model::BertConfig,
-    /// Whether the exported model has a head ([`Objective::has_head`]).
-    pub has_head: bool,
     /// The final training state (history, best step, steps done).
     pub state: TrainState<EvalRecord<S>>,
     /// Training wall time in seconds, across resumes.
@@ -132,25 +139,6 @@ impl<S> Finished<'_, S> {
     /// Whether the run trains LoRA adapters.
     pub fn lora(&self) -> bool {
         self.config.strategy.lora.is_some()
-    }
-
-    /// The exported model loaded for inference: full weights from `best/`, or for LoRA the
-    /// base model with the adapters of `export_dir` (which must already hold them).
-    pub fn best_model(&self, export_dir: &Path) -> Result<SequenceClassifier> {
-        let spec = ClassifierSpec {
-            require_head: self.has_head,
-            ..self.spec.clone()
-        };
-        if self.lora() {
-            return Ok(crate::model::lora::load_for_inference(export_dir, &spec, self.device)?.0);
-        }
-        Ok(load_classifier(
-            &self.best_dir.join("model.safetensors"),
-            &self.model_config,
-            &spec,
-            self.device,
-        )?
-        .0)
     }
 
     /// The step whose weights were exported (the best one, else the last).
@@ -170,10 +158,10 @@ pub(crate) trait GradientStep {
     fn gradients<O: Objective>(
         &self,
         objective: &O,
-        model: &SequenceClassifier,
+        model: &O::Model,
         group: &[Vec<usize>],
         step: usize,
-    ) -> Result<(GradientsAccumulator<SequenceClassifier>, f64)>;
+    ) -> Result<(GradientsAccumulator<O::Model>, f64)>;
 }
 
 /// All micro-batches on one (autodiff) device.
@@ -188,10 +176,10 @@ impl GradientStep for SingleDevice {
     fn gradients<O: Objective>(
         &self,
         objective: &O,
-        model: &SequenceClassifier,
+        model: &O::Model,
         group: &[Vec<usize>],
         step: usize,
-    ) -> Result<(GradientsAccumulator<SequenceClassifier>, f64)> {
+    ) -> Result<(GradientsAccumulator<O::Model>, f64)> {
         let normaliser = objective.normaliser(group);
         let mut accumulator = GradientsAccumulator::new();
         let mut group_loss = 0.0f64;
@@ -235,7 +223,6 @@ pub(crate) fn fit<O: Objective>(
         mut state,
         mut trainable,
         all_params,
-        spec,
         mut tensorboard,
         dp,
     } = start(config, options, run_dir, device, &ad, &mut objective)?;
@@ -252,10 +239,15 @@ pub(crate) fn fit<O: Objective>(
         seed: t.seed,
         plan,
     });
-    let mut unfreezing = config
-        .strategy
-        .gradual_unfreeze
-        .then(|| Unfreezing::new(config, &objective.model_dir().config, all_params));
+    let mut unfreezing = match (config.strategy.gradual_unfreeze, objective.layered_config()) {
+        (false, _) => None,
+        (true, Some(layered)) => Some(Unfreezing::new(config, layered, all_params)),
+        (true, None) => {
+            return Err(Error::Config(
+                "strategy.gradual_unfreeze: this model has no encoder layers to unfreeze".into(),
+            ));
+        }
+    };
     let progress = progress_bar(options.progress, opt.total_steps as u64, state.step as u64);
     let best_dir = run_dir.join("best");
     let clock = Clock::start(&state);
@@ -374,8 +366,6 @@ pub(crate) fn fit<O: Objective>(
     }
     progress.finish_and_clear();
     let train_time_s = clock.elapsed();
-    let model_config = objective.model_dir().config.clone();
-    let has_head = objective.has_head();
     let privacy = dp
         .as_ref()
         .map(|plan| privacy_report(plan, &state))
@@ -394,9 +384,6 @@ pub(crate) fn fit<O: Objective>(
         run_dir,
         device,
         best_dir,
-        spec,
-        model_config,
-        has_head,
         state,
         train_time_s,
         trainable,
@@ -437,13 +424,12 @@ fn privacy_report<R>(
 }
 
 /// What a run starts from, fresh or resumed.
-struct Start<S> {
-    model: SequenceClassifier,
+struct Start<M, S> {
+    model: M,
     opt: Optimisation,
     state: TrainState<EvalRecord<S>>,
     trainable: usize,
     all_params: usize,
-    spec: ClassifierSpec,
     tensorboard: EventWriter,
     dp: Option<crate::dp::DpPlan>,
 }
@@ -458,33 +444,15 @@ fn start<O: Objective>(
     device: &Device,
     ad: &Device,
     objective: &mut O,
-) -> Result<Start<O::Scores>> {
+) -> Result<Start<O::Model, O::Scores>> {
     let t = &config.train;
-    let spec = ClassifierSpec {
-        // An embedding model has no head; a one-output head is built and never used.
-        num_labels: objective.num_outputs().max(1),
-        pooling: config.model.pooling,
-        dropout: DropoutOverride {
-            hidden: config.model.hidden_dropout,
-            attention: config.model.attention_dropout,
-        },
-        seed: t.seed,
-        require_head: false,
-        head: config.task.kind.head(),
-    };
     // Resume: weights and state from the latest checkpoint; otherwise the pretrained model.
     let resume_from = resume_point(run_dir, options.resume)?;
     let lora = config.strategy.lora.is_some();
-    let (model, load_report, frozen_size) = trainable_model(
-        config,
-        objective.model_dir(),
-        &spec,
-        resume_from.as_deref(),
-        ad,
-    )?;
-    if resume_from.is_none() {
-        log_load_report(&load_report, objective.has_head(), objective.num_outputs());
-    }
+    let Built {
+        model,
+        frozen: frozen_size,
+    } = objective.build(config, resume_from.as_deref(), ad)?;
     let (optim, all_params) = build_optimizer(config, &model);
     // With gradual unfreezing this is updated per stage and ends as the last stage's count.
     let trainable = if lora {
@@ -547,7 +515,6 @@ fn start<O: Objective>(
         state,
         trainable,
         all_params,
-        spec,
         tensorboard,
         dp,
     })
@@ -579,7 +546,7 @@ fn optimisation<O: Objective>(
         warmup: warmup_steps(total_steps, t.warmup_ratio, t.warmup_steps),
         total: total_steps,
     };
-    let lr_groups = layer_schedules(config, &objective.model_dir().config, schedule, step);
+    let lr_groups = layer_schedules(config, objective.layered_config(), schedule, step);
     Optimisation {
         optim,
         lr_groups,
@@ -634,7 +601,7 @@ struct EvalContext<'a> {
 fn evaluate<O: Objective>(
     ctx: &EvalContext<'_>,
     objective: &O,
-    model: &SequenceClassifier,
+    model: &O::Model,
     state: &mut TrainState<EvalRecord<O::Scores>>,
     tensorboard: &mut EventWriter,
     progress: &indicatif::ProgressBar,
@@ -693,22 +660,4 @@ fn evaluate<O: Objective>(
         }
     }
     Ok(())
-}
-
-/// What loading the pretrained weights did that a user should know: a fresh head or pooler,
-/// tensors of the file left unused.
-fn log_load_report(report: &crate::model::weights::LoadReport, has_head: bool, outputs: usize) {
-    if report.classifier_initialized && has_head {
-        tracing::info!("classifier head initialised for {outputs} outputs");
-    }
-    if report.pooler_initialized {
-        tracing::info!("pooler initialised (the pretrained weights have none)");
-    }
-    if !report.unused_tensors.is_empty() {
-        tracing::info!(
-            "{} tensors in the pretrained weights are not used: {:?}",
-            report.unused_tensors.len(),
-            report.unused_tensors
-        );
-    }
 }

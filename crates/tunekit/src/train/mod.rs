@@ -19,6 +19,7 @@ pub mod check;
 pub mod cv;
 pub(crate) mod fit;
 pub mod loss;
+pub(crate) mod model;
 pub mod state;
 pub mod step;
 pub mod strategy;
@@ -318,7 +319,10 @@ fn train_in(
     data: Option<PreparedData>,
 ) -> Result<RunMetrics> {
     write_atomic(&run_dir.join("config.toml"), config.to_toml()?.as_bytes())?;
-    if config.task.kind.is_classification() {
+    if config.task.kind == crate::task::TaskKind::CausalLm {
+        let objective = crate::task::causal_lm::CausalLm::prepare(config, run_dir, device)?;
+        fit::fit(config, options, run_dir, device, objective)
+    } else if config.task.kind.is_classification() {
         let objective =
             crate::task::classification::Classification::prepare(config, data, run_dir)?;
         fit::fit(config, options, run_dir, device, objective)

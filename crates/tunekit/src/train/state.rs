@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
+use super::model::TrainModel;
 use super::strategy::model_param_ids;
 use crate::error::{Error, Result};
 use crate::fsutil::{read_json, write_atomic, write_json};
 use crate::metrics::ClassificationMetrics;
-use crate::model::SequenceClassifier;
-use crate::model::weights::save_classifier;
 
 /// One evaluation during training (a line of `metrics.jsonl`); `V` is the task's validation
 /// scores ([`ClassificationMetrics`] for classification, [`crate::task::Scores`] otherwise).
@@ -136,7 +135,7 @@ pub(crate) fn resume_point(run_dir: &Path, resume: bool) -> Result<Option<PathBu
 pub(crate) fn restore<R: serde::de::DeserializeOwned>(
     dir: &Path,
     optim: ModuleOptimizer,
-    model: &SequenceClassifier,
+    model: &impl burn::module::Module,
 ) -> Result<(ModuleOptimizer, TrainState<R>)> {
     let opt_path = dir.join("optimizer.bpk");
     let bytes = std::fs::read(&opt_path).map_err(|e| Error::io(&opt_path, e))?;
@@ -174,13 +173,8 @@ fn checkpoint_dir(run_dir: &Path, step: usize) -> PathBuf {
 
 /// Save the trained weights into `dir`: the whole model (`model.safetensors`), or for LoRA
 /// only the adapters and head (`adapter_model.safetensors`).
-pub(crate) fn save_weights(model: &SequenceClassifier, dir: &Path, lora: bool) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    if lora {
-        crate::model::lora::save_adapter(model, &dir.join(crate::model::lora::ADAPTER_WEIGHTS))
-    } else {
-        save_classifier(model, &dir.join("model.safetensors"))
-    }
+pub(crate) fn save_weights(model: &impl TrainModel, dir: &Path, lora: bool) -> Result<()> {
+    model.save_weights(dir, lora)
 }
 
 /// Write a checkpoint (weights, optimiser state, position), then atomically point
@@ -188,7 +182,7 @@ pub(crate) fn save_weights(model: &SequenceClassifier, dir: &Path, lora: bool) -
 /// `latest.json` naming a complete checkpoint.
 pub(crate) fn save_checkpoint<R: Serialize>(
     run_dir: &Path,
-    model: &SequenceClassifier,
+    model: &impl TrainModel,
     optim: &ModuleOptimizer,
     state: &TrainState<R>,
     lora: bool,

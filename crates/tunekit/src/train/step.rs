@@ -8,22 +8,21 @@ use burn::tensor::Tensor;
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
-use crate::model::SequenceClassifier;
 use crate::schedule::Schedule;
 
 /// One optimiser step on accumulated gradients: refuses a non-finite loss, adds the L1
 /// penalty, clips the global norm, steps at the schedule's rate; returns the model and rate.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn optimizer_step(
+pub(crate) fn optimizer_step<M: Module>(
     config: &RunConfig,
-    model: SequenceClassifier,
+    model: M,
     optim: &mut ModuleOptimizer,
     lr_groups: &mut burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler,
     schedule: &Schedule,
-    accumulator: GradientsAccumulator<SequenceClassifier>,
+    accumulator: GradientsAccumulator<M>,
     loss: f64,
     position: (usize, usize),
-) -> Result<(SequenceClassifier, f64)> {
+) -> Result<(M, f64)> {
     let (step, epoch) = position;
     if !loss.is_finite() {
         return Err(Error::Engine(format!(
@@ -97,7 +96,7 @@ impl ModuleVisitor for L1Grad<'_> {
 }
 
 /// Add an L1 penalty of `coef` to the gradients (see [`L1Grad`]); no-op for 0.
-pub fn add_l1_penalty(model: &SequenceClassifier, grads: &mut GradientsParams, coef: f64) {
+pub fn add_l1_penalty<M: Module>(model: &M, grads: &mut GradientsParams, coef: f64) {
     if coef > 0.0 {
         model.visit(&mut L1Grad { grads, coef });
     }
@@ -107,8 +106,8 @@ pub fn add_l1_penalty(model: &SequenceClassifier, grads: &mut GradientsParams, c
 /// HF Trainer) does. burn's `GradientClipping::Norm` clips each tensor by its own norm, which
 /// is a different update, so the global version is written here. Returns the norm before
 /// clipping.
-pub fn clip_global_norm(
-    model: &SequenceClassifier,
+pub fn clip_global_norm<M: Module>(
+    model: &M,
     grads: &mut GradientsParams,
     max_norm: f64,
 ) -> Result<f64> {

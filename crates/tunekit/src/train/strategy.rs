@@ -14,10 +14,71 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{OptimizerKind, RunConfig};
 use crate::error::{Error, Result};
-use crate::model::weights::{ClassifierSpec, LoadReport, load_classifier, param_id};
+use crate::model::weights::{
+    ClassifierSpec, DropoutOverride, LoadReport, load_classifier, param_id,
+};
 use crate::model::{ModelDir, SequenceClassifier};
 use crate::optim::FusedAdamW;
 use crate::schedule::Schedule;
+
+/// The head an encoder run builds for `outputs` outputs (an embedding model has none: a
+/// one-output head is built and never used).
+pub(crate) fn encoder_spec(config: &RunConfig, outputs: usize) -> ClassifierSpec {
+    ClassifierSpec {
+        num_labels: outputs.max(1),
+        pooling: config.model.pooling,
+        dropout: DropoutOverride {
+            hidden: config.model.hidden_dropout,
+            attention: config.model.attention_dropout,
+        },
+        seed: config.train.seed,
+        require_head: false,
+        head: config.task.kind.head(),
+    }
+}
+
+/// [`trainable_model`] for an encoder objective's [`super::fit::Objective::build`]: the
+/// model with `outputs` head outputs, the load report logged on a fresh start.
+pub(crate) fn build_encoder(
+    config: &RunConfig,
+    model_dir: &ModelDir,
+    outputs: usize,
+    has_head: bool,
+    resume_from: Option<&Path>,
+    ad: &Device,
+) -> Result<super::fit::Built<SequenceClassifier>> {
+    let spec = encoder_spec(config, outputs);
+    let (model, report, frozen) = trainable_model(config, model_dir, &spec, resume_from, ad)?;
+    if resume_from.is_none() {
+        log_load_report(&report, has_head, outputs);
+    }
+    Ok(super::fit::Built { model, frozen })
+}
+
+/// The exported encoder loaded for inference: full weights from `run.best_dir`, or for LoRA
+/// the base model with the adapters of `export_dir` (which must already hold them).
+pub(crate) fn best_encoder<S>(
+    run: &super::fit::Finished<'_, S>,
+    model_config: &crate::model::BertConfig,
+    outputs: usize,
+    has_head: bool,
+    export_dir: &Path,
+) -> Result<SequenceClassifier> {
+    let spec = ClassifierSpec {
+        require_head: has_head,
+        ..encoder_spec(run.config, outputs)
+    };
+    if run.lora() {
+        return Ok(crate::model::lora::load_for_inference(export_dir, &spec, run.device)?.0);
+    }
+    Ok(load_classifier(
+        &run.best_dir.join("model.safetensors"),
+        model_config,
+        &spec,
+        run.device,
+    )?
+    .0)
+}
 
 /// The model a run trains: weights from the pretrained model (or the checkpoint being
 /// resumed), LoRA adapters when configured, the strategy's frozen tensors frozen. Returns it
@@ -87,11 +148,11 @@ impl Unfreezing {
 
     /// The model with the stage of `position` (step, epoch) applied, and the new trainable
     /// parameter count when the stage changed.
-    pub(crate) fn stage_at(
+    pub(crate) fn stage_at<M: Module>(
         &mut self,
-        model: SequenceClassifier,
+        model: M,
         position: (usize, usize),
-    ) -> Result<(SequenceClassifier, Option<usize>)> {
+    ) -> Result<(M, Option<usize>)> {
         let (step, epoch) = position;
         let every = self.config.strategy.unfreeze_every_steps;
         let stage = step.checked_div(every).unwrap_or(epoch);
@@ -136,7 +197,7 @@ impl ModuleVisitor for NoDecayIds {
 
 /// Build the configured optimiser from burn's, with a no-decay group for 1-D parameters
 /// (biases and LayerNorm weights).
-pub fn build_optimizer(config: &RunConfig, model: &SequenceClassifier) -> (ModuleOptimizer, usize) {
+pub fn build_optimizer<M: Module>(config: &RunConfig, model: &M) -> (ModuleOptimizer, usize) {
     let t = &config.train;
     let mut visitor = NoDecayIds {
         ids: Vec::new(),
@@ -196,7 +257,7 @@ pub fn build_optimizer(config: &RunConfig, model: &SequenceClassifier) -> (Modul
 }
 
 /// Elements of the parameters that require a gradient.
-pub(crate) fn trainable_params(model: &SequenceClassifier) -> usize {
+pub(crate) fn trainable_params<M: Module>(model: &M) -> usize {
     struct Count(usize);
     impl ModuleVisitor for Count {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -213,7 +274,7 @@ pub(crate) fn trainable_params(model: &SequenceClassifier) -> usize {
 /// Sorted parameter ids of the model. Saved with every checkpoint and compared on resume:
 /// burn keys optimiser state by `ParamId`, so a model rebuilt with different ids would
 /// silently restart its moments and the resumed run would diverge.
-pub(crate) fn model_param_ids(model: &SequenceClassifier) -> Vec<u64> {
+pub(crate) fn model_param_ids<M: Module>(model: &M) -> Vec<u64> {
     struct Ids(Vec<u64>);
     impl ModuleVisitor for Ids {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -302,10 +363,11 @@ impl burn::lr_scheduler::LrScheduler for ScaledSchedule {
 }
 
 /// Per-parameter learning rates from `step` on: the schedule for everything, scaled by
-/// decay^depth per encoder layer group when `layer_lr_decay` < 1.
+/// decay^depth per encoder layer group when `layer_lr_decay` < 1 (for an encoder:
+/// `model_config`; the config refuses the decay for other networks).
 pub(crate) fn layer_schedules(
     config: &RunConfig,
-    model_config: &crate::model::BertConfig,
+    model_config: Option<&crate::model::BertConfig>,
     schedule: Schedule,
     step: usize,
 ) -> burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler {
@@ -317,7 +379,7 @@ pub(crate) fn layer_schedules(
     };
     let mut sched = ModuleLrScheduler::new(base);
     let decay = config.strategy.layer_lr_decay;
-    if decay < 1.0 {
+    if let Some(model_config) = model_config.filter(|_| decay < 1.0) {
         let layers = model_config.num_hidden_layers;
         let mut by_depth: Vec<Vec<ParamId>> = vec![Vec::new(); layers + 2];
         for (name, _) in crate::model::weights::encoder_shapes(model_config) {
@@ -336,6 +398,24 @@ pub(crate) fn layer_schedules(
         }
     }
     sched
+}
+
+/// What loading the pretrained weights did that a user should know: a fresh head or pooler,
+/// tensors of the file left unused.
+fn log_load_report(report: &crate::model::weights::LoadReport, has_head: bool, outputs: usize) {
+    if report.classifier_initialized && has_head {
+        tracing::info!("classifier head initialised for {outputs} outputs");
+    }
+    if report.pooler_initialized {
+        tracing::info!("pooler initialised (the pretrained weights have none)");
+    }
+    if !report.unused_tensors.is_empty() {
+        tracing::info!(
+            "{} tensors in the pretrained weights are not used: {:?}",
+            report.unused_tensors.len(),
+            report.unused_tensors
+        );
+    }
 }
 
 #[cfg(test)]

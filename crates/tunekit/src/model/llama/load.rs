@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::{Llama, LlamaConfig, LlamaLayer};
 use crate::error::{Error, Result};
 use crate::model::gguf::{GgufError, GgufFile};
-use crate::model::weights::{WeightFile, find_weights, param_id, transpose};
+use crate::model::weights::{WeightFile, find_weights, transpose};
 
 /// Where the builder reads tensors from, by HF name (`model.layers.0.self_attn.q_proj.weight`).
 pub trait TensorSource {
@@ -292,15 +292,15 @@ pub fn config_from_hf(path: &Path) -> Result<LlamaConfig> {
     Ok(config)
 }
 
+/// Trainable on an autodiff device (as every loaded weight: LoRA freezes what it does not
+/// train), with the name-derived id that checkpoints and adapters key on.
 fn param2(name: &str, v: Vec<f32>, shape: [usize; 2], device: &Device) -> Param<Tensor<2>> {
-    let t = Tensor::<2>::from_data(TensorData::new(v, shape), device);
-    Param::initialized(param_id(name), t)
+    crate::model::weights::param_from(name, TensorData::new(v, shape), device)
 }
 
 fn param1(name: &str, v: Vec<f32>, device: &Device) -> Param<Tensor<1>> {
     let n = v.len();
-    let t = Tensor::<1>::from_data(TensorData::new(v, [n]), device);
-    Param::initialized(param_id(name), t)
+    crate::model::weights::param1_from(name, TensorData::new(v, [n]), device)
 }
 
 fn linear(

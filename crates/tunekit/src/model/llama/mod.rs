@@ -12,6 +12,7 @@
 //! sampling) in [`crate::llm`].
 
 pub mod load;
+pub mod lora;
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
@@ -54,6 +55,38 @@ pub struct LlamaConfig {
 }
 
 impl LlamaConfig {
+    /// transformers' `config.json` for this config (`…ForCausalLM`, f32 weights), with the
+    /// bos / eos token ids.
+    pub fn to_hf_json(&self, bos: Option<u32>, eos: Option<u32>) -> serde_json::Value {
+        let class = match self.model_type.as_str() {
+            "mistral" => "MistralForCausalLM",
+            "qwen2" => "Qwen2ForCausalLM",
+            "qwen3" => "Qwen3ForCausalLM",
+            _ => "LlamaForCausalLM",
+        };
+        serde_json::json!({
+            "architectures": [class],
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.attention_bias,
+            "mlp_bias": false,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "torch_dtype": "float32",
+        })
+    }
+
     /// Query heads per key/value head.
     pub fn group_size(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads.max(1)
@@ -127,6 +160,30 @@ impl KvCache {
     }
 }
 
+/// `x·W + b` of a linear layer on `x` `[…, in]`; with a LoRA adapter, PEFT's
+/// `x·W + b + scale·(x·A)·B` — the frozen base and the adapter kept apart, so training never
+/// forms the merged `W + scale·A·B` nor the gradient of a `[in, out]` matrix (what
+/// `Linear::forward` on a reparameterised weight would do: a full weight-gradient product per
+/// adapted layer, as expensive as full fine-tuning).
+pub fn project<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let Some(adapter) = linear.weight.adapter() else {
+        return linear.forward(x);
+    };
+    let y = x.clone().matmul(unsqueeze_to::<D>(linear.weight.base()));
+    let y = match &linear.bias {
+        Some(b) => y + unsqueeze_to::<D>(b.val().unsqueeze::<2>()),
+        None => y,
+    };
+    let a = unsqueeze_to::<D>(adapter.a.val());
+    let b = unsqueeze_to::<D>(adapter.b.val());
+    y + x.matmul(a).matmul(b).mul_scalar(adapter.scale)
+}
+
+/// A matrix `[r, c]` as a `D`-dimensional tensor `[1, …, 1, r, c]` (broadcasts in `matmul`).
+fn unsqueeze_to<const D: usize>(m: Tensor<2>) -> Tensor<D> {
+    m.unsqueeze::<D>()
+}
+
 /// `w · x / sqrt(mean(x²) + ε)` over the last dimension (transformers' `LlamaRMSNorm`).
 pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Param<Tensor<1>>, eps: f64) -> Tensor<D> {
     let var = x.clone().powi_scalar(2).mean_dim(D - 1);
@@ -195,6 +252,30 @@ impl Llama {
         cache: &mut KvCache,
         last_only: bool,
     ) -> Tensor<3> {
+        let x = self.hidden_states(input_ids, cache);
+        let [b, s, hid] = x.dims();
+        let (x, s) = if last_only && s > 1 {
+            (x.narrow(1, s - 1, 1), 1)
+        } else {
+            (x, s)
+        };
+        self.lm_logits(x.reshape([b * s, hid]))
+            .reshape([b, s, self.config.vocab_size])
+    }
+
+    /// Logits `[n, vocab]` of final hidden states `[n, hidden]` (the LM head, or the
+    /// embedding matrix when tied).
+    pub fn lm_logits(&self, x: Tensor<2>) -> Tensor<2> {
+        match &self.lm_head {
+            Some(head) => project(head, x),
+            None => x.matmul(self.embed_tokens.weight.val().transpose()),
+        }
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` (after the last RMSNorm) of `input_ids`
+    /// `[batch, seq]` following the `cache`'s positions, which it extends. Causal attention
+    /// only: a right-padded batch gives its real tokens the same states as alone.
+    pub fn hidden_states(&self, input_ids: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
         let c = &self.config;
         let device = input_ids.device();
         let [b, s] = input_ids.dims();
@@ -211,9 +292,9 @@ impl Llama {
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let hn = rms_norm(x.clone(), &layer.input_layernorm, c.rms_norm_eps);
             let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, d]).swap_dims(1, 2);
-            let mut q = heads(layer.q_proj.forward(hn.clone()), h);
-            let mut k = heads(layer.k_proj.forward(hn.clone()), kvh);
-            let v = heads(layer.v_proj.forward(hn), kvh);
+            let mut q = heads(project(&layer.q_proj, hn.clone()), h);
+            let mut k = heads(project(&layer.k_proj, hn.clone()), kvh);
+            let v = heads(project(&layer.v_proj, hn), kvh);
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 q = rms_norm(q, qn, c.rms_norm_eps);
                 k = rms_norm(k, kn, c.rms_norm_eps);
@@ -236,27 +317,109 @@ impl Llama {
                 .reshape([b, h, s, d])
                 .swap_dims(1, 2)
                 .reshape([b, s, h * d]);
-            x = x + layer.o_proj.forward(ctx);
+            x = x + project(&layer.o_proj, ctx);
             let hn = rms_norm(x.clone(), &layer.post_attention_layernorm, c.rms_norm_eps);
-            let act = silu(layer.gate_proj.forward(hn.clone())) * layer.up_proj.forward(hn);
-            x = x + layer.down_proj.forward(act);
+            let act = silu(project(&layer.gate_proj, hn.clone())) * project(&layer.up_proj, hn);
+            x = x + project(&layer.down_proj, act);
         }
         cache.len = past + s;
-        let x = if last_only && s > 1 {
-            x.narrow(1, s - 1, 1)
-        } else {
-            x
+        rms_norm(x, &self.norm, c.rms_norm_eps)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Weights from a formula: `0.05 · sin(0.37 · i + seed(name))`, norms around 1.
+    struct Formula;
+
+    impl load::TensorSource for Formula {
+        fn has(&self, name: &str) -> bool {
+            name != "lm_head.weight"
+        }
+        fn read(&mut self, name: &str, shape: &[usize]) -> crate::error::Result<Vec<f32>> {
+            let seed = name
+                .bytes()
+                .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+            let n: usize = shape.iter().product();
+            let norm = name.contains("norm");
+            Ok((0..n)
+                .map(|i| {
+                    let x = (0.37 * i as f32 + (seed % 1000) as f32 * 0.01).sin();
+                    if norm { 1.0 + 0.1 * x } else { 0.05 * x }
+                })
+                .collect())
+        }
+    }
+
+    /// A tiny llama (2 layers, hidden 16, 4 query and 2 key/value heads, vocab 32, tied
+    /// embeddings) with weights from a formula.
+    pub(crate) fn formula_model(device: &Device) -> Llama {
+        let config = LlamaConfig {
+            model_type: "llama".into(),
+            vocab_size: 32,
+            hidden_size: 16,
+            intermediate_size: 24,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 4,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            max_position_embeddings: 64,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            qk_norm: false,
         };
-        let x = rms_norm(x, &self.norm, c.rms_norm_eps);
-        match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => {
-                let w = self.embed_tokens.weight.val();
-                let [bb, ss, hid] = x.dims();
-                x.reshape([bb * ss, hid])
-                    .matmul(w.transpose())
-                    .reshape([bb, ss, c.vocab_size])
+        load::build(config, &mut Formula, device).unwrap()
+    }
+
+    #[test]
+    fn lora_projection_kept_apart_equals_the_merged_weight() {
+        let device = Device::default();
+        let model = formula_model(&device);
+        let modules = vec!["q_proj".to_string(), "down_proj".to_string()];
+        device.seed(3);
+        let model = lora::apply(model, 4, 8.0, &modules).unwrap();
+        // B is zero at first: give every B values so the adapter matters.
+        let mut values = std::collections::HashMap::new();
+        for (_, _, l) in lora::named_linears(&model) {
+            if let Some(a) = l.weight.adapter() {
+                let [r, out] = a.b.val().dims();
+                let v = (0..r * out)
+                    .map(|i| 0.01 * (i as f32 * 0.7).cos())
+                    .collect();
+                values.insert(a.b.id, (vec![r, out], v));
             }
         }
+        let model = crate::model::lora::load_values(model, values, &device).unwrap();
+        let x = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..2 * 3 * 16).map(|i| (i as f32 * 0.3).sin()).collect(),
+                [2, 3, 16],
+            ),
+            &device,
+        );
+        for l in [&model.layers[1].q_proj, &model.layers[0].k_proj] {
+            let ours = crate::model::weights::to_vec(project(l, x.clone())).unwrap();
+            let merged = crate::model::weights::to_vec(l.forward(x.clone())).unwrap();
+            let diff = ours
+                .iter()
+                .zip(&merged)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(diff < 1e-5, "{diff}");
+        }
+        assert!(model.layers[1].q_proj.weight.adapter().is_some());
+    }
+
+    #[test]
+    fn hf_config_json_reads_back_as_the_same_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = formula_model(&Device::default());
+        let p = dir.path().join("config.json");
+        std::fs::write(&p, model.config.to_hf_json(Some(1), Some(2)).to_string()).unwrap();
+        assert_eq!(load::config_from_hf(&p).unwrap(), model.config);
     }
 }

@@ -189,6 +189,17 @@ fn section(run: &TaskRun) -> Result<Section> {
         TaskKind::Regression => regression::section(run),
         TaskKind::TokenClassification => token_classification::section(run),
         TaskKind::Embedding => embedding::section(run),
+        TaskKind::CausalLm => Ok(Section {
+            title: "Language model (supervised fine-tuning)".into(),
+            figures: Vec::new(),
+            html: "<p>Loss is the mean cross-entropy of the next token over the target \
+                   tokens (the completions or assistant turns, unless \
+                   <code>task.completion_only_loss = false</code>); perplexity is its \
+                   exponential; next-token accuracy is the share of target tokens the model \
+                   ranks first. How many records were cut at <code>model.max_length</code> \
+                   or dropped is in <code>data_report.json</code>.</p>"
+                .into(),
+        }),
         TaskKind::Classification | TaskKind::PairClassification => Err(Error::Report(
             "classification runs are drawn by report::write".into(),
         )),
@@ -202,6 +213,7 @@ fn loss_name(kind: TaskKind) -> &'static str {
         TaskKind::Regression => "squared error",
         TaskKind::TokenClassification => "cross-entropy per tagged word",
         TaskKind::Embedding => "in-batch contrastive loss",
+        TaskKind::CausalLm => "cross-entropy per target token",
         TaskKind::Classification | TaskKind::PairClassification => "cross-entropy loss",
     }
 }
