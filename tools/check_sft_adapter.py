@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gguf", help="the base model (with --adapter)")
+    ap.add_argument("--gguf", help="the base model (alone, or under --adapter)")
     ap.add_argument("--adapter", help="a PEFT adapter directory over --gguf")
     ap.add_argument("--model-dir", help="a transformers directory (a full fine-tune's export)")
     ap.add_argument("--records", required=True)
@@ -39,8 +39,10 @@ def main() -> None:
     else:
         d, f = os.path.dirname(a.gguf) or ".", os.path.basename(a.gguf)
         tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
-        base = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, a.adapter).eval()
+        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+        if a.adapter:
+            model = PeftModel.from_pretrained(model, a.adapter)
+        model.eval()
     total, tokens = 0.0, 0
     with torch.no_grad():
         for line in open(a.records, encoding="utf-8"):

@@ -3,7 +3,8 @@
 records for a decoder: `{"prompt": "Review: …\nIs this review positive or negative? Answer
 with one word.", "completion": "positive"}`, one JSON line each, into assets/data/mr-sft/.
 
-The first N rows of each split are kept (the MR files are shuffled): --train 1000,
+A seeded random sample (Python's `random.Random(42)`) of N rows of each split is kept — the
+MR files are grouped by label, so their first rows would be nearly all one class: --train 1000,
 --validation 200, --test 200 by default. tools/train_torch_sft_mr.py reads the same files.
 
 Usage: python3 tools/mr_to_sft.py [--train N] [--validation N] [--test N]
@@ -12,6 +13,7 @@ import argparse
 import csv
 import json
 import pathlib
+import random
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 QUESTION = "Is this review positive or negative? Answer with one word."
@@ -32,7 +34,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for split, n in [("train", args.train), ("validation", args.validation), ("test", args.test)]:
         with open(src / f"{split}.tsv", newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))[:n]
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        random.Random(42).shuffle(rows)
+        rows = rows[:n]
         tmp = out / f"{split}.jsonl.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             for r in rows:

@@ -263,6 +263,18 @@ fn full_sft_exports_a_transformers_directory_with_the_same_greedy_output() {
         ours,
         serde_json::from_value::<Vec<String>>(hf["generations"].clone()).unwrap()
     );
+    // The export holds the trained weights, not the base model's.
+    let base = reference(&[
+        "--gguf",
+        smollm().to_str().unwrap(),
+        "--records",
+        dir.path().join("validation.jsonl").to_str().unwrap(),
+    ]);
+    let base_loss = base["loss"].as_f64().unwrap();
+    assert!(
+        (base_loss - loss).abs() > 1e-5,
+        "one step changed nothing: base {base_loss}, trained {loss}"
+    );
 }
 
 #[test]
@@ -282,6 +294,7 @@ fn bad_sft_records_and_options_that_do_not_apply_exit_2() {
             "strategy.layer_lr_decay",
         ),
         ("[strategy.lora]\ndropout = 0.1\n", "strategy.lora.dropout"),
+        ("[data.dedup]\nexact = false\n", "data.dedup"),
     ] {
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, format!("{base}\n{extra}")).unwrap();

@@ -155,6 +155,22 @@ pub struct ModelSection {
     pub attention_dropout: Option<f64>,
 }
 
+impl DataSection {
+    /// The keys of this section (besides `train`, `validation`, `test`) whose values differ
+    /// from their defaults, e.g. `["dedup", "text_column"]` — for tasks that read their
+    /// files as they are and must refuse what they would otherwise ignore.
+    pub fn non_default_keys(&self) -> Vec<String> {
+        let default: Option<DataSection> = toml::from_str("train = \"\"").ok();
+        let table = |d: &DataSection| toml::Table::try_from(d).unwrap_or_default();
+        let (ours, base) = (table(self), default.as_ref().map(table).unwrap_or_default());
+        ours.iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "train" | "validation" | "test"))
+            .filter(|(k, v)| base.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
 fn default_max_length() -> usize {
     128
 }

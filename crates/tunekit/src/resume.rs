@@ -84,6 +84,11 @@ fn input_files(config: &RunConfig) -> Vec<(String, PathBuf)> {
         models.push(("distill.teacher", distill.teacher.as_str()));
     }
     for (role, spec) in models {
+        // A single-file model (a decoder's `.gguf`) is fingerprinted itself.
+        if Path::new(spec).is_file() {
+            files.push((role.to_string(), PathBuf::from(spec)));
+            continue;
+        }
         let Ok(dir) = crate::hub::resolve_model(spec) else {
             continue;
         };

@@ -468,8 +468,19 @@ fn causal_lm_usage(config: &RunConfig, lora: bool) -> String {
             "from transformers import AutoModelForCausalLM, AutoTokenizer\n\nmodel = AutoModelForCausalLM.from_pretrained(\"{MODEL_PLACEHOLDER}\").eval()\ntokenizer = AutoTokenizer.from_pretrained(\"{MODEL_PLACEHOLDER}\")\n"
         )
     };
+    let (cli_raw, encode) = if config.task.chat_template {
+        (
+            "",
+            "messages = [{\"role\": \"user\", \"content\": \"Your prompt\"}]\nids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")\n",
+        )
+    } else {
+        (
+            " --raw",
+            "ids = tokenizer(\"Your prompt\", return_tensors=\"pt\").input_ids  # trained without a chat template\n",
+        )
+    };
     format!(
-        "```sh\n{cli}\n```\n\n```python\n{python}messages = [{{\"role\": \"user\", \"content\": \"Your prompt\"}}]\nids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")\nout = model.generate(ids, max_new_tokens=64, do_sample=False)\nprint(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))\n```\n"
+        "```sh\n{cli}{cli_raw}\n```\n\n```python\n{python}{encode}out = model.generate(ids, max_new_tokens=64, do_sample=False)\nprint(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))\n```\n"
     )
 }
 

@@ -32,6 +32,8 @@ pub struct LanguageModel {
     pub eos_token_ids: Vec<u32>,
     /// Prepend bos to every prompt (`tokenizer.ggml.add_bos_token` / `add_bos_token`).
     pub add_bos: Option<u32>,
+    /// The bos token's id, whether or not prompts get it.
+    pub bos_token_id: Option<u32>,
 }
 
 fn token_text(tokenizer: &Tokenizer, id: Option<u32>) -> String {
@@ -95,6 +97,7 @@ impl LanguageModel {
             chat_template,
             eos_token_ids: eos.into_iter().collect(),
             add_bos: bos.filter(|_| add_bos),
+            bos_token_id: bos,
         })
     }
 
@@ -102,7 +105,13 @@ impl LanguageModel {
     pub fn open_dir(dir: &Path, device: &Device) -> Result<Self> {
         let model = llama::load_hf_dir(dir, device)?;
         let tok_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tok_path)
+        let mut tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        // Padding or truncation baked into a tokenizer.json would silently pad or cut every
+        // prompt and training segment: lengths are the caller's (model.max_length, counted).
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
         let read_json = |name: &str| -> Result<Option<serde_json::Value>> {
             let p = dir.join(name);
@@ -152,6 +161,7 @@ impl LanguageModel {
             )?),
             None => None,
         };
+        let bos_token_id = bos.as_deref().and_then(|t| tokenizer.token_to_id(t));
         let add_bos = tc
             .get("add_bos_token")
             .and_then(|v| v.as_bool())
@@ -164,6 +174,7 @@ impl LanguageModel {
             chat_template,
             eos_token_ids: eos_ids,
             add_bos,
+            bos_token_id,
         })
     }
 

@@ -58,21 +58,36 @@ impl SftRecord {
 /// Read every record of a JSONL file, or stop at the first bad line with its number.
 ///
 /// # Errors
-/// [`Error::Io`] when the file cannot be read; [`Error::Input`] naming the file and line for
-/// a line that is not a JSON object with either a `messages` array of `{role, content}`
-/// strings or string `prompt` and `completion` fields, and for an empty file.
+/// As [`read_jsonl_lines`].
 pub fn read_jsonl(path: &Path) -> Result<Vec<SftRecord>> {
+    Ok(read_jsonl_lines(path)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// Every record of a JSONL file with its 1-based line number, or the first bad line's error.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read (invalid UTF-8 included, with the line);
+/// [`Error::Input`] naming the file and line for a line that is not a JSON object with either
+/// a `messages` array of `{role, content}` strings or string `prompt` and `completion`
+/// fields, and for an empty file.
+pub fn read_jsonl_lines(path: &Path) -> Result<Vec<(usize, SftRecord)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
         let at = || format!("{}:{}", path.display(), i + 1);
+        let line = line.map_err(|e| Error::Input(format!("{}: {e}", at())))?;
         if line.trim().is_empty() {
             continue;
         }
         let v: serde_json::Value = serde_json::from_str(&line)
             .map_err(|e| Error::Input(format!("{}: not JSON: {e}", at())))?;
-        out.push(parse_record(&v).map_err(|why| Error::Input(format!("{}: {why}", at())))?);
+        out.push((
+            i + 1,
+            parse_record(&v).map_err(|why| Error::Input(format!("{}: {why}", at())))?,
+        ));
     }
     if out.is_empty() {
         return Err(Error::Input(format!(
@@ -145,7 +160,7 @@ pub struct SftStats {
     pub records: usize,
     /// Examples kept.
     pub examples: usize,
-    /// Examples cut at `model.max_length`.
+    /// Records cut at `model.max_length` (those then dropped included).
     pub truncated: usize,
     /// Examples dropped because no target token was left after the cut.
     pub dropped_no_target: usize,
@@ -189,7 +204,7 @@ impl SftEncoder<'_> {
             }
             (SftRecord::Messages(_), None) => {
                 return Err(Error::Config(
-                    "`messages` records need a chat template; the model has none (use prompt/completion records)".into(),
+                    "`messages` records need a chat template: the model has none or task.chat_template = false (use prompt/completion records)".into(),
                 ));
             }
             (SftRecord::PromptCompletion { prompt, completion }, Some(_)) => vec![
@@ -201,6 +216,10 @@ impl SftEncoder<'_> {
         let Some(t) = self.template else {
             return Ok(Vec::new());
         };
+        if !self.completion_only_loss {
+            // Every token trains: the conversation is one segment, rendered once.
+            return Ok(vec![(t.render(&messages, false)?, true)]);
+        }
         let mut segments = Vec::new();
         let mut done = 0usize;
         for (i, m) in messages.iter().enumerate() {
@@ -238,9 +257,16 @@ impl SftEncoder<'_> {
     /// Template or tokenizer errors; a chat template that does not render a conversation as
     /// the extension of its beginning (its assistant turns cannot be found).
     pub fn encode(&self, record: &SftRecord) -> Result<SftExample> {
-        let mut ids: Vec<u32> = self.bos.into_iter().collect();
+        let segments = self.segments(record)?;
+        // A template that writes `{{ bos_token }}` itself gets no second one (as
+        // `apply_chat_template(tokenize=True)`, which adds no special tokens).
+        let bos = self.bos.filter(|&b| {
+            let text = self.tokenizer.id_to_token(b).unwrap_or_default();
+            text.is_empty() || !segments.first().is_some_and(|(s, _)| s.starts_with(&text))
+        });
+        let mut ids: Vec<u32> = bos.into_iter().collect();
         let mut target = vec![false; ids.len()];
-        for (text, trained) in self.segments(record)? {
+        for (text, trained) in segments {
             let t = self.tokens(&text)?;
             target.extend(std::iter::repeat_n(trained, t.len()));
             ids.extend(t);
@@ -268,11 +294,16 @@ impl SftEncoder<'_> {
         })
     }
 
-    /// Encode every record; examples without a target token after truncation are dropped.
-    /// Returns the kept examples, the index of each kept example's record, and the counts.
+    /// Encode every record of `path` (with its line number, [`read_jsonl_lines`]); examples
+    /// without a target token after truncation are dropped. Returns the kept examples, the
+    /// index of each kept example's record, and the counts.
+    ///
+    /// # Errors
+    /// [`SftEncoder::encode`]'s, prefixed with the record's file and line.
     pub fn encode_all(
         &self,
-        records: &[SftRecord],
+        path: &Path,
+        records: &[(usize, SftRecord)],
     ) -> Result<(Vec<SftExample>, Vec<usize>, SftStats)> {
         let mut stats = SftStats {
             records: records.len(),
@@ -280,8 +311,10 @@ impl SftEncoder<'_> {
         };
         let mut out = Vec::with_capacity(records.len());
         let mut kept = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            let e = self.encode(r)?;
+        for (i, (line, r)) in records.iter().enumerate() {
+            let e = self
+                .encode(r)
+                .map_err(|e| Error::Input(format!("{}:{line}: {e}", path.display())))?;
             stats.truncated += usize::from(e.truncated);
             if e.targets() == 0 {
                 stats.dropped_no_target += 1;
@@ -383,6 +416,59 @@ mod tests {
     }
 
     #[test]
+    fn a_template_that_is_not_prefix_stable_is_named_and_trains_whole_without_completion_only() {
+        // Renders only the last message: the conversation up to a turn is not a prefix.
+        let last = "{{ messages[-1]['role'] }} {{ messages[-1]['content'] }}";
+        let tok = tokenizer();
+        let t = ChatTemplate::new(last, "", "").unwrap();
+        let r = SftRecord::Messages(vec![
+            Message::new("user", "hi"),
+            Message::new("assistant", "hello"),
+        ]);
+        let e = encoder(&tok, Some(&t), 512)
+            .encode_all(Path::new("chat.jsonl"), &[(7, r.clone())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("chat.jsonl:7") && e.contains("completion_only_loss"),
+            "{e}"
+        );
+        let all = SftEncoder {
+            completion_only_loss: false,
+            ..encoder(&tok, Some(&t), 512)
+        };
+        let ex = all.encode(&r).unwrap();
+        assert_eq!(ex.ids, vec![5, 7]);
+        assert_eq!(ex.target, vec![false, true]);
+    }
+
+    #[test]
+    fn bos_is_not_doubled_when_the_template_writes_it() {
+        let tok = tokenizer();
+        let t = ChatTemplate::new(
+            "{{ bos_token }}{% for m in messages %}{{ m['content'] }} {% endfor %}",
+            "<|im_start|>",
+            "",
+        )
+        .unwrap();
+        let enc = SftEncoder {
+            bos: Some(0),
+            ..encoder(&tok, Some(&t), 512)
+        };
+        let r = SftRecord::PromptCompletion {
+            prompt: "hi".into(),
+            completion: "ok".into(),
+        };
+        let e = enc.encode(&r).unwrap();
+        assert_eq!(e.ids.iter().filter(|&&i| i == 0).count(), 1, "{:?}", e.ids);
+        let plain = SftEncoder {
+            bos: Some(0),
+            ..encoder(&tok, None, 512)
+        };
+        assert_eq!(plain.encode(&r).unwrap().ids, vec![0, 6, 9, 1]);
+    }
+
+    #[test]
     fn prompt_completion_without_template_appends_eos_and_trains_the_completion() {
         let tok = tokenizer();
         let enc = encoder(&tok, None, 512);
@@ -414,7 +500,9 @@ mod tests {
         let first_target = long_full.target.iter().position(|&t| t).unwrap();
         assert!(n_short <= first_target, "{n_short} {first_target}");
         let enc = encoder(&tok, Some(&t), n_short);
-        let (examples, kept, stats) = enc.encode_all(&[long, short]).unwrap();
+        let (examples, kept, stats) = enc
+            .encode_all(Path::new("x.jsonl"), &[(1, long), (2, short)])
+            .unwrap();
         assert_eq!(stats.records, 2);
         assert_eq!(stats.truncated, 1);
         assert_eq!(stats.dropped_no_target, 1);

@@ -476,14 +476,25 @@ pub fn load_for_inference(
     Ok((model, adapter, base))
 }
 
+/// A JSON `null` read as the type's default (PEFT writes `null` for unset options).
+fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// PEFT's `adapter_config.json` (the keys PEFT needs to load a LoRA adapter).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AdapterConfig {
     /// Always `LORA`.
     pub peft_type: String,
-    /// Always `SEQ_CLS`.
+    /// `SEQ_CLS`, `TOKEN_CLS`, `FEATURE_EXTRACTION`, `CAUSAL_LM` (PEFT may write `null`).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub task_type: String,
-    /// The base model directory (absolute).
+    /// The base model directory (absolute) or file (PEFT may write `null`).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub base_model_name_or_path: String,
     /// Rank.
     pub r: usize,
@@ -493,7 +504,8 @@ pub struct AdapterConfig {
     pub lora_dropout: f64,
     /// PEFT module-name suffixes.
     pub target_modules: Vec<String>,
-    /// Trained and saved whole: the head.
+    /// Trained and saved whole: the head (PEFT writes `null` for none).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub modules_to_save: Vec<String>,
     /// Biases are not trained.
     pub bias: String,

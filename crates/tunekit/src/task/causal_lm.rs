@@ -22,7 +22,7 @@ use super::{Scores, TaskKind};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::fsutil::{write_atomic, write_json};
-use crate::llm::sft::{SftEncoder, SftExample, SftRecord, SftStats, read_jsonl};
+use crate::llm::sft::{SftEncoder, SftExample, SftRecord, SftStats, read_jsonl_lines};
 use crate::llm::{ChatTemplate, LanguageModel};
 use crate::model::llama::{self, KvCache, Llama, LlamaConfig};
 use crate::model::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
@@ -63,10 +63,15 @@ pub(crate) struct CausalLm {
     base: PathBuf,
     /// The pretrained network until [`Objective::build`] takes it.
     network: Option<Llama>,
+    /// The network's hyperparameters.
+    llama_config: LlamaConfig,
+    /// Whether the network has its own `lm_head` (else it is tied to the embeddings).
+    has_lm_head: bool,
     tokenizer: tokenizers::Tokenizer,
     chat_template: Option<ChatTemplate>,
     eos_token_ids: Vec<u32>,
     add_bos: Option<u32>,
+    bos_token_id: Option<u32>,
     train: Split,
     validation: Option<Split>,
     test: Option<Split>,
@@ -107,9 +112,23 @@ impl CausalLm {
             max_length: config.model.max_length,
         };
         let mut stats = Vec::new();
+        let vocab = lm.model.config.vocab_size;
         let mut split = |name: &'static str, path: &Path| -> Result<Split> {
-            let records = read_jsonl(path)?;
-            let (examples, _, s) = encoder.encode_all(&records)?;
+            let lines = read_jsonl_lines(path)?;
+            let (examples, kept, s) = encoder.encode_all(path, &lines)?;
+            if let Some((i, id)) = examples.iter().zip(&kept).find_map(|(e, &i)| {
+                e.ids
+                    .iter()
+                    .find(|&&id| id as usize >= vocab)
+                    .map(|&id| (i, id))
+            }) {
+                return Err(Error::Model(format!(
+                    "{}:{}: token id {id} is outside the model's vocabulary of {vocab} (a tokenizer with added tokens the embeddings do not have)",
+                    path.display(),
+                    lines[i].0
+                )));
+            }
+            let records: Vec<SftRecord> = lines.into_iter().map(|(_, r)| r).collect();
             tracing::info!(
                 "{name}: {} records → {} examples, {} tokens ({} trained); {} cut at model.max_length = {}, {} dropped with no target token left",
                 s.records,
@@ -158,11 +177,14 @@ impl CausalLm {
         Ok(CausalLm {
             config: config.clone(),
             base,
+            llama_config: lm.model.config.clone(),
+            has_lm_head: lm.model.lm_head.is_some(),
             network: Some(lm.model),
             tokenizer: lm.tokenizer,
             chat_template: lm.chat_template,
             eos_token_ids: lm.eos_token_ids,
             add_bos: lm.add_bos,
+            bos_token_id: lm.bos_token_id,
             train,
             validation,
             test,
@@ -185,11 +207,11 @@ impl CausalLm {
         let mut rows = Vec::new();
         let mut targets = Vec::new();
         for (r, e) in examples.iter().enumerate() {
-            for (t, &id) in e.ids.iter().enumerate() {
+            for (t, (&id, &target)) in e.ids.iter().zip(&e.target).enumerate() {
                 ids[r * len + t] = i64::from(id);
                 // Position t − 1 predicts token t. Right padding: causal attention keeps
                 // the real tokens' states as without it, and padded positions are no target.
-                if t > 0 && e.target[t] {
+                if t > 0 && target {
                     rows.push((r * len + t - 1) as i64);
                     targets.push(i64::from(id));
                 }
@@ -257,7 +279,11 @@ impl CausalLm {
                 .decode(ids, true)
                 .map_err(|e| Error::Tokenizer(e.to_string()))
         };
-        let (mut exact, mut n) = (0usize, 0usize);
+        let bos_text = self
+            .add_bos
+            .and_then(|b| self.tokenizer.id_to_token(b))
+            .unwrap_or_default();
+        let (mut exact, mut n, mut empty) = (0usize, 0usize, 0usize);
         for record in &split.records {
             let Some((messages, answer)) = record.prompt_and_answer() else {
                 continue;
@@ -267,16 +293,30 @@ impl CausalLm {
                 (None, SftRecord::PromptCompletion { prompt, .. }) => prompt.clone(),
                 (None, SftRecord::Messages(_)) => continue,
             };
-            let mut ids: Vec<u32> = self.add_bos.into_iter().collect();
+            // No second bos when the template wrote one (as in training).
+            let bos = self
+                .add_bos
+                .filter(|_| bos_text.is_empty() || !prompt.starts_with(&bos_text));
+            let mut ids: Vec<u32> = bos.into_iter().collect();
             ids.extend(
                 self.tokenizer
                     .encode(prompt.as_str(), false)
                     .map_err(|e| Error::Tokenizer(e.to_string()))?
                     .get_ids(),
             );
+            if ids.is_empty() {
+                empty += 1;
+                continue;
+            }
             let generation = crate::llm::generate::generate(model, &ids, &cfg, &decode)?;
             exact += usize::from(generation.text.trim() == answer.trim());
             n += 1;
+        }
+        if empty > 0 {
+            tracing::warn!(
+                "{}: {empty} records with an empty prompt are not answered (exact_match is over the other {n})",
+                split.name
+            );
         }
         let mut s = Scores::new();
         if n > 0 {
@@ -308,18 +348,13 @@ impl CausalLm {
         let src = run.best_dir.join("model.safetensors");
         let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
         write_atomic(&export_dir.join("model.safetensors"), &bytes)?;
-        let config = self
-            .network_config()
-            .ok_or_else(|| Error::Engine("the network's config is missing".into()))?;
+        let config = LlamaConfig {
+            // Tied only when there is no own lm_head (a checkpoint may carry one).
+            tie_word_embeddings: !self.has_lm_head,
+            ..self.llama_config.clone()
+        };
         self.write_hf_files(&config, export_dir)?;
         llama::load_hf_dir(export_dir, run.device)
-    }
-
-    fn network_config(&self) -> Option<LlamaConfig> {
-        self.network
-            .as_ref()
-            .map(|n| n.config.clone())
-            .or_else(|| llama::load::config_from_hf(&self.base.join("config.json")).ok())
     }
 
     /// `config.json`, `tokenizer.json`, `tokenizer_config.json` and `generation_config.json`
@@ -327,9 +362,7 @@ impl CausalLm {
     fn write_hf_files(&self, config: &LlamaConfig, dir: &Path) -> Result<()> {
         let token = |id: Option<u32>| id.and_then(|i| self.tokenizer.id_to_token(i));
         let eos = self.eos_token_ids.first().copied();
-        let bos = self
-            .add_bos
-            .or_else(|| self.tokenizer.token_to_id("<|endoftext|>"));
+        let bos = self.bos_token_id;
         write_json(&dir.join("config.json"), &config.to_hf_json(bos, eos))?;
         let json = self
             .tokenizer
@@ -369,16 +402,19 @@ impl Objective for CausalLm {
         resume_from: Option<&Path>,
         ad: &Device,
     ) -> Result<Built<Llama>> {
+        // Taken, not cloned: a full fine-tune holds one copy of the weights.
         let network = self
             .network
-            .as_ref()
+            .take()
             .ok_or_else(|| Error::Engine("the decoder was already built".into()))?;
         let mut model = match (resume_from, &config.strategy.lora) {
             (Some(dir), None) => {
+                drop(network);
                 let path = dir.join("model.safetensors");
-                llama::load::build(network.config.clone(), &mut WeightFile::open(&path)?, ad)?
+                let config = self.llama_config.clone();
+                llama::load::build(config, &mut WeightFile::open(&path)?, ad)?
             }
-            _ => network.clone(),
+            _ => network,
         };
         if let Some(opts) = &config.strategy.lora {
             // A's initial values come from the device RNG: seeded, so runs repeat.
@@ -401,12 +437,12 @@ impl Objective for CausalLm {
     }
 
     fn describe(&self) -> String {
-        let c = self.network.as_ref().map(|n| &n.config);
+        let c = &self.llama_config;
         format!(
             "supervised fine-tuning of a {} decoder ({} layers, hidden {}): {} examples, {} target tokens",
-            c.map_or("llama", |c| c.model_type.as_str()),
-            c.map_or(0, |c| c.num_hidden_layers),
-            c.map_or(0, |c| c.hidden_size),
+            c.model_type,
+            c.num_hidden_layers,
+            c.hidden_size,
             self.train.examples.len(),
             self.train
                 .examples

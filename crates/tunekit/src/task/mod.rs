@@ -209,10 +209,50 @@ impl TaskSection {
                 kind_name(kind)
             ));
         }
+        let lm_options = [
+            (!self.completion_only_loss, "task.completion_only_loss"),
+            (!self.chat_template, "task.chat_template"),
+            (
+                self.generate_max_new_tokens != 32,
+                "task.generate_max_new_tokens",
+            ),
+        ];
+        if kind != TaskKind::CausalLm
+            && let Some((_, key)) = lm_options.iter().find(|(set, _)| *set)
+        {
+            return Err(format!(
+                "{key} applies to task.type = \"causal_lm\" only, not to \"{}\"",
+                kind_name(kind)
+            ));
+        }
         if kind.is_classification() {
             return Ok(());
         }
         if kind == TaskKind::CausalLm {
+            let default = TaskSection::default();
+            let others = [
+                (self.threshold.is_some(), "task.threshold"),
+                (self.scheme != default.scheme, "task.scheme"),
+                (
+                    self.contrastive_scale != default.contrastive_scale,
+                    "task.contrastive_scale",
+                ),
+                (
+                    self.label_separator != default.label_separator,
+                    "task.label_separator",
+                ),
+            ];
+            if let Some((_, key)) = others.iter().find(|(set, _)| *set) {
+                return Err(format!("{key} does not apply to task.type = \"causal_lm\""));
+            }
+            // Records are used as read: cleaning, de-identification, de-duplication,
+            // splitting and the table options would be ignored, so they are refused.
+            let data = config.data.non_default_keys();
+            if let Some(key) = data.first() {
+                return Err(format!(
+                    "data.{key} does not apply to task.type = \"causal_lm\" (records are JSON lines used as read: give data.train, data.validation, data.test)"
+                ));
+            }
             let st = &config.strategy;
             let m = &config.model;
             let refused = [

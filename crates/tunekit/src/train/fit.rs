@@ -365,6 +365,10 @@ pub(crate) fn fit<O: Objective>(
         }
     }
     progress.finish_and_clear();
+    // The objective's finish reloads the exported weights: free the trained copy and the
+    // optimiser's moments first (a full fine-tune would otherwise hold both twice).
+    drop(model);
+    drop(opt);
     let train_time_s = clock.elapsed();
     let privacy = dp
         .as_ref()
@@ -462,7 +466,7 @@ fn start<O: Objective>(
     };
     if let Some(opts) = &config.strategy.lora {
         tracing::info!(
-            "LoRA rank {} alpha {} on {:?}: {trainable} trainable parameters (adapters + head) of {all_params}",
+            "LoRA rank {} alpha {} on {:?}: {trainable} trainable parameters (the adapters, and an encoder's head) of {all_params}",
             opts.rank,
             opts.alpha,
             opts.targets

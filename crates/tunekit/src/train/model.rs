@@ -1,6 +1,6 @@
 //! What the one training loop trains: any burn module that can write its trained weights.
 //! An encoder with its head ([`SequenceClassifier`]) and a decoder language model
-//! ([`crate::llm::sft::CausalLm`]) are the two today; the loop, the gradient step, clipping,
+//! (`llama::Llama`, trained by `task::causal_lm`) are the two today; the loop, the gradient step, clipping,
 //! the optimiser, checkpoints and resume are written once over this trait.
 
 use std::path::Path;

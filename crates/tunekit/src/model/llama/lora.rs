@@ -2,7 +2,8 @@
 //!
 //! Adapters attach to the projections PEFT names `q_proj k_proj v_proj o_proj gate_proj
 //! up_proj down_proj` (`model.layers.{i}.self_attn.*`, `model.layers.{i}.mlp.*`) with burn's
-//! LoRA reparameterisation (`W + (alpha / r) · A·B`, every base tensor frozen: PEFT's
+//! LoRA reparameterisation (`W + (alpha / r) · A·B`; A from burn's default N(0, (1/r)²), where
+//! PEFT draws Kaiming-uniform; B = 0; every base tensor frozen: PEFT's
 //! `bias = "none"`). `[strategy.lora] targets` names projections by role, as for encoders:
 //! `query` → `q_proj`, `key` → `k_proj`, `value` → `v_proj`, `output` → `o_proj` and
 //! `down_proj` (the two output projections, as BERT's `output.dense`), `intermediate` →
@@ -81,7 +82,7 @@ pub fn named_linears(model: &Llama) -> Vec<(String, &'static str, &Linear)> {
 }
 
 /// Attach adapters of rank `rank` and scale `alpha / rank` to the projections named
-/// `modules` (PEFT names) in every layer: A ~ N(0, 1/r) from the device's RNG (seed it
+/// `modules` (PEFT names) in every layer: A ~ N(0, (1/r)²) from the device's RNG (seed it
 /// first), B = 0, so the model is unchanged at first; every base tensor is frozen.
 ///
 /// # Errors
@@ -91,6 +92,11 @@ pub fn apply(model: Llama, rank: usize, alpha: f64, modules: &[String]) -> Resul
         return Err(Error::Config(
             "LoRA needs at least one target module".into(),
         ));
+    }
+    if rank == 0 || !(alpha > 0.0 && alpha.is_finite()) {
+        return Err(Error::Config(format!(
+            "LoRA needs a rank of at least 1 and a positive finite alpha, got r = {rank}, alpha = {alpha}"
+        )));
     }
     if let Some(bad) = modules.iter().find(|m| !MODULES.contains(&m.as_str())) {
         return Err(Error::Config(format!(
@@ -290,4 +296,58 @@ pub fn merged_tensors(model: &Llama) -> Result<Vec<HfTensor>> {
     let v = to_vec(model.norm.val())?;
     out.push(("model.norm.weight".into(), vec![v.len()], v));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::llama::tests::formula_model;
+
+    #[test]
+    fn attach_reads_peft_configs_with_nulls_and_rslora_and_refuses_rank_zero() {
+        let device = Device::default();
+        device.seed(1);
+        let model = apply(formula_model(&device), 2, 4.0, &["q_proj".to_string()]).unwrap();
+        // Non-zero B so the loaded adapter is visible.
+        let mut values = HashMap::new();
+        for (_, _, l) in named_linears(&model) {
+            if let Some(a) = l.weight.adapter() {
+                let [r, out] = a.b.val().dims();
+                values.insert(a.b.id, (vec![r, out], vec![0.25; r * out]));
+            }
+        }
+        let model = crate::model::lora::load_values(model, values, &device).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write_safetensors(
+            adapter_tensors(&model).unwrap(),
+            &dir.path().join(ADAPTER_WEIGHTS),
+        )
+        .unwrap();
+        // What PEFT 0.17 writes: nulls for unset options, rsLoRA on.
+        let config = |r: usize| {
+            serde_json::json!({
+                "peft_type": "LORA", "task_type": null, "base_model_name_or_path": null,
+                "r": r, "lora_alpha": 4.0, "lora_dropout": 0.0, "target_modules": ["q_proj"],
+                "modules_to_save": null, "bias": "none", "fan_in_fan_out": false,
+                "inference_mode": true, "use_rslora": true, "use_dora": false,
+                "rank_pattern": {}, "alpha_pattern": {}, "lora_bias": false
+            })
+        };
+        std::fs::write(dir.path().join(ADAPTER_CONFIG), config(2).to_string()).unwrap();
+        let (loaded, cfg) = attach(formula_model(&device), dir.path(), &device).unwrap();
+        assert!(cfg.modules_to_save.is_empty());
+        let a = loaded.layers[0].q_proj.weight.adapter().unwrap();
+        // rsLoRA: alpha / √r.
+        assert!((a.scale - 4.0 / 2f64.sqrt()).abs() < 1e-12, "{}", a.scale);
+        let b = to_vec(a.b.val()).unwrap();
+        assert!(b.iter().all(|&v| v == 0.25));
+        std::fs::write(dir.path().join(ADAPTER_CONFIG), config(0).to_string()).unwrap();
+        let e = attach(formula_model(&device), dir.path(), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("adapter_config.json") && e.contains("rank"),
+            "{e}"
+        );
+    }
 }

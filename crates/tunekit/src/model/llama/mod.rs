@@ -394,22 +394,30 @@ pub(crate) mod tests {
             }
         }
         let model = crate::model::lora::load_values(model, values, &device).unwrap();
-        let x = Tensor::<3>::from_data(
-            TensorData::new(
-                (0..2 * 3 * 16).map(|i| (i as f32 * 0.3).sin()).collect(),
-                [2, 3, 16],
-            ),
-            &device,
-        );
-        for l in [&model.layers[1].q_proj, &model.layers[0].k_proj] {
+        let input = |width: usize| {
+            let v = (0..2 * 3 * width).map(|i| (i as f32 * 0.3).sin()).collect();
+            Tensor::<3>::from_data(TensorData::new(v, [2, 3, width]), &device)
+        };
+        // q_proj is square, down_proj maps the MLP's 24 back to 16: both adapted.
+        for (l, width) in [
+            (&model.layers[1].q_proj, 16),
+            (&model.layers[0].down_proj, 24),
+        ] {
+            assert!(l.weight.adapter().is_some());
+            let x = input(width);
             let ours = crate::model::weights::to_vec(project(l, x.clone())).unwrap();
-            let merged = crate::model::weights::to_vec(l.forward(x.clone())).unwrap();
+            let merged = crate::model::weights::to_vec(l.forward(x)).unwrap();
             let diff = ours
                 .iter()
                 .zip(&merged)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
             assert!(diff < 1e-5, "{diff}");
+            let base = crate::model::weights::to_vec(
+                input(width).matmul(l.weight.base().unsqueeze::<3>()),
+            )
+            .unwrap();
+            assert!(ours.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-4));
         }
         assert!(model.layers[1].q_proj.weight.adapter().is_some());
     }
