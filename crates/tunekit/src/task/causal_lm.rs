@@ -364,10 +364,7 @@ impl CausalLm {
         let eos = self.eos_token_ids.first().copied();
         let bos = self.bos_token_id;
         write_json(&dir.join("config.json"), &config.to_hf_json(bos, eos))?;
-        let json = self
-            .tokenizer
-            .to_string(false)
-            .map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        let json = tokenizer_json(&self.tokenizer, self.add_bos)?;
         write_atomic(&dir.join("tokenizer.json"), json.as_bytes())?;
         let mut tc = serde_json::json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
@@ -390,6 +387,29 @@ impl CausalLm {
             &serde_json::json!({ "bos_token_id": bos, "eos_token_id": self.eos_token_ids }),
         )
     }
+}
+
+/// `tokenizer.json` for an exported model: the tokenizer as loaded, and for a model that
+/// prepends bos (`add_bos`) a post-processor that does it, as transformers' fast tokenizers
+/// for Llama do (`PreTrainedTokenizerFast` ignores `add_bos_token` without one). tunekit's own
+/// encoding never applies it (special tokens are added by hand), so only the file changes.
+fn tokenizer_json(tokenizer: &tokenizers::Tokenizer, add_bos: Option<u32>) -> Result<String> {
+    let fail = |e: String| Error::Tokenizer(format!("tokenizer.json: {e}"));
+    let mut out = tokenizer.clone();
+    if let Some(id) = add_bos {
+        let bos = tokenizer
+            .id_to_token(id)
+            .ok_or_else(|| fail(format!("bos id {id} is not in the vocabulary")))?;
+        let processor = tokenizers::processors::template::TemplateProcessing::builder()
+            .try_single(format!("{bos} $A"))
+            .and_then(|b| b.try_pair(format!("{bos} $A {bos} $B:1")))
+            .map_err(|e| fail(e.to_string()))?
+            .special_tokens(vec![(bos.clone(), id)])
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        out.with_post_processor(Some(processor));
+    }
+    out.to_string(false).map_err(|e| fail(e.to_string()))
 }
 
 impl Objective for CausalLm {
@@ -560,6 +580,28 @@ impl Objective for CausalLm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exported_tokenizer_prepends_bos_only_for_models_that_add_it() {
+        let json = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [{"id": 0, "content": "<s>", "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true}],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "unk_token": "[UNK]",
+                      "vocab": {"<s>": 0, "[UNK]": 1, "hi": 2, "there": 3}}
+        });
+        let tok = tokenizers::Tokenizer::from_bytes(json.to_string()).unwrap();
+        let ids = |text: &str, add_bos: Option<u32>, special: bool| {
+            let t: tokenizers::Tokenizer =
+                tokenizer_json(&tok, add_bos).unwrap().parse().unwrap();
+            t.encode(text, special).unwrap().get_ids().to_vec()
+        };
+        assert_eq!(ids("hi there", Some(0), true), vec![0, 2, 3]);
+        assert_eq!(ids("hi there", Some(0), false), vec![2, 3]);
+        assert_eq!(ids("hi there", None, true), vec![2, 3]);
+    }
 
     #[test]
     fn nll_of_a_padded_batch_equals_the_sum_of_each_example_alone() {
