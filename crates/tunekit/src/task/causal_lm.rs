@@ -594,8 +594,7 @@ mod tests {
         });
         let tok = tokenizers::Tokenizer::from_bytes(json.to_string()).unwrap();
         let ids = |text: &str, add_bos: Option<u32>, special: bool| {
-            let t: tokenizers::Tokenizer =
-                tokenizer_json(&tok, add_bos).unwrap().parse().unwrap();
+            let t: tokenizers::Tokenizer = tokenizer_json(&tok, add_bos).unwrap().parse().unwrap();
             t.encode(text, special).unwrap().get_ids().to_vec()
         };
         assert_eq!(ids("hi there", Some(0), true), vec![0, 2, 3]);
