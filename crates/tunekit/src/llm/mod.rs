@@ -36,6 +36,14 @@ pub struct LanguageModel {
     pub bos_token_id: Option<u32>,
 }
 
+/// `add_bos`, unless `text` starts with that token's text already.
+pub fn bos_for(tokenizer: &Tokenizer, add_bos: Option<u32>, text: &str) -> Option<u32> {
+    add_bos.filter(|&b| {
+        let bos = tokenizer.id_to_token(b).unwrap_or_default();
+        bos.is_empty() || !text.starts_with(&bos)
+    })
+}
+
 fn token_text(tokenizer: &Tokenizer, id: Option<u32>) -> String {
     id.and_then(|i| tokenizer.id_to_token(i))
         .unwrap_or_default()
@@ -179,16 +187,23 @@ impl LanguageModel {
     }
 
     /// Token ids of `text` (special tokens in the text are matched; bos prepended when the
-    /// model asks for it).
+    /// model asks for it and the text does not already start with it, as a chat template
+    /// writing `{{ bos_token }}` does).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
             .encode(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
-        ids.extend(self.add_bos);
+        ids.extend(self.bos_for(text));
         ids.extend_from_slice(enc.get_ids());
         Ok(ids)
+    }
+
+    /// The bos id to prepend to `text`: the model's when it adds one, unless `text` starts
+    /// with the bos token already (one rule for generation, training and evaluation).
+    pub fn bos_for(&self, text: &str) -> Option<u32> {
+        bos_for(&self.tokenizer, self.add_bos, text)
     }
 
     /// Text of `ids`, special tokens skipped.

@@ -69,8 +69,9 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<SftRecord>> {
 /// Every record of a JSONL file with its 1-based line number, or the first bad line's error.
 ///
 /// # Errors
-/// [`Error::Io`] when the file cannot be read (invalid UTF-8 included, with the line);
-/// [`Error::Input`] naming the file and line for a line that is not a JSON object with either
+/// [`Error::Io`] when the file cannot be opened; [`Error::Input`] naming the file and line for
+/// a line that cannot be read (invalid UTF-8, an I/O error mid-file) or is not a JSON object
+/// with either
 /// a `messages` array of `{role, content}` strings or string `prompt` and `completion`
 /// fields, and for an empty file.
 pub fn read_jsonl_lines(path: &Path) -> Result<Vec<(usize, SftRecord)>> {
@@ -260,10 +261,8 @@ impl SftEncoder<'_> {
         let segments = self.segments(record)?;
         // A template that writes `{{ bos_token }}` itself gets no second one (as
         // `apply_chat_template(tokenize=True)`, which adds no special tokens).
-        let bos = self.bos.filter(|&b| {
-            let text = self.tokenizer.id_to_token(b).unwrap_or_default();
-            text.is_empty() || !segments.first().is_some_and(|(s, _)| s.starts_with(&text))
-        });
+        let first = segments.first().map_or("", |(s, _)| s.as_str());
+        let bos = super::bos_for(self.tokenizer, self.bos, first);
         let mut ids: Vec<u32> = bos.into_iter().collect();
         let mut target = vec![false; ids.len()];
         for (text, trained) in segments {

@@ -279,10 +279,6 @@ impl CausalLm {
                 .decode(ids, true)
                 .map_err(|e| Error::Tokenizer(e.to_string()))
         };
-        let bos_text = self
-            .add_bos
-            .and_then(|b| self.tokenizer.id_to_token(b))
-            .unwrap_or_default();
         let (mut exact, mut n, mut empty) = (0usize, 0usize, 0usize);
         for record in &split.records {
             let Some((messages, answer)) = record.prompt_and_answer() else {
@@ -294,16 +290,22 @@ impl CausalLm {
                 (None, SftRecord::Messages(_)) => continue,
             };
             // No second bos when the template wrote one (as in training).
-            let bos = self
-                .add_bos
-                .filter(|_| bos_text.is_empty() || !prompt.starts_with(&bos_text));
-            let mut ids: Vec<u32> = bos.into_iter().collect();
+            let mut ids: Vec<u32> = crate::llm::bos_for(&self.tokenizer, self.add_bos, &prompt)
+                .into_iter()
+                .collect();
             ids.extend(
                 self.tokenizer
                     .encode(prompt.as_str(), false)
                     .map_err(|e| Error::Tokenizer(e.to_string()))?
                     .get_ids(),
             );
+            let vocab = self.llama_config.vocab_size;
+            if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(Error::Model(format!(
+                    "{} split: a prompt has token id {id}, outside the model's vocabulary of {vocab}",
+                    split.name
+                )));
+            }
             if ids.is_empty() {
                 empty += 1;
                 continue;
