@@ -159,15 +159,23 @@ impl DataSection {
     /// The keys of this section (besides `train`, `validation`, `test`) whose values differ
     /// from their defaults, e.g. `["dedup", "text_column"]` — for tasks that read their
     /// files as they are and must refuse what they would otherwise ignore.
-    pub fn non_default_keys(&self) -> Vec<String> {
-        let default: Option<DataSection> = toml::from_str("train = \"\"").ok();
-        let table = |d: &DataSection| toml::Table::try_from(d).unwrap_or_default();
-        let (ours, base) = (table(self), default.as_ref().map(table).unwrap_or_default());
-        ours.iter()
+    ///
+    /// # Errors
+    /// The section does not serialise (a path that is not UTF-8): nothing can be compared, so
+    /// nothing is let through silently.
+    pub fn non_default_keys(&self) -> std::result::Result<Vec<String>, String> {
+        let table = |d: &DataSection| {
+            toml::Table::try_from(d).map_err(|e| format!("[data] cannot be compared: {e}"))
+        };
+        let default: DataSection =
+            toml::from_str("train = \"\"").map_err(|e| format!("[data] defaults: {e}"))?;
+        let (ours, base) = (table(self)?, table(&default)?);
+        Ok(ours
+            .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "train" | "validation" | "test"))
             .filter(|(k, v)| base.get(*k) != Some(v))
             .map(|(k, _)| k.clone())
-            .collect()
+            .collect())
     }
 }
 

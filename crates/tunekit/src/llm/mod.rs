@@ -44,6 +44,18 @@ pub fn bos_for(tokenizer: &Tokenizer, add_bos: Option<u32>, text: &str) -> Optio
     })
 }
 
+/// Token ids of a prompt `text`: special tokens in the text matched, `add_bos` first unless
+/// the text starts with it ([`bos_for`]). What generation and the fine-tuning evaluation use.
+pub fn encode(tokenizer: &Tokenizer, add_bos: Option<u32>, text: &str) -> Result<Vec<u32>> {
+    let enc = tokenizer
+        .encode(text, false)
+        .map_err(|e| Error::Tokenizer(e.to_string()))?;
+    let mut ids = Vec::with_capacity(enc.len() + 1);
+    ids.extend(bos_for(tokenizer, add_bos, text));
+    ids.extend_from_slice(enc.get_ids());
+    Ok(ids)
+}
+
 fn token_text(tokenizer: &Tokenizer, id: Option<u32>) -> String {
     id.and_then(|i| tokenizer.id_to_token(i))
         .unwrap_or_default()
@@ -190,20 +202,7 @@ impl LanguageModel {
     /// model asks for it and the text does not already start with it, as a chat template
     /// writing `{{ bos_token }}` does).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
-        ids.extend(self.bos_for(text));
-        ids.extend_from_slice(enc.get_ids());
-        Ok(ids)
-    }
-
-    /// The bos id to prepend to `text`: the model's when it adds one, unless `text` starts
-    /// with the bos token already (one rule for generation, training and evaluation).
-    pub fn bos_for(&self, text: &str) -> Option<u32> {
-        bos_for(&self.tokenizer, self.add_bos, text)
+        encode(&self.tokenizer, self.add_bos, text)
     }
 
     /// Text of `ids`, special tokens skipped.

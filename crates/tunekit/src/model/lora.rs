@@ -303,32 +303,64 @@ const PEFT_PREFIX: &str = "base_model.model.";
 /// Adapter factors in PEFT layout (`lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`)
 /// plus the head (PEFT `modules_to_save`), with PEFT's names.
 pub fn adapter_tensors(model: &SequenceClassifier) -> Result<Vec<HfTensor>> {
-    let mut out = Vec::new();
-    for (name, linear) in linears(model) {
-        if let Some(adapter) = linear.weight.adapter() {
-            // burn keeps A as [in, r] and B as [r, out]; PEFT's Linear weights are [out, in].
-            let [d_in, r] = adapter.a.val().dims();
-            let [_, d_out] = adapter.b.val().dims();
-            let a = to_vec(adapter.a.val().transpose())?;
-            let b = to_vec(adapter.b.val().transpose())?;
-            out.push((
-                format!("{PEFT_PREFIX}{name}.lora_A.weight"),
-                vec![r, d_in],
-                a,
-            ));
-            out.push((
-                format!("{PEFT_PREFIX}{name}.lora_B.weight"),
-                vec![d_out, r],
-                b,
-            ));
-        }
-    }
+    let mut out = factor_tensors(linears(model))?;
     let mut head = Vec::new();
     super::weights::head_to_hf(&mut head, model)?;
     for (n, s, v) in head {
         out.push((format!("{PEFT_PREFIX}{n}"), s, v));
     }
     Ok(out)
+}
+
+/// The adapter factors of `linears` (full HF module name, layer) in PEFT's layout and names:
+/// `base_model.model.{name}.lora_A.weight` `[r, in]` and `….lora_B.weight` `[out, r]`; layers
+/// without an adapter give nothing. Shared by encoders and decoders.
+pub(crate) fn factor_tensors<'a>(
+    linears: impl IntoIterator<Item = (String, &'a Linear)>,
+) -> Result<Vec<HfTensor>> {
+    let mut out = Vec::new();
+    for (name, linear) in linears {
+        if let Some(adapter) = linear.weight.adapter() {
+            // burn keeps A as [in, r] and B as [r, out]; PEFT's Linear weights are [out, in].
+            let [d_in, r] = adapter.a.val().dims();
+            let [_, d_out] = adapter.b.val().dims();
+            out.push((
+                format!("{PEFT_PREFIX}{name}.lora_A.weight"),
+                vec![r, d_in],
+                to_vec(adapter.a.val().transpose())?,
+            ));
+            out.push((
+                format!("{PEFT_PREFIX}{name}.lora_B.weight"),
+                vec![d_out, r],
+                to_vec(adapter.b.val().transpose())?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Read the factors of every adapted layer of `linears` from `file` (PEFT names, as
+/// [`factor_tensors`] writes them) into `values`, keyed by the factors' parameter ids in burn's
+/// layout. Returns how many tensors were read.
+pub(crate) fn read_factors<'a>(
+    file: &mut WeightFile,
+    linears: impl IntoIterator<Item = (String, &'a Linear)>,
+    values: &mut HashMap<ParamId, (Vec<usize>, Vec<f32>)>,
+) -> Result<usize> {
+    let mut read = 0;
+    for (name, linear) in linears {
+        let Some(adapter) = linear.weight.adapter() else {
+            continue;
+        };
+        let [d_in, r] = adapter.a.val().dims();
+        let [_, d_out] = adapter.b.val().dims();
+        let a = file.read(&format!("{PEFT_PREFIX}{name}.lora_A.weight"), &[r, d_in])?;
+        let b = file.read(&format!("{PEFT_PREFIX}{name}.lora_B.weight"), &[d_out, r])?;
+        values.insert(adapter.a.id, (vec![d_in, r], transpose(&a, r, d_in)));
+        values.insert(adapter.b.id, (vec![r, d_out], transpose(&b, d_out, r)));
+        read += 2;
+    }
+    Ok(read)
 }
 
 /// Write the adapter weights (atomically).
@@ -368,19 +400,7 @@ pub fn load_adapter(
 ) -> Result<SequenceClassifier> {
     let mut file = WeightFile::open(path)?;
     let mut values = HashMap::new();
-    let mut expected = 0usize;
-    for (name, linear) in linears(&model) {
-        let Some(adapter) = linear.weight.adapter() else {
-            continue;
-        };
-        let [d_in, r] = adapter.a.val().dims();
-        let [_, d_out] = adapter.b.val().dims();
-        let a = file.read(&format!("{PEFT_PREFIX}{name}.lora_A.weight"), &[r, d_in])?;
-        let b = file.read(&format!("{PEFT_PREFIX}{name}.lora_B.weight"), &[d_out, r])?;
-        values.insert(adapter.a.id, (vec![d_in, r], transpose(&a, r, d_in)));
-        values.insert(adapter.b.id, (vec![r, d_out], transpose(&b, d_out, r)));
-        expected += 2;
-    }
+    let mut expected = read_factors(&mut file, linears(&model), &mut values)?;
     let mut head = Vec::new();
     super::weights::head_to_hf(&mut head, &model)?;
     for (n, shape, _) in head {
@@ -562,9 +582,13 @@ impl AdapterConfig {
         }
     }
 
-    /// The LoRA options to rebuild this adapter for inference (dropout plays no part there).
-    /// Adapters written by PEFT are accepted when tunekit can represent them exactly.
-    pub fn options(&self, names: &Names) -> std::result::Result<LoraOptions, String> {
+    /// The alpha burn scales with (`alpha / r`) for an adapter tunekit can represent exactly:
+    /// a LoRA adapter (no DoRA, rank or alpha patterns, no biases) of rank ≥ 1 and finite
+    /// positive alpha; rsLoRA's `alpha / √r` becomes `alpha · √r`.
+    ///
+    /// # Errors
+    /// Why the adapter cannot be represented (the caller names the file).
+    pub fn burn_alpha(&self) -> std::result::Result<f64, String> {
         if self.peft_type != "LORA" {
             return Err(format!("peft_type {} is not LORA", self.peft_type));
         }
@@ -577,6 +601,23 @@ impl AdapterConfig {
                 self.bias
             ));
         }
+        if self.r == 0 || !(self.lora_alpha > 0.0 && self.lora_alpha.is_finite()) {
+            return Err(format!(
+                "LoRA needs a rank of at least 1 and a positive finite alpha, got r = {}, lora_alpha = {}",
+                self.r, self.lora_alpha
+            ));
+        }
+        Ok(if self.use_rslora {
+            self.lora_alpha * (self.r as f64).sqrt()
+        } else {
+            self.lora_alpha
+        })
+    }
+
+    /// The LoRA options to rebuild this adapter for inference (dropout plays no part there).
+    /// Adapters written by PEFT are accepted when tunekit can represent them exactly.
+    pub fn options(&self, names: &Names) -> std::result::Result<LoraOptions, String> {
+        let alpha = self.burn_alpha()?;
         let targets = if self.tunekit_targets.is_empty() {
             self.target_modules
                 .iter()
@@ -596,12 +637,6 @@ impl AdapterConfig {
                 .collect::<std::result::Result<Vec<_>, _>>()?
         } else {
             self.tunekit_targets.clone()
-        };
-        // burn scales by alpha / r; rsLoRA's alpha / √r is the same with alpha · √r.
-        let alpha = if self.use_rslora {
-            self.lora_alpha * (self.r as f64).sqrt()
-        } else {
-            self.lora_alpha
         };
         Ok(LoraOptions {
             rank: self.r,

@@ -289,16 +289,8 @@ impl CausalLm {
                 (None, SftRecord::PromptCompletion { prompt, .. }) => prompt.clone(),
                 (None, SftRecord::Messages(_)) => continue,
             };
-            // No second bos when the template wrote one (as in training).
-            let mut ids: Vec<u32> = crate::llm::bos_for(&self.tokenizer, self.add_bos, &prompt)
-                .into_iter()
-                .collect();
-            ids.extend(
-                self.tokenizer
-                    .encode(prompt.as_str(), false)
-                    .map_err(|e| Error::Tokenizer(e.to_string()))?
-                    .get_ids(),
-            );
+            // As `tunekit generate` encodes it (no second bos after a template's own).
+            let ids = crate::llm::encode(&self.tokenizer, self.add_bos, &prompt)?;
             let vocab = self.llama_config.vocab_size;
             if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
                 return Err(Error::Model(format!(

@@ -209,11 +209,18 @@ impl TaskSection {
                 kind_name(kind)
             ));
         }
+        let default = TaskSection::default();
         let lm_options = [
-            (!self.completion_only_loss, "task.completion_only_loss"),
-            (!self.chat_template, "task.chat_template"),
             (
-                self.generate_max_new_tokens != 32,
+                self.completion_only_loss != default.completion_only_loss,
+                "task.completion_only_loss",
+            ),
+            (
+                self.chat_template != default.chat_template,
+                "task.chat_template",
+            ),
+            (
+                self.generate_max_new_tokens != default.generate_max_new_tokens,
                 "task.generate_max_new_tokens",
             ),
         ];
@@ -229,7 +236,6 @@ impl TaskSection {
             return Ok(());
         }
         if kind == TaskKind::CausalLm {
-            let default = TaskSection::default();
             let others = [
                 (self.threshold.is_some(), "task.threshold"),
                 (self.scheme != default.scheme, "task.scheme"),
@@ -247,7 +253,7 @@ impl TaskSection {
             }
             // Records are used as read: cleaning, de-identification, de-duplication,
             // splitting and the table options would be ignored, so they are refused.
-            let data = config.data.non_default_keys();
+            let data = config.data.non_default_keys()?;
             if let Some(key) = data.first() {
                 return Err(format!(
                     "data.{key} does not apply to task.type = \"causal_lm\" (records are JSON lines used as read: give data.train, data.validation, data.test)"

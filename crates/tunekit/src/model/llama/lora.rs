@@ -26,10 +26,6 @@ use crate::error::{Error, Result};
 use crate::model::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, AdapterConfig, LoraOptions, LoraTarget};
 use crate::model::weights::{HfTensor, WeightFile, param_id, to_vec, transpose, write_safetensors};
 
-/// PEFT's prefix of a causal LM's adapter tensors (`PeftModelForCausalLM` wraps
-/// `LlamaForCausalLM`, whose decoder is `model`).
-const PEFT_PREFIX: &str = "base_model.model.";
-
 /// Every projection an adapter can attach to, in PEFT's names and layer order.
 pub const MODULES: [&str; 7] = [
     "q_proj",
@@ -117,25 +113,12 @@ pub fn apply(model: Llama, rank: usize, alpha: f64, modules: &[String]) -> Resul
 
 /// Adapter factors in PEFT layout (`lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`).
 pub fn adapter_tensors(model: &Llama) -> Result<Vec<HfTensor>> {
-    let mut out = Vec::new();
-    for (name, _, linear) in named_linears(model) {
-        if let Some(adapter) = linear.weight.adapter() {
-            // burn keeps A as [in, r] and B as [r, out]; PEFT's Linear weights are [out, in].
-            let [d_in, r] = adapter.a.val().dims();
-            let [_, d_out] = adapter.b.val().dims();
-            out.push((
-                format!("{PEFT_PREFIX}{name}.lora_A.weight"),
-                vec![r, d_in],
-                to_vec(adapter.a.val().transpose())?,
-            ));
-            out.push((
-                format!("{PEFT_PREFIX}{name}.lora_B.weight"),
-                vec![d_out, r],
-                to_vec(adapter.b.val().transpose())?,
-            ));
-        }
-    }
-    Ok(out)
+    crate::model::lora::factor_tensors(hf_linears(model))
+}
+
+/// [`named_linears`] as (HF name, layer) pairs, what the shared adapter I/O reads.
+fn hf_linears(model: &Llama) -> impl Iterator<Item = (String, &Linear)> {
+    named_linears(model).into_iter().map(|(n, _, l)| (n, l))
 }
 
 /// PEFT module names that carry adapters in `model`, sorted.
@@ -193,17 +176,7 @@ pub fn adapter_config(modules: &[String], opts: &LoraOptions, base: &Path) -> Ad
 pub fn load_adapter(model: Llama, path: &Path, device: &Device) -> Result<Llama> {
     let mut file = WeightFile::open(path)?;
     let mut values = HashMap::new();
-    for (name, _, linear) in named_linears(&model) {
-        let Some(adapter) = linear.weight.adapter() else {
-            continue;
-        };
-        let [d_in, r] = adapter.a.val().dims();
-        let [_, d_out] = adapter.b.val().dims();
-        let a = file.read(&format!("{PEFT_PREFIX}{name}.lora_A.weight"), &[r, d_in])?;
-        let b = file.read(&format!("{PEFT_PREFIX}{name}.lora_B.weight"), &[d_out, r])?;
-        values.insert(adapter.a.id, (vec![d_in, r], transpose(&a, r, d_in)));
-        values.insert(adapter.b.id, (vec![r, d_out], transpose(&b, d_out, r)));
-    }
+    crate::model::lora::read_factors(&mut file, hf_linears(&model), &mut values)?;
     let unused = file.unused();
     if !unused.is_empty() {
         return Err(Error::Model(format!(
@@ -224,26 +197,13 @@ pub fn attach(model: Llama, dir: &Path, device: &Device) -> Result<(Llama, Adapt
     let config_path = dir.join(ADAPTER_CONFIG);
     let cfg: AdapterConfig = crate::fsutil::read_json(&config_path)?;
     let bad = |why: String| Error::Model(format!("{}: {why}", config_path.display()));
-    if cfg.peft_type != "LORA" {
-        return Err(bad(format!("peft_type {} is not LORA", cfg.peft_type)));
-    }
-    if cfg.use_dora || !cfg.rank_pattern.is_empty() || !cfg.alpha_pattern.is_empty() {
-        return Err(bad(
-            "DoRA, rank_pattern and alpha_pattern are not supported".into(),
-        ));
-    }
-    if cfg.bias != "none" || !cfg.modules_to_save.is_empty() {
+    if !cfg.modules_to_save.is_empty() {
         return Err(bad(format!(
-            "bias = {:?}, modules_to_save = {:?}: only adapters without biases or saved modules are supported",
-            cfg.bias, cfg.modules_to_save
+            "modules_to_save = {:?}: a decoder adapter without saved modules is supported",
+            cfg.modules_to_save
         )));
     }
-    // burn scales by alpha / r; rsLoRA's alpha / √r is the same with alpha · √r.
-    let alpha = if cfg.use_rslora {
-        cfg.lora_alpha * (cfg.r as f64).sqrt()
-    } else {
-        cfg.lora_alpha
-    };
+    let alpha = cfg.burn_alpha().map_err(bad)?;
     let model = apply(model, cfg.r, alpha, &cfg.target_modules).map_err(|e| bad(e.to_string()))?;
     let model = load_adapter(model, &dir.join(ADAPTER_WEIGHTS), device)?;
     Ok((model, cfg))

@@ -169,19 +169,14 @@ pub fn project<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
     let Some(adapter) = linear.weight.adapter() else {
         return linear.forward(x);
     };
-    let y = x.clone().matmul(unsqueeze_to::<D>(linear.weight.base()));
+    let y = x.clone().matmul(linear.weight.base().unsqueeze::<D>());
     let y = match &linear.bias {
-        Some(b) => y + unsqueeze_to::<D>(b.val().unsqueeze::<2>()),
+        Some(b) => y + b.val().unsqueeze::<D>(),
         None => y,
     };
-    let a = unsqueeze_to::<D>(adapter.a.val());
-    let b = unsqueeze_to::<D>(adapter.b.val());
+    let a = adapter.a.val().unsqueeze::<D>();
+    let b = adapter.b.val().unsqueeze::<D>();
     y + x.matmul(a).matmul(b).mul_scalar(adapter.scale)
-}
-
-/// A matrix `[r, c]` as a `D`-dimensional tensor `[1, …, 1, r, c]` (broadcasts in `matmul`).
-fn unsqueeze_to<const D: usize>(m: Tensor<2>) -> Tensor<D> {
-    m.unsqueeze::<D>()
 }
 
 /// `w · x / sqrt(mean(x²) + ε)` over the last dimension (transformers' `LlamaRMSNorm`).
