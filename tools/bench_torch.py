@@ -9,6 +9,7 @@ pooling + linear head, cross-entropy, AdamW (weight decay 0.01), dropout off; me
     python3 tools/bench_torch.py infer --batch 32 --threads 2
     python3 tools/bench_torch.py step --precision bf16   # CPU autocast to bf16 (oneDNN, AMX)
     python3 tools/bench_torch.py step --preset base --batch 8 --seq 512
+    python3 tools/bench_torch.py step --preset base --device cuda   # GPU: f32 (TF32 off)
 
 Attention is PyTorch's `sdpa` (scaled_dot_product_attention), transformers' default, named
 explicitly. `--preset base` builds a BERT-base-shaped model (12 layers, hidden 768, 12 heads,
@@ -62,7 +63,16 @@ def main():
     ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
                     help="bf16: forward under torch.autocast('cpu', torch.bfloat16), the "
                          "Trainer's bf16=True on CPU (f32 master weights)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu or cuda[:N]; on CUDA every timed iteration ends with "
+                         "torch.cuda.synchronize(), and TF32 is off (f32 products, as tunekit's)")
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.preset == "base":
@@ -85,32 +95,38 @@ def main():
         if isinstance(m, torch.nn.Dropout):
             m.p = args.dropout
     head = torch.nn.Linear(enc.config.hidden_size, 2)
-    ids = tokens(args.batch, args.seq)
+    enc, head = enc.to(dev), head.to(dev)
+    ids = tokens(args.batch, args.seq).to(dev)
     mask = torch.ones_like(ids)
-    labels = torch.arange(args.batch) % 2
+    labels = (torch.arange(args.batch) % 2).to(dev)
 
     def logits():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             h = enc(input_ids=ids, attention_mask=mask).last_hidden_state
             m = mask.unsqueeze(-1).float()
             return head((h * m).sum(1) / m.sum(1)).float()
 
     out = {"workload": f"{args.what}, batch {args.batch} x {args.seq} tokens, dropout {args.dropout}, {args.precision}", "threads": args.threads,
            "torch_version": torch.__version__, "attention": out_attn,
-           "model": args.preset or args.model}
+           "model": args.preset or args.model,
+           "device": torch.cuda.get_device_name(dev) if cuda else "cpu"}
     if args.what == "step":
         enc.train()
         params = list(enc.parameters()) + list(head.parameters())
         opt = torch.optim.AdamW(params, lr=5e-5, weight_decay=0.01)
         fwd, bwd, step, total = [], [], [], []
         for i in range(args.warmup + args.steps):
+            sync()
             t0 = time.perf_counter()
             loss = torch.nn.functional.cross_entropy(logits(), labels)
+            loss.item()  # as tunekit's bench reads its loss back
             t1 = time.perf_counter()
             loss.backward()
+            sync()
             t2 = time.perf_counter()
             opt.step()
             opt.zero_grad(set_to_none=True)
+            sync()
             t3 = time.perf_counter()
             if i >= args.warmup:
                 fwd.append((t1 - t0) * 1e3)
@@ -127,8 +143,9 @@ def main():
         times = []
         with torch.inference_mode():
             for i in range(args.warmup + args.steps):
+                sync()
                 t0 = time.perf_counter()
-                logits()
+                logits().cpu()
                 if i >= args.warmup:
                     times.append((time.perf_counter() - t0) * 1e3)
         times.sort()
@@ -136,6 +153,8 @@ def main():
                    latency_ms_p99=times[max(0, int(len(times) * 0.99 + 0.999) - 1)],
                    examples_per_s=args.batch * 1e3 / statistics.median(times))
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if cuda:
+        out["peak_gpu_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
     print(json.dumps(out))
 
 

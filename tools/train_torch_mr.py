@@ -73,8 +73,13 @@ def main():
     ap.add_argument("--output", default=None)
     ap.add_argument("--bf16", action="store_true",
                     help="Trainer bf16=True: CPU autocast to bf16 (tunekit's train.precision = \"bf16\")")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: the Trainer on GPU 0, TF32 off (f32 products, as tunekit's)")
     args = ap.parse_args()
 
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     torch.set_num_threads(args.threads)
     transformers.set_seed(args.seed)
     train_rows = read_tsv(os.path.join(args.data_dir, "train.tsv"), args.limit)
@@ -117,7 +122,7 @@ def main():
         length_column_name="length",
         logging_strategy="epoch",
         report_to="none",
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         bf16=args.bf16,
         seed=args.seed,
         disable_tqdm=True,
@@ -139,6 +144,7 @@ def main():
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
         "group_by_length": args.group_by_length,
         "train_examples": len(train_ds),
         "steps": train_out.global_step,

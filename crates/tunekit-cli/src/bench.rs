@@ -12,6 +12,7 @@
 //!     cargo run --release --bin bench -- --int8 --batch 32 infer
 //!     cargo run --release --bin bench -- --preset base --batch 8 --seq 512 step
 //!     cargo run --release --bin bench -- peak
+//!     cargo run --release --features cuda --bin bench -- --device cuda --preset base step
 //!
 //! `--preset base` is a BERT-base-shaped model (12 layers, hidden 768, 12 heads, FFN 3072,
 //! vocabulary 30522) with weights from a formula, written once to the temp directory: no
@@ -45,6 +46,11 @@ struct Cli {
     /// A size preset instead of `--model`: `base` (BERT-base shape, weights from a formula).
     #[arg(long, conflicts_with = "model")]
     preset: Option<Preset>,
+    /// Where the step or inference runs: cpu (default), cuda, cuda:N, vulkan, wgpu (the GPU
+    /// ones need a build with that feature; timings wait for the device: each timed
+    /// iteration ends by reading a result back).
+    #[arg(long, default_value = "cpu")]
+    device: tunekit::device::DeviceKind,
     /// Threads of `peak` (default: the pool's, `RAYON_NUM_THREADS` or the core count).
     #[arg(long)]
     threads: Option<usize>,
@@ -238,12 +244,15 @@ fn load(model: &str, dropout: f64, device: &burn::tensor::Device) -> Result<Sequ
     Ok(load_classifier(&dir.weights_path(), &dir.config, &spec, device)?.0)
 }
 
-/// Whether bf16 products ran on AMX or were emulated (operands rounded to bf16, f32 products).
-fn amx_note(p: Precision) -> &'static str {
-    match (p, tunekit::model::bf16::amx_available()) {
-        (Precision::F32, _) => "",
-        (Precision::Bf16, true) => " (AMX)",
-        (Precision::Bf16, false) => " (emulated: no AMX)",
+/// Where bf16 products ran: AMX, emulated (operands rounded to bf16, f32 products), or the
+/// GPU's bf16 matmul.
+fn amx_note(p: Precision, device: tunekit::device::DeviceKind) -> &'static str {
+    let cpu = device == tunekit::device::DeviceKind::Cpu;
+    match (p, cpu, tunekit::model::bf16::amx_available()) {
+        (Precision::F32, _, _) => "",
+        (Precision::Bf16, false, _) => " (GPU bf16 matmul)",
+        (Precision::Bf16, true, true) => " (AMX)",
+        (Precision::Bf16, true, false) => " (emulated: no AMX)",
     }
 }
 
@@ -317,7 +326,11 @@ fn run(mut cli: Cli) -> Result<()> {
     let toks = tokens(cli.batch, cli.seq);
     let refs: Vec<&Tokens> = toks.iter().collect();
     let labels: Vec<usize> = (0..cli.batch).map(|i| i % 2).collect();
-    let plain = burn::tensor::Device::flex();
+    let plain = tunekit::device::device(cli.device)?;
+    let machine = match cli.device {
+        tunekit::device::DeviceKind::Cpu => cpu_name(),
+        other => format!("{other} (host {})", cpu_name()),
+    };
     let flops = forward_flops(&config, cli.batch, cli.seq);
     match cli.what {
         What::Peak => {}
@@ -360,7 +373,7 @@ fn run(mut cli: Cli) -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "workload": format!("train step, batch {} x {} tokens, mean pooling, AdamW, dropout {}, {} products{}", cli.batch, cli.seq, cli.dropout, cli.precision, amx_note(cli.precision)),
+                    "workload": format!("train step, batch {} x {} tokens, mean pooling, AdamW, dropout {}, {} products{}", cli.batch, cli.seq, cli.dropout, cli.precision, amx_note(cli.precision, cli.device)),
                     "steps": cli.steps,
                     "step_ms_median": step_ms,
                     "forward_ms_median": median(fwd),
@@ -369,6 +382,7 @@ fn run(mut cli: Cli) -> Result<()> {
                     "gflop_per_step": 3.0 * flops / 1e9,
                     "gflops_achieved": 3.0 * flops / 1e6 / step_ms,
                     "peak_rss_gib": peak_rss_gib(),
+                    "device": machine,
                 })
             );
         }
@@ -395,7 +409,7 @@ fn run(mut cli: Cli) -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({
-                    "workload": format!("inference{}, batch {} x {} tokens, {} products{}", if cli.int8 { " (int8)" } else { "" }, cli.batch, cli.seq, cli.precision, amx_note(cli.precision)),
+                    "workload": format!("inference{}, batch {} x {} tokens, {} products{}", if cli.int8 { " (int8)" } else { "" }, cli.batch, cli.seq, cli.precision, amx_note(cli.precision, cli.device)),
                     "iterations": cli.steps,
                     "latency_ms_median": latency_ms,
                     "latency_ms_p99": p99,
@@ -403,6 +417,7 @@ fn run(mut cli: Cli) -> Result<()> {
                     "gflop_per_batch": flops / 1e9,
                     "gflops_achieved": flops / 1e6 / latency_ms,
                     "peak_rss_gib": peak_rss_gib(),
+                    "device": machine,
                 })
             );
         }

@@ -25,7 +25,8 @@ mod generate;
     about = "Fine-tune pretrained text encoders from one config file"
 )]
 struct Cli {
-    /// cpu (default) or cuda (needs a build with --features cuda).
+    /// cpu (default), cuda or cuda:N, vulkan, wgpu (the GPU ones need a build with that cargo
+    /// feature: README, "GPUs"). `train --devices` spreads training over several.
     #[arg(long, global = true, default_value = "cpu")]
     device: DeviceKind,
     /// Hide progress bars.
@@ -130,6 +131,24 @@ struct TrainArgs {
     /// RUN_DIR/metrics.json.
     #[arg(long, value_name = "K", conflicts_with = "resume")]
     cv: Option<usize>,
+    /// Data-parallel training over several devices of one kind, e.g. `cuda:0,cuda:1`
+    /// (sets `train.devices`; the first device evaluates and checkpoints).
+    #[arg(long, value_name = "DEVICE,DEVICE,…")]
+    devices: Option<String>,
+}
+
+impl TrainArgs {
+    /// `--set` overrides, with `--devices` as `train.devices`.
+    fn overrides(&self) -> anyhow::Result<Vec<String>> {
+        let mut set = self.set.clone();
+        if let Some(list) = &self.devices {
+            let kinds = tunekit::device::parse_devices(list)
+                .map_err(|e| tunekit::Error::Config(format!("--devices: {e}")))?;
+            let quoted: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
+            set.push(format!("train.devices=[{}]", quoted.join(", ")));
+        }
+        Ok(set)
+    }
 }
 
 #[derive(Args)]
@@ -929,7 +948,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = !cli.quiet && std::io::stderr().is_terminal();
     match cli.command {
         Command::Distill(args) => {
-            let config = RunConfig::load(&args.config, &args.set)?;
+            let config = RunConfig::load(&args.config, &args.overrides()?)?;
             if config.distill.is_none() {
                 return Err(tunekit::Error::Config(format!(
                     "{}: tunekit distill needs a [distill] section (teacher, temperature, alpha)",
@@ -940,7 +959,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             run_training(config, args, progress, &device)
         }
         Command::Train(args) => {
-            let config = RunConfig::load(&args.config, &args.set)?;
+            let config = RunConfig::load(&args.config, &args.overrides()?)?;
             if config.distill.is_some() {
                 return Err(tunekit::Error::Config(format!(
                     "{}: has a [distill] section: run tunekit distill",

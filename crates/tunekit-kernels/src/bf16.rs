@@ -53,13 +53,20 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// `precision` where `device` can run it: bf16 products belong to the CPU backend's fused
-/// linear op, so bf16 on another backend is an error rather than a silent f32 run. Says once
-/// in the log whether they run on AMX or are emulated.
+/// `precision` where `device` can run it: bf16 products are the CPU backend's fused linear
+/// op, or on a GPU backend whose device has bf16 ([`super::fused::bf16_linear`]); bf16 on a
+/// device without it is an error rather than a silent f32 run. Says once in the log where the
+/// bf16 products run.
 pub fn for_device(precision: Precision, device: &burn::tensor::Device) -> crate::Result<Precision> {
     if precision == Precision::Bf16 {
         if !super::fused::is_flex(device) {
-            return Err(crate::Error::Bf16NeedsCpu);
+            if !device.supports_dtype(burn::tensor::DType::BF16) {
+                return Err(crate::Error::Bf16NeedsCpu);
+            }
+            tracing::info!(
+                "linear-layer products in bf16 on the GPU (bf16 operands, f32 master weights)"
+            );
+            return Ok(precision);
         }
         if amx_available() {
             tracing::info!("linear-layer products in bf16 on AMX (f32 sums, f32 master weights)");

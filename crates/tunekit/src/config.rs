@@ -365,8 +365,16 @@ pub struct TrainSection {
     pub l1: f64,
     /// Number format of the encoder's linear-layer products in training and in-run
     /// evaluation: `f32` (default) or `bf16` (bf16 operands, f32 sums, f32 master weights;
-    /// AMX where the CPU has it, see `model::bf16`). The saved model is f32 either way.
+    /// AMX where the CPU has it, see `model::bf16`; on a GPU with bf16, bf16 operands of each
+    /// product as PyTorch's autocast, `fused::bf16_linear`). The saved model is f32 either way.
     pub precision: crate::model::Precision,
+    /// Data-parallel training over several devices (`["cuda:0", "cuda:1"]`; `--devices` on
+    /// the command line overrides it). Each micro-batch of `batch_size` examples is split
+    /// into one contiguous shard per device, gradients are gathered onto the first device,
+    /// which holds the optimiser, runs evaluation and writes checkpoints: the global batch,
+    /// schedule, accumulation and resume mean what they mean on one device. Empty (default):
+    /// the one device of `--device`.
+    pub devices: Vec<String>,
 }
 
 /// Classification losses.
@@ -414,6 +422,7 @@ impl Default for TrainSection {
             l1: 0.0,
             class_weights: ClassWeights::None,
             precision: crate::model::Precision::F32,
+            devices: Vec::new(),
         }
     }
 }
@@ -594,6 +603,22 @@ impl RunConfig {
                 "train.label_smoothing must be in [0, 1), got {}",
                 t.label_smoothing
             ));
+        }
+        if !t.devices.is_empty() {
+            let kinds = t
+                .devices
+                .iter()
+                .map(|d| d.parse::<crate::device::DeviceKind>())
+                .collect::<crate::error::Result<Vec<_>>>()
+                .and_then(|k| crate::device::check_devices(&k).map(|()| k))
+                .map_err(|e| format!("train.devices: {e}"))?;
+            if kinds.len() > 1 && self.privacy.dp.is_some() {
+                return Err(
+                    "train.devices: differentially private training runs on one device \
+                            (its per-example clipping is not split over devices yet)"
+                        .into(),
+                );
+            }
         }
         if t.loss == LossKind::Focal && t.label_smoothing > 0.0 {
             return Err(

@@ -4,9 +4,23 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Repository root.
+/// Repository root: `TUNEKIT_TEST_ROOT` when a test binary runs from another checkout than
+/// the one it was built in (scripts/gpu-check.sh carries built tests to a GPU machine),
+/// else the build's.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    match std::env::var_os("TUNEKIT_TEST_ROOT") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+    }
+}
+
+/// The `tunekit` binary under test: `TUNEKIT_BIN` when set (carried test binaries, as in
+/// [`root`]), else the one cargo built with the tests.
+pub fn tunekit_bin() -> PathBuf {
+    match std::env::var_os("TUNEKIT_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_tunekit")),
+    }
 }
 
 /// The fetched all-MiniLM-L6-v2 (scripts/fetch-assets.sh).
@@ -36,7 +50,7 @@ pub fn tunekit(args: &[&str]) -> Output {
 
 /// Run `tunekit` with extra environment variables.
 pub fn tunekit_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tunekit"));
+    let mut cmd = Command::new(tunekit_bin());
     cmd.args(args).arg("--quiet").env("RUST_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);
@@ -94,7 +108,14 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
     let parsed = tunekit::model::BertConfig::from_file(&dir.join("config.json")).unwrap();
     tunekit::model::weights::write_random_encoder(&parsed, &dir.join("model.safetensors"), 7)
         .unwrap();
-    std::fs::copy(minilm().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    // Only the tokenizer of the MiniLM asset is needed (not its weights).
+    let tokenizer = root().join("assets/models/all-MiniLM-L6-v2/tokenizer.json");
+    std::fs::copy(&tokenizer, dir.join("tokenizer.json")).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run scripts/fetch-assets.sh first)",
+            tokenizer.display()
+        )
+    });
     dir.to_path_buf()
 }
 

@@ -155,9 +155,13 @@ pub(crate) fn draw_seed(device: &burn::tensor::Device) -> u64 {
 }
 
 /// `linear.forward(x)` for a 2-D `x`, as one GEMM call writing its output once (bias
-/// included) where [`on_flex_f32`], its products in `precision`; burn's `linear` (f32)
-/// elsewhere and without a bias.
+/// included) where [`on_flex_f32`], its products in `precision`. On the GPU backends with
+/// `precision` bf16: [`bf16_linear`]. Burn's `linear` (f32) elsewhere and without a bias on
+/// the CPU.
 pub fn linear(linear: &burn::nn::Linear, x: Tensor<2>, precision: Precision) -> Tensor<2> {
+    if precision == Precision::Bf16 && x.dtype() == DType::F32 && !is_flex(&x.device()) {
+        return bf16_linear(linear, x);
+    }
     let Some(bias) = linear.bias.as_ref() else {
         return linear.forward(x);
     };
@@ -170,6 +174,21 @@ pub fn linear(linear: &burn::nn::Linear, x: Tensor<2>, precision: Precision) -> 
         bias.val().into_dispatch(),
         precision == Precision::Bf16,
     ))
+}
+
+/// `x · W + b` with bf16 operands on a GPU backend, f32 in and out: the product of
+/// PyTorch's `torch.autocast(dtype=torch.bfloat16)` for `nn.Linear`, with f32 master weights
+/// (the cast is part of the graph, so gradients reach the f32 weights through it). burn's
+/// matmul of two bf16 tensors accumulates in f32 (tensor cores on CUDA) and rounds its
+/// output to bf16, which is then widened back, as autocast's does; the bias is added in f32.
+pub fn bf16_linear(linear: &burn::nn::Linear, x: Tensor<2>) -> Tensor<2> {
+    use burn::tensor::FloatDType;
+    let w = linear.weight.val().cast(FloatDType::BF16);
+    let y = x.cast(FloatDType::BF16).matmul(w).cast(FloatDType::F32);
+    match &linear.bias {
+        Some(b) => y + b.val().unsqueeze::<2>(),
+        None => y,
+    }
 }
 
 /// `norm.forward(x)`, fused where [`on_flex_f32`] (a LayerNorm without bias uses burn's).

@@ -719,6 +719,11 @@ impl Objective for TaskObjective {
         units.max(1) as f64
     }
 
+    fn couples_batch(&self) -> bool {
+        // In-batch negatives: each anchor is scored against every positive of its batch.
+        self.config.task.kind == TaskKind::Embedding
+    }
+
     fn loss_sum(
         &self,
         model: &SequenceClassifier,

@@ -81,6 +81,11 @@ pub(crate) trait Objective {
     /// What the summed losses of one accumulation group are divided by (examples, class
     /// weights or labelled pieces), so accumulated micro-batches equal one large batch.
     fn normaliser(&self, group: &[Vec<usize>]) -> f64;
+    /// Whether an example's loss depends on the other examples of its micro-batch (in-batch
+    /// negatives): such a batch cannot be split over devices (`train.devices`).
+    fn couples_batch(&self) -> bool {
+        false
+    }
     /// The summed loss of training examples `idx`: a `[1]` tensor on the autodiff device.
     fn loss_sum(&self, model: &Self::Model, idx: &[usize], ad: &Device) -> Result<Tensor<1>>;
     /// Scores of `model` (inference mode) on the validation split; `None` without one.
@@ -150,7 +155,7 @@ impl<S> Finished<'_, S> {
 /// How the gradients of one accumulation group are computed. This is the seam where
 /// several devices plug in (as burn-train's learner strategies do): a data-parallel step
 /// splits the group over devices and sums their gradients, and nothing else in the loop
-/// changes. [`SingleDevice`] is the only implementation today.
+/// changes. [`SingleDevice`] runs a group on one device, [`DataParallel`] over several.
 pub(crate) trait GradientStep {
     /// Gradients of the mean loss over `group` (micro-batches of training example indices)
     /// and that mean loss. Dropout is reseeded before every micro-batch from
@@ -197,6 +202,149 @@ impl GradientStep for SingleDevice {
     }
 }
 
+/// Every micro-batch split over several devices, gradients gathered onto the first: burn-train's
+/// `multi` strategy ("optimiser on the main device": a replica forked per device,
+/// `GradientsParams::to_device`, one `GradientsAccumulator`), run inside this loop so that
+/// schedules, accumulation, checkpoints and resume stay the loop's. A micro-batch of
+/// `batch_size` examples becomes one contiguous shard per device; the shards' summed losses
+/// share the group's normaliser, so the update equals one device's on the same global batch
+/// (up to the order of float sums). Dropout draws from `(seed, step, micro-batch, shard)`.
+pub(crate) struct DataParallel {
+    /// The autodiff devices; the first holds the model and the optimiser.
+    pub devices: Vec<Device>,
+    /// The run seed.
+    pub seed: u64,
+    /// Shards run on one thread per device (distinct GPUs); one after another when the
+    /// devices are the same CPU, whose one random generator and core pool they would share.
+    pub threads: bool,
+}
+
+impl DataParallel {
+    fn gradients<O>(
+        &self,
+        objective: &O,
+        model: &O::Model,
+        group: &[Vec<usize>],
+        step: usize,
+    ) -> Result<(GradientsAccumulator<O::Model>, f64)>
+    where
+        O: Objective + Sync,
+        O::Model: Sync,
+    {
+        let main = &self.devices[0];
+        let normaliser = objective.normaliser(group);
+        let mut accumulator = GradientsAccumulator::new();
+        let mut group_loss = 0.0f64;
+        for (micro, idx) in group.iter().enumerate() {
+            let micro_seed = step_seed(self.seed, step, micro);
+            let shards: Vec<(usize, &[usize])> = shard_ranges(idx.len(), self.devices.len())
+                .into_iter()
+                .enumerate()
+                .filter(|(_, r)| !r.is_empty())
+                .map(|(k, r)| (k, &idx[r]))
+                .collect();
+            let run = |k: usize, part: &[usize]| -> Result<(GradientsParams, f64)> {
+                let device = &self.devices[k];
+                device.seed(shard_seed(micro_seed, k));
+                let replica = if k == 0 {
+                    model.clone()
+                } else {
+                    model.clone().fork(device)
+                };
+                let loss = objective
+                    .loss_sum(&replica, part, device)?
+                    .div_scalar(normaliser);
+                let value = crate::model::weights::to_vec(loss.clone().detach())?;
+                let grads = GradientsParams::from_grads(loss.backward(), &replica);
+                let grads = if k == 0 {
+                    grads
+                } else {
+                    grads.to_device(main, &replica)
+                };
+                Ok((grads, f64::from(value.first().copied().unwrap_or(f32::NAN))))
+            };
+            let results: Vec<Result<(GradientsParams, f64)>> = if self.threads {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = shards
+                        .iter()
+                        .map(|&(k, part)| scope.spawn(move || run(k, part)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|panic| {
+                                Err(Error::Engine(format!(
+                                    "a data-parallel worker panicked: {}",
+                                    super::panic_message(panic.as_ref())
+                                )))
+                            })
+                        })
+                        .collect()
+                })
+            } else {
+                shards.iter().map(|&(k, part)| run(k, part)).collect()
+            };
+            for result in results {
+                let (grads, value) = result?;
+                group_loss += value;
+                accumulator.accumulate(model, grads);
+            }
+        }
+        Ok((accumulator, group_loss))
+    }
+}
+
+/// `len` items in `parts` contiguous ranges whose sizes differ by at most one (the first
+/// ranges take the remainder); empty ranges when `len < parts`.
+pub(crate) fn shard_ranges(len: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.max(1);
+    let (base, extra) = (len / parts, len % parts);
+    let mut start = 0;
+    (0..parts)
+        .map(|k| {
+            let size = base + usize::from(k < extra);
+            let r = start..start + size;
+            start += size;
+            r
+        })
+        .collect()
+}
+
+/// The dropout seed of shard `k` of a micro-batch (shard 0 keeps the micro-batch's seed).
+fn shard_seed(micro_seed: u64, k: usize) -> u64 {
+    if k == 0 {
+        micro_seed
+    } else {
+        step_seed(micro_seed, k, usize::MAX)
+    }
+}
+
+/// How this run computes its gradients: one device, several, or DP-SGD's per-example path.
+enum Stepper {
+    Single(SingleDevice),
+    Parallel(DataParallel),
+    Private(crate::dp::clip::DpStep),
+}
+
+/// The devices of `train.devices`, or `None` (empty) for the one device of `--device`.
+fn parallel_devices(config: &RunConfig) -> Result<Option<Vec<Device>>> {
+    if config.train.devices.is_empty() {
+        return Ok(None);
+    }
+    let kinds = config
+        .train
+        .devices
+        .iter()
+        .map(|d| d.parse::<crate::device::DeviceKind>())
+        .collect::<Result<Vec<_>>>()?;
+    crate::device::check_devices(&kinds)?;
+    let devices = kinds
+        .iter()
+        .map(|&k| crate::device::device(k))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(devices))
+}
+
 /// The optimiser side of a run: built once, restored on resume.
 struct Optimisation {
     optim: ModuleOptimizer,
@@ -214,8 +362,22 @@ pub(crate) fn fit<O: Objective>(
     run_dir: &Path,
     device: &Device,
     mut objective: O,
-) -> Result<super::RunMetrics> {
+) -> Result<super::RunMetrics>
+where
+    O: Sync,
+    O::Model: Sync,
+{
     let t = &config.train;
+    // `train.devices`: the first device holds the model, evaluates and checkpoints.
+    let parallel = parallel_devices(config)?;
+    let main_device;
+    let device = match &parallel {
+        Some(devices) => {
+            main_device = devices[0].clone();
+            &main_device
+        }
+        None => device,
+    };
     let ad = device.clone().autodiff();
     let Start {
         mut model,
@@ -229,16 +391,39 @@ pub(crate) fn fit<O: Objective>(
     let lora = config.strategy.lora.is_some();
     let metrics_path = run_dir.join("metrics.jsonl");
     let lengths = objective.train_lengths();
-    let stepper = SingleDevice {
-        ad: ad.clone(),
-        seed: t.seed,
+    let stepper = match (dp.clone(), parallel) {
+        // DP-SGD: Poisson-sampled logical batches, per-example clipping and noise.
+        (Some(plan), _) => Stepper::Private(crate::dp::clip::DpStep {
+            ad: ad.clone(),
+            seed: t.seed,
+            plan,
+        }),
+        (None, Some(devices)) if devices.len() > 1 => {
+            if objective.couples_batch() {
+                return Err(Error::Config(
+                    "train.devices: this task's loss compares the examples of a batch with \
+                     each other (in-batch negatives), so a batch cannot be split over devices"
+                        .into(),
+                ));
+            }
+            tracing::info!(
+                "data-parallel over {} devices ({}): each batch of {} split into shards, \
+                 gradients gathered on the first",
+                devices.len(),
+                t.devices.join(", "),
+                t.batch_size
+            );
+            Stepper::Parallel(DataParallel {
+                threads: devices.windows(2).all(|w| w[0] != w[1]),
+                devices: devices.into_iter().map(|d| d.autodiff()).collect(),
+                seed: t.seed,
+            })
+        }
+        (None, _) => Stepper::Single(SingleDevice {
+            ad: ad.clone(),
+            seed: t.seed,
+        }),
     };
-    // DP-SGD: Poisson-sampled logical batches, per-example clipping and noise.
-    let dp_step = dp.clone().map(|plan| crate::dp::clip::DpStep {
-        ad: ad.clone(),
-        seed: t.seed,
-        plan,
-    });
     let mut unfreezing = match (config.strategy.gradual_unfreeze, objective.layered_config()) {
         (false, _) => None,
         (true, Some(layered)) => Some(Unfreezing::new(config, layered, all_params)),
@@ -284,9 +469,10 @@ pub(crate) fn fit<O: Objective>(
             let group_end = (state.batch_in_epoch + t.gradient_accumulation).min(batches.len());
             let group = &batches[state.batch_in_epoch..group_end];
             let group_size: usize = group.iter().map(Vec::len).sum();
-            let (accumulator, group_loss) = match &dp_step {
-                Some(s) => s.gradients(&objective, &model, group, state.step)?,
-                None => stepper.gradients(&objective, &model, group, state.step)?,
+            let (accumulator, group_loss) = match &stepper {
+                Stepper::Private(s) => s.gradients(&objective, &model, group, state.step)?,
+                Stepper::Parallel(s) => s.gradients(&objective, &model, group, state.step)?,
+                Stepper::Single(s) => s.gradients(&objective, &model, group, state.step)?,
             };
             let lr;
             (model, lr) = optimizer_step(
@@ -664,4 +850,32 @@ fn evaluate<O: Objective>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_a_batch_in_order_with_sizes_within_one() {
+        for (len, parts) in [(15, 2), (16, 2), (3, 4), (0, 3), (7, 1), (10, 3)] {
+            let r = shard_ranges(len, parts);
+            assert_eq!(r.len(), parts);
+            assert_eq!(r.first().map(|x| x.start), Some(0));
+            assert_eq!(r.last().map(|x| x.end), Some(len));
+            for w in r.windows(2) {
+                assert_eq!(w[0].end, w[1].start, "contiguous");
+                assert!(w[0].len() >= w[1].len() && w[0].len() - w[1].len() <= 1);
+            }
+        }
+        assert_eq!(shard_ranges(15, 2), vec![0..8, 8..15]);
+    }
+
+    #[test]
+    fn shard_seeds_differ_and_shard_zero_keeps_the_micro_batch_seed() {
+        let s = step_seed(42, 3, 1);
+        assert_eq!(shard_seed(s, 0), s);
+        let seeds: std::collections::HashSet<u64> = (0..8).map(|k| shard_seed(s, k)).collect();
+        assert_eq!(seeds.len(), 8);
+    }
 }

@@ -230,15 +230,20 @@ pub const PANIC_TEST_HOOK: &str = "TUNEKIT_TEST_PANIC_IN_RUN";
 /// its location), and the error exits with code 1: a panic is a bug, not bad input.
 pub(crate) fn catch_panic<T>(body: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(no message)".into());
         Err(Error::Engine(format!(
-            "internal error: panicked: {message}"
+            "internal error: panicked: {}",
+            panic_message(payload.as_ref())
         )))
     })
+}
+
+/// The message of a caught panic's payload (`"(no message)"` when it carries none).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// [`train`] on already prepared data (`None`: run the data pipeline of `config`).
