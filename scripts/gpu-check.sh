@@ -39,17 +39,22 @@ failures=0
 
 bin=""
 if [[ ${1:-} == --prebuilt ]]; then
+    [[ -n ${2:-} && -d ${2:-} ]] || { echo "gpu-check: --prebuilt needs a directory" >&2; exit 2; }
     bin=$(cd "$2" && pwd)
+    for b in tunekit bench gpu_backends; do
+        [[ -x $bin/$b ]] || { echo "gpu-check: $bin/$b missing" >&2; exit 2; }
+    done
 else
     log "building with --features cuda"
     cargo build --release -p tunekit-cli --features cuda --bins || exit 1
     test_bin=$(cargo test --release -p tunekit-cli --features cuda --test gpu_backends --no-run \
-        --message-format=json 2>/dev/null | python3 -c '
+        --message-format=json 2>"$out/build.txt" | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu_backends" and m.get("executable"):
         print(m["executable"])')
+    [[ -n $test_bin ]] || { echo "gpu-check: building tests/gpu_backends.rs failed" >&2; exit 1; }
     bin=$(mktemp -d)
     ln -s "$PWD/target/release/tunekit" "$PWD/target/release/bench" "$bin/"
     ln -s "$test_bin" "$bin/gpu_backends"
@@ -81,7 +86,7 @@ save_file({k: v.float().contiguous() for k, v in load_file(f"{d}/model.f16.safet
 EOF
 fi
 
-declare -a rows
+rows=()
 row() { rows+=("$1"); }
 
 if [[ $skip != *" parity "* ]]; then
@@ -109,7 +114,7 @@ m = json.load(open(sys.argv[1]))
 print(json.dumps({"test_accuracy": m["test"]["accuracy"], "train_time_s": m.get("train_time_s"),
                   "wall_s": float(sys.argv[3]) - float(sys.argv[2])}))
 EOF
-        row "| MR 1 epoch, tunekit | $(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(f"test acc {m[\"test_accuracy\"]:.4f}, train {m[\"train_time_s\"]:.1f} s (wall {m[\"wall_s\"]:.1f} s)")' "$out/mr-tunekit.json") | | |"
+        row "| MR 1 epoch, tunekit | $(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("test acc %.4f, train %.1f s (wall %.1f s)" % (m["test_accuracy"], m["train_time_s"], m["wall_s"]))' "$out/mr-tunekit.json") | | |"
     else
         failures=$((failures + 1))
         row "| MR 1 epoch, tunekit | FAILED (see mr-tunekit.txt) | | |"
@@ -118,7 +123,7 @@ EOF
     log "MR example, one epoch, PyTorch Trainer on cuda"
     if timeout 200 python3 tools/train_torch_mr.py --device cuda --epochs 1 --output "$out/mr-torch.json" \
         >"$out/mr-torch.txt" 2>&1; then
-        row "| MR 1 epoch, PyTorch Trainer | $(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(f"test acc {m[\"test_accuracy\"]:.4f}, train {m[\"train_time_s\"]:.1f} s")' "$out/mr-torch.json") | | |"
+        row "| MR 1 epoch, PyTorch Trainer | $(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("test acc %.4f, train %.1f s" % (m["test_accuracy"], m["train_time_s"]))' "$out/mr-torch.json") | | |"
     else
         row "| MR 1 epoch, PyTorch Trainer | FAILED (see mr-torch.txt) | | |"
         tail -5 "$out/mr-torch.txt" >&2
@@ -140,6 +145,7 @@ if [[ $skip != *" bench "* ]]; then
         [[ $what == infer ]] && key=latency_ms_median
         ms() { python3 -c "import json,sys; print(f'{json.loads(sys.argv[1])[\"$key\"]:.1f}')" "$1" 2>/dev/null || echo "n/a"; }
         a=$(ms "$t"); b=$(ms "$p")
+        [[ $a == n/a ]] && failures=$((failures + 1))
         ratio=$(python3 -c "print(f'{float(\"$b\")/float(\"$a\"):.2f}')" 2>/dev/null || echo "n/a")
         row "| bench $what base $* (ms, median) | tunekit $a | PyTorch $b | PyTorch/tunekit $ratio |"
     done
@@ -150,6 +156,6 @@ fi
     echo
     echo "| check | tunekit | reference | |"
     echo "|---|---|---|---|"
-    printf '%s\n' "${rows[@]}"
+    ((${#rows[@]})) && printf '%s\n' "${rows[@]}"
 } | tee "$out/table.md"
 exit $((failures > 0))

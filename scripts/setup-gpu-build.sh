@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares this machine to build tunekit with `--features cuda`, offline (no download beyond
-# Debian's package archive): `scripts/setup-gpu-build.sh && cargo build --release --features cuda`.
+# Debian's package archive):
+#   scripts/setup-gpu-build.sh && cargo build --release -p tunekit-cli --features cuda
 #
 # Why this is needed. burn 0.22's CUDA backend (`cubecl-cuda`) always links `cubecl-llvm`,
 # whose build dependency `tracel-llvm-bundler` downloads an LLVM 23 bundle from GitHub at build
@@ -33,11 +34,24 @@ for pkg in "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libz3-dev zlib1
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if ((${#need[@]})); then
-    sudo_=""
-    [[ $(id -u) -eq 0 ]] || sudo_="sudo"
-    # bookworm carries llvm-22 in bookworm-security; refresh the lists if it is unknown.
-    apt-cache show "llvm-${LLVM_MAJOR}-dev" >/dev/null 2>&1 || $sudo_ apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends "${need[@]}"
+    command -v apt-get >/dev/null 2>&1 || {
+        echo "setup-gpu-build: needs Debian's packages ${need[*]} (no apt-get here); install them, or an LLVM 22 with NVPTX, by hand" >&2
+        exit 1
+    }
+    sudo_=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || {
+            echo "setup-gpu-build: installing ${need[*]} needs root (no sudo here)" >&2
+            exit 1
+        }
+        sudo_=(sudo)
+    fi
+    install() {
+        "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "${need[@]}"
+    }
+    # bookworm carries llvm-22 in bookworm-security: refresh stale lists and try again.
+    install || { "${sudo_[@]}" apt-get update -qq && install; }
 fi
 
 real="/usr/lib/llvm-${LLVM_MAJOR}/bin/llvm-config"
@@ -45,6 +59,11 @@ real="/usr/lib/llvm-${LLVM_MAJOR}/bin/llvm-config"
 
 data_home="${XDG_DATA_HOME:-$HOME/.local/share}"
 dir="$data_home/tracel/$BUNDLE"
+if [[ -f $dir/.tracel-llvm-installed && -x $dir/bin/llvm-config ]] &&
+    ! grep -q "tunekit's scripts/setup-gpu-build.sh" "$dir/bin/llvm-config" 2>/dev/null; then
+    echo "setup-gpu-build: tracel's own LLVM bundle is already at $dir; leaving it"
+    exit 0
+fi
 mkdir -p "$dir/bin"
 cat >"$dir/bin/llvm-config.tmp" <<EOF
 #!/bin/sh
@@ -59,4 +78,4 @@ touch "$dir/.tracel-llvm-installed"
 
 echo "setup-gpu-build: LLVM ${LLVM_MAJOR} ($("$dir/bin/llvm-config" --version)) stands in at $dir"
 echo "setup-gpu-build: system libs: $("$dir/bin/llvm-config" --link-static --system-libs)"
-echo "setup-gpu-build: now \`cargo build --release --features cuda\` (or --features vulkan)"
+echo "setup-gpu-build: now \`cargo build --release -p tunekit-cli --features cuda\` (or vulkan)"

@@ -2,9 +2,8 @@
 # Install what the test suite needs beyond Rust and the assets: ONNX Runtime (PyPI
 # `onnxruntime`), which runs exported ONNX models in the export test; PEFT and gguf (PyPI),
 # which load a fine-tuned decoder's adapter over transformers' GGUF model in the SFT test;
-# headless Chromium (Debian's `chromium`), which renders report.html in the report test; and
-# the GPU build's packages (scripts/setup-gpu-build.sh: LLVM 22 for the CUDA build, the Vulkan
-# loader and lavapipe for tests/gpu_backends.rs). Idempotent.
+# and headless Chromium (Debian's `chromium`), which renders report.html in the report test.
+# Idempotent.
 set -euo pipefail
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c "import onnxruntime, numpy" >/dev/null 2>&1; then
@@ -15,7 +14,6 @@ if ! "$PYTHON" -c "import peft, gguf" >/dev/null 2>&1; then
   echo "installing peft and gguf (for the decoder fine-tuning test's PEFT reference)" >&2
   "$PYTHON" -m pip install --quiet peft gguf
 fi
-"$(dirname "$0")/setup-gpu-build.sh" >/dev/null
 if command -v chromium >/dev/null 2>&1 || [ -n "${TUNEKIT_CHROMIUM:-}" ]; then
   exit 0
 fi

@@ -337,7 +337,9 @@ fn run(mut cli: Cli) -> Result<()> {
         What::Step => {
             let ad = plain.clone().autodiff();
             let mut model = load(&cli.model, cli.dropout, &ad)?;
-            model.encoder.set_precision(cli.precision);
+            model
+                .encoder
+                .set_precision(tunekit::model::bf16::for_device(cli.precision, &plain)?);
             let config = RunConfig::parse(
                 &format!(
                     "[model]\npath = {:?}\n[data]\ntrain = \"unused.tsv\"\n[train]\nweight_decay = 0.01\n",
@@ -388,7 +390,9 @@ fn run(mut cli: Cli) -> Result<()> {
         }
         What::Infer => {
             let mut model = load(&cli.model, 0.0, &plain)?.valid();
-            model.encoder.set_precision(cli.precision);
+            model
+                .encoder
+                .set_precision(tunekit::model::bf16::for_device(cli.precision, &plain)?);
             if cli.int8 {
                 let (encoder, _) = tunekit::model::quant::quantize_encoder(&model)?;
                 model.encoder.set_int8(Some(std::sync::Arc::new(encoder)));

@@ -27,8 +27,8 @@ mod generate;
 struct Cli {
     /// cpu (default), cuda or cuda:N, vulkan, wgpu (the GPU ones need a build with that cargo
     /// feature: README, "GPUs"). `train --devices` spreads training over several.
-    #[arg(long, global = true, default_value = "cpu")]
-    device: DeviceKind,
+    #[arg(long, global = true)]
+    device: Option<DeviceKind>,
     /// Hide progress bars.
     #[arg(long, global = true)]
     quiet: bool,
@@ -533,6 +533,22 @@ struct ServeArgs {
     precision: tunekit::model::Precision,
 }
 
+/// An explicit `--device` must be the first of `train.devices` (`--devices`) when the config
+/// lists devices: the run lives on that one, and nothing is silently put elsewhere.
+fn check_device_flag(flag: Option<DeviceKind>, config: &RunConfig) -> anyhow::Result<()> {
+    if let (Some(flag), Some(first)) = (flag, config.train.devices.first())
+        && first.parse::<DeviceKind>()? != flag
+    {
+        return Err(tunekit::Error::Config(format!(
+            "--device {flag} differs from train.devices ({}): the run lives on the first of \
+             train.devices; drop --device or list {flag} first",
+            config.train.devices.join(", ")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// `tunekit train` / `tunekit distill`: one run, or `--cv K` runs, and the summary.
 fn run_training(
     config: RunConfig,
@@ -944,11 +960,12 @@ fn write_output(path: Option<&PathBuf>, text: &str) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let device = tunekit::device::device(cli.device)?;
+    let device = tunekit::device::device(cli.device.unwrap_or_default())?;
     let progress = !cli.quiet && std::io::stderr().is_terminal();
     match cli.command {
         Command::Distill(args) => {
             let config = RunConfig::load(&args.config, &args.overrides()?)?;
+            check_device_flag(cli.device, &config)?;
             if config.distill.is_none() {
                 return Err(tunekit::Error::Config(format!(
                     "{}: tunekit distill needs a [distill] section (teacher, temperature, alpha)",
@@ -960,6 +977,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Train(args) => {
             let config = RunConfig::load(&args.config, &args.overrides()?)?;
+            check_device_flag(cli.device, &config)?;
             if config.distill.is_some() {
                 return Err(tunekit::Error::Config(format!(
                     "{}: has a [distill] section: run tunekit distill",

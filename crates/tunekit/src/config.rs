@@ -612,7 +612,37 @@ impl RunConfig {
                 .collect::<crate::error::Result<Vec<_>>>()
                 .and_then(|k| crate::device::check_devices(&k).map(|()| k))
                 .map_err(|e| format!("train.devices: {e}"))?;
-            if kinds.len() > 1 && self.privacy.dp.is_some() {
+            if let Some(k) = kinds.iter().find(|k| !k.is_built()) {
+                return Err(format!(
+                    "train.devices: `{k}` needs a tunekit built with `--features {}`",
+                    k.feature().unwrap_or("?")
+                ));
+            }
+            let several = kinds.len() > 1;
+            if several && self.task.kind == crate::task::TaskKind::Embedding {
+                return Err(
+                    "train.devices: the embedding task's loss compares the examples of \
+                            a batch with each other (in-batch negatives), so a batch cannot be \
+                            split over devices"
+                        .into(),
+                );
+            }
+            if several && self.distill.is_some() {
+                return Err(
+                    "train.devices: distillation keeps the teacher's logits on one \
+                            device; train the student on one device"
+                        .into(),
+                );
+            }
+            if several && self.strategy.freeze_encoder && self.strategy.cache_frozen_features {
+                return Err(
+                    "train.devices: a linear probe on cached features keeps them on \
+                            one device; set strategy.cache_frozen_features = false or use one \
+                            device"
+                        .into(),
+                );
+            }
+            if several && self.privacy.dp.is_some() {
                 return Err(
                     "train.devices: differentially private training runs on one device \
                             (its per-example clipping is not split over devices yet)"

@@ -6,7 +6,8 @@
 //! what is written at the end); what differs between devices is behind [`GradientStep`];
 //! what differs between strategies is decided before the loop ([`super::strategy`]: frozen
 //! tensors, LoRA, layer-wise rates) or by a component the loop asks each step
-//! ([`super::strategy::Unfreezing`]). The loop itself has no task, device or strategy branch.
+//! ([`super::strategy::Unfreezing`]). The loop itself has no task, device or strategy branch:
+//! the [`GradientStep`] (one device, several, DP-SGD) is chosen once before it (`Stepper`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -209,42 +210,41 @@ impl GradientStep for SingleDevice {
 /// `batch_size` examples becomes one contiguous shard per device; the shards' summed losses
 /// share the group's normaliser, so the update equals one device's on the same global batch
 /// (up to the order of float sums). Dropout draws from `(seed, step, micro-batch, shard)`.
+///
+/// The shards are issued one after another from this thread: GPU work is queued
+/// asynchronously, so the devices still overlap, and the dropout seed stays exact — burn's
+/// CubeCL backends keep one process-wide random seed (`cubek::random`), which shards seeding
+/// from parallel threads would race on.
 pub(crate) struct DataParallel {
     /// The autodiff devices; the first holds the model and the optimiser.
     pub devices: Vec<Device>,
     /// The run seed.
     pub seed: u64,
-    /// Shards run on one thread per device (distinct GPUs); one after another when the
-    /// devices are the same CPU, whose one random generator and core pool they would share.
-    pub threads: bool,
 }
 
-impl DataParallel {
-    fn gradients<O>(
+impl GradientStep for DataParallel {
+    fn gradients<O: Objective>(
         &self,
         objective: &O,
         model: &O::Model,
         group: &[Vec<usize>],
         step: usize,
-    ) -> Result<(GradientsAccumulator<O::Model>, f64)>
-    where
-        O: Objective + Sync,
-        O::Model: Sync,
-    {
-        let main = &self.devices[0];
+    ) -> Result<(GradientsAccumulator<O::Model>, f64)> {
+        let Some(main) = self.devices.first() else {
+            return Err(Error::Config(
+                "train.devices: the device list is empty".into(),
+            ));
+        };
         let normaliser = objective.normaliser(group);
         let mut accumulator = GradientsAccumulator::new();
-        let mut group_loss = 0.0f64;
+        let mut losses = Vec::new();
         for (micro, idx) in group.iter().enumerate() {
             let micro_seed = step_seed(self.seed, step, micro);
-            let shards: Vec<(usize, &[usize])> = shard_ranges(idx.len(), self.devices.len())
-                .into_iter()
-                .enumerate()
-                .filter(|(_, r)| !r.is_empty())
-                .map(|(k, r)| (k, &idx[r]))
-                .collect();
-            let run = |k: usize, part: &[usize]| -> Result<(GradientsParams, f64)> {
-                let device = &self.devices[k];
+            let ranges = shard_ranges(idx.len(), self.devices.len());
+            for (k, (device, range)) in self.devices.iter().zip(ranges).enumerate() {
+                if range.is_empty() {
+                    continue;
+                }
                 device.seed(shard_seed(micro_seed, k));
                 let replica = if k == 0 {
                     model.clone()
@@ -252,43 +252,23 @@ impl DataParallel {
                     model.clone().fork(device)
                 };
                 let loss = objective
-                    .loss_sum(&replica, part, device)?
+                    .loss_sum(&replica, &idx[range], device)?
                     .div_scalar(normaliser);
-                let value = crate::model::weights::to_vec(loss.clone().detach())?;
+                // Read back after every shard is queued (a read waits for its device).
+                losses.push(loss.clone().detach());
                 let grads = GradientsParams::from_grads(loss.backward(), &replica);
                 let grads = if k == 0 {
                     grads
                 } else {
                     grads.to_device(main, &replica)
                 };
-                Ok((grads, f64::from(value.first().copied().unwrap_or(f32::NAN))))
-            };
-            let results: Vec<Result<(GradientsParams, f64)>> = if self.threads {
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = shards
-                        .iter()
-                        .map(|&(k, part)| scope.spawn(move || run(k, part)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or_else(|panic| {
-                                Err(Error::Engine(format!(
-                                    "a data-parallel worker panicked: {}",
-                                    super::panic_message(panic.as_ref())
-                                )))
-                            })
-                        })
-                        .collect()
-                })
-            } else {
-                shards.iter().map(|&(k, part)| run(k, part)).collect()
-            };
-            for result in results {
-                let (grads, value) = result?;
-                group_loss += value;
                 accumulator.accumulate(model, grads);
             }
+        }
+        let mut group_loss = 0.0f64;
+        for loss in losses {
+            let value = crate::model::weights::to_vec(loss)?;
+            group_loss += f64::from(value.first().copied().unwrap_or(f32::NAN));
         }
         Ok((accumulator, group_loss))
     }
@@ -362,22 +342,11 @@ pub(crate) fn fit<O: Objective>(
     run_dir: &Path,
     device: &Device,
     mut objective: O,
-) -> Result<super::RunMetrics>
-where
-    O: Sync,
-    O::Model: Sync,
-{
+) -> Result<super::RunMetrics> {
     let t = &config.train;
-    // `train.devices`: the first device holds the model, evaluates and checkpoints.
+    // `train.devices`: the first is `device` (`super::main_device`): it holds the model,
+    // evaluates and checkpoints.
     let parallel = parallel_devices(config)?;
-    let main_device;
-    let device = match &parallel {
-        Some(devices) => {
-            main_device = devices[0].clone();
-            &main_device
-        }
-        None => device,
-    };
     let ad = device.clone().autodiff();
     let Start {
         mut model,
@@ -414,7 +383,6 @@ where
                 t.batch_size
             );
             Stepper::Parallel(DataParallel {
-                threads: devices.windows(2).all(|w| w[0] != w[1]),
                 devices: devices.into_iter().map(|d| d.autodiff()).collect(),
                 seed: t.seed,
             })

@@ -224,6 +224,19 @@ fn outcome_of(m: &RunMetrics, run_dir: &Path) -> crate::index::Outcome {
 /// there any more, hence the hook; never set it outside tests.
 pub const PANIC_TEST_HOOK: &str = "TUNEKIT_TEST_PANIC_IN_RUN";
 
+/// The device a run lives on: the first of `train.devices` when the config lists devices
+/// (it holds the model and optimiser, evaluates and checkpoints; data-parallel shards go to the
+/// others), else `device` (`--device`).
+///
+/// # Errors
+/// [`Error::Config`] for a device the config names that this build cannot run.
+pub fn main_device(config: &RunConfig, device: &Device) -> Result<Device> {
+    match config.train.devices.first() {
+        Some(first) => crate::device::device(first.parse()?),
+        None => Ok(device.clone()),
+    }
+}
+
 /// `body`, with a panic inside it turned into an [`Error::Engine`] carrying the panic's
 /// message, so that the run driver marks the run `failed` (status.json and the index row)
 /// instead of leaving it `running`. The panic itself is still printed by the panic hook (with
@@ -253,6 +266,8 @@ pub(crate) fn train_with_data(
     device: &Device,
     data: Option<PreparedData>,
 ) -> Result<RunMetrics> {
+    let main = main_device(config, device)?;
+    let device = &main;
     let run_dir = run_dir_for(config, options);
     let status_path = run_dir.join("status.json");
     if !options.resume && status_path.exists() {

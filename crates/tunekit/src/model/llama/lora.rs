@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn attach_reads_peft_configs_with_nulls_and_rslora_and_refuses_rank_zero() {
-        let device = Device::default();
+        let device = Device::flex();
         device.seed(1);
         let model = apply(formula_model(&device), 2, 4.0, &["q_proj".to_string()]).unwrap();
         // Non-zero B so the loaded adapter is visible.

@@ -372,7 +372,7 @@ pub(crate) mod tests {
 
     #[test]
     fn lora_projection_kept_apart_equals_the_merged_weight() {
-        let device = Device::default();
+        let device = Device::flex();
         let model = formula_model(&device);
         let modules = vec!["q_proj".to_string(), "down_proj".to_string()];
         device.seed(3);
@@ -420,7 +420,7 @@ pub(crate) mod tests {
     #[test]
     fn hf_config_json_reads_back_as_the_same_config() {
         let dir = tempfile::tempdir().unwrap();
-        let model = formula_model(&Device::default());
+        let model = formula_model(&Device::flex());
         let p = dir.path().join("config.json");
         std::fs::write(&p, model.config.to_hf_json(Some(1), Some(2)).to_string()).unwrap();
         assert_eq!(load::config_from_hf(&p).unwrap(), model.config);
