@@ -156,7 +156,7 @@ impl<S> Finished<'_, S> {
 /// How the gradients of one accumulation group are computed. This is the seam where
 /// several devices plug in (as burn-train's learner strategies do): a data-parallel step
 /// splits the group over devices and sums their gradients, and nothing else in the loop
-/// changes. [`SingleDevice`] runs a group on one device, [`DataParallel`] over several.
+/// changes. [`DataParallel`] runs a group on one device or several.
 pub(crate) trait GradientStep {
     /// Gradients of the mean loss over `group` (micro-batches of training example indices)
     /// and that mean loss. Dropout is reseeded before every micro-batch from
@@ -170,46 +170,15 @@ pub(crate) trait GradientStep {
     ) -> Result<(GradientsAccumulator<O::Model>, f64)>;
 }
 
-/// All micro-batches on one (autodiff) device.
-pub(crate) struct SingleDevice {
-    /// The autodiff device.
-    pub ad: Device,
-    /// The run seed.
-    pub seed: u64,
-}
-
-impl GradientStep for SingleDevice {
-    fn gradients<O: Objective>(
-        &self,
-        objective: &O,
-        model: &O::Model,
-        group: &[Vec<usize>],
-        step: usize,
-    ) -> Result<(GradientsAccumulator<O::Model>, f64)> {
-        let normaliser = objective.normaliser(group);
-        let mut accumulator = GradientsAccumulator::new();
-        let mut group_loss = 0.0f64;
-        for (micro, idx) in group.iter().enumerate() {
-            self.ad.seed(step_seed(self.seed, step, micro));
-            let loss = objective
-                .loss_sum(model, idx, &self.ad)?
-                .div_scalar(normaliser);
-            let value = crate::model::weights::to_vec(loss.clone().detach())?;
-            group_loss += f64::from(value.first().copied().unwrap_or(f32::NAN));
-            let grads = GradientsParams::from_grads(loss.backward(), model);
-            accumulator.accumulate(model, grads);
-        }
-        Ok((accumulator, group_loss))
-    }
-}
-
 /// Every micro-batch split over several devices, gradients gathered onto the first: burn-train's
 /// `multi` strategy ("optimiser on the main device": a replica forked per device,
 /// `GradientsParams::to_device`, one `GradientsAccumulator`), run inside this loop so that
 /// schedules, accumulation, checkpoints and resume stay the loop's. A micro-batch of
 /// `batch_size` examples becomes one contiguous shard per device; the shards' summed losses
 /// share the group's normaliser, so the update equals one device's on the same global batch
-/// (up to the order of float sums). Dropout draws from `(seed, step, micro-batch, shard)`.
+/// (up to the order of float sums). Dropout draws from `(seed, step, micro-batch, shard)`;
+/// shard 0 keeps the micro-batch's seed, so one device (the usual run: a single shard per
+/// micro-batch, no fork, no move) reseeds from `(seed, step, micro-batch)` exactly.
 ///
 /// The shards are issued one after another from this thread: GPU work is queued
 /// asynchronously, so the devices still overlap, and the dropout seed stays exact — burn's
@@ -299,10 +268,9 @@ fn shard_seed(micro_seed: u64, k: usize) -> u64 {
     }
 }
 
-/// How this run computes its gradients: one device, several, or DP-SGD's per-example path.
+/// How this run computes its gradients: on its device(s), or DP-SGD's per-example path.
 enum Stepper {
-    Single(SingleDevice),
-    Parallel(DataParallel),
+    Devices(DataParallel),
     Private(crate::dp::clip::DpStep),
 }
 
@@ -317,7 +285,7 @@ fn parallel_devices(config: &RunConfig) -> Result<Option<Vec<Device>>> {
         .iter()
         .map(|d| d.parse::<crate::device::DeviceKind>())
         .collect::<Result<Vec<_>>>()?;
-    crate::device::check_devices(&kinds)?;
+    // `RunConfig::validate` checked the list (one backend, no repeats, features built).
     let devices = kinds
         .iter()
         .map(|&k| crate::device::device(k))
@@ -382,13 +350,13 @@ pub(crate) fn fit<O: Objective>(
                 t.devices.join(", "),
                 t.batch_size
             );
-            Stepper::Parallel(DataParallel {
+            Stepper::Devices(DataParallel {
                 devices: devices.into_iter().map(|d| d.autodiff()).collect(),
                 seed: t.seed,
             })
         }
-        (None, _) => Stepper::Single(SingleDevice {
-            ad: ad.clone(),
+        (None, _) => Stepper::Devices(DataParallel {
+            devices: vec![ad.clone()],
             seed: t.seed,
         }),
     };
@@ -439,8 +407,7 @@ pub(crate) fn fit<O: Objective>(
             let group_size: usize = group.iter().map(Vec::len).sum();
             let (accumulator, group_loss) = match &stepper {
                 Stepper::Private(s) => s.gradients(&objective, &model, group, state.step)?,
-                Stepper::Parallel(s) => s.gradients(&objective, &model, group, state.step)?,
-                Stepper::Single(s) => s.gradients(&objective, &model, group, state.step)?,
+                Stepper::Devices(s) => s.gradients(&objective, &model, group, state.step)?,
             };
             let lr;
             (model, lr) = optimizer_step(
