@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One MR search study run by one worker, then by two worker processes sharing it through a
 # throw-away PostgreSQL cluster (docs/benchmarks.md, "Search with several workers").
-# Reduced to fit a 2-core machine: bench/mr-search.toml with TRIALS trials (default 4) of
+# Reduced to fit a 2-core machine: bench/mr-search.toml with TRIALS trials (default 6) of
 # EPOCHS epochs (default 1). One worker: one process on both cores (2 threads). Two workers:
 # two processes pinned to one core each (taskset; 1 thread each).
 # Usage: bench/search-workers.sh   (needs scripts/fetch-assets.sh, Debian's postgresql package)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TK=$PWD/target/release/tunekit
-TRIALS="${TRIALS:-4}"
+TRIALS="${TRIALS:-6}"
 EPOCHS="${EPOCHS:-1}"
 PGBIN="${TUNEKIT_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}"
 mkdir -p runs/bench-data

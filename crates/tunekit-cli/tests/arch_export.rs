@@ -4,7 +4,8 @@
 //!   `AutoModelForTokenClassification` (the family's class names, head tensor names and
 //!   config keys) and gives tunekit's logits within 1e-4 (`tools/check_arch_export.py`);
 //! - `--format onnx`: ONNX Runtime gives tunekit's logits within 1e-4, on a padded batch and
-//!   on each example alone (`tools/onnx_logits.py`);
+//!   on each example alone (`tools/onnx_logits.py`), for these families and ModernBERT
+//!   (sequence and token heads);
 //! - `tunekit models inspect` names the architecture and the tokenizer kind.
 
 mod common;
@@ -125,7 +126,9 @@ fn hf_exports_of_every_family_load_in_transformers_with_the_same_logits() {
 #[test]
 fn onnx_exports_of_every_family_run_in_onnx_runtime_with_the_same_logits() {
     let tmp = tempfile::tempdir().unwrap();
-    for (name, _, _) in FAMILIES {
+    // ModernBERT: rotary tables, alternating global / sliding-window (window 8, so the longer
+    // texts cross it) attention, GeGLU, and its prediction head over the masked mean.
+    for name in FAMILIES.iter().map(|f| f.0).chain(["modernbert"]) {
         let model = arch(name, "seq");
         let out = tmp.path().join(format!("{name}-onnx"));
         export(&model, "onnx", &out);
@@ -333,4 +336,62 @@ fn int8_models_of_every_family_stay_close_to_f32() {
             "{name}: {max} of {range}"
         );
     }
+}
+
+/// Runs `tools/onnx_logits.py` on `batches`; the output values per batch.
+fn onnx_runtime(onnx: &Path, batches: &[serde_json::Value], dir: &Path) -> serde_json::Value {
+    let inputs = dir.join("onnx-inputs.json");
+    std::fs::write(&inputs, serde_json::to_string(batches).unwrap()).unwrap();
+    let o = Command::new("python3")
+        .arg(root().join("tools/onnx_logits.py"))
+        .arg(onnx)
+        .arg(&inputs)
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "onnxruntime (scripts/test-deps.sh installs it): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    out["logits"].clone()
+}
+
+#[test]
+fn modernbert_token_onnx_export_runs_the_prediction_head_on_every_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = arch("modernbert", "token");
+    let out = tmp.path().join("modernbert-token-onnx");
+    export(&model, "onnx", &out);
+    let (_, want) = tunekit_outputs(&model, true);
+    let device = tunekit::device::device(tunekit::device::DeviceKind::Cpu).unwrap();
+    let p = tunekit::predictor::Predictor::load(model.to_str().unwrap(), None, &device).unwrap();
+    let tokens = p.tokenizer.encode_batch(&TEXTS, None).unwrap();
+    // Each text alone, then all four padded into one batch.
+    let mut batches: Vec<serde_json::Value> = tokens
+        .iter()
+        .map(|t| batch_json(std::slice::from_ref(t)))
+        .collect();
+    batches.push(batch_json(&tokens));
+    let got = onnx_runtime(&out.join("model.onnx"), &batches, tmp.path());
+    let mut max = 0.0f64;
+    for (i, t) in tokens.iter().enumerate() {
+        for pos in 0..t.ids.len() {
+            for (alone_or_padded, row) in [
+                (&got[i][0][pos], &want[i][pos]),
+                (&got[TEXTS.len()][i][pos], &want[i][pos]),
+            ] {
+                let (a, b) = (alone_or_padded.as_array().unwrap(), row.as_array().unwrap());
+                assert_eq!(a.len(), b.len(), "tags at text {i} piece {pos}");
+                for (x, y) in a.iter().zip(b) {
+                    max = max.max((x.as_f64().unwrap() - y.as_f64().unwrap()).abs());
+                }
+            }
+        }
+    }
+    assert!(max <= 1e-4, "max |diff| {max}");
+    assert!(
+        got[0][0].as_array().unwrap().len() == tokens[0].ids.len(),
+        "one row of tags per piece"
+    );
 }

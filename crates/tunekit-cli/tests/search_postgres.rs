@@ -73,16 +73,27 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(None)
+    }
+
+    /// Start a cluster; with `tls` (a directory holding `server.crt`, `server.key` and `ca.crt`)
+    /// it takes TLS connections only on loopback (`hostnossl … reject`), trusts `tunekit`, and
+    /// lets `certuser` in by client certificate alone (`cert`, CN = role); the unix socket stays
+    /// open to everyone, for the test's own set-up.
+    fn start_with(tls: Option<&Path>) -> Cluster {
         let bin = pg_bin();
         let dir = tempfile::tempdir().unwrap();
         let as_postgres = running_as_root();
-        if as_postgres {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres", dir.path().to_str().unwrap()])
-                .status()
-                .unwrap();
-            assert!(ok.success(), "chown of the cluster directory failed");
-        }
+        let chown = |path: &Path| {
+            if as_postgres {
+                let ok = Command::new("chown")
+                    .args(["-R", "postgres", path.to_str().unwrap()])
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "chown of {} failed", path.display());
+            }
+        };
+        chown(dir.path());
         let data = dir.path().join("data");
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -112,10 +123,34 @@ impl Cluster {
         );
         let socket = cluster.data.parent().unwrap().to_str().unwrap().to_string();
         let log = format!("{socket}/server.log");
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off",
             port = cluster.port
         );
+        if let Some(certs) = tls {
+            for f in ["server.crt", "server.key", "ca.crt"] {
+                std::fs::copy(certs.join(f), cluster.data.join(f)).unwrap();
+            }
+            std::fs::write(
+                cluster.data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostnossl all all 127.0.0.1/32 reject\n\
+                 hostssl all certuser 127.0.0.1/32 cert\n\
+                 hostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            chown(&cluster.data);
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                cluster.data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            options.push_str(
+                " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key \
+                 -c ssl_ca_file=ca.crt",
+            );
+        }
         cluster.run(
             "pg_ctl",
             &["-D", &data, "-l", &log, "-o", &options, "-w", "start"],
@@ -151,8 +186,17 @@ impl Cluster {
         format!("postgresql://tunekit@127.0.0.1:{}/postgres", self.port)
     }
 
+    /// A connection over the cluster's unix socket (open to every role, TLS or not).
     fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url(), postgres::NoTls).unwrap()
+        let socket = self.data.parent().unwrap().display();
+        postgres::Client::connect(
+            &format!(
+                "host={socket} port={} user=tunekit dbname=postgres",
+                self.port
+            ),
+            postgres::NoTls,
+        )
+        .unwrap()
     }
 }
 
@@ -496,4 +540,290 @@ fn an_unreachable_or_unsupported_store_is_bad_input_without_the_password() {
     ]);
     assert_bad_input(&out, &["search.storage", "postgresql://"]);
     assert!(!stderr(&out).contains("s3cret-pw"), "{}", stderr(&out));
+}
+
+/// Run `openssl` in `dir`; fails with its output.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl (Debian's `openssl` package) not runnable: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        stderr(&out)
+    );
+}
+
+/// A throw-away PKI in `dir`: `ca.crt` (test CA), `server.crt`/`.key` (CN and only name
+/// `localhost`, signed by the CA), `client.crt`/`.key` (CN `certuser`, signed by the CA), and
+/// `other-ca.crt`, a CA that signed nothing here. P-256 keys, valid for three days.
+fn make_pki(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (ca, cn) in [("ca", "tunekit test CA"), ("other-ca", "another test CA")] {
+        let cnf = format!("{ca}.cnf");
+        std::fs::write(
+            dir.join(&cnf),
+            format!(
+                "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = {cn}\n\
+                 [v3]\nbasicConstraints = critical, CA:TRUE\n\
+                 keyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n"
+            ),
+        )
+        .unwrap();
+        let (key, crt) = (format!("{ca}.key"), format!("{ca}.crt"));
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &crt, "-days", "3"]);
+        args.extend(["-config", &cnf, "-extensions", "v3"]);
+        openssl(dir, &args);
+    }
+    for (name, cn, usage, san) in [
+        (
+            "server",
+            "localhost",
+            "serverAuth",
+            "subjectAltName = DNS:localhost\n",
+        ),
+        ("client", "certuser", "clientAuth", ""),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!(
+                "{san}basicConstraints = critical, CA:FALSE\n\
+                 keyUsage = critical, digitalSignature\nextendedKeyUsage = {usage}\n"
+            ),
+        )
+        .unwrap();
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        let subj = format!("/CN={cn}");
+        let mut args = vec!["req", "-new"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &args);
+        let ext = format!("{name}.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "3",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+#[test]
+fn tls_follows_libpq_sslmode_and_refuses_bad_certificates_by_name() {
+    let pki = tempfile::tempdir().unwrap();
+    make_pki(pki.path());
+    let cluster = Cluster::start_with(Some(pki.path()));
+    cluster
+        .client()
+        .batch_execute("CREATE ROLE certuser LOGIN SUPERUSER")
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let home_s = home.path().to_str().unwrap().to_string();
+    // An empty HOME and no PGSSL* variables: only what each URL says counts.
+    let env = [
+        ("HOME", home_s.as_str()),
+        ("PGSSLMODE", ""),
+        ("PGSSLROOTCERT", ""),
+        ("PGSSLCERT", ""),
+        ("PGSSLKEY", ""),
+    ];
+    let file = |f: &str| pki.path().join(f).to_str().unwrap().to_string();
+    let url = |user: &str, host: &str, query: &str| {
+        format!(
+            "postgresql://{user}@{host}:{}/postgres{query}",
+            cluster.port
+        )
+    };
+    let list = |url: &str, env: &[(&str, &str)]| {
+        tunekit_env(&["runs", "list", "--index", url, "--json"], env)
+    };
+    let ok = |out: &std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: expected success; stderr: {}",
+            stderr(out)
+        );
+    };
+
+    // This server refuses plain connections, so every success below went over TLS.
+    let out = list(&url("tunekit", "127.0.0.1", "?sslmode=disable"), &env);
+    assert_bad_input(&out, &["cannot connect", "pg_hba.conf", "no encryption"]);
+    // libpq's default (prefer): TLS when offered, the certificate unchecked without a root.
+    ok(&list(&url("tunekit", "127.0.0.1", ""), &env), "prefer");
+    ok(
+        &list(&url("tunekit", "127.0.0.1", "?sslmode=require"), &env),
+        "require",
+    );
+    // verify-full: chain and name.
+    let ca = file("ca.crt");
+    let q = format!("?sslmode=verify-full&sslrootcert={ca}");
+    ok(&list(&url("tunekit", "localhost", &q), &env), "verify-full");
+    let out = list(&url("tunekit", "127.0.0.1", &q), &env);
+    assert_bad_input(
+        &out,
+        &["cannot connect", "does not name the host", "subjectAltName"],
+    );
+    // verify-ca: the chain only, so the IP the certificate does not name is accepted.
+    let q_ca = format!("?sslmode=verify-ca&sslrootcert={ca}");
+    ok(
+        &list(&url("tunekit", "127.0.0.1", &q_ca), &env),
+        "verify-ca",
+    );
+    // Another CA: refused, whatever the name.
+    let other = file("other-ca.crt");
+    let q_other = format!("?sslmode=verify-ca&sslrootcert={other}");
+    let out = list(&url("tunekit", "localhost", &q_other), &env);
+    assert_bad_input(
+        &out,
+        &[
+            "cannot connect",
+            "invalid peer certificate",
+            "not signed by a CA",
+        ],
+    );
+    // The operating system's store: verify-full by default, and our test CA is not in it.
+    let out = list(&url("tunekit", "localhost", "?sslrootcert=system"), &env);
+    assert_bad_input(&out, &["sslrootcert"]);
+    let out = list(
+        &url(
+            "tunekit",
+            "localhost",
+            "?sslrootcert=system&sslmode=require",
+        ),
+        &env,
+    );
+    assert_bad_input(&out, &["weak sslmode=require", "verify-full"]);
+    // libpq's default root file: `require` with ~/.postgresql/root.crt checks the chain.
+    let home2 = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home2.path().join(".postgresql")).unwrap();
+    std::fs::copy(&other, home2.path().join(".postgresql/root.crt")).unwrap();
+    let home2_s = home2.path().to_str().unwrap().to_string();
+    let mut env2 = env;
+    env2[0] = ("HOME", home2_s.as_str());
+    let out = list(&url("tunekit", "localhost", "?sslmode=require"), &env2);
+    assert_bad_input(&out, &["invalid peer certificate"]);
+    // …and with the right CA there, the chain is checked but not the name (as verify-ca).
+    let home4 = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home4.path().join(".postgresql")).unwrap();
+    std::fs::copy(&ca, home4.path().join(".postgresql/root.crt")).unwrap();
+    let home4_s = home4.path().to_str().unwrap().to_string();
+    let mut env4 = env;
+    env4[0] = ("HOME", home4_s.as_str());
+    ok(
+        &list(&url("tunekit", "127.0.0.1", "?sslmode=require"), &env4),
+        "require with ~/.postgresql/root.crt",
+    );
+    // The environment variables, as libpq's: PGSSLROOTCERT beats the default file.
+    let mut env3 = env2;
+    env3[2] = ("PGSSLROOTCERT", ca.as_str());
+    ok(
+        &list(&url("tunekit", "localhost", "?sslmode=verify-full"), &env3),
+        "PGSSLROOTCERT",
+    );
+    // A client certificate: certuser gets in by certificate only.
+    let out = list(&url("certuser", "localhost", &q), &env);
+    assert_bad_input(&out, &["cannot connect", "certificate"]);
+    let q_cert = format!(
+        "{q}&sslcert={}&sslkey={}",
+        file("client.crt"),
+        file("client.key")
+    );
+    ok(
+        &list(&url("certuser", "localhost", &q_cert), &env),
+        "client certificate",
+    );
+    // The study store itself (same connect): claims over verify-full.
+    let mut store = PostgresStore::open(&url("tunekit", "localhost", &q), "tls", "fp").unwrap();
+    let req = ClaimRequest {
+        budget: 1,
+        worker: "w:1",
+        grace: Duration::from_secs(60),
+        dir: Path::new("/nonexistent-study-dir"),
+    };
+    let claim = store.claim(&req, &mut |_| vec![]).unwrap();
+    assert!(matches!(claim, Claim::Trial { number: 0, .. }), "{claim:?}");
+    // require against a server without TLS: refused, not silently plain.
+    let plain = Cluster::start();
+    let out = list(
+        &format!(
+            "postgresql://tunekit@127.0.0.1:{}/postgres?sslmode=require",
+            plain.port
+        ),
+        &env,
+    );
+    assert_bad_input(&out, &["cannot connect", "TLS"]);
+    // …and prefer falls back to plain there.
+    ok(
+        &list(
+            &format!("postgresql://tunekit@127.0.0.1:{}/postgres", plain.port),
+            &env,
+        ),
+        "prefer without TLS on the server",
+    );
+    // disable reads no certificate file (a broken default root.crt is never opened)…
+    let home5 = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home5.path().join(".postgresql")).unwrap();
+    std::fs::write(home5.path().join(".postgresql/root.crt"), "garbage\n").unwrap();
+    let home5_s = home5.path().to_str().unwrap().to_string();
+    let mut env5 = env;
+    env5[0] = ("HOME", home5_s.as_str());
+    let plain_url = |query: &str| {
+        format!(
+            "postgresql://tunekit@127.0.0.1:{}/postgres{query}",
+            plain.port
+        )
+    };
+    ok(
+        &list(&plain_url("?sslmode=disable"), &env5),
+        "disable with a broken default root.crt",
+    );
+    // …which any other mode reads and refuses by name.
+    let out = list(&plain_url(""), &env5);
+    assert_bad_input(&out, &["root.crt", "no PEM certificate"]);
+    // A unix socket never uses TLS, whatever sslmode says (as libpq).
+    let socket = plain
+        .data
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .replace('/', "%2F");
+    ok(
+        &list(
+            &format!(
+                "postgresql://tunekit@{socket}:{}/postgres?sslmode=require",
+                plain.port
+            ),
+            &env,
+        ),
+        "unix socket with sslmode=require",
+    );
 }

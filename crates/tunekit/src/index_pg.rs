@@ -39,7 +39,7 @@ impl PgRunIndex {
     }
 
     fn err(&self, e: ::postgres::Error) -> Error {
-        Error::Storage(format!("{}: {e}", self.location))
+        Error::Storage(format!("{}: {}", self.location, postgres::describe(&e)))
     }
 
     /// Insert or replace `row` as a run of this machine.
@@ -48,7 +48,9 @@ impl PgRunIndex {
     }
 
     fn row(&self, r: &::postgres::Row) -> Result<RunRow> {
-        let g = |e: ::postgres::Error| Error::Storage(format!("{}: {e}", self.location));
+        let g = |e: ::postgres::Error| {
+            Error::Storage(format!("{}: {}", self.location, postgres::describe(&e)))
+        };
         Ok(RunRow {
             name: r.try_get(0).map_err(g)?,
             run_dir: r.try_get(1).map_err(g)?,
@@ -138,5 +140,5 @@ pub(crate) fn upsert(client: &mut ::postgres::Client, location: &str, row: &RunR
             ],
         )
         .map(|_| ())
-        .map_err(|e| Error::Storage(format!("{location}: {e}")))
+        .map_err(|e| Error::Storage(format!("{location}: {}", postgres::describe(&e))))
 }

@@ -199,11 +199,10 @@ fn modernbert_refuses_int8_and_structured_pruning_by_name() {
         "{}",
         report.linear_sparsity
     );
-    let err = tunekit::export::onnx::to_onnx(&pruned, &config)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("ONNX") && err.contains("modernbert"), "{err}");
+    // The sparse (magnitude-pruned) model still exports to ONNX (the graph's parity with
+    // ONNX Runtime is tunekit-cli's arch_export test).
+    let onnx = tunekit::export::onnx::to_onnx(&pruned, &config).unwrap();
+    assert!(onnx.len() > 1000, "{} bytes", onnx.len());
 }
 
 /// LoRA on ModernBERT: the query / key / value targets are the fused `Wqkv` (PEFT's `Wqkv`),
@@ -319,8 +318,8 @@ fn modernbert_config_errors_name_the_key() {
 /// `tunekit export --format hf` of both fixture models loads in transformers
 /// (`AutoModelFor…Classification`, `tools/check_arch_export.py`) with tunekit's logits within
 /// 1e-4 — the mean-pooled sequence head included, and a copy told to pool token 0 exports
-/// `classifier_pooling = "cls"` so transformers pools as tunekit did; `--format onnx` is
-/// refused by name.
+/// `classifier_pooling = "cls"` so transformers pools as tunekit did; `--format onnx` writes
+/// a graph.
 #[test]
 fn modernbert_hf_export_loads_in_transformers_with_the_same_logits() {
     use tunekit::export::{ExportFormat, export};
@@ -410,13 +409,13 @@ fn modernbert_hf_export_loads_in_transformers_with_the_same_logits() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let err = export(
+    // ONNX export writes a graph (its parity with ONNX Runtime: tunekit-cli's arch_export).
+    let onnx = export(
         fixture(NAME).join("seq").to_str().unwrap(),
         ExportFormat::Onnx,
         &tmp.path().join("onnx"),
         &device,
     )
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("ONNX") && err.contains("modernbert"), "{err}");
+    .unwrap();
+    assert!(onnx.is_file(), "{}", onnx.display());
 }

@@ -1,9 +1,14 @@
 //! ONNX export of a fine-tuned classifier: the encoder and head as one ONNX graph (opset 17,
 //! IR 8) with dynamic `batch` and `sequence` axes, inputs `input_ids`, `attention_mask`,
 //! `token_type_ids` (int64) and output `logits` (float). No Python: the graph is built node by
-//! node from the burn modules, following [`crate::model::bert`]'s forward pass operation by
-//! operation (post-LN blocks, exact-erf GELU, additive −1e9 mask bias, CLS + pooler or masked
-//! mean pooling), and serialised with the `prost` messages of [`super::onnx_proto`].
+//! node from the burn modules, following the encoder's forward pass operation by operation —
+//! [`crate::model::bert`]'s for the BERT-shaped families (post-LN blocks, exact-erf GELU,
+//! additive −1e9 mask bias), [`crate::model::modernbert`]'s for ModernBERT (pre-norm, rotary
+//! tables, global/sliding-window attention, GeGLU) — then the head (CLS + pooler, masked mean,
+//! ModernBERT's prediction head), and serialised with the `prost` messages of
+//! [`super::onnx_proto`]. DeBERTa-v2 is refused by name. A ModernBERT graph takes inputs of
+//! up to `max_position_embeddings` tokens (its rotary tables' length; tunekit's tokenizer
+//! truncates to `model.max_length`, which is never longer).
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, Linear};
@@ -13,8 +18,9 @@ use prost::Message;
 use super::onnx_proto as pb;
 use crate::error::{Error, Result};
 use crate::model::backbone::{Backbone, LinearRole};
-use crate::model::bert::{Activation, Layer, Pooling};
+use crate::model::bert::{Activation, Layer, Pooler, Pooling};
 use crate::model::family::{HeadActivation, Names, Positions};
+use crate::model::modernbert::ModernBert;
 use crate::model::quant::QuantLinear;
 use crate::model::weights::head_names;
 use crate::model::weights::to_vec;
@@ -300,6 +306,259 @@ impl Graph {
         }
     }
 
+    /// A BERT-shaped encoder ([`crate::model::bert`]'s forward pass: BERT, RoBERTa, XLM-R,
+    /// DistilBERT, ELECTRA, MPNet), with the padding `bias` `[batch, 1, 1, seq]`. Returns the
+    /// hidden states `[batch, seq, hidden]`.
+    fn bert(
+        &mut self,
+        bert: &crate::model::bert::Bert,
+        config: &BertConfig,
+        bias: &str,
+    ) -> Result<String> {
+        let eps = config.layer_norm_eps;
+        let names = bert.names();
+        let pre = names.prefix;
+        let emb = &bert.embeddings;
+        let int8 = bert.int8.as_deref();
+        let words = self.embedding(
+            &format!("{pre}{}", names.word_embeddings),
+            &emb.word_embeddings,
+            "input_ids",
+            int8.is_some(),
+        )?;
+        let positions = match emb.positions {
+            // Positions 0..seq.
+            Positions::Absolute => {
+                let shape = self.op("Shape", &["input_ids"], vec![]);
+                let one_idx = self.int_tensor("idx1", &[], &[1]);
+                let seq = self.op("Gather", &[&shape, &one_idx], vec![attr_int("axis", 0)]);
+                let zero = self.int_tensor("zero", &[], &[0]);
+                let step = self.int_tensor("one", &[], &[1]);
+                self.op("Range", &[&zero, &seq, &step], vec![])
+            }
+            // cumsum(mask) · mask + padding_idx, as RoBERTa's position ids.
+            Positions::AfterPadding => {
+                let axis = self.int_tensor("axis_seq", &[], &[1]);
+                let sum = self.op("CumSum", &["attention_mask", &axis], vec![]);
+                let counted = self.op("Mul", &[&sum, "attention_mask"], vec![]);
+                let pad = self.int_tensor("padding_idx", &[], &[emb.padding_idx as i64]);
+                self.op("Add", &[&counted, &pad], vec![])
+            }
+        };
+        let pos = self.embedding(
+            &format!("{pre}{}", names.position_embeddings),
+            &emb.position_embeddings,
+            &positions,
+            false,
+        )?;
+        let mut x = self.op("Add", &[&words, &pos], vec![]);
+        if let (Some(name), Some(table)) = (names.token_type_embeddings, &emb.token_type_embeddings)
+        {
+            let types = self.embedding(&format!("{pre}{name}"), table, "token_type_ids", false)?;
+            x = self.op("Add", &[&x, &types], vec![]);
+        }
+        let mut x = self.layer_norm(
+            &format!("{pre}{}", names.embeddings_layer_norm),
+            &x,
+            &emb.layer_norm,
+            eps,
+        )?;
+        if let (Some(name), Some(project)) = (names.embeddings_project, &emb.project) {
+            x = self.linear(&format!("{pre}{name}"), &x, project, None)?;
+        }
+
+        let mut bias = bias.to_string();
+        if let (Some(name), Some(table)) =
+            (names.relative_attention_bias, &bert.relative_attention_bias)
+        {
+            let position_bias = self.mpnet_position_bias(&format!("{pre}{name}"), table, config)?;
+            bias = self.op("Add", &[&bias, &position_bias], vec![]);
+        }
+
+        for (i, layer) in bert.layers.iter().enumerate() {
+            let q = int8.and_then(|e| e.layers.get(i));
+            let at = LayerInputs {
+                names,
+                bias: &bias,
+                eps,
+            };
+            x = self.layer(&at, i, layer, &x, q)?;
+        }
+        Ok(x)
+    }
+
+    /// `Slice` of `x` along `axis` from `start` to `end` (constants).
+    fn slice(&mut self, x: &str, axis: i64, start: i64, end: i64) -> String {
+        let s = self.int_tensor("slice_start", &[1], &[start]);
+        let e = self.int_tensor("slice_end", &[1], &[end]);
+        let a = self.int_tensor("slice_axis", &[1], &[axis]);
+        self.op("Slice", &[x, &s, &e, &a], vec![])
+    }
+
+    /// The input's sequence length, a scalar int64.
+    fn seq_len(&mut self) -> String {
+        let shape = self.op("Shape", &["input_ids"], vec![]);
+        let one_idx = self.int_tensor("idx1", &[], &[1]);
+        self.op("Gather", &[&shape, &one_idx], vec![attr_int("axis", 0)])
+    }
+
+    /// ModernBERT's rotary tables for the input's length: `cos`, `sin` `[1, seq, 1, head_dim]`,
+    /// the first `seq` rows of constant tables over `max_position_embeddings` positions, with
+    /// the values of [`crate::model::modernbert::rotary_table`] (so the graph rotates exactly as
+    /// tunekit does).
+    fn rotary(&mut self, theta: f64, max_pos: usize, head_dim: usize) -> [String; 2] {
+        let (cos, sin) = crate::model::modernbert::rotary_table(theta, max_pos, head_dim);
+        let seq = self.seq_len();
+        let zero = self.int_tensor("zero1", &[1], &[0]);
+        let axis0 = self.int_tensor("axis0", &[1], &[0]);
+        let axes = self.int_tensor("axes02", &[2], &[0, 2]);
+        let ax = self.int_tensor("axis0", &[1], &[0]);
+        let end = self.op("Unsqueeze", &[&seq, &ax], vec![]);
+        [("rope_cos", cos), ("rope_sin", sin)].map(|(hint, table)| {
+            let name = self.fresh(hint);
+            let t = self.float_tensor(&name, &[max_pos, head_dim], &table);
+            let rows = self.op("Slice", &[&t, &zero, &end, &axis0], vec![]);
+            self.op("Unsqueeze", &[&rows, &axes], vec![])
+        })
+    }
+
+    /// `x · cos + rotate_half(x) · sin` per head of `x` `[batch, seq, heads·head_dim]`,
+    /// returned as `[batch, seq, heads, head_dim]`.
+    fn apply_rotary(&mut self, x: &str, heads: usize, d: usize, rope: &[String; 2]) -> String {
+        let split = self.int_tensor("split_shape", &[4], &[0, 0, heads as i64, d as i64]);
+        let x = self.op("Reshape", &[x, &split], vec![]);
+        let half = (d / 2) as i64;
+        let x1 = self.slice(&x, 3, 0, half);
+        let x2 = self.slice(&x, 3, half, d as i64);
+        let neg = self.op("Neg", &[&x2], vec![]);
+        let rotated = self.op("Concat", &[&neg, &x1], vec![attr_int("axis", 3)]);
+        let a = self.op("Mul", &[&x, &rope[0]], vec![]);
+        let b = self.op("Mul", &[&rotated, &rope[1]], vec![]);
+        self.op("Add", &[&a, &b], vec![])
+    }
+
+    /// Scaled dot-product attention of `q`, `k`, `v` `[batch, seq, heads, head_dim]` with the
+    /// additive `bias`; the context merged back to `[batch, seq, heads·head_dim]`.
+    fn attend(&mut self, q: &str, k: &str, v: &str, bias: &str, head_dim: usize) -> String {
+        let q = self.op("Transpose", &[q], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let kt = self.op("Transpose", &[k], vec![attr_ints("perm", &[0, 2, 3, 1])]);
+        let v = self.op("Transpose", &[v], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let scores = self.op("MatMul", &[&q, &kt], vec![]);
+        let scale = self.scalar("scale", (head_dim as f32).sqrt());
+        let scores = self.op("Div", &[&scores, &scale], vec![]);
+        let scores = self.op("Add", &[&scores, bias], vec![]);
+        let probs = self.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+        let ctx = self.op("MatMul", &[&probs, &v], vec![]);
+        let ctx = self.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let merge = self.int_tensor("merge_shape", &[3], &[0, 0, -1]);
+        self.op("Reshape", &[&ctx, &merge], vec![])
+    }
+
+    /// ModernBERT's encoder ([`crate::model::modernbert`]'s forward pass, operation by
+    /// operation): token embeddings and their norm, pre-norm layers with rotary attention
+    /// (global θ and every key, or local θ and keys within `half_window` positions), GeGLU
+    /// MLPs, `final_norm`. `bias`: the padding bias `[batch, 1, 1, seq]`. Returns the hidden
+    /// states `[batch, seq, hidden]`.
+    fn modernbert(&mut self, m: &ModernBert, bias: &str) -> Result<String> {
+        let names = m.names();
+        let pre = names.prefix;
+        let eps = m.norm_eps;
+        let words = self.embedding(
+            &format!("{pre}{}", names.word_embeddings),
+            &m.tok_embeddings,
+            "input_ids",
+            false,
+        )?;
+        let mut x = self.layer_norm(
+            &format!("{pre}{}", names.embeddings_layer_norm),
+            &words,
+            &m.embeddings_norm,
+            eps,
+        )?;
+        let hidden = m.tok_embeddings.weight.dims()[1];
+        let heads = m.layers.first().map_or(1, |l| l.num_heads.max(1));
+        let head_dim = hidden / heads;
+        let max_pos = m.max_position_embeddings.max(1);
+        let global_rope = self.rotary(m.global_rope_theta, max_pos, head_dim);
+        let local = if m.layers.iter().any(|l| l.local) {
+            // 0 where |q − k| ≤ half_window, −1e9 elsewhere, added to the padding bias.
+            let seq = self.seq_len();
+            let zero = self.int_tensor("zero", &[], &[0]);
+            let step = self.int_tensor("one", &[], &[1]);
+            let r = self.op("Range", &[&zero, &seq, &step], vec![]);
+            let ax1 = self.int_tensor("axis1", &[1], &[1]);
+            let ax0 = self.int_tensor("axis0", &[1], &[0]);
+            let qpos = self.op("Unsqueeze", &[&r, &ax1], vec![]);
+            let kpos = self.op("Unsqueeze", &[&r, &ax0], vec![]);
+            let diff = self.op("Sub", &[&qpos, &kpos], vec![]);
+            let dist = self.op("Abs", &[&diff], vec![]);
+            let half = self.int_tensor("half_window", &[], &[m.half_window as i64]);
+            let outside = self.op("Greater", &[&dist, &half], vec![]);
+            let big = self.scalar("neg_big", -1e9);
+            let none = self.scalar("zero_f", 0.0);
+            let window = self.op("Where", &[&outside, &big, &none], vec![]);
+            let local_bias = self.op("Add", &[bias, &window], vec![]);
+            let rope = self.rotary(m.local_rope_theta, max_pos, head_dim);
+            Some((local_bias, rope))
+        } else {
+            None
+        };
+        for (i, layer) in m.layers.iter().enumerate() {
+            let (bias, rope) = match (&local, layer.local) {
+                (Some((b, r)), true) => (b.as_str(), r),
+                _ => (bias, &global_rope),
+            };
+            let p = format!("{pre}{}", names.layer_prefix(i));
+            let h = match &layer.attn_norm {
+                Some(n) => self.layer_norm(&format!("{p}.attn_norm"), &x, n, eps)?,
+                None => x.clone(),
+            };
+            let qkv = self.linear(&format!("{p}.attn.Wqkv"), &h, &layer.wqkv, None)?;
+            let width = (layer.wqkv.weight.dims()[1] / 3) as i64;
+            let q = self.slice(&qkv, 2, 0, width);
+            let k = self.slice(&qkv, 2, width, 2 * width);
+            let v = self.slice(&qkv, 2, 2 * width, 3 * width);
+            let d = width as usize / layer.num_heads.max(1);
+            let q = self.apply_rotary(&q, layer.num_heads, d, rope);
+            let k = self.apply_rotary(&k, layer.num_heads, d, rope);
+            let split = self.int_tensor(
+                "split_shape",
+                &[4],
+                &[0, 0, layer.num_heads as i64, d as i64],
+            );
+            let v = self.op("Reshape", &[&v, &split], vec![]);
+            let ctx = self.attend(&q, &k, &v, bias, d);
+            let out = self.linear(&format!("{p}.attn.Wo"), &ctx, &layer.wo, None)?;
+            x = self.op("Add", &[&x, &out], vec![]);
+            let h = self.layer_norm(&format!("{p}.mlp_norm"), &x, &layer.mlp_norm, eps)?;
+            let wi = self.linear(&format!("{p}.mlp.Wi"), &h, &layer.wi, None)?;
+            let inter = (layer.wi.weight.dims()[1] / 2) as i64;
+            let input = self.slice(&wi, 2, 0, inter);
+            let gate = self.slice(&wi, 2, inter, 2 * inter);
+            let act = self.activation(m.activation, &input);
+            let h = self.op("Mul", &[&act, &gate], vec![]);
+            let out = self.linear(&format!("{p}.mlp.Wo"), &h, &layer.mlp_wo, None)?;
+            x = self.op("Add", &[&x, &out], vec![]);
+        }
+        self.layer_norm(&format!("{pre}final_norm"), &x, &m.final_norm, eps)
+    }
+
+    /// A head's dense → activation (→ norm, with epsilon `eps`) ([`Pooler::forward`]) over the
+    /// last axis of `x`; `dense_name` is the dense layer's HF name, the norm is `head.norm`
+    /// (ModernBERT's, the one family with a head norm).
+    fn pooler(&mut self, dense_name: &str, x: &str, p: &Pooler, eps: f64) -> Result<String> {
+        let d = self.linear(dense_name, x, &p.dense, None)?;
+        let a = match p.activation {
+            HeadActivation::Tanh => self.op("Tanh", &[&d], vec![]),
+            HeadActivation::Relu => self.op("Relu", &[&d], vec![]),
+            HeadActivation::Gelu => self.activation(Activation::Gelu, &d),
+        };
+        match &p.norm {
+            Some(n) => self.layer_norm("head.norm", &a, n, eps),
+            None => Ok(a),
+        }
+    }
+
     /// Layer `i` of the encoder (`at.bias`: the additive attention bias, `at.eps`: LayerNorm
     /// epsilon, `at.names`: the family's tensor names).
     fn layer(
@@ -422,96 +681,44 @@ pub fn to_onnx_task(
         initializers: Vec::new(),
         counter: 0,
     };
-    let Some(bert) = model.encoder.as_bert() else {
-        return Err(Error::Model(format!(
-            "ONNX export of {} models is not implemented",
-            model.encoder.model_type()
-        )));
-    };
-    let names = bert.names();
-    let pre = names.prefix;
-    let emb = &bert.embeddings;
-    let int8 = bert.int8.as_deref();
-    let words = g.embedding(
-        &format!("{pre}{}", names.word_embeddings),
-        &emb.word_embeddings,
-        "input_ids",
-        int8.is_some(),
-    )?;
     let maskf = g.op(
         "Cast",
         &["attention_mask"],
         vec![attr_int("to", i64::from(pb::FLOAT))],
     );
-    let positions = match emb.positions {
-        // Positions 0..seq.
-        Positions::Absolute => {
-            let shape = g.op("Shape", &["input_ids"], vec![]);
-            let one_idx = g.int_tensor("idx1", &[], &[1]);
-            let seq = g.op("Gather", &[&shape, &one_idx], vec![attr_int("axis", 0)]);
-            let zero = g.int_tensor("zero", &[], &[0]);
-            let step = g.int_tensor("one", &[], &[1]);
-            g.op("Range", &[&zero, &seq, &step], vec![])
-        }
-        // cumsum(mask) · mask + padding_idx, as RoBERTa's position ids.
-        Positions::AfterPadding => {
-            let axis = g.int_tensor("axis_seq", &[], &[1]);
-            let sum = g.op("CumSum", &["attention_mask", &axis], vec![]);
-            let counted = g.op("Mul", &[&sum, "attention_mask"], vec![]);
-            let pad = g.int_tensor("padding_idx", &[], &[emb.padding_idx as i64]);
-            g.op("Add", &[&counted, &pad], vec![])
-        }
-    };
-    let pos = g.embedding(
-        &format!("{pre}{}", names.position_embeddings),
-        &emb.position_embeddings,
-        &positions,
-        false,
-    )?;
-    let mut x = g.op("Add", &[&words, &pos], vec![]);
-    if let (Some(name), Some(table)) = (names.token_type_embeddings, &emb.token_type_embeddings) {
-        let types = g.embedding(&format!("{pre}{name}"), table, "token_type_ids", false)?;
-        x = g.op("Add", &[&x, &types], vec![]);
-    }
-    let mut x = g.layer_norm(
-        &format!("{pre}{}", names.embeddings_layer_norm),
-        &x,
-        &emb.layer_norm,
-        eps,
-    )?;
-    if let (Some(name), Some(project)) = (names.embeddings_project, &emb.project) {
-        x = g.linear(&format!("{pre}{name}"), &x, project, None)?;
-    }
-
     // Additive mask bias (1 − mask)·(−1e9), shaped [batch, 1, 1, seq].
     let one = g.scalar("one", 1.0);
     let big = g.scalar("neg_big", -1e9);
     let inv = g.op("Sub", &[&one, &maskf], vec![]);
     let bias = g.op("Mul", &[&inv, &big], vec![]);
     let axes = g.int_tensor("axes12", &[2], &[1, 2]);
-    let mut bias = g.op("Unsqueeze", &[&bias, &axes], vec![]);
-    if let (Some(name), Some(table)) =
-        (names.relative_attention_bias, &bert.relative_attention_bias)
-    {
-        let position_bias = g.mpnet_position_bias(&format!("{pre}{name}"), table, config)?;
-        bias = g.op("Add", &[&bias, &position_bias], vec![]);
-    }
+    let bias = g.op("Unsqueeze", &[&bias, &axes], vec![]);
+    let (x, names) = match &model.encoder {
+        crate::model::Encoder::ModernBert(m) => (g.modernbert(m, &bias)?, m.names()),
+        encoder => match encoder.as_bert() {
+            Some(bert) => (g.bert(bert, config, &bias)?, bert.names()),
+            None => {
+                return Err(Error::Model(format!(
+                    "ONNX export of {} models is not implemented",
+                    model.encoder.model_type()
+                )));
+            }
+        },
+    };
 
-    for (i, layer) in bert.layers.iter().enumerate() {
-        let q = int8.and_then(|e| e.layers.get(i));
-        let at = LayerInputs {
-            names,
-            bias: &bias,
-            eps,
-        };
-        x = g.layer(&at, i, layer, &x, q)?;
-    }
-
+    let (dense_name, head_out) = head_names(names, model.head);
     let (out_value, out_name) = match kind {
-        TaskKind::TokenClassification => (
-            g.linear("classifier", &x, &model.classifier, None)?,
-            "logits",
-        ),
+        TaskKind::TokenClassification => {
+            // A prediction head (ModernBERT's) runs on every token before the classifier.
+            let x = match &model.pooler {
+                Some(p) if p.prediction_head => g.pooler(&dense_name, &x, p, eps)?,
+                _ => x,
+            };
+            (
+                g.linear("classifier", &x, &model.classifier, None)?,
+                "logits",
+            )
+        }
         TaskKind::Embedding => {
             let features = g.features(&x, &maskf, model.pooling);
             // x / max(‖x‖₂, 1e-12), as torch.nn.functional.normalize.
@@ -527,21 +734,17 @@ pub fn to_onnx_task(
             )
         }
         _ => {
+            // As [`SequenceClassifier::pool_features`].
             let features = g.features(&x, &maskf, model.pooling);
-            let (dense_name, out_name) = head_names(names, model.head);
             let pooled = match (model.pooling, &model.pooler) {
-                (Pooling::Cls, Some(p)) => {
-                    let d = g.linear(&dense_name, &features, &p.dense, None)?;
-                    match p.activation {
-                        HeadActivation::Tanh => g.op("Tanh", &[&d], vec![]),
-                        HeadActivation::Relu => g.op("Relu", &[&d], vec![]),
-                        HeadActivation::Gelu => g.activation(Activation::Gelu, &d),
-                    }
+                (Pooling::Cls, Some(p)) => g.pooler(&dense_name, &features, p, eps)?,
+                (Pooling::Mean, Some(p)) if p.prediction_head => {
+                    g.pooler(&dense_name, &features, p, eps)?
                 }
                 _ => features,
             };
             (
-                g.linear(out_name, &pooled, &model.classifier, None)?,
+                g.linear(head_out, &pooled, &model.classifier, None)?,
                 "logits",
             )
         }

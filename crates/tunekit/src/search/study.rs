@@ -667,8 +667,8 @@ impl<'a> StudyRun<'a> {
                     baseline,
                     super::next_trial_number(history),
                 ) {
-                    (Some(b), 0) => json_stable(b.clone()),
-                    _ => json_stable(sampler.sample(space, history, direction)),
+                    (Some(b), 0) => b.clone(),
+                    _ => sampler.sample(space, history, direction),
                 })?;
                 match claim {
                     Claim::Trial {
@@ -981,22 +981,4 @@ pub fn results_table(cfg: &SearchConfig, results: &SearchResults) -> String {
         }
     }
     out
-}
-
-/// `values` as they read back from the study store's JSON: serialised and parsed until the
-/// round trip changes nothing (serde_json's default float parser may land one ulp away from
-/// the shortest representation it wrote, so a trial taken over by another worker would
-/// otherwise see a learning rate one ulp off and `--resume` would refuse the changed config).
-fn json_stable(values: Vec<Value>) -> Vec<Value> {
-    let mut current = values;
-    for _ in 0..4 {
-        let next = serde_json::to_string(&current)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok());
-        match next {
-            Some(next) if next != current => current = next,
-            _ => break,
-        }
-    }
-    current
 }

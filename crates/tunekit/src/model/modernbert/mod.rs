@@ -26,14 +26,14 @@
 //! What the generic code gets through the seam: query, key and value are all the fused
 //! `attn.Wqkv` (LoRA's query/key/value targets adapt that one module — PEFT's `Wqkv`), the
 //! attention output is `attn.Wo`, the feed-forward pair `mlp.Wi` / `mlp.Wo`. Int8 quantisation
-//! and structured pruning are refused by name ([`super::Feature`]); ONNX export is refused by
-//! the exporter (it writes BERT-shaped graphs only).
+//! and structured pruning are refused by name ([`super::Feature`]); the ONNX exporter writes
+//! this forward pass op by op (`crate::export::onnx`, from [`rotary_table`]'s values).
 
 mod network;
 
 use serde_json::{Map, Value};
 
-pub use network::{ModernBert, ModernBertLayer, encoder_shapes, load, tensors};
+pub use network::{ModernBert, ModernBertLayer, encoder_shapes, load, rotary_table, tensors};
 
 use super::bert::Pooling;
 use super::config::BertConfig;

@@ -89,14 +89,10 @@ pub struct ModernBert {
     pub precision: Precision,
 }
 
-/// Rotary tables `cos`, `sin` `[1, seq, 1, head_dim]` for θ, as transformers computes them in
-/// f32: `inv_freq[j] = 1 / θ^(2j / d)`, angle `pos · inv_freq`, duplicated over both halves.
-fn rotary(
-    theta: f64,
-    seq: usize,
-    head_dim: usize,
-    device: &burn::tensor::Device,
-) -> [Tensor<4>; 2] {
+/// Rotary tables `cos`, `sin` (row-major `[seq, head_dim]`) for θ, as transformers computes
+/// them in f32: `inv_freq[j] = 1 / θ^(2j / d)`, angle `pos · inv_freq`, duplicated over both
+/// halves. The forward pass and the ONNX export both read them from here.
+pub fn rotary_table(theta: f64, seq: usize, head_dim: usize) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let inv: Vec<f32> = (0..half)
         .map(|j| 1.0f32 / (theta as f32).powf((2 * j) as f32 / head_dim as f32))
@@ -110,6 +106,17 @@ fn rotary(
             sin.push(angle.sin() as f32);
         }
     }
+    (cos, sin)
+}
+
+/// [`rotary_table`] as tensors `[1, seq, 1, head_dim]`.
+fn rotary(
+    theta: f64,
+    seq: usize,
+    head_dim: usize,
+    device: &burn::tensor::Device,
+) -> [Tensor<4>; 2] {
+    let (cos, sin) = rotary_table(theta, seq, head_dim);
     let t = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, seq, 1, head_dim]), device);
     [t(cos), t(sin)]
 }
@@ -301,6 +308,14 @@ pub fn load(
     device: &burn::tensor::Device,
 ) -> Result<ModernBert> {
     let o = ModernBertOptions::of(config)?;
+    let heads = config.num_attention_heads.max(1);
+    if config.hidden_size / heads < 2 {
+        return Err(crate::error::Error::Config(format!(
+            "modernbert: hidden_size {} / num_attention_heads {} leaves under 2 dimensions per \
+             head, which rotary embeddings need",
+            config.hidden_size, config.num_attention_heads
+        )));
+    }
     let (h, inter, eps) = (
         config.hidden_size,
         config.intermediate_size,

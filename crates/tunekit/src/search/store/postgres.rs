@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use postgres::{Client, GenericClient, NoTls};
+use postgres::{Client, GenericClient};
 
 use super::{
     Claim, ClaimRequest, Columns, Decision, FailedAttempt, Row, StudyStore, decide, redact_url,
@@ -96,25 +96,75 @@ pub struct PostgresStore {
     study_id: i64,
 }
 
-/// Connect to `url` (a `postgresql://` URL), with a connect timeout unless the URL sets one.
-/// Errors name the URL without its password.
+/// Connect to `url` (a `postgresql://` URL), with a connect timeout unless the URL sets one,
+/// over TLS as libpq's `sslmode`, `sslrootcert`, `sslcert` and `sslkey` (or `PGSSLMODE`…, or
+/// `~/.postgresql/`) say ([`super::tls`]; libpq's default `prefer`: TLS when the server offers
+/// it). Errors name the URL without its password.
 pub fn connect(url: &str) -> Result<Client> {
     let shown = redact_url(url);
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| Error::Config(format!("search storage {shown}: not a valid URL: {e}")))?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let (rest, tls) =
+        super::tls::split_url(url, &shown, &|var| std::env::var(var).ok(), home.as_deref())?;
+    let mut config: postgres::Config = rest.parse().map_err(|e: postgres::Error| {
+        // The cause names the offending key, which a password with an unencoded `?`, `/` or
+        // `@` can spill into: shown only when the URL holds no password.
+        let why = if shown == url {
+            describe(&e)
+        } else {
+            format!("{e} (percent-encode special characters in the password)")
+        };
+        Error::Config(format!("search storage {shown}: not a valid URL: {why}"))
+    })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    config
-        .connect(NoTls)
-        .map_err(|e| Error::Storage(format!("search storage {shown}: cannot connect: {e}")))
+    // The address as TLS server name when the URL gives only `hostaddr`.
+    if config.get_hosts().is_empty() {
+        let addrs: Vec<String> = config
+            .get_hostaddrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for a in addrs {
+            config.host(&a);
+        }
+    }
+    // libpq ignores sslmode on unix sockets; `disable` reads no certificate file.
+    let unix_only = !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, postgres::config::Host::Tcp(_)));
+    let result = if unix_only || tls.mode == super::tls::SslMode::Disable {
+        config.ssl_mode(postgres::config::SslMode::Disable);
+        config.connect(postgres::NoTls)
+    } else {
+        config.ssl_mode(tls.pg_mode());
+        config.connect(tls.connector(&shown)?)
+    };
+    result.map_err(|e| {
+        let hint = super::tls::tls_cause(&e).map_or("", super::tls::certificate_hint);
+        Error::Storage(format!(
+            "search storage {shown}: cannot connect: {}{hint}",
+            describe(&e)
+        ))
+    })
+}
+
+/// A `postgres` error with its cause: the crate's own message is only the kind ("db error",
+/// "error performing TLS handshake"); the server's message or rustls's reason is its source.
+pub fn describe(e: &postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 /// Apply the migrations `client`'s database lacks (under an advisory lock); returns the schema
 /// version. Refuses a database migrated by a newer tunekit.
 pub fn migrate(client: &mut Client, location: &str) -> Result<i32> {
-    let err = |e: postgres::Error| Error::Storage(format!("{location}: migrating: {e}"));
+    let err =
+        |e: postgres::Error| Error::Storage(format!("{location}: migrating: {}", describe(&e)));
     let mut tx = client.transaction().map_err(err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(err)?;
@@ -155,7 +205,7 @@ impl PostgresStore {
         let mut client = connect(url)?;
         let location = format!("{} (study {study:?})", redact_url(url));
         migrate(&mut client, &location)?;
-        let err = |e: postgres::Error| Error::Storage(format!("{location}: {e}"));
+        let err = |e: postgres::Error| Error::Storage(format!("{location}: {}", describe(&e)));
         let mut tx = client.transaction().map_err(err)?;
         tx.execute(
             "INSERT INTO tunekit_studies (name, fingerprint) VALUES ($1, $2)
@@ -186,7 +236,7 @@ impl PostgresStore {
     }
 
     fn err(&self, e: postgres::Error) -> Error {
-        Error::Storage(format!("{}: {e}", self.location))
+        Error::Storage(format!("{}: {}", self.location, describe(&e)))
     }
 }
 
@@ -198,7 +248,7 @@ fn load_rows(
     location: &str,
     grace: Duration,
 ) -> Result<Vec<Row>> {
-    let err = |e: postgres::Error| Error::Storage(format!("{location}: {e}"));
+    let err = |e: postgres::Error| Error::Storage(format!("{location}: {}", describe(&e)));
     let mut attempts: Vec<(usize, FailedAttempt)> = Vec::new();
     for r in c
         .query(
@@ -289,7 +339,7 @@ impl StudyStore for PostgresStore {
         propose: &mut dyn FnMut(&[Trial]) -> Vec<Value>,
     ) -> Result<Claim> {
         let location = self.location.clone();
-        let err = |e: postgres::Error| Error::Storage(format!("{location}: {e}"));
+        let err = |e: postgres::Error| Error::Storage(format!("{location}: {}", describe(&e)));
         let study_id = self.study_id;
         let mut tx = self.client.transaction().map_err(err)?;
         // Serialise claims of this study across every worker.
