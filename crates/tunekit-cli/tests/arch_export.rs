@@ -4,8 +4,8 @@
 //!   `AutoModelForTokenClassification` (the family's class names, head tensor names and
 //!   config keys) and gives tunekit's logits within 1e-4 (`tools/check_arch_export.py`);
 //! - `--format onnx`: ONNX Runtime gives tunekit's logits within 1e-4, on a padded batch and
-//!   on each example alone (`tools/onnx_logits.py`), for these families and ModernBERT
-//!   (sequence and token heads);
+//!   on each example alone (`tools/onnx_logits.py`), for these families, ModernBERT
+//!   (sequence and token heads) and DeBERTa-v2/v3;
 //! - `tunekit models inspect` names the architecture and the tokenizer kind.
 
 mod common;
@@ -128,7 +128,14 @@ fn onnx_exports_of_every_family_run_in_onnx_runtime_with_the_same_logits() {
     let tmp = tempfile::tempdir().unwrap();
     // ModernBERT: rotary tables, alternating global / sliding-window (window 8, so the longer
     // texts cross it) attention, GeGLU, and its prediction head over the masked mean.
-    for name in FAMILIES.iter().map(|f| f.0).chain(["modernbert"]) {
+    // DeBERTa-v3-style (log buckets, shared keys) and v2-style (separate position projections):
+    // the disentangled c2p / p2c terms.
+    for name in
+        FAMILIES
+            .iter()
+            .map(|f| f.0)
+            .chain(["modernbert", "deberta-v2", "deberta-v2-v2style"])
+    {
         let model = arch(name, "seq");
         let out = tmp.path().join(format!("{name}-onnx"));
         export(&model, "onnx", &out);

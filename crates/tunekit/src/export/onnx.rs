@@ -6,8 +6,9 @@
 //! additive −1e9 mask bias), [`crate::model::modernbert`]'s for ModernBERT (pre-norm, rotary
 //! tables, global/sliding-window attention, GeGLU) — then the head (CLS + pooler, masked mean,
 //! ModernBERT's prediction head), and serialised with the `prost` messages of
-//! [`super::onnx_proto`]. DeBERTa-v2 is refused by name. A ModernBERT graph takes inputs of
-//! up to `max_position_embeddings` tokens (its rotary tables' length; tunekit's tokenizer
+//! [`super::onnx_proto`]. DeBERTa-v2/v3 follows [`crate::model::deberta_v2`] (its
+//! `encoder.conv` block included). A ModernBERT or DeBERTa graph takes inputs of
+//! up to `max_position_embeddings` tokens (the length of its constant tables; tunekit's tokenizer
 //! truncates to `model.max_length`, which is never longer).
 
 use burn::module::Param;
@@ -19,6 +20,7 @@ use super::onnx_proto as pb;
 use crate::error::{Error, Result};
 use crate::model::backbone::{Backbone, LinearRole};
 use crate::model::bert::{Activation, Layer, Pooler, Pooling};
+use crate::model::deberta_v2::DebertaV2;
 use crate::model::family::{HeadActivation, Names, Positions};
 use crate::model::modernbert::ModernBert;
 use crate::model::quant::QuantLinear;
@@ -543,6 +545,252 @@ impl Graph {
         self.layer_norm(&format!("{pre}final_norm"), &x, &m.final_norm, eps)
     }
 
+    /// DeBERTa-v2/v3's encoder ([`crate::model::deberta_v2`]'s forward pass, operation by
+    /// operation): embeddings (× attention mask), disentangled attention with the
+    /// content→position and position→content terms gathered at `δ(i, j)` (a constant lookup
+    /// over every offset `i − j` of up to `max_position_embeddings` tokens), post-LayerNorm
+    /// blocks, and the convolution block after layer 0 (`conv_kernel_size`). `bias`: the
+    /// padding bias `[batch, 1, 1, seq]`; `maskf`: the float mask `[batch, seq]`. Returns the
+    /// hidden states `[batch, seq, hidden]`.
+    fn deberta(&mut self, m: &DebertaV2, bias: &str, maskf: &str) -> Result<String> {
+        use crate::model::deberta_v2::{make_log_bucket_position, names as dn};
+        let names = m.names();
+        let pre = names.prefix;
+        let eps = m.layer_norm_eps;
+        let o = &m.options;
+        let int8 = m.int8.as_deref();
+        let e = &m.embeddings;
+        let mut x = self.embedding(
+            &format!("{pre}{}", names.word_embeddings),
+            &e.word_embeddings,
+            "input_ids",
+            int8.is_some(),
+        )?;
+        let seq = self.seq_len();
+        let zero = self.int_tensor("zero", &[], &[0]);
+        let step = self.int_tensor("one", &[], &[1]);
+        let r = self.op("Range", &[&zero, &seq, &step], vec![]);
+        if let Some(pos) = &e.position_embeddings {
+            let p = self.embedding(
+                &format!("{pre}{}", names.position_embeddings),
+                pos,
+                &r,
+                false,
+            )?;
+            x = self.op("Add", &[&x, &p], vec![]);
+        }
+        if let (Some(name), Some(types)) = (names.token_type_embeddings, &e.token_type_embeddings) {
+            let t = self.embedding(&format!("{pre}{name}"), types, "token_type_ids", false)?;
+            x = self.op("Add", &[&x, &t], vec![]);
+        }
+        if let Some(proj) = &e.embed_proj {
+            x = self.linear(&format!("{pre}{}", dn::EMBED_PROJ), &x, proj, None)?;
+        }
+        let x = self.layer_norm(
+            &format!("{pre}{}", names.embeddings_layer_norm),
+            &x,
+            &e.layer_norm,
+            eps,
+        )?;
+        let ax2 = self.int_tensor("axis2", &[1], &[2]);
+        let m3 = self.op("Unsqueeze", &[maskf, &ax2], vec![]);
+        let emb = self.op("Mul", &[&x, &m3], vec![]);
+        let mut x = emb.clone();
+
+        // Relative embeddings (normed) and δ(i, j) `[seq, seq]`.
+        let rel = match &m.rel_embeddings {
+            Some(table) => {
+                let w = self.param(
+                    &format!("{pre}{}.weight", dn::REL_EMBEDDINGS),
+                    &table.weight,
+                )?;
+                let w = match &m.rel_layer_norm {
+                    Some(ln) => {
+                        self.layer_norm(&format!("{pre}{}", dn::REL_LAYER_NORM), &w, ln, eps)?
+                    }
+                    None => w,
+                };
+                let span = o.att_span() as i64;
+                let limit = m.max_position_embeddings.max(1) as i64;
+                let lookup: Vec<i64> = (-(limit - 1)..limit)
+                    .map(|d| {
+                        let r = match o.position_buckets {
+                            Some(bk) => make_log_bucket_position(d, bk, o.max_relative_positions),
+                            None => d,
+                        };
+                        (r + span).clamp(0, 2 * span - 1)
+                    })
+                    .collect();
+                let lookup = self.int_tensor("deberta_delta", &[lookup.len()], &lookup);
+                let ax1 = self.int_tensor("axis1", &[1], &[1]);
+                let ax0 = self.int_tensor("axis0", &[1], &[0]);
+                let qpos = self.op("Unsqueeze", &[&r, &ax1], vec![]);
+                let kpos = self.op("Unsqueeze", &[&r, &ax0], vec![]);
+                let diff = self.op("Sub", &[&qpos, &kpos], vec![]);
+                let shift = self.int_tensor("rel_shift", &[], &[limit - 1]);
+                let at = self.op("Add", &[&diff, &shift], vec![]);
+                let delta = self.op("Gather", &[&lookup, &at], vec![attr_int("axis", 0)]);
+                let delta_t = self.op("Transpose", &[&delta], vec![attr_ints("perm", &[1, 0])]);
+                Some((w, delta, delta_t))
+            }
+            None => None,
+        };
+        let scale_factor = o.scale_factor();
+        for (i, layer) in m.layers.iter().enumerate() {
+            let q8 = int8.and_then(|e| e.layers.get(i));
+            let qz = |j: usize| q8.map(|l| &l[j]);
+            let a = &layer.attention;
+            let p = format!("{pre}{}", names.layer_prefix(i));
+            let lin = |role: LinearRole| format!("{p}.{}", names.linear_module(role));
+            let h = a.num_heads.max(1);
+            let width = a.query_proj.weight.dims()[1];
+            let d = width / h;
+            let split = self.int_tensor("split_shape", &[4], &[0, 0, h as i64, d as i64]);
+            let heads = |g: &mut Graph, t: &str| {
+                let t = g.op("Reshape", &[t, &split], vec![]);
+                g.op("Transpose", &[&t], vec![attr_ints("perm", &[0, 2, 1, 3])])
+            };
+            let q = self.linear(&lin(LinearRole::Query), &x, &a.query_proj, qz(0))?;
+            let k = self.linear(&lin(LinearRole::Key), &x, &a.key_proj, qz(1))?;
+            let v = self.linear(&lin(LinearRole::Value), &x, &a.value_proj, qz(2))?;
+            let (qh, kh, vh) = (heads(self, &q), heads(self, &k), heads(self, &v));
+            // sqrt(d · scale_factor) in f32, as transformers' `scaled_size_sqrt`.
+            let scale = self.scalar("scale", ((d as f32) * scale_factor as f32).sqrt());
+            let kt = self.op("Transpose", &[&kh], vec![attr_ints("perm", &[0, 1, 3, 2])]);
+            let scores = self.op("MatMul", &[&qh, &kt], vec![]);
+            let mut scores = self.op("Div", &[&scores, &scale], vec![]);
+            if let Some((rel, delta, delta_t)) = &rel {
+                // Positions `[2span, H·d]` → `[H, d, 2span]`; content `[B, H, S, d]` against
+                // them → `[B, H, S, 2span]`.
+                let pos_heads = |g: &mut Graph, t: &str| {
+                    let shape = g.int_tensor("pos_shape", &[3], &[0, h as i64, d as i64]);
+                    let t = g.op("Reshape", &[t, &shape], vec![]);
+                    g.op("Transpose", &[&t], vec![attr_ints("perm", &[1, 2, 0])])
+                };
+                let shape = self.op("Shape", &[&scores], vec![]);
+                if o.c2p {
+                    let pk = match (&a.pos_key_proj, o.share_att_key) {
+                        (Some(pp), false) => {
+                            self.linear(&format!("{p}.{}", dn::POS_KEY_PROJ), rel, pp, None)?
+                        }
+                        _ => self.linear(&lin(LinearRole::Key), rel, &a.key_proj, qz(1))?,
+                    };
+                    let pk = pos_heads(self, &pk);
+                    let all = self.op("MatMul", &[&qh, &pk], vec![]);
+                    let idx = self.op("Expand", &[delta, &shape], vec![]);
+                    let c2p = self.op("GatherElements", &[&all, &idx], vec![attr_int("axis", 3)]);
+                    let c2p = self.op("Div", &[&c2p, &scale], vec![]);
+                    scores = self.op("Add", &[&scores, &c2p], vec![]);
+                }
+                if o.p2c {
+                    let pq = match (&a.pos_query_proj, o.share_att_key) {
+                        (Some(pp), false) => {
+                            self.linear(&format!("{p}.{}", dn::POS_QUERY_PROJ), rel, pp, None)?
+                        }
+                        _ => self.linear(&lin(LinearRole::Query), rel, &a.query_proj, qz(0))?,
+                    };
+                    let pq = pos_heads(self, &pq);
+                    let all = self.op("MatMul", &[&kh, &pq], vec![]);
+                    let idx = self.op("Expand", &[delta_t, &shape], vec![]);
+                    let g = self.op("GatherElements", &[&all, &idx], vec![attr_int("axis", 3)]);
+                    let p2c = self.op("Transpose", &[&g], vec![attr_ints("perm", &[0, 1, 3, 2])]);
+                    let p2c = self.op("Div", &[&p2c, &scale], vec![]);
+                    scores = self.op("Add", &[&scores, &p2c], vec![]);
+                }
+            }
+            let scores = self.op("Add", &[&scores, bias], vec![]);
+            let probs = self.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+            let ctx = self.op("MatMul", &[&probs, &vh], vec![]);
+            let ctx = self.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+            let merge = self.int_tensor("merge_shape", &[3], &[0, 0, width as i64]);
+            let ctx = self.op("Reshape", &[&ctx, &merge], vec![]);
+            let out = self.linear(&lin(LinearRole::AttentionOutput), &ctx, &a.output, qz(3))?;
+            let res = self.op("Add", &[&out, &x], vec![]);
+            let x1 = self.layer_norm(
+                &format!("{p}.{}", names.attention_layer_norm),
+                &res,
+                &a.layer_norm,
+                eps,
+            )?;
+            let y = self.linear(
+                &lin(LinearRole::Intermediate),
+                &x1,
+                &layer.intermediate,
+                qz(4),
+            )?;
+            let y = self.activation(layer.activation, &y);
+            let out = self.linear(&lin(LinearRole::Output), &y, &layer.output, qz(5))?;
+            let res = self.op("Add", &[&out, &x1], vec![]);
+            x = self.layer_norm(
+                &format!("{p}.{}", names.output_layer_norm),
+                &res,
+                &layer.layer_norm,
+                eps,
+            )?;
+            if i == 0
+                && let Some(conv) = &m.conv
+            {
+                x = self.deberta_conv(conv, &emb, &x, &m3, eps)?;
+            }
+        }
+        Ok(x)
+    }
+
+    /// DeBERTa's `encoder.conv` after layer 0: `LayerNorm(layer0 + act(mask · conv(emb))) ·
+    /// mask`, the convolution as ONNX `Conv` over `[batch, hidden, seq]` with HF's weight
+    /// layout `[out, in, kernel]` and `(kernel − 1) / 2` zeros each side.
+    fn deberta_conv(
+        &mut self,
+        conv: &crate::model::deberta_v2::ConvBlock,
+        emb: &str,
+        layer0: &str,
+        m3: &str,
+        eps: f64,
+    ) -> Result<String> {
+        use crate::model::deberta_v2::names as dn;
+        let w = conv.weight.val();
+        let [kernel, d_in, d_out] = w.dims();
+        let stored = to_vec(w)?;
+        // [kernel, in, out] → [out, in, kernel].
+        let mut hf = vec![0.0f32; stored.len()];
+        for k in 0..kernel {
+            for i in 0..d_in {
+                for o in 0..d_out {
+                    hf[(o * d_in + i) * kernel + k] = stored[(k * d_in + i) * d_out + o];
+                }
+            }
+        }
+        let pre = dn::PREFIX;
+        let wname = format!("{pre}{}.weight", dn::CONV);
+        let w = self.float_tensor(&wname, &[d_out, d_in, kernel], &hf);
+        let b = self.param(&format!("{pre}{}.bias", dn::CONV), &conv.bias)?;
+        let pad = ((kernel - 1) / 2) as i64;
+        let xt = self.op("Transpose", &[emb], vec![attr_ints("perm", &[0, 2, 1])]);
+        let y = self.op(
+            "Conv",
+            &[&xt, &w, &b],
+            vec![
+                attr_ints("kernel_shape", &[kernel as i64]),
+                attr_ints("pads", &[pad, pad]),
+            ],
+        );
+        let y = self.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1])]);
+        let y = self.op("Mul", &[&y, m3], vec![]);
+        let y = match conv.act {
+            HeadActivation::Gelu => self.activation(Activation::Gelu, &y),
+            HeadActivation::Tanh => self.op("Tanh", &[&y], vec![]),
+            HeadActivation::Relu => self.op("Relu", &[&y], vec![]),
+        };
+        let res = self.op("Add", &[layer0, &y], vec![]);
+        let ln = self.layer_norm(
+            &format!("{pre}{}", dn::CONV_LAYER_NORM),
+            &res,
+            &conv.layer_norm,
+            eps,
+        )?;
+        Ok(self.op("Mul", &[&ln, m3], vec![]))
+    }
+
     /// A head's dense → activation (→ norm, with epsilon `eps`) ([`Pooler::forward`]) over the
     /// last axis of `x`; `dense_name` is the dense layer's HF name, the norm is `head.norm`
     /// (ModernBERT's, the one family with a head norm).
@@ -695,6 +943,7 @@ pub fn to_onnx_task(
     let bias = g.op("Unsqueeze", &[&bias, &axes], vec![]);
     let (x, names) = match &model.encoder {
         crate::model::Encoder::ModernBert(m) => (g.modernbert(m, &bias)?, m.names()),
+        crate::model::Encoder::DebertaV2(m) => (g.deberta(m, &bias, &maskf)?, m.names()),
         encoder => match encoder.as_bert() {
             Some(bert) => (g.bert(bert, config, &bias)?, bert.names()),
             None => {

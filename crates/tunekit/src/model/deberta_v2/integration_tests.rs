@@ -184,10 +184,10 @@ fn deberta_config_defaults_and_errors_name_the_key() {
     }
 }
 
-/// Head pruning and ONNX export are refused naming the architecture; feed-forward pruning
-/// works (smaller intermediate layers, a model that still runs).
+/// Head pruning is refused naming the architecture; ONNX export writes a graph; feed-forward
+/// pruning works (smaller intermediate layers, a model that still runs).
 #[test]
-fn deberta_refuses_head_pruning_and_onnx_but_prunes_neurons() {
+fn deberta_refuses_head_pruning_but_exports_onnx_and_prunes_neurons() {
     use crate::model::prune::{Importance, PruneOptions, prune};
     let (model, config) = load("deberta-v2");
     let device = Device::flex();
@@ -207,12 +207,10 @@ fn deberta_refuses_head_pruning_and_onnx_but_prunes_neurons() {
         "{err}"
     );
 
+    // ONNX export writes a graph (its parity with ONNX Runtime: tunekit-cli's arch_export).
     let (model, config) = load("deberta-v2");
-    let err = crate::export::onnx::to_onnx(&model, &config)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.contains("deberta-v2"), "{err}");
+    let onnx = crate::export::onnx::to_onnx(&model, &config).unwrap();
+    assert!(onnx.len() > 1000, "{} bytes", onnx.len());
 
     let ffn = PruneOptions {
         heads: 0.0,

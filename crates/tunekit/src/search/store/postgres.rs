@@ -113,7 +113,7 @@ pub fn connect(url: &str) -> Result<Client> {
         } else {
             format!("{e} (percent-encode special characters in the password)")
         };
-        Error::Config(format!("search storage {shown}: not a valid URL: {why}"))
+        Error::Config(format!("PostgreSQL {shown}: not a valid URL: {why}"))
     })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
@@ -145,7 +145,7 @@ pub fn connect(url: &str) -> Result<Client> {
     result.map_err(|e| {
         let hint = super::tls::tls_cause(&e).map_or("", super::tls::certificate_hint);
         Error::Storage(format!(
-            "search storage {shown}: cannot connect: {}{hint}",
+            "PostgreSQL {shown}: cannot connect: {}{hint}",
             describe(&e)
         ))
     })
@@ -167,6 +167,10 @@ pub fn migrate(client: &mut Client, location: &str) -> Result<i32> {
         |e: postgres::Error| Error::Storage(format!("{location}: migrating: {}", describe(&e)));
     let mut tx = client.transaction().map_err(err)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(err)?;
+    // `CREATE TABLE IF NOT EXISTS` of an existing table is a NOTICE, which the client would
+    // log on every connection after the first.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
         .map_err(err)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS tunekit_schema_version (version INTEGER NOT NULL)",

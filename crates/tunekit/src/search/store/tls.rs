@@ -126,7 +126,7 @@ pub fn split_url(
     env: &dyn Fn(&str) -> Option<String>,
     home: Option<&Path>,
 ) -> Result<(String, TlsSettings)> {
-    let bad = |what: String| Error::Config(format!("search storage {shown}: {what}"));
+    let bad = |what: String| Error::Config(format!("PostgreSQL {shown}: {what}"));
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
@@ -272,7 +272,7 @@ impl TlsSettings {
     /// holds no certificate; a key file without an unencrypted private key; an empty system
     /// store.
     pub fn connector(&self, shown: &str) -> Result<MakeRustlsConnect> {
-        let bad = |what: String| Error::Config(format!("search storage {shown}: {what}"));
+        let bad = |what: String| Error::Config(format!("PostgreSQL {shown}: {what}"));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = match &self.root_cert {
             None if self.mode.verifies() => {
@@ -526,7 +526,7 @@ pub fn certificate_hint(e: &rustls::Error) -> &'static str {
              its subjectAltName holds)"
         }
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            " (the server's certificate is not signed by a CA of sslrootcert)"
+            " (the server's certificate is not signed by a CA that sslrootcert trusts)"
         }
         rustls::Error::InvalidCertificate(_) => " (the server's certificate was refused)",
         _ => "",
