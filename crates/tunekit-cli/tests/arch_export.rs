@@ -148,20 +148,7 @@ fn onnx_exports_of_every_family_run_in_onnx_runtime_with_the_same_logits() {
         // One padded batch of all four, then each alone.
         let mut batches = vec![batch_json(&tokens)];
         batches.extend(tokens.iter().map(|t| batch_json(std::slice::from_ref(t))));
-        let inputs = tmp.path().join(format!("{name}-inputs.json"));
-        std::fs::write(&inputs, serde_json::to_string(&batches).unwrap()).unwrap();
-        let o = Command::new("python3")
-            .arg(root().join("tools/onnx_logits.py"))
-            .arg(out.join("model.onnx"))
-            .arg(&inputs)
-            .output()
-            .expect("python3");
-        assert!(
-            o.status.success(),
-            "{name}: onnxruntime (scripts/test-deps.sh installs it): {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let ort: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let ort = onnx_runtime(&out.join("model.onnx"), &batches, tmp.path());
         let batched: Vec<f64> = ort["logits"][0]
             .as_array()
             .unwrap()
@@ -345,25 +332,6 @@ fn int8_models_of_every_family_stay_close_to_f32() {
     }
 }
 
-/// Runs `tools/onnx_logits.py` on `batches`; the output values per batch.
-fn onnx_runtime(onnx: &Path, batches: &[serde_json::Value], dir: &Path) -> serde_json::Value {
-    let inputs = dir.join("onnx-inputs.json");
-    std::fs::write(&inputs, serde_json::to_string(batches).unwrap()).unwrap();
-    let o = Command::new("python3")
-        .arg(root().join("tools/onnx_logits.py"))
-        .arg(onnx)
-        .arg(&inputs)
-        .output()
-        .expect("python3");
-    assert!(
-        o.status.success(),
-        "onnxruntime (scripts/test-deps.sh installs it): {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    out["logits"].clone()
-}
-
 #[test]
 fn modernbert_token_onnx_export_runs_the_prediction_head_on_every_token() {
     let tmp = tempfile::tempdir().unwrap();
@@ -380,7 +348,7 @@ fn modernbert_token_onnx_export_runs_the_prediction_head_on_every_token() {
         .map(|t| batch_json(std::slice::from_ref(t)))
         .collect();
     batches.push(batch_json(&tokens));
-    let got = onnx_runtime(&out.join("model.onnx"), &batches, tmp.path());
+    let got = onnx_runtime(&out.join("model.onnx"), &batches, tmp.path())["logits"].clone();
     let mut max = 0.0f64;
     for (i, t) in tokens.iter().enumerate() {
         for pos in 0..t.ids.len() {

@@ -327,3 +327,28 @@ pub fn rendered_figures(page: &str, dir: &Path) -> serde_json::Value {
     let body = &body[..body.find("</pre>").unwrap()];
     serde_json::from_str(&body.replace("&quot;", "\"").replace("&amp;", "&")).unwrap()
 }
+
+/// ONNX Runtime's JSON for `onnx` run on `batches` (each a [`batch_json`]), through
+/// `tools/onnx_logits.py`: `outputs`, `output_shapes`, `logits` (one entry per batch). The
+/// batches are written to `batches.json` in `scratch`.
+pub fn onnx_runtime(
+    onnx: &Path,
+    batches: &[serde_json::Value],
+    scratch: &Path,
+) -> serde_json::Value {
+    let file = scratch.join("batches.json");
+    std::fs::write(&file, serde_json::to_string(batches).unwrap()).unwrap();
+    let o = Command::new("python3")
+        .arg(root().join("tools/onnx_logits.py"))
+        .arg(onnx)
+        .arg(&file)
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "onnxruntime on {} (scripts/test-deps.sh installs it): {}",
+        onnx.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}

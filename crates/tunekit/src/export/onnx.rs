@@ -448,12 +448,57 @@ impl Graph {
         let scores = self.op("MatMul", &[&q, &kt], vec![]);
         let scale = self.scalar("scale", (head_dim as f32).sqrt());
         let scores = self.op("Div", &[&scores, &scale], vec![]);
-        let scores = self.op("Add", &[&scores, bias], vec![]);
+        self.softmax_context(&scores, bias, &v)
+    }
+
+    /// `softmax(scores + bias) · v` for `scores` `[batch, heads, seq, seq]` and `v`
+    /// `[batch, heads, seq, head_dim]`, merged back to `[batch, seq, heads·head_dim]`.
+    fn softmax_context(&mut self, scores: &str, bias: &str, v: &str) -> String {
+        let scores = self.op("Add", &[scores, bias], vec![]);
         let probs = self.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        let ctx = self.op("MatMul", &[&probs, &v], vec![]);
+        let ctx = self.op("MatMul", &[&probs, v], vec![]);
         let ctx = self.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
         let merge = self.int_tensor("merge_shape", &[3], &[0, 0, -1]);
         self.op("Reshape", &[&ctx, &merge], vec![])
+    }
+
+    /// The rest of a post-LayerNorm layer (BERT's and DeBERTa's) after the attention context
+    /// `ctx`: `x1 = LN(x + ctx·Wo)`, then `LN(x1 + act(x1·Wi)·Wout)`. `linears`: attention
+    /// output, intermediate, output; `norms`: attention and output LayerNorms; `int8`: the
+    /// layer's six int8 products (the last three used here).
+    #[allow(clippy::too_many_arguments)]
+    fn post_ln_tail(
+        &mut self,
+        names: &Names,
+        p: &str,
+        ctx: &str,
+        x: &str,
+        linears: [&Linear; 3],
+        norms: [&LayerNorm; 2],
+        act: Activation,
+        int8: Option<&[QuantLinear; 6]>,
+        eps: f64,
+    ) -> Result<String> {
+        let qz = |j: usize| int8.map(|l| &l[j]);
+        let lin = |role: LinearRole| format!("{p}.{}", names.linear_module(role));
+        let out = self.linear(&lin(LinearRole::AttentionOutput), ctx, linears[0], qz(3))?;
+        let res = self.op("Add", &[&out, x], vec![]);
+        let x1 = self.layer_norm(
+            &format!("{p}.{}", names.attention_layer_norm),
+            &res,
+            norms[0],
+            eps,
+        )?;
+        let h = self.linear(&lin(LinearRole::Intermediate), &x1, linears[1], qz(4))?;
+        let h = self.activation(act, &h);
+        let out = self.linear(&lin(LinearRole::Output), &h, linears[2], qz(5))?;
+        let res = self.op("Add", &[&out, &x1], vec![]);
+        self.layer_norm(
+            &format!("{p}.{}", names.output_layer_norm),
+            &res,
+            norms[1],
+            eps,
+        )
     }
 
     /// ModernBERT's encoder ([`crate::model::modernbert`]'s forward pass, operation by
@@ -698,33 +743,16 @@ impl Graph {
                     scores = self.op("Add", &[&scores, &p2c], vec![]);
                 }
             }
-            let scores = self.op("Add", &[&scores, bias], vec![]);
-            let probs = self.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-            let ctx = self.op("MatMul", &[&probs, &vh], vec![]);
-            let ctx = self.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-            let merge = self.int_tensor("merge_shape", &[3], &[0, 0, width as i64]);
-            let ctx = self.op("Reshape", &[&ctx, &merge], vec![]);
-            let out = self.linear(&lin(LinearRole::AttentionOutput), &ctx, &a.output, qz(3))?;
-            let res = self.op("Add", &[&out, &x], vec![]);
-            let x1 = self.layer_norm(
-                &format!("{p}.{}", names.attention_layer_norm),
-                &res,
-                &a.layer_norm,
-                eps,
-            )?;
-            let y = self.linear(
-                &lin(LinearRole::Intermediate),
-                &x1,
-                &layer.intermediate,
-                qz(4),
-            )?;
-            let y = self.activation(layer.activation, &y);
-            let out = self.linear(&lin(LinearRole::Output), &y, &layer.output, qz(5))?;
-            let res = self.op("Add", &[&out, &x1], vec![]);
-            x = self.layer_norm(
-                &format!("{p}.{}", names.output_layer_norm),
-                &res,
-                &layer.layer_norm,
+            let ctx = self.softmax_context(&scores, bias, &vh);
+            x = self.post_ln_tail(
+                names,
+                &p,
+                &ctx,
+                &x,
+                [&a.output, &layer.intermediate, &layer.output],
+                [&a.layer_norm, &layer.layer_norm],
+                layer.activation,
+                q8,
                 eps,
             )?;
             if i == 0
@@ -831,41 +859,18 @@ impl Graph {
         let k = self.linear(&lin(LinearRole::Key), x, &a.key, qz(1))?;
         let v = self.linear(&lin(LinearRole::Value), x, &a.value, qz(2))?;
         let q = self.op("Reshape", &[&q, &split], vec![]);
-        let q = self.op("Transpose", &[&q], vec![attr_ints("perm", &[0, 2, 1, 3])]);
         let k = self.op("Reshape", &[&k, &split], vec![]);
-        let kt = self.op("Transpose", &[&k], vec![attr_ints("perm", &[0, 2, 3, 1])]);
         let v = self.op("Reshape", &[&v, &split], vec![]);
-        let v = self.op("Transpose", &[&v], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let scores = self.op("MatMul", &[&q, &kt], vec![]);
-        let scale = self.scalar("scale", (head_dim as f32).sqrt());
-        let scores = self.op("Div", &[&scores, &scale], vec![]);
-        let scores = self.op("Add", &[&scores, bias], vec![]);
-        let probs = self.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        let ctx = self.op("MatMul", &[&probs, &v], vec![]);
-        let ctx = self.op("Transpose", &[&ctx], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let merge = self.int_tensor("merge_shape", &[3], &[0, 0, width as i64]);
-        let ctx = self.op("Reshape", &[&ctx, &merge], vec![]);
-        let out = self.linear(&lin(LinearRole::AttentionOutput), &ctx, &a.output, qz(3))?;
-        let res = self.op("Add", &[&out, x], vec![]);
-        let x = self.layer_norm(
-            &format!("{p}.{}", names.attention_layer_norm),
-            &res,
-            &a.layer_norm,
-            eps,
-        )?;
-        let h = self.linear(
-            &lin(LinearRole::Intermediate),
-            &x,
-            &layer.intermediate,
-            qz(4),
-        )?;
-        let h = self.activation(layer.activation, &h);
-        let out = self.linear(&lin(LinearRole::Output), &h, &layer.output, qz(5))?;
-        let res = self.op("Add", &[&out, &x], vec![]);
-        self.layer_norm(
-            &format!("{p}.{}", names.output_layer_norm),
-            &res,
-            &layer.layer_norm,
+        let ctx = self.attend(&q, &k, &v, bias, head_dim);
+        self.post_ln_tail(
+            names,
+            &p,
+            &ctx,
+            x,
+            [&a.output, &layer.intermediate, &layer.output],
+            [&a.layer_norm, &layer.layer_norm],
+            layer.activation,
+            int8,
             eps,
         )
     }

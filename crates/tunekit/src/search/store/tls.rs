@@ -296,7 +296,10 @@ impl TlsSettings {
                     .build()
                     .map_err(|e| bad(format!("root certificates: {e}")))?
             }
-            Some(roots) => Arc::new(ChainOnly { roots, provider }),
+            Some(roots) => Arc::new(ChainOnly {
+                roots,
+                signatures: NoCertificateCheck(provider),
+            }),
         };
         let builder = builder
             .dangerous()
@@ -441,7 +444,8 @@ impl ServerCertVerifier for NoCertificateCheck {
 #[derive(Debug)]
 struct ChainOnly {
     roots: RootCertStore,
-    provider: Arc<CryptoProvider>,
+    /// The handshake-signature checks, which are [`NoCertificateCheck`]'s.
+    signatures: NoCertificateCheck,
 }
 
 impl ServerCertVerifier for ChainOnly {
@@ -459,7 +463,7 @@ impl ServerCertVerifier for ChainOnly {
             &self.roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            self.signatures.0.signature_verification_algorithms.all,
         )?;
         Ok(ServerCertVerified::assertion())
     }
@@ -470,12 +474,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -484,18 +483,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 
